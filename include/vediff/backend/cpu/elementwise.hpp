@@ -1,0 +1,39 @@
+#pragma once
+// cpu kernels for elementwise arithmetic on contiguous arrays of equal length.
+#include <cstdint>
+
+#include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/core/device.hpp"
+
+namespace vediff {
+
+template <device D>
+struct elementwise_kernels;
+
+template <>
+struct elementwise_kernels<cpu> {
+    template <class T>
+    static void add(T* out, const T* a, const T* b, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { out[i] = a[i] + b[i]; });
+    }
+    template <class T>
+    static void sub(T* out, const T* a, const T* b, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { out[i] = a[i] - b[i]; });
+    }
+    template <class T>
+    static void mul(T* out, const T* a, const T* b, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { out[i] = a[i] * b[i]; });
+    }
+    /// out = alpha * x
+    template <class T>
+    static void scale(T* out, const T* x, T alpha, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { out[i] = alpha * x[i]; });
+    }
+    /// y += alpha * x
+    template <class T>
+    static void axpy(T* y, const T* x, T alpha, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { y[i] += alpha * x[i]; });
+    }
+};
+
+} // namespace vediff

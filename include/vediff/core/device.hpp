@@ -1,0 +1,33 @@
+#pragma once
+// Device tags. The device is a type, never a runtime flag: every op has one backend per device,
+// and a missing op is a compile error. Only backend/ knows where memory lives.
+#include <concepts>
+
+namespace vediff {
+
+/// Host memory: Eigen for matrix products, OpenMP for parallel loops, 64-byte aligned storage.
+struct cpu {
+    static constexpr const char* name = "cpu";
+    static constexpr bool host_accessible = true;
+};
+
+/// NVIDIA GPU memory (cuBLAS, Thrust and kernels). Declared here so that layer and model code
+/// stays device-generic; its backend arrives with the CUDA issue.
+struct cuda {
+    static constexpr const char* name = "cuda";
+    static constexpr bool host_accessible = false;
+};
+
+template <class D>
+concept device = requires {
+    { D::name } -> std::convertible_to<const char*>;
+    { D::host_accessible } -> std::convertible_to<bool>;
+};
+
+/// Memory management per device (allocate, release, fill, copy to and from the host).
+/// Compute kernels live in one struct per op family, `<family>_kernels<D>`, declared by the
+/// op header and specialized in backend/<device>/<family>.hpp.
+template <device D>
+struct memory;
+
+} // namespace vediff

@@ -1,0 +1,83 @@
+#pragma once
+// Counter-based random numbers: Philox 4x32-10 (Salmon et al., "Parallel random numbers: as easy
+// as 1, 2, 3", SC 2011). A draw is a pure function of (seed, stream, offset, element index), so
+// the same seed gives the same numbers on any device and with any number of threads.
+#include <array>
+#include <cmath>
+#include <cstdint>
+
+namespace vediff {
+
+struct philox4x32 {
+    using counter = std::array<std::uint32_t, 4>;
+    using key = std::array<std::uint32_t, 2>;
+
+    static constexpr std::uint32_t multiplier0 = 0xD2511F53u;
+    static constexpr std::uint32_t multiplier1 = 0xCD9E8D57u;
+    static constexpr std::uint32_t weyl0 = 0x9E3779B9u;  // golden ratio
+    static constexpr std::uint32_t weyl1 = 0xBB67AE85u;  // sqrt(3) - 1
+    static constexpr int rounds = 10;
+
+    static constexpr counter generate(counter c, key k) {
+        for (int r = 0; r < rounds; ++r) {
+            if (r) {
+                k[0] += weyl0;
+                k[1] += weyl1;
+            }
+            const std::uint64_t p0 = std::uint64_t{multiplier0} * c[0];
+            const std::uint64_t p1 = std::uint64_t{multiplier1} * c[2];
+            c = {static_cast<std::uint32_t>(p1 >> 32) ^ c[1] ^ k[0], static_cast<std::uint32_t>(p1),
+                 static_cast<std::uint32_t>(p0 >> 32) ^ c[3] ^ k[1], static_cast<std::uint32_t>(p0)};
+        }
+        return c;
+    }
+
+    /// The block of four words for (seed, stream, block index): key = seed, counter = (index, stream).
+    static constexpr counter block(std::uint64_t seed, std::uint64_t stream, std::uint64_t index) {
+        return generate({static_cast<std::uint32_t>(index), static_cast<std::uint32_t>(index >> 32),
+                         static_cast<std::uint32_t>(stream), static_cast<std::uint32_t>(stream >> 32)},
+                        {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)});
+    }
+};
+
+/// Uniform in (0, 1), never 0 (so log() is safe), from the top 24 bits of a word.
+template <class T>
+constexpr T uniform_from_bits(std::uint32_t bits) {
+    return (static_cast<T>(bits >> 8) + T(0.5)) * T(1.0 / 16777216.0);
+}
+
+/// Element i of a uniform (0, 1) stream: word i % 4 of block offset + i / 4.
+template <class T>
+inline T philox_uniform(std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, std::uint64_t i) {
+    return uniform_from_bits<T>(philox4x32::block(seed, stream, offset + i / 4)[i % 4]);
+}
+
+/// Element i of a standard normal stream: Box-Muller on words (0,1) and (2,3) of block
+/// offset + i / 4, giving four normals per block.
+template <class T>
+inline T philox_normal(std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, std::uint64_t i) {
+    const auto w = philox4x32::block(seed, stream, offset + i / 4);
+    const unsigned pair = static_cast<unsigned>(i % 4) / 2;
+    const double u1 = uniform_from_bits<double>(w[2 * pair]);
+    const double u2 = uniform_from_bits<double>(w[2 * pair + 1]);
+    const double radius = std::sqrt(-2.0 * std::log(u1));
+    const double angle = 6.283185307179586476925 * u2;
+    return static_cast<T>(i % 2 == 0 ? radius * std::cos(angle) : radius * std::sin(angle));
+}
+
+/// A stream of draws: (seed, stream) fixed, offset advancing by the blocks each draw consumes.
+/// Saving `offset` is enough to resume the stream exactly.
+struct philox_generator {
+    std::uint64_t seed = 0;
+    std::uint64_t stream = 0;
+    std::uint64_t offset = 0;
+
+    /// Reserves the blocks for n elements and returns the offset at which they start.
+    std::uint64_t advance(std::uint64_t n) {
+        const std::uint64_t start = offset;
+        offset += (n + 3) / 4;
+        return start;
+    }
+};
+
+} // namespace vediff

@@ -1,0 +1,44 @@
+#pragma once
+// Activation layers (no parameters): identity, SiLU, GELU (tanh approximation).
+#include "vediff/nn/layer.hpp"
+#include "vediff/ops/activation.hpp"
+
+namespace vediff::nn {
+
+template <class T = float, device D = cpu>
+struct identity : parameterless {
+    using value_type = T;
+    using device_type = D;
+    tensor<T, D> forward(const tensor_view<T, D>& x) { return tensor<T, D>::copy_of(x); }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) { return tensor<T, D>::copy_of(dy); }
+};
+
+template <class T = float, device D = cpu>
+struct silu : parameterless {
+    using value_type = T;
+    using device_type = D;
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        input_ = x;
+        return ops::silu(x);
+    }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::silu_backward(dy, input_); }
+
+private:
+    tensor_view<T, D> input_;  // (any shape), owned by the caller
+};
+
+template <class T = float, device D = cpu>
+struct gelu : parameterless {
+    using value_type = T;
+    using device_type = D;
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        input_ = x;
+        return ops::gelu_tanh(x);
+    }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::gelu_tanh_backward(dy, input_); }
+
+private:
+    tensor_view<T, D> input_;  // (any shape), owned by the caller
+};
+
+} // namespace vediff::nn
