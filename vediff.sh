@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# vediff's one entry point on a fresh Debian 12 machine (run as root, or with sudo available):
+#   ./vediff.sh demo    install what is missing, build, train the Fashion-MNIST classifier
+#   ./vediff.sh test    install what is missing, build, run the whole test suite (ctest)
+#   ./vediff.sh sanitize   the unit tests again under AddressSanitizer + UBSan
+#   ./vediff.sh bench   the benchmarks against OpenBLAS and PyTorch (docs/benchmarks.md)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+JOBS=${JOBS:-$(nproc)}
+BUILD=${BUILD:-build}
+
+# Debian packages the build, the tests and the demo need.
+PACKAGES=(build-essential cmake g++ libeigen3-dev libfmt-dev libcxxopts-dev libboost-test-dev zlib1g-dev
+          nlohmann-json3-dev libstb-dev dataset-fashion-mnist)
+# The benchmarks also run the peers: OpenBLAS sgemm and PyTorch.
+BENCH_PACKAGES=(libopenblas-dev libopenblas0-pthread python3-torch)
+
+install_missing() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        echo "vediff: installing ${missing[*]}"
+        local sudo=""
+        [[ $(id -u) -eq 0 ]] || sudo="sudo"
+        $sudo apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+configure_and_build() {  # build_dir, extra cmake args...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@"
+    cmake --build "$dir" -j "$JOBS"
+}
+
+case "${1:-}" in
+demo)
+    install_missing "${PACKAGES[@]}"
+    configure_and_build "$BUILD"
+    shift
+    "$BUILD/examples/classify_fashion_mnist" --out runs/classifier "$@"
+    ;;
+test)
+    install_missing "${PACKAGES[@]}"
+    configure_and_build "$BUILD"
+    (cd "$BUILD" && ctest --output-on-failure -j "$JOBS")
+    ;;
+sanitize)
+    install_missing "${PACKAGES[@]}"
+    configure_and_build "$BUILD-sanitize" -DVEDIFF_SANITIZE=ON -DVEDIFF_BUILD_EXAMPLES=OFF -DVEDIFF_BUILD_BENCHMARKS=OFF
+    (cd "$BUILD-sanitize" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+        ctest --output-on-failure -j "$JOBS" -L unit)
+    ;;
+bench)
+    install_missing "${PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
+    configure_and_build "$BUILD"
+    shift
+    benchmarks/run.sh "$BUILD" "$@"
+    ;;
+*)
+    sed -n '2,7p' "$0"
+    exit 2
+    ;;
+esac
