@@ -1,0 +1,68 @@
+#pragma once
+// cpu kernels for the optimizers: the fused AdamW update and a sum of squares for gradient norms.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/core/device.hpp"
+
+namespace vediff {
+
+template <device D>
+struct optim_kernels;
+
+/// The scalars of one AdamW step, computed once per step in double (as torch.optim.AdamW does in
+/// Python) and rounded to the element type inside the kernel.
+struct adamw_scalars {
+    double decay_factor = 1;           // 1 − lr·weight_decay
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double step_size = 0;              // lr / (1 − β1^t)
+    double bias_correction2_sqrt = 1;  // √(1 − β2^t)
+};
+
+template <>
+struct optim_kernels<cpu> {
+    /// p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
+    /// p ← p − step_size·m / (√v / √(1 − β2^t) + eps). The operation order follows torch's
+    /// _single_tensor_adamw (mul_, add_, addcmul_, sqrt/div/add_, addcdiv_), so float results
+    /// stay within an ulp or two of PyTorch's.
+    template <class T>
+    static void adamw_update(T* p, T* m, T* v, const T* g, std::int64_t n, const adamw_scalars& s) {
+        const T decay = T(s.decay_factor), b1 = T(s.beta1), b2 = T(s.beta2);
+        const T c1 = T(1 - s.beta1), c2 = T(1 - s.beta2), eps = T(s.eps);
+        const T neg_step = T(-s.step_size), bc2 = T(s.bias_correction2_sqrt);
+        cpu_detail::parallel_for(n, [=](std::int64_t i) {
+            const T gi = g[i];
+            const T mi = m[i] * b1 + gi * c1;
+            const T vi = v[i] * b2 + c2 * gi * gi;
+            const T denom = std::sqrt(vi) / bc2 + eps;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = p[i] * decay + neg_step * mi / denom;
+        });
+    }
+
+    /// Σ x² accumulated in double over fixed chunks, so the result does not depend on the
+    /// number of threads (a resumed run reproduces the clipped gradients bit for bit).
+    template <class T>
+    static double sum_of_squares(const T* x, std::int64_t n) {
+        constexpr std::int64_t chunk = 8192;
+        const std::int64_t chunks = (n + chunk - 1) / chunk;
+        std::vector<double> partial(static_cast<std::size_t>(chunks), 0.0);
+        cpu_detail::parallel_for(chunks, [&](std::int64_t c) {
+            const std::int64_t end = std::min(n, (c + 1) * chunk);
+            double s = 0;
+            for (std::int64_t i = c * chunk; i < end; ++i) s += double(x[i]) * double(x[i]);
+            partial[static_cast<std::size_t>(c)] = s;
+        }, chunk);
+        double total = 0;
+        for (double s : partial) total += s;
+        return total;
+    }
+};
+
+} // namespace vediff

@@ -1,0 +1,361 @@
+#pragma once
+// The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
+// N bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
+// {string: string}} padded with spaces, then the raw little-endian tensor bytes, offsets relative
+// to the end of the header. Tensors are written as F32 or F64 and read from F16, BF16, F32 or F64,
+// converted to the requested type. A loaded file is validated completely (sizes, offsets, dtypes)
+// before any tensor is handed out; every problem is an io_error naming the file and the cause.
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "vediff/core/error.hpp"
+#include "vediff/core/tensor.hpp"
+#include "vediff/io/atomic_file.hpp"
+#include "vediff/nn/layer.hpp"
+
+namespace vediff::io {
+
+static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian; vediff assumes a little-endian host");
+
+using metadata_map = std::map<std::string, std::string>;
+
+namespace detail {
+
+/// Bytes per element of a safetensors dtype we can read, 0 for the others.
+inline std::size_t safetensors_dtype_size(std::string_view dtype) {
+    if (dtype == "F64") return 8;
+    if (dtype == "F32") return 4;
+    if (dtype == "F16" || dtype == "BF16") return 2;
+    return 0;
+}
+
+template <class T>
+constexpr const char* safetensors_dtype_of() {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "safetensors: vediff writes float (F32) or double (F64)");
+    return std::is_same_v<T, float> ? "F32" : "F64";
+}
+
+/// IEEE 754 binary16 to binary32 (exact: every half is a float).
+inline float half_to_float(std::uint16_t h) {
+    const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
+    const std::uint32_t exponent = (h >> 10) & 0x1fu;
+    const std::uint32_t mantissa = h & 0x3ffu;
+    if (exponent == 0) {  // zero or subnormal: mantissa · 2^−24
+        const float v = std::ldexp(static_cast<float>(mantissa), -24);
+        return sign ? -v : v;
+    }
+    const std::uint32_t bits = exponent == 31 ? (sign | 0x7f800000u | (mantissa << 13))               // inf, nan
+                                              : (sign | ((exponent + 112u) << 23) | (mantissa << 13));  // rebias 15 → 127
+    return std::bit_cast<float>(bits);
+}
+
+/// bfloat16 is the upper half of a binary32.
+inline float bfloat16_to_float(std::uint16_t b) { return std::bit_cast<float>(std::uint32_t{b} << 16); }
+
+} // namespace detail
+
+/// Where a tensor lies in a safetensors file.
+struct safetensors_entry {
+    std::string dtype;      // "F16", "BF16", "F32" or "F64"
+    tensor_shape shape;
+    std::size_t begin = 0;  // byte offsets into the data section, [begin, end)
+    std::size_t end = 0;
+};
+
+/// A safetensors file read and validated in memory.
+class safetensors_file {
+public:
+    explicit safetensors_file(std::filesystem::path path) : path_(std::move(path)) {
+        std::FILE* f = std::fopen(path_.c_str(), "rb");
+        if (!f) fail(fmt::format("cannot open: {}", std::strerror(errno)));
+        std::vector<char> bytes;
+        char buf[1 << 16];
+        for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) bytes.insert(bytes.end(), buf, buf + n);
+        const int read_errno = std::ferror(f) ? errno : 0;
+        std::fclose(f);
+        if (read_errno) fail(fmt::format("read error: {}", std::strerror(read_errno)));
+        parse(std::move(bytes));
+    }
+
+    const std::filesystem::path& path() const { return path_; }
+    const metadata_map& metadata() const { return metadata_; }
+    const std::map<std::string, safetensors_entry>& entries() const { return entries_; }
+    bool contains(const std::string& name) const { return entries_.count(name) != 0; }
+
+    std::vector<std::string> names() const {
+        std::vector<std::string> out;
+        for (auto& [name, e] : entries_) out.push_back(name);
+        return out;
+    }
+
+    const safetensors_entry& entry(const std::string& name) const {
+        auto it = entries_.find(name);
+        if (it == entries_.end()) fail(fmt::format("no tensor named '{}'", name));
+        return it->second;
+    }
+
+    /// The tensor `name`, converted to T.
+    template <class T, device D = cpu>
+    tensor<T, D> get(const std::string& name) const {
+        const auto& e = entry(name);
+        tensor<T, D> t(e.shape);
+        read_into(name, t.view());
+        return t;
+    }
+
+    /// Copies the tensor `name`, converted to T, into dst; the shapes must be equal.
+    template <class T, device D>
+    void read_into(const std::string& name, const tensor_view<T, D>& dst) const {
+        const auto& e = entry(name);
+        if (!(e.shape == dst.shape()))
+            fail(fmt::format("tensor '{}' has shape {} in the file, the destination has shape {}", name, e.shape, dst.shape()));
+        const char* src = data_.data() + e.begin;
+        const std::size_t n = static_cast<std::size_t>(e.shape.numel());
+        std::vector<T> host(n);
+        if (e.dtype == detail::safetensors_dtype_of<T>()) {
+            if (n) std::memcpy(host.data(), src, n * sizeof(T));
+        } else {
+            for (std::size_t i = 0; i < n; ++i) host[i] = static_cast<T>(element_as_double(e.dtype, src, i));
+        }
+        memory<D>::copy_from_host(dst.data(), host.data(), n * sizeof(T));
+    }
+
+    [[noreturn]] void fail(const std::string& cause) const {
+        throw io_error(fmt::format("safetensors: {}: {}", path_.string(), cause));
+    }
+
+private:
+    static double element_as_double(const std::string& dtype, const char* src, std::size_t i) {
+        if (dtype == "F64") return load<double>(src + 8 * i);
+        if (dtype == "F32") return load<float>(src + 4 * i);
+        if (dtype == "F16") return detail::half_to_float(load<std::uint16_t>(src + 2 * i));
+        return detail::bfloat16_to_float(load<std::uint16_t>(src + 2 * i));
+    }
+    template <class U>
+    static U load(const char* p) {
+        U v;
+        std::memcpy(&v, p, sizeof(U));
+        return v;
+    }
+
+    void parse(std::vector<char> bytes) {
+        const std::size_t size = bytes.size();
+        if (size < 8) fail(fmt::format("file is {} bytes, shorter than the 8-byte header length", size));
+        const std::uint64_t header_len = load<std::uint64_t>(bytes.data());
+        if (header_len > size - 8)
+            fail(fmt::format("header length {} exceeds the {} bytes that follow it (file size {})", header_len, size - 8, size));
+        const char* header_begin = bytes.data() + 8;
+        nlohmann::json header;
+        try {
+            header = nlohmann::json::parse(header_begin, header_begin + header_len);
+        } catch (const nlohmann::json::exception& e) {
+            fail(fmt::format("malformed JSON header: {}", e.what()));
+        }
+        if (!header.is_object()) fail(fmt::format("the JSON header is not an object (it is {})", header.type_name()));
+
+        const std::size_t data_size = size - 8 - static_cast<std::size_t>(header_len);
+        for (auto& [name, value] : header.items()) {
+            if (name == "__metadata__") {
+                if (!value.is_object()) fail("__metadata__ is not an object");
+                for (auto& [k, v] : value.items()) {
+                    if (!v.is_string()) fail(fmt::format("__metadata__ value of '{}' is not a string", k));
+                    metadata_.emplace(k, v.get<std::string>());
+                }
+                continue;
+            }
+            entries_.emplace(name, parse_entry(name, value, data_size));
+        }
+        check_layout(data_size);
+
+        bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(8 + header_len));
+        data_ = std::move(bytes);
+    }
+
+    safetensors_entry parse_entry(const std::string& name, const nlohmann::json& v, std::size_t data_size) const {
+        auto bad = [&](const std::string& why) { fail(fmt::format("tensor '{}': {}", name, why)); };
+        if (!v.is_object()) bad("entry is not an object");
+        if (!v.contains("dtype") || !v["dtype"].is_string()) bad("missing or non-string \"dtype\"");
+        if (!v.contains("shape") || !v["shape"].is_array()) bad("missing or non-array \"shape\"");
+        if (!v.contains("data_offsets") || !v["data_offsets"].is_array() || v["data_offsets"].size() != 2)
+            bad("\"data_offsets\" must be an array [begin, end]");
+        safetensors_entry e;
+        e.dtype = v["dtype"].get<std::string>();
+        const std::size_t elem = detail::safetensors_dtype_size(e.dtype);
+        if (elem == 0) bad(fmt::format("unknown dtype '{}' (readable: F16, BF16, F32, F64)", e.dtype));
+        if (v["shape"].size() > static_cast<std::size_t>(max_rank))
+            bad(fmt::format("rank {} exceeds the maximum rank {}", v["shape"].size(), max_rank));
+        std::uint64_t numel = 1;
+        for (auto& d : v["shape"]) {
+            if (!d.is_number_unsigned()) bad(fmt::format("shape entry {} is not a non-negative integer", d.dump()));
+            const auto extent = d.get<std::uint64_t>();
+            if (extent > 0 && numel > (std::uint64_t{1} << 48) / extent) bad(fmt::format("shape {} is too large", v["shape"].dump()));
+            numel *= extent;
+            e.shape.push_back(static_cast<std::int64_t>(extent));
+        }
+        for (auto& o : v["data_offsets"])
+            if (!o.is_number_unsigned()) bad(fmt::format("data_offsets {} are not non-negative integers", v["data_offsets"].dump()));
+        const auto begin = v["data_offsets"][0].get<std::uint64_t>(), end = v["data_offsets"][1].get<std::uint64_t>();
+        if (end < begin) bad(fmt::format("data_offsets [{}, {}] end before they begin", begin, end));
+        if (end > data_size)
+            bad(fmt::format("data_offsets [{}, {}] out of range: the data section holds {} bytes", begin, end, data_size));
+        if (end - begin != numel * elem)
+            bad(fmt::format("data_offsets [{}, {}] hold {} bytes, but dtype {} × shape {} needs {}", begin, end, end - begin,
+                            e.dtype, e.shape, numel * elem));
+        e.begin = static_cast<std::size_t>(begin);
+        e.end = static_cast<std::size_t>(end);
+        return e;
+    }
+
+    /// The tensors must tile the data section exactly: no overlap, no gap, no trailing bytes
+    /// (the reference implementation's rule).
+    void check_layout(std::size_t data_size) const {
+        std::vector<std::pair<const std::string*, const safetensors_entry*>> order;
+        for (auto& [name, e] : entries_) order.emplace_back(&name, &e);
+        std::sort(order.begin(), order.end(), [](auto& a, auto& b) {
+            return std::pair(a.second->begin, a.second->end) < std::pair(b.second->begin, b.second->end);
+        });
+        std::size_t covered = 0;
+        const std::string* previous = nullptr;
+        for (auto& [name, e] : order) {
+            if (e->begin < covered)
+                fail(fmt::format("tensors '{}' and '{}' overlap: data_offsets [{}, {}] of '{}' start before {}, where '{}' ends",
+                                 *previous, *name, e->begin, e->end, *name, covered, *previous));
+            if (e->begin > covered)
+                fail(fmt::format("gap in the data section: bytes [{}, {}) before tensor '{}' belong to no tensor", covered, e->begin,
+                                 *name));
+            covered = e->end;
+            previous = name;
+        }
+        if (covered != data_size)
+            fail(fmt::format("the data section holds {} bytes, the tensors cover {}", data_size, covered));
+    }
+
+    std::filesystem::path path_;
+    std::map<std::string, safetensors_entry> entries_;
+    metadata_map metadata_;
+    std::vector<char> data_;  // the data section
+};
+
+/// Collects named tensors (copied to the host as F32 or F64) and writes them atomically.
+class safetensors_writer {
+public:
+    template <class T, device D>
+    void add(const std::string& name, const tensor_view<T, D>& t) {
+        if (name == "__metadata__") throw std::invalid_argument("safetensors_writer: '__metadata__' is reserved");
+        if (items_.count(name)) throw std::invalid_argument(fmt::format("safetensors_writer: tensor '{}' added twice", name));
+        const auto host = t.to_vector();
+        item it{detail::safetensors_dtype_of<T>(), t.shape(), std::vector<char>(host.size() * sizeof(T))};
+        if (!host.empty()) std::memcpy(it.bytes.data(), host.data(), it.bytes.size());
+        items_.emplace(name, std::move(it));
+    }
+    void add_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+
+    void write(const std::filesystem::path& path) const {
+        nlohmann::json header = nlohmann::json::object();
+        std::size_t offset = 0;
+        for (auto& [name, it] : items_) {
+            header[name] = {{"dtype", it.dtype},
+                            {"shape", std::vector<std::int64_t>(it.shape.begin(), it.shape.end())},
+                            {"data_offsets", {offset, offset + it.bytes.size()}}};
+            offset += it.bytes.size();
+        }
+        if (!metadata_.empty()) header["__metadata__"] = metadata_;
+        std::string text = header.dump();
+        // Pad with spaces so that the data section starts 8-byte aligned.
+        text.append((8 - text.size() % 8) % 8, ' ');
+        const std::uint64_t n = text.size();
+        write_file_atomically(path, [&](atomic_file& f) {
+            f.write(&n, sizeof n);
+            f.write(text);
+            for (auto& [name, it] : items_) f.write(it.bytes.data(), it.bytes.size());
+        });
+    }
+
+private:
+    struct item {
+        const char* dtype;
+        tensor_shape shape;
+        std::vector<char> bytes;
+    };
+    std::map<std::string, item> items_;
+    metadata_map metadata_;
+};
+
+/// Writes a map name → tensor.
+template <class T, device D>
+void save_tensors(const std::filesystem::path& path, const std::map<std::string, tensor<T, D>>& tensors,
+                  const metadata_map& metadata = {}) {
+    safetensors_writer w;
+    for (auto& [name, t] : tensors) w.add(name, t.view());
+    for (auto& [k, v] : metadata) w.add_metadata(k, v);
+    w.write(path);
+}
+
+/// Reads every tensor of a file, converted to T.
+template <class T, device D = cpu>
+std::map<std::string, tensor<T, D>> load_tensors(const std::filesystem::path& path) {
+    safetensors_file f(path);
+    std::map<std::string, tensor<T, D>> out;
+    for (auto& [name, e] : f.entries()) out.emplace(name, f.get<T, D>(name));
+    return out;
+}
+
+/// Saves every parameter of a model (trainable or not) under its state_dict name.
+template <class Model>
+void save_state_dict(const std::filesystem::path& path, Model& model, const metadata_map& metadata = {}) {
+    safetensors_writer w;
+    for (auto& [name, p] : nn::named_parameters(model)) w.add(name, p->value.view());
+    for (auto& [k, v] : metadata) w.add_metadata(k, v);
+    w.write(path);
+}
+
+/// Loads every parameter of a model from a file written by save_state_dict (or PyTorch's
+/// safetensors.torch.save_file). Every parameter must be present with its exact shape; tensors
+/// the model lacks are an error unless strict is false. All problems are reported together, and
+/// the model is left untouched when there is any. Returns the file's metadata.
+template <class Model>
+metadata_map load_state_dict(const std::filesystem::path& path, Model& model, bool strict = true) {
+    safetensors_file f(path);
+    const auto params = nn::named_parameters(model);
+    std::vector<std::string> problems;
+    std::map<std::string, bool> used;
+    for (auto& [name, p] : params) {
+        if (!f.contains(name)) {
+            problems.push_back(fmt::format("tensor '{}' {} is missing from the file", name, p->shape()));
+            continue;
+        }
+        used[name] = true;
+        const auto& e = f.entry(name);
+        if (!(e.shape == p->shape()))
+            problems.push_back(fmt::format("tensor '{}' has shape {} in the file but {} in the model", name, e.shape, p->shape()));
+    }
+    if (strict) {
+        std::vector<std::string> unexpected;
+        for (auto& name : f.names())
+            if (!used.count(name)) unexpected.push_back("'" + name + "'");
+        if (!unexpected.empty())
+            problems.push_back(fmt::format("unexpected tensors in the file (not in the model): {}", fmt::join(unexpected, ", ")));
+    }
+    if (!problems.empty())
+        throw io_error(fmt::format("load_state_dict: {}: {}", path.string(), fmt::join(problems, "; ")));
+    for (auto& [name, p] : params) f.read_into(name, p->value.view());
+    return f.metadata();
+}
+
+} // namespace vediff::io

@@ -1,0 +1,50 @@
+#pragma once
+// Global gradient norm and norm clipping, as torch.nn.utils.clip_grad_norm_ (L2 norm over the
+// gradients of all trainable parameters taken together).
+#include <cmath>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "vediff/backend/cpu/elementwise.hpp"
+#include "vediff/backend/cpu/optim.hpp"
+#include "vediff/core/error.hpp"
+#include "vediff/nn/layer.hpp"
+
+namespace vediff::optim {
+
+/// √(Σ over trainable parameters of Σ grad²), accumulated in double.
+template <class Model>
+double global_grad_norm(Model& model) {
+    using T = typename Model::value_type;
+    using D = typename Model::device_type;
+    double sum = 0;
+    model.for_each_parameter([&](const std::string&, nn::parameter<T, D>& p) {
+        if (p.trainable) sum += optim_kernels<D>::sum_of_squares(p.grad.data(), p.grad.numel());
+    }, std::string{});
+    return std::sqrt(sum);
+}
+
+/// Scales the trainable gradients by max_norm / (norm + 1e-6) when that factor is below 1, and
+/// returns the norm before clipping (torch's clip_grad_norm_ with norm_type 2). A non-finite
+/// norm leaves the gradients alone; it throws numeric_error when error_if_nonfinite is set.
+template <class Model>
+double clip_grad_norm(Model& model, double max_norm, bool error_if_nonfinite = false) {
+    using T = typename Model::value_type;
+    using D = typename Model::device_type;
+    const double norm = global_grad_norm(model);
+    if (!std::isfinite(norm)) {
+        if (error_if_nonfinite)
+            throw numeric_error(fmt::format("clip_grad_norm: the total gradient norm is {}", norm));
+        return norm;
+    }
+    const double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0) {
+        model.for_each_parameter([&](const std::string&, nn::parameter<T, D>& p) {
+            if (p.trainable) elementwise_kernels<D>::scale(p.grad.data(), p.grad.data(), T(coef), p.grad.numel());
+        }, std::string{});
+    }
+    return norm;
+}
+
+} // namespace vediff::optim

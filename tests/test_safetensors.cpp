@@ -1,0 +1,328 @@
+#define BOOST_TEST_MODULE safetensors
+#include <boost/test/unit_test.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "support/fixture.hpp"
+#include "support/gradcheck.hpp"
+#include "vediff/io/atomic_file.hpp"
+#include "vediff/io/safetensors.hpp"
+
+using namespace vediff;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct temp_dir {
+    fs::path path = fs::temp_directory_path() / ("vediff_safetensors_" + std::to_string(::getpid()));
+    temp_dir() { fs::create_directories(path); }
+    ~temp_dir() { fs::remove_all(path); }
+    fs::path operator/(const std::string& name) const { return path / name; }
+};
+
+std::string read_text(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void write_text(const fs::path& p, const std::string& s) {
+    std::ofstream out(p, std::ios::binary);
+    out.write(s.data(), static_cast<std::streamsize>(s.size()));
+}
+
+/// A safetensors file from a header text and a data section, with the length as given.
+std::string st_file(const std::string& header, const std::string& data, std::uint64_t header_len) {
+    std::string s(8, '\0');
+    std::memcpy(s.data(), &header_len, 8);
+    return s + header + data;
+}
+std::string st_file(const std::string& header, const std::string& data) { return st_file(header, data, header.size()); }
+
+template <class F>
+std::string io_error_message(F&& f) {
+    try {
+        f();
+    } catch (const io_error& e) {
+        return e.what();
+    }
+    return "<no io_error>";
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+/// A test-local layer with a trainable weight and bias and a fixed table.
+template <class T = float>
+struct toy_layer {
+    using value_type = T;
+    using device_type = cpu;
+    nn::parameter<T, cpu> weight;
+    nn::parameter<T, cpu> bias;
+    nn::parameter<T, cpu> table{{2, 3}, false};
+
+    explicit toy_layer(std::int64_t in = 3, std::int64_t out = 2) : weight({out, in}), bias({out}) {}
+    tensor<T, cpu> forward(const tensor_view<T, cpu>& x) { return tensor<T, cpu>::copy_of(x); }
+    tensor<T, cpu> backward(const tensor_view<T, cpu>& dy) { return tensor<T, cpu>::copy_of(dy); }
+    template <class F>
+    void for_each_parameter(F&& f, const std::string& prefix = {}) {
+        f(nn::join_name(prefix, "weight"), weight);
+        f(nn::join_name(prefix, "bias"), bias);
+        f(nn::join_name(prefix, "pos_embed"), table);
+    }
+};
+static_assert(nn::layer<toy_layer<>>);
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(format)
+
+BOOST_AUTO_TEST_CASE(round_trip_f32_f64_and_metadata) {
+    temp_dir dir;
+    auto a = testing::random_tensor<float>({2, 3, 4}, 1);
+    auto b = testing::random_tensor<double>({5}, 2);
+    auto s = tensor<float>::from_host({}, {0.25f});
+    auto z = tensor<double>::zeros({0, 3});
+    io::safetensors_writer w;
+    w.add("block.0.weight", a.view());
+    w.add("b", b.view());
+    w.add("scalar", s.view());
+    w.add("empty", z.view());
+    w.add_metadata("format", "pt");
+    w.add_metadata("step", "1234");
+    BOOST_CHECK_THROW(w.add("b", b.view()), std::invalid_argument);
+    w.write(dir / "t.safetensors");
+
+    // The layout: little-endian length, header padded to 8-byte alignment with spaces.
+    const auto raw = read_text(dir / "t.safetensors");
+    std::uint64_t n = 0;
+    std::memcpy(&n, raw.data(), 8);
+    BOOST_TEST(n % 8 == 0u);
+    BOOST_TEST(raw[8] == '{');
+    BOOST_TEST(raw.size() == 8 + n + (24 + 1) * 4 + 5 * 8);
+
+    io::safetensors_file f(dir / "t.safetensors");
+    BOOST_TEST(f.entries().size() == 4u);
+    BOOST_TEST(f.entry("block.0.weight").dtype == "F32");
+    BOOST_TEST(f.entry("b").dtype == "F64");
+    BOOST_TEST(f.entry("scalar").shape.rank() == 0);
+    BOOST_TEST(f.metadata().at("format") == "pt");
+    BOOST_TEST(f.metadata().at("step") == "1234");
+    BOOST_TEST(f.get<float>("block.0.weight").to_vector() == a.to_vector());
+    BOOST_TEST(f.get<double>("b").to_vector() == b.to_vector());
+    BOOST_TEST(f.get<float>("scalar").to_vector() == std::vector<float>{0.25f});
+    BOOST_TEST((f.get<double>("empty").shape() == tensor_shape{0, 3}));
+    // Conversion on load: F64 → float, F32 → double.
+    const auto b_as_float = f.get<float>("b").to_vector();
+    for (std::size_t i = 0; i < 5; ++i) BOOST_TEST(b_as_float[i] == static_cast<float>(b.data()[i]));
+    BOOST_TEST(f.get<double>("block.0.weight").data()[7] == double(a.data()[7]));
+    BOOST_TEST(contains(io_error_message([&] { f.get<float>("nope"); }), "no tensor named 'nope'"));
+}
+
+BOOST_AUTO_TEST_CASE(map_helpers) {
+    temp_dir dir;
+    std::map<std::string, tensor<double>> m;
+    m.emplace("x", testing::random_tensor<double>({3, 2}, 5));
+    m.emplace("y", testing::random_tensor<double>({4}, 6));
+    io::save_tensors(dir / "m.safetensors", m, {{"k", "v"}});
+    const auto back = io::load_tensors<double>(dir / "m.safetensors");
+    BOOST_TEST(back.size() == 2u);
+    BOOST_TEST(back.at("x").to_vector() == m.at("x").to_vector());
+    BOOST_TEST(back.at("y").to_vector() == m.at("y").to_vector());
+    BOOST_TEST(io::safetensors_file(dir / "m.safetensors").metadata().at("k") == "v");
+}
+
+BOOST_AUTO_TEST_CASE(reads_an_independently_written_file) {
+    // Bytes assembled by tests/fixtures/make_optim.py with struct and json, not by vediff.
+    temp_dir dir;
+    const auto fx = testing::load_fixture("optim.txt");
+    const auto bytes = fx.get<double>("safetensors.bytes");
+    std::string raw;
+    for (auto v : bytes.span()) raw.push_back(static_cast<char>(static_cast<std::uint8_t>(v)));
+    write_text(dir / "py.safetensors", raw);
+    io::safetensors_file f(dir / "py.safetensors");
+    BOOST_TEST(f.metadata().at("format") == "pt");
+    BOOST_TEST(f.entry("c.f16").dtype == "F16");
+    BOOST_TEST(f.entry("d.bf16").dtype == "BF16");
+    for (std::string name : {"a.f32", "b.f64", "c.f16", "d.bf16", "e.scalar"}) {
+        const auto expected = fx.get<double>("safetensors." + name);
+        // Every value converts exactly (F16 and BF16 widen to float without rounding).
+        BOOST_TEST(f.get<double>(name).to_vector() == expected.to_vector(), name);
+        BOOST_TEST(f.get<float>(name).to_vector() == fx.get<float>("safetensors." + name).to_vector(), name << " as float");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(half_and_bfloat16_conversion) {
+    using io::detail::bfloat16_to_float;
+    using io::detail::half_to_float;
+    BOOST_TEST(half_to_float(0x3c00) == 1.0f);
+    BOOST_TEST(half_to_float(0xc000) == -2.0f);
+    BOOST_TEST(half_to_float(0x7bff) == 65504.0f);
+    BOOST_TEST(half_to_float(0x0001) == std::ldexp(1.0f, -24));  // smallest subnormal
+    BOOST_TEST(half_to_float(0x0400) == std::ldexp(1.0f, -14));  // smallest normal
+    BOOST_TEST(std::isinf(half_to_float(0xfc00)));
+    BOOST_TEST(std::isnan(half_to_float(0x7e00)));
+    BOOST_TEST(std::signbit(half_to_float(0x8000)));
+    BOOST_TEST(bfloat16_to_float(0x3f80) == 1.0f);
+    BOOST_TEST(bfloat16_to_float(0xc049) == -3.140625f);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(malformed)
+
+// Each case: the file content and a phrase its error must contain; every message names the file.
+BOOST_AUTO_TEST_CASE(each_problem_is_a_named_io_error) {
+    temp_dir dir;
+    const std::string f32x2 = std::string(8, '\1');  // two F32 values
+    const std::string ok_entry = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
+    struct bad_case {
+        std::string name, content, phrase;
+    };
+    const std::vector<bad_case> cases = {
+        {"short", std::string("\x10\0\0", 3), "shorter than the 8-byte header length"},
+        {"long_header", st_file("{" + ok_entry + "}", f32x2, 1000), "header length 1000 exceeds"},
+        {"bad_json", st_file(R"({"a":{"dtype":"F32",)", ""), "malformed JSON header"},
+        {"empty_header", st_file("", ""), "malformed JSON header"},
+        {"array_header", st_file("[1, 2]  ", ""), "not an object"},
+        {"unknown_dtype", st_file(R"({"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}})", f32x2), "unknown dtype 'Q4'"},
+        {"out_of_range", st_file(R"({"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})", f32x2), "out of range"},
+        {"size_mismatch", st_file(R"({"a":{"dtype":"F64","shape":[2],"data_offsets":[0,8]}})", f32x2), "needs 16"},
+        {"reversed", st_file(R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[8,0]}})", f32x2), "end before they begin"},
+        {"overlap", st_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2),
+         "overlap"},
+        {"gap", st_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", f32x2), "gap"},
+        {"trailing", st_file("{" + ok_entry + "}", f32x2 + "xxxx"), "the tensors cover 8"},
+        {"negative_shape", st_file(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", f32x2), "not a non-negative integer"},
+        {"no_offsets", st_file(R"({"a":{"dtype":"F32","shape":[2]}})", f32x2), "data_offsets"},
+        {"bad_metadata", st_file(R"({"__metadata__":{"step":3}})", ""), "not a string"},
+        {"rank6", st_file(R"({"a":{"dtype":"F32","shape":[1,1,1,1,1,2],"data_offsets":[0,8]}})", f32x2), "rank 6"},
+    };
+    for (const auto& c : cases) {
+        const auto path = dir / (c.name + ".safetensors");
+        write_text(path, c.content);
+        const auto msg = io_error_message([&] { io::safetensors_file f(path); });
+        BOOST_TEST(contains(msg, path.string()), c.name << ": " << msg);
+        BOOST_TEST(contains(msg, c.phrase), c.name << ": " << msg);
+    }
+    // The same header, well-formed, loads: the cases above fail for their stated reason.
+    write_text(dir / "good.safetensors", st_file("{" + ok_entry + "}", f32x2));
+    BOOST_TEST(io::safetensors_file(dir / "good.safetensors").entry("a").shape == tensor_shape{2});
+    const auto missing = io_error_message([&] { io::safetensors_file f(dir / "absent.safetensors"); });
+    BOOST_TEST(contains(missing, "absent.safetensors"), missing);
+    BOOST_TEST(contains(missing, "No such file"), missing);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(state_dict)
+
+BOOST_AUTO_TEST_CASE(round_trip_includes_fixed_parameters) {
+    temp_dir dir;
+    toy_layer<float> a;
+    testing::randomize_parameters(a, 11);
+    io::save_state_dict(dir / "model.safetensors", a, {{"epoch", "3"}});
+    BOOST_TEST(io::safetensors_file(dir / "model.safetensors").contains("pos_embed"));
+    toy_layer<float> b;
+    const auto meta = io::load_state_dict(dir / "model.safetensors", b);
+    BOOST_TEST(meta.at("epoch") == "3");
+    BOOST_TEST(b.weight.value.to_vector() == a.weight.value.to_vector());
+    BOOST_TEST(b.bias.value.to_vector() == a.bias.value.to_vector());
+    BOOST_TEST(b.table.value.to_vector() == a.table.value.to_vector());
+    // A double model reads the float checkpoint, converting.
+    toy_layer<double> c;
+    io::load_state_dict(dir / "model.safetensors", c);
+    BOOST_TEST(c.weight.value.data()[1] == double(a.weight.value.data()[1]));
+}
+
+BOOST_AUTO_TEST_CASE(shape_mismatch_names_file_tensor_and_shapes) {
+    temp_dir dir;
+    toy_layer<float> saved(3, 2);
+    io::save_state_dict(dir / "model.safetensors", saved);
+    toy_layer<float> other(5, 2);
+    ops::fill(other.weight.value.view(), 7.0f);
+    ops::fill(other.bias.value.view(), 7.0f);
+    const auto msg = io_error_message([&] { io::load_state_dict(dir / "model.safetensors", other); });
+    BOOST_TEST(contains(msg, (dir / "model.safetensors").string()), msg);
+    BOOST_TEST(contains(msg, "'weight'"), msg);
+    BOOST_TEST(contains(msg, "(2, 3)"), msg);
+    BOOST_TEST(contains(msg, "(2, 5)"), msg);
+    BOOST_TEST(!contains(msg, "'bias'"), msg);
+    // Nothing was loaded: not even the bias, whose shape fits.
+    for (auto v : other.bias.value.span()) BOOST_TEST(v == 7.0f);
+}
+
+BOOST_AUTO_TEST_CASE(missing_and_unexpected_tensors) {
+    temp_dir dir;
+    auto w = testing::random_tensor<float>({2, 3}, 1);
+    auto bias = testing::random_tensor<float>({2}, 2);
+    auto t = testing::random_tensor<float>({2, 3}, 3);
+    auto extra = testing::random_tensor<float>({4}, 4);
+    std::map<std::string, tensor<float>> m;
+    m.emplace("weight", w.clone());
+    m.emplace("pos_embed", t.clone());
+    io::save_tensors(dir / "missing.safetensors", m);
+    toy_layer<float> l;
+    auto msg = io_error_message([&] { io::load_state_dict(dir / "missing.safetensors", l); });
+    BOOST_TEST(contains(msg, "'bias' (2) is missing"), msg);
+
+    m.emplace("bias", bias.clone());
+    m.emplace("decoder.extra", extra.clone());
+    m.emplace("head.w", extra.clone());
+    io::save_tensors(dir / "extra.safetensors", m);
+    msg = io_error_message([&] { io::load_state_dict(dir / "extra.safetensors", l); });
+    BOOST_TEST(contains(msg, "unexpected tensors"), msg);
+    BOOST_TEST(contains(msg, "'decoder.extra', 'head.w'"), msg);
+    io::load_state_dict(dir / "extra.safetensors", l, /*strict=*/false);
+    BOOST_TEST(l.weight.value.to_vector() == w.to_vector());
+    BOOST_TEST(l.bias.value.to_vector() == bias.to_vector());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(atomic_write)
+
+BOOST_AUTO_TEST_CASE(failed_writer_leaves_the_old_file) {
+    temp_dir dir;
+    const auto target = dir / "checkpoint.safetensors";
+    write_text(target, "old contents");
+    BOOST_CHECK_THROW(io::write_file_atomically(target, [](io::atomic_file& f) {
+                          f.write("half of the new contents");
+                          throw std::runtime_error("disk full, say");
+                      }),
+                      std::runtime_error);
+    BOOST_TEST(read_text(target) == "old contents");
+    // The temporary is gone: the directory holds only the target.
+    BOOST_TEST(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);
+
+    io::write_file_atomically(target, [](io::atomic_file& f) {
+        BOOST_TEST(f.temp_path().string() == f.target().string() + ".tmp." + std::to_string(::getpid()));
+        BOOST_TEST(fs::exists(f.temp_path()));
+        f.write("new contents");
+    });
+    BOOST_TEST(read_text(target) == "new contents");
+    BOOST_TEST(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator{}) == 1);
+}
+
+BOOST_AUTO_TEST_CASE(save_over_an_existing_checkpoint_and_unwritable_path) {
+    temp_dir dir;
+    toy_layer<float> a, b;
+    testing::randomize_parameters(a, 1);
+    testing::randomize_parameters(b, 2);
+    io::save_state_dict(dir / "m.safetensors", a);
+    io::save_state_dict(dir / "m.safetensors", b);
+    toy_layer<float> c;
+    io::load_state_dict(dir / "m.safetensors", c);
+    BOOST_TEST(c.weight.value.to_vector() == b.weight.value.to_vector());
+    const auto msg = io_error_message([&] { io::save_state_dict(dir / "no_such_dir" / "m.safetensors", a); });
+    BOOST_TEST(contains(msg, "no_such_dir"), msg);
+    BOOST_TEST(contains(msg, "No such file or directory"), msg);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
