@@ -80,6 +80,14 @@ public:
         draw(now);
     }
 
+    /// Prints a message on a line of its own (e.g. an evaluation result) without breaking the bar.
+    void note(std::string_view message) {
+        if (redraw_ && drawn_) fmt::print(out_, "\r\x1b[K{}\n", message);
+        else fmt::print(out_, "{}\n", message);
+        if (redraw_ && drawn_) draw(clock::now());
+        std::fflush(out_);
+    }
+
     /// Draws the final state (with the last fields unless new ones are given) and ends the line.
     void finish(std::initializer_list<progress_field> fields = {}) {
         if (finished_) return;
