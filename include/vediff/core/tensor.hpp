@@ -33,6 +33,8 @@ public:
     std::int64_t numel() const { return shape_.numel(); }
     std::array<std::int64_t, max_rank> strides() const { return shape_.strides(); }
     bool empty() const { return numel() == 0; }
+    /// False for a default-constructed (or moved-from) tensor, which has no storage.
+    bool defined() const { return data_ != nullptr; }
 
     /// The same memory seen with another shape; one extent may be -1 (inferred).
     tensor_view reshape(std::initializer_list<std::int64_t> dims) const { return {data_, resolve_reshape(dims)}; }

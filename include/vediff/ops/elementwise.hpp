@@ -1,5 +1,7 @@
 #pragma once
-// Elementwise arithmetic on tensors of the same shape.
+// Elementwise arithmetic on tensors of the same shape (broadcasting ones: ops/broadcast.hpp).
+#include <type_traits>
+
 #include "vediff/backend/cpu/elementwise.hpp"
 #include "vediff/core/tensor.hpp"
 
@@ -41,6 +43,31 @@ template <class T, device D>
 void axpy(const tensor_view<T, D>& y, const tensor_view<T, D>& x, T alpha = T(1)) {
     require_same_shape("axpy", y, x);
     elementwise_kernels<D>::axpy(y.data(), x.data(), alpha, x.numel());
+}
+
+/// a / b, elementwise.
+template <class T, device D>
+tensor<T, D> div(const tensor_view<T, D>& a, const tensor_view<T, D>& b) {
+    require_same_shape("div", a, b);
+    tensor<T, D> out(a.shape());
+    elementwise_kernels<D>::div(out.data(), a.data(), b.data(), a.numel());
+    return out;
+}
+
+/// x + c for a scalar c.
+template <class T, device D>
+tensor<T, D> add_scalar(const tensor_view<T, D>& x, std::type_identity_t<T> c) {
+    tensor<T, D> out(x.shape());
+    elementwise_kernels<D>::add_scalar(out.data(), x.data(), c, x.numel());
+    return out;
+}
+
+/// y = alpha * x + beta * y, in place (moving averages, momentum).
+template <class T, device D>
+void axpby(const tensor_view<T, D>& y, const tensor_view<T, D>& x, std::type_identity_t<T> alpha,
+           std::type_identity_t<T> beta) {
+    require_same_shape("axpby", y, x);
+    elementwise_kernels<D>::axpby(y.data(), x.data(), alpha, beta, x.numel());
 }
 
 /// Sets every element of t to value.

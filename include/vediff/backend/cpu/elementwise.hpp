@@ -34,6 +34,20 @@ struct elementwise_kernels<cpu> {
     static void axpy(T* y, const T* x, T alpha, std::int64_t n) {
         cpu_detail::parallel_for(n, [=](std::int64_t i) { y[i] += alpha * x[i]; });
     }
+    template <class T>
+    static void div(T* out, const T* a, const T* b, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { out[i] = a[i] / b[i]; });
+    }
+    /// out = x + c
+    template <class T>
+    static void add_scalar(T* out, const T* x, T c, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { out[i] = x[i] + c; });
+    }
+    /// y = alpha * x + beta * y
+    template <class T>
+    static void axpby(T* y, const T* x, T alpha, T beta, std::int64_t n) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { y[i] = alpha * x[i] + beta * y[i]; });
+    }
 };
 
 } // namespace vediff

@@ -1,0 +1,54 @@
+#pragma once
+// Embedding table layer, as nn.Embedding: parameter `weight` (num, dim) (DiT's
+// y_embedder.embedding_table.weight). Its input is integer indices, not a tensor of T, so it has
+// forward(indices) and a backward(dy) that only accumulates weight.grad; it is not an nn::layer
+// and is composed by hand (the label embedder of a DiT, for instance).
+#include <cstdint>
+#include <string>
+
+#include "vediff/core/random.hpp"
+#include "vediff/nn/layer.hpp"
+#include "vediff/ops/embedding.hpp"
+#include "vediff/ops/random.hpp"
+
+namespace vediff::nn {
+
+template <class T = float, device D = cpu>
+struct embedding {
+    using value_type = T;
+    using device_type = D;
+
+    parameter<T, D> weight;  // (num, dim)
+
+    embedding() = default;
+    /// Rows drawn from N(0, stddev²) with Philox stream 0 of `seed`, as linear and conv2d draw
+    /// their weights (nn.Embedding's default stddev is 1; DiT initializes its label table with 0.02).
+    embedding(std::int64_t num, std::int64_t dim, std::uint64_t seed = 0, double stddev = 1.0)
+        : weight(tensor_shape{num, dim}) {
+        philox_generator gen{seed, 0, 0};
+        ops::fill_normal(weight.value.view(), gen, T(0), T(stddev));
+    }
+
+    std::int64_t num_embeddings() const { return weight.shape()[0]; }
+    std::int64_t embedding_dim() const { return weight.shape()[1]; }
+
+    /// indices (...) → (..., dim). Keeps a view of the indices: the caller keeps them alive
+    /// until backward returns.
+    tensor<T, D> forward(const tensor_view<std::int32_t, D>& indices) {
+        indices_ = indices;
+        return ops::embedding(weight.value.view(), indices);
+    }
+
+    /// Adds dy (..., dim) into weight.grad at the rows of the last forward's indices.
+    void backward(const tensor_view<T, D>& dy) { ops::embedding_accumulate_grad(weight.grad.view(), dy, indices_); }
+
+    template <class F>
+    void for_each_parameter(F&& f, const std::string& prefix = {}) {
+        f(join_name(prefix, "weight"), weight);
+    }
+
+private:
+    tensor_view<std::int32_t, D> indices_;  // (...), owned by the caller
+};
+
+} // namespace vediff::nn

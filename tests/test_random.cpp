@@ -1,0 +1,114 @@
+#define BOOST_TEST_MODULE random
+#include <boost/test/unit_test.hpp>
+
+#include <omp.h>
+
+#include <cmath>
+#include <vector>
+
+#include "support/gradcheck.hpp"
+#include "vediff/ops/random.hpp"
+
+using namespace vediff;
+
+namespace {
+/// Runs f with the given OpenMP thread count, restoring the previous one.
+template <class F>
+auto with_threads(int n, F&& f) {
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(n);
+    auto r = f();
+    omp_set_num_threads(saved);
+    return r;
+}
+
+struct moments {
+    double mean = 0, var = 0;
+};
+template <class T>
+moments moments_of(const tensor<T>& t) {
+    double s = 0, sq = 0;
+    for (T v : t.span()) s += double(v);
+    const double n = double(t.numel()), m = s / n;
+    for (T v : t.span()) sq += (double(v) - m) * (double(v) - m);
+    return {m, sq / n};
+}
+} // namespace
+
+BOOST_AUTO_TEST_CASE(element_i_is_draw_i_of_the_reserved_offset) {
+    philox_generator gen{17, 3, 5};
+    auto t = tensor<double>::empty({2, 7});
+    ops::fill_normal(t.view(), gen, 1.0, 2.0);
+    BOOST_TEST(gen.offset == 5u + 4u);  // ⌈14/4⌉ blocks reserved
+    for (std::int64_t i = 0; i < t.numel(); ++i)
+        BOOST_TEST(t.data()[i] == 1.0 + 2.0 * philox_normal<double>(17, 3, 5, static_cast<std::uint64_t>(i)));
+    auto u = tensor<float>::empty({5});
+    ops::fill_uniform(u.view(), gen, -1.0, 3.0);
+    BOOST_TEST(gen.offset == 9u + 2u);
+    for (std::int64_t i = 0; i < u.numel(); ++i)
+        BOOST_TEST(u.data()[i] == -1.0f + 4.0f * philox_uniform<float>(17, 3, 9, static_cast<std::uint64_t>(i)));
+}
+
+BOOST_AUTO_TEST_CASE(identical_for_any_thread_count) {
+    // 2^17 + 3 elements: beyond the parallel grain, so two threads really split the range.
+    const tensor_shape shape{131075};
+    auto draw = [&](int threads) {
+        return with_threads(threads, [&] {
+            philox_generator gen{7, 1, 0};
+            auto n = ops::normal<float>(shape, gen, 0.0, 1.0);
+            auto u = ops::uniform<double>(shape, gen);
+            auto b = tensor<float>::empty(shape);
+            ops::fill_bernoulli(b.view(), gen, 0.3, 2.0);
+            std::vector<double> all;
+            for (float v : n.span()) all.push_back(v);
+            for (double v : u.span()) all.push_back(v);
+            for (float v : b.span()) all.push_back(v);
+            all.push_back(double(gen.offset));
+            return all;
+        });
+    };
+    const auto one = draw(1), two = draw(2);
+    BOOST_TEST(one.size() == two.size());
+    BOOST_TEST((one == two));
+}
+
+BOOST_AUTO_TEST_CASE(distributions) {
+    philox_generator gen{3, 0, 0};
+    const tensor_shape shape{400000};
+    const auto n = moments_of(ops::normal<double>(shape, gen, 2.0, 0.5));
+    BOOST_TEST(std::abs(n.mean - 2.0) < 0.005);
+    BOOST_TEST(std::abs(n.var - 0.25) < 0.005);
+    auto u = ops::uniform<float>(shape, gen, -2.0, 4.0);
+    const auto um = moments_of(u);
+    BOOST_TEST(std::abs(um.mean - 1.0) < 0.02);
+    BOOST_TEST(std::abs(um.var - 3.0) < 0.03);  // (hi − lo)²/12
+    bool in_range = true;
+    for (float v : u.span()) in_range = in_range && v > -2.0f && v < 4.0f;
+    BOOST_TEST(in_range);
+
+    auto b = tensor<double>::empty(shape);
+    ops::fill_bernoulli(b.view(), gen, 0.25, 4.0);
+    std::int64_t ones = 0;
+    bool values_ok = true;
+    for (double v : b.span()) {
+        ones += v != 0.0;
+        values_ok = values_ok && (v == 0.0 || v == 4.0);
+    }
+    BOOST_TEST(values_ok);
+    // Binomial(400000, 0.25): standard deviation 274, so 5 sigma is about 0.0034 in the fraction.
+    BOOST_TEST(std::abs(double(ones) / 400000 - 0.25) < 0.0035);
+    BOOST_CHECK_THROW(ops::fill_bernoulli(b.view(), gen, 1.5), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(offsets_separate_consecutive_fills) {
+    philox_generator gen{9, 0, 0};
+    auto a = ops::normal<double>({6}, gen), b = ops::normal<double>({6}, gen);
+    BOOST_TEST(a.at(0) != b.at(0));
+    // Rewinding the offset replays the stream.
+    gen.offset = 0;
+    auto c = ops::normal<double>({6}, gen);
+    BOOST_TEST(c.to_vector() == a.to_vector());
+    // A different stream of the same seed gives different numbers.
+    philox_generator other{9, 1, 0};
+    BOOST_TEST(ops::normal<double>({6}, other).at(0) != a.at(0));
+}
