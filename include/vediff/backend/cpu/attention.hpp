@@ -1,0 +1,118 @@
+#pragma once
+// cpu kernels for scaled dot-product attention. Per (batch, head): P = softmax(scale·Q·Kᵀ) over
+// keys, O = P·V, with Eigen products on Maps of the caller's memory. Operands are addressed by
+// strides, so the packed qkv of a transformer block (B, N, 3·D) and the channels-first feature
+// maps of a convolutional attention block (B, C, H·W) are read and written in place, never
+// rearranged into (B, H, N, hd) copies.
+#include <cstdint>
+#include <type_traits>
+
+// GCC 12 reports false -Wmaybe-uninitialized warnings inside Eigen 3.4's AVX-512 packet code
+// (hundreds per test); the state that counts is the one where Eigen's headers are parsed.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Core>
+#pragma GCC diagnostic pop
+
+#include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/backend/cpu/softmax.hpp"
+#include "vediff/core/device.hpp"
+#include "vediff/core/tensor.hpp"
+
+namespace vediff {
+
+template <device D>
+struct attention_kernels;
+
+/// Where one operand's (batch, head) matrix starts and how its rows are spaced, in elements.
+/// Device-neutral: it describes memory a backend is handed, not how the backend computes.
+struct attention_operand {
+    std::int64_t batch_stride = 0;
+    std::int64_t head_stride = 0;
+    std::int64_t outer_stride = 0;  // between tokens (tokens-major) or between features (channels-first)
+};
+
+/// Sizes of an attention call and the strides of q, k, v and the output (the gradients share them).
+struct attention_layout {
+    std::int64_t batch = 0, heads = 0, queries = 0, keys = 0, key_dim = 0, value_dim = 0;
+    attention_operand q, k, v, out;
+};
+
+namespace cpu_detail {
+
+/// A (tokens × features) operand: row-major with an outer stride (tokens-major), or column-major
+/// (channels-first: the memory holds features × tokens).
+template <class T, bool ChannelsFirst>
+using attention_matrix =
+    Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, ChannelsFirst ? Eigen::ColMajor : Eigen::RowMajor>;
+template <class T, bool ChannelsFirst>
+using attention_map = Eigen::Map<attention_matrix<T, ChannelsFirst>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class T, bool ChannelsFirst>
+using const_attention_map = Eigen::Map<const attention_matrix<T, ChannelsFirst>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <class T>
+using probability_matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using probability_map = Eigen::Map<probability_matrix<T>>;
+template <class T>
+using const_probability_map = Eigen::Map<const probability_matrix<T>>;
+
+template <class T, bool ChannelsFirst, class P>
+auto operand_map(P* base, const attention_operand& o, std::int64_t b, std::int64_t h, std::int64_t tokens, std::int64_t features) {
+    using map = std::conditional_t<std::is_const_v<P>, const_attention_map<T, ChannelsFirst>, attention_map<T, ChannelsFirst>>;
+    return map(base + b * o.batch_stride + h * o.head_stride, tokens, features, Eigen::OuterStride<>(o.outer_stride));
+}
+
+} // namespace cpu_detail
+
+template <>
+struct attention_kernels<cpu> {
+    /// out = softmax(scale·q·kᵀ)·v; probs (B, H, Nq, Nk) receives the softmax.
+    template <bool ChannelsFirst, class T>
+    static void forward(T* out, T* probs, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
+        using namespace cpu_detail;
+        const std::int64_t nq = l.queries, nk = l.keys;
+        parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
+            const std::int64_t b = bh / l.heads, h = bh % l.heads;
+            const auto Q = operand_map<T, ChannelsFirst>(q, l.q, b, h, nq, l.key_dim);
+            const auto K = operand_map<T, ChannelsFirst>(k, l.k, b, h, nk, l.key_dim);
+            const auto V = operand_map<T, ChannelsFirst>(v, l.v, b, h, nk, l.value_dim);
+            auto O = operand_map<T, ChannelsFirst>(out, l.out, b, h, nq, l.value_dim);
+            probability_map<T> P(probs + bh * nq * nk, nq, nk);
+            P.noalias() = Q * K.transpose();
+            // The scale is applied inside the softmax's exp, saving a pass over P.
+            for (std::int64_t i = 0; i < nq; ++i) softmax_row(P.data() + i * nk, P.data() + i * nk, nk, scale);
+            O.noalias() = P * V;
+        }, nq * nk * (l.key_dim + l.value_dim));
+    }
+
+    /// dv = Pᵀ·dout; dS = scale·P∘(dP − rowsum(dP∘P)) with dP = dout·vᵀ; dq = dS·k; dk = dSᵀ·q.
+    /// dq, dk, dv are overwritten and laid out like q, k, v.
+    template <bool ChannelsFirst, class T>
+    static void backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
+                         const attention_layout& l, T scale) {
+        using namespace cpu_detail;
+        const std::int64_t nq = l.queries, nk = l.keys;
+        parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
+            const std::int64_t b = bh / l.heads, h = bh % l.heads;
+            const auto Q = operand_map<T, ChannelsFirst>(q, l.q, b, h, nq, l.key_dim);
+            const auto K = operand_map<T, ChannelsFirst>(k, l.k, b, h, nk, l.key_dim);
+            const auto V = operand_map<T, ChannelsFirst>(v, l.v, b, h, nk, l.value_dim);
+            const auto dO = operand_map<T, ChannelsFirst>(dout, l.out, b, h, nq, l.value_dim);
+            auto dQ = operand_map<T, ChannelsFirst>(dq, l.q, b, h, nq, l.key_dim);
+            auto dK = operand_map<T, ChannelsFirst>(dk, l.k, b, h, nk, l.key_dim);
+            auto dV = operand_map<T, ChannelsFirst>(dv, l.v, b, h, nk, l.value_dim);
+            const const_probability_map<T> P(probs + bh * nq * nk, nq, nk);
+            // Per-(b, h) scratch from the recycling host allocator: no page faults after the first step.
+            tensor<T, cpu> scratch(tensor_shape{nq, nk});
+            probability_map<T> dS(scratch.data(), nq, nk);
+            dV.noalias() = P.transpose() * dO;
+            dS.noalias() = dO * V.transpose();
+            for (std::int64_t i = 0; i < nq; ++i)
+                softmax_backward_row(dS.data() + i * nk, dS.data() + i * nk, P.data() + i * nk, nk, scale);
+            dQ.noalias() = dS * K;
+            dK.noalias() = dS.transpose() * Q;
+        }, nq * nk * (2 * l.key_dim + 2 * l.value_dim));
+    }
+};
+
+} // namespace vediff

@@ -1,0 +1,67 @@
+#pragma once
+// Parameterless attention layers: softmax over the last axis, and the core of a transformer
+// block's multi-head self-attention, from the packed output of its qkv Linear to the input of its
+// output projection (DiT's `attn.qkv` → reshape (B, N, 3, heads, hd) → softmax(q·kᵀ/√hd)·v →
+// (B, N, D) → `attn.proj`).
+#include <cstdint>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "vediff/nn/layer.hpp"
+#include "vediff/ops/attention.hpp"
+#include "vediff/ops/softmax.hpp"
+
+namespace vediff::nn {
+
+template <class T = float, device D = cpu>
+struct softmax : parameterless {
+    using value_type = T;
+    using device_type = D;
+
+    /// x (..., n) → same shape, each last-axis row summing to 1.
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        auto y = ops::softmax(x);
+        output_ = tensor<T, D>::copy_of(y);  // the backward needs y, which the caller owns
+        return y;
+    }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::softmax_backward(dy, output_.view()); }
+
+private:
+    tensor<T, D> output_;  // (..., n)
+};
+
+template <class T = float, device D = cpu>
+struct multi_head_attention_core : parameterless {
+    using value_type = T;
+    using device_type = D;
+    struct config {
+        std::int64_t heads = 1;
+    };
+
+    config cfg;
+
+    multi_head_attention_core() = default;
+    explicit multi_head_attention_core(config c) : cfg(c) {
+        if (cfg.heads <= 0) throw shape_error(fmt::format("multi_head_attention_core: {} heads", cfg.heads));
+    }
+
+    /// qkv (B, N, 3·D), rows [q | k | v] with heads contiguous → (B, N, D).
+    tensor<T, D> forward(const tensor_view<T, D>& qkv) {
+        input_ = qkv;
+        auto r = ops::packed_attention(qkv, cfg.heads);
+        probs_ = std::move(r.probs);
+        return std::move(r.out);
+    }
+
+    /// dy (B, N, D) → dqkv (B, N, 3·D).
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        return ops::packed_attention_backward(dy, input_, probs_.view(), cfg.heads);
+    }
+
+private:
+    tensor_view<T, D> input_;  // (B, N, 3·D), owned by the caller
+    tensor<T, D> probs_;       // (B, heads, N, N)
+};
+
+} // namespace vediff::nn

@@ -1,0 +1,164 @@
+#pragma once
+// Normalization layers: group_norm (LDM's GroupNorm(32, eps 1e-6)), layer_norm over the last axis
+// (DiT: without affine, eps 1e-6) and rms_norm over the last axis (LightningDiT). Parameter names
+// and initial values follow PyTorch: `weight` = 1, `bias` = 0.
+#include <cstdint>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "vediff/nn/layer.hpp"
+#include "vediff/ops/norm.hpp"
+
+namespace vediff::nn {
+
+template <class T = float, device D = cpu>
+struct group_norm {
+    using value_type = T;
+    using device_type = D;
+    struct config {
+        std::int64_t groups = 32;
+        std::int64_t channels = 0;
+        double eps = 1e-6;
+        bool affine = true;
+    };
+
+    config cfg;
+    parameter<T, D> weight;  // (C), only with cfg.affine
+    parameter<T, D> bias;    // (C), only with cfg.affine
+
+    group_norm() = default;
+    explicit group_norm(config c) : cfg(c) {
+        if (cfg.groups <= 0 || cfg.channels % cfg.groups != 0)
+            throw shape_error(fmt::format("group_norm: {} channels are not divisible by {} groups", cfg.channels, cfg.groups));
+        if (cfg.affine) {
+            weight = parameter<T, D>(tensor_shape{cfg.channels});
+            bias = parameter<T, D>(tensor_shape{cfg.channels});
+            ops::fill(weight.value.view(), T(1));
+        }
+    }
+
+    /// x (N, C, ...) → same shape.
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        if (x.rank() < 2 || x.dim(1) != cfg.channels)
+            throw shape_error(fmt::format("group_norm: input {} must be (N, {}, ...)", x.shape(), cfg.channels));
+        input_ = x;
+        auto r = cfg.affine ? ops::group_norm(x, cfg.groups, weight.value.view(), bias.value.view(), cfg.eps)
+                            : ops::group_norm(x, cfg.groups, cfg.eps);
+        mean_ = std::move(r.mean);
+        rstd_ = std::move(r.rstd);
+        return std::move(r.y);
+    }
+
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        if (!cfg.affine) return ops::group_norm_backward(dy, input_, mean_.view(), rstd_.view(), cfg.groups);
+        return ops::group_norm_backward(dy, input_, mean_.view(), rstd_.view(), cfg.groups, weight.value.view(),
+                                        weight.grad.view(), bias.grad.view());
+    }
+
+    template <class F>
+    void for_each_parameter(F&& f, const std::string& prefix = {}) {
+        if (!cfg.affine) return;
+        f(join_name(prefix, "weight"), weight);
+        f(join_name(prefix, "bias"), bias);
+    }
+
+private:
+    tensor_view<T, D> input_;  // (N, C, ...), owned by the caller
+    tensor<T, D> mean_;        // (N, G)
+    tensor<T, D> rstd_;        // (N, G)
+};
+
+template <class T = float, device D = cpu>
+struct layer_norm {
+    using value_type = T;
+    using device_type = D;
+    struct config {
+        std::int64_t dim = 0;
+        double eps = 1e-6;
+        bool affine = true;  // PyTorch's elementwise_affine; DiT uses false
+    };
+
+    config cfg;
+    parameter<T, D> weight;  // (dim), only with cfg.affine
+    parameter<T, D> bias;    // (dim), only with cfg.affine
+
+    layer_norm() = default;
+    explicit layer_norm(config c) : cfg(c) {
+        if (cfg.affine) {
+            weight = parameter<T, D>(tensor_shape{cfg.dim});
+            bias = parameter<T, D>(tensor_shape{cfg.dim});
+            ops::fill(weight.value.view(), T(1));
+        }
+    }
+
+    /// x (..., dim) → same shape.
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        if (x.rank() < 1 || x.dim(-1) != cfg.dim)
+            throw shape_error(fmt::format("layer_norm: input {} must be (..., {})", x.shape(), cfg.dim));
+        input_ = x;
+        auto r = cfg.affine ? ops::layer_norm(x, weight.value.view(), bias.value.view(), cfg.eps) : ops::layer_norm(x, cfg.eps);
+        mean_ = std::move(r.mean);
+        rstd_ = std::move(r.rstd);
+        return std::move(r.y);
+    }
+
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        if (!cfg.affine) return ops::layer_norm_backward(dy, input_, mean_.view(), rstd_.view());
+        return ops::layer_norm_backward(dy, input_, mean_.view(), rstd_.view(), weight.value.view(), weight.grad.view(),
+                                        bias.grad.view());
+    }
+
+    template <class F>
+    void for_each_parameter(F&& f, const std::string& prefix = {}) {
+        if (!cfg.affine) return;
+        f(join_name(prefix, "weight"), weight);
+        f(join_name(prefix, "bias"), bias);
+    }
+
+private:
+    tensor_view<T, D> input_;  // (..., dim), owned by the caller
+    tensor<T, D> mean_;        // (rows)
+    tensor<T, D> rstd_;        // (rows)
+};
+
+template <class T = float, device D = cpu>
+struct rms_norm {
+    using value_type = T;
+    using device_type = D;
+    struct config {
+        std::int64_t dim = 0;
+        double eps = 1e-6;
+    };
+
+    config cfg;
+    parameter<T, D> weight;  // (dim)
+
+    rms_norm() = default;
+    explicit rms_norm(config c) : cfg(c), weight(tensor_shape{c.dim}) { ops::fill(weight.value.view(), T(1)); }
+
+    /// x (..., dim) → same shape.
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        if (x.rank() < 1 || x.dim(-1) != cfg.dim)
+            throw shape_error(fmt::format("rms_norm: input {} must be (..., {})", x.shape(), cfg.dim));
+        input_ = x;
+        auto r = ops::rms_norm(x, weight.value.view(), cfg.eps);
+        rstd_ = std::move(r.rstd);
+        return std::move(r.y);
+    }
+
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        return ops::rms_norm_backward(dy, input_, rstd_.view(), weight.value.view(), weight.grad.view());
+    }
+
+    template <class F>
+    void for_each_parameter(F&& f, const std::string& prefix = {}) {
+        f(join_name(prefix, "weight"), weight);
+    }
+
+private:
+    tensor_view<T, D> input_;  // (..., dim), owned by the caller
+    tensor<T, D> rstd_;        // (rows)
+};
+
+} // namespace vediff::nn
