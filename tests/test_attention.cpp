@@ -5,12 +5,14 @@
 #include <string>
 #include <tuple>
 
+#include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/nn/attention.hpp"
 #include "vediff/ops/attention.hpp"
 
 using namespace vediff;
+using namespace vediff::testing;
 using testing::check_close;
 using testing::random_tensor;
 
@@ -20,18 +22,6 @@ using real_types = std::tuple<double, float>;
 
 static_assert(nn::layer<nn::multi_head_attention_core<float>>);
 static_assert(nn::layer<nn::multi_head_attention_core<double>>);
-
-template <class F>
-std::string shape_error_message(F&& f) {
-    try {
-        f();
-    } catch (const shape_error& e) {
-        return e.what();
-    }
-    return "<no shape_error>";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 template <class T>
 double tolerance() {

@@ -4,22 +4,15 @@
 #include <cmath>
 #include <string>
 
+#include "support/errors.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"
 
 using namespace vediff;
+using namespace vediff::testing;
 
 namespace {
-template <class F>
-std::string shape_error_message(F&& f) {
-    try {
-        f();
-    } catch (const shape_error& e) {
-        return e.what();
-    }
-    return "<no shape_error>";
-}
 } // namespace
 
 BOOST_AUTO_TEST_SUITE(tensor_core)

@@ -15,28 +15,13 @@
 #include "vediff/data/loader.hpp"
 #include "vediff/util/progress.hpp"
 
+#include "support/errors.hpp"
+
 using namespace vediff;
+using namespace vediff::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-template <class E, class F>
-std::string error_message(F&& f) {
-    try {
-        f();
-    } catch (const E& e) {
-        return e.what();
-    }
-    return "<no error>";
-}
-
-struct temp_dir {
-    fs::path path = fs::temp_directory_path() / ("vediff_data_" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
-};
 
 /// A gzip-compressed IDX file of unsigned bytes.
 void write_idx_gz(const fs::path& p, std::vector<std::uint32_t> dims, const std::vector<std::uint8_t>& data) {
@@ -142,7 +127,7 @@ BOOST_AUTO_TEST_CASE(real_tokenizer_format, *boost::unit_test::precondition(data
 }
 
 BOOST_AUTO_TEST_CASE(synthetic_files_and_their_errors) {
-    temp_dir dir;
+    temp_dir dir("data");
     write_fake_split(dir.path, 5, 5);
     data::fashion_mnist_options opt;
     opt.directory = dir.path;

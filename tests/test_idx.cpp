@@ -12,7 +12,10 @@
 
 #include "vediff/io/idx.hpp"
 
+#include "support/errors.hpp"
+
 using namespace vediff;
+using namespace vediff::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -34,13 +37,6 @@ bytes counting(std::size_t n) {
     return b;
 }
 
-struct temp_dir {
-    fs::path path = fs::temp_directory_path() / ("vediff_idx_" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
-
 void write_raw(const fs::path& p, const bytes& b) {
     std::ofstream out(p, std::ios::binary);
     out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
@@ -58,23 +54,10 @@ bytes read_raw(const fs::path& p) {
     return bytes(std::istreambuf_iterator<char>(in), {});
 }
 
-/// The io_error message of f(), or a marker when it throws none.
-template <class F>
-std::string io_error_message(F&& f) {
-    try {
-        f();
-    } catch (const io_error& e) {
-        return e.what();
-    }
-    return "<no io_error>";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 } // namespace
 
 BOOST_AUTO_TEST_CASE(reads_raw_and_gzip_files) {
-    temp_dir dir;
+    temp_dir dir("idx");
     const auto images = counting(2 * 3 * 4);
     const bytes labels = {9, 0, 4};
     for (bool gz : {false, true}) {
@@ -96,14 +79,14 @@ BOOST_AUTO_TEST_CASE(reads_raw_and_gzip_files) {
 }
 
 BOOST_AUTO_TEST_CASE(missing_file) {
-    temp_dir dir;
+    temp_dir dir("idx");
     const auto msg = io_error_message([&] { io::read_idx(dir / "nope.gz"); });
     BOOST_TEST(contains(msg, "nope.gz"), msg);
     BOOST_TEST(contains(msg, "no such file"), msg);
 }
 
 BOOST_AUTO_TEST_CASE(truncated_data_names_both_counts) {
-    temp_dir dir;
+    temp_dir dir("idx");
     auto full = idx_bytes({2, 3, 4}, counting(24));
     full.resize(full.size() - 14);  // 10 of the 24 data bytes left
     for (bool gz : {false, true}) {
@@ -123,7 +106,7 @@ BOOST_AUTO_TEST_CASE(truncated_data_names_both_counts) {
 }
 
 BOOST_AUTO_TEST_CASE(truncated_gzip_stream) {
-    temp_dir dir;
+    temp_dir dir("idx");
     write_gz(dir / "whole.gz", idx_bytes({4000}, counting(4000)));
     auto gz = read_raw(dir / "whole.gz");
     gz.resize(gz.size() / 2);
@@ -134,7 +117,7 @@ BOOST_AUTO_TEST_CASE(truncated_gzip_stream) {
 }
 
 BOOST_AUTO_TEST_CASE(corrupt_gzip_stream) {
-    temp_dir dir;
+    temp_dir dir("idx");
     write_gz(dir / "whole.gz", idx_bytes({4000}, counting(4000)));
     auto gz = read_raw(dir / "whole.gz");
     for (std::size_t i = 20; i < gz.size() - 8; ++i) gz[i] = static_cast<std::uint8_t>(0xff - i);  // garbage deflate data
@@ -152,7 +135,7 @@ BOOST_AUTO_TEST_CASE(corrupt_gzip_stream) {
 }
 
 BOOST_AUTO_TEST_CASE(bad_magic_and_dtype) {
-    temp_dir dir;
+    temp_dir dir("idx");
     write_raw(dir / "text", bytes{'h', 'e', 'l', 'l', 'o', ' ', 'w', 'o', 'r', 'l', 'd'});
     auto msg = io_error_message([&] { io::read_idx(dir / "text"); });
     BOOST_TEST(contains(msg, "text"), msg);
@@ -172,7 +155,7 @@ BOOST_AUTO_TEST_CASE(bad_magic_and_dtype) {
 }
 
 BOOST_AUTO_TEST_CASE(inconsistent_dims) {
-    temp_dir dir;
+    temp_dir dir("idx");
     // More data than the extents promise.
     write_raw(dir / "long", idx_bytes({2, 2}, counting(7)));
     auto msg = io_error_message([&] { io::read_idx(dir / "long"); });
@@ -194,7 +177,7 @@ BOOST_AUTO_TEST_CASE(inconsistent_dims) {
 }
 
 BOOST_AUTO_TEST_CASE(directory_is_not_a_file) {
-    temp_dir dir;
+    temp_dir dir("idx");
     const auto msg = io_error_message([&] { io::read_idx(dir.path); });
     BOOST_TEST(contains(msg, "directory"), msg);
 }

@@ -5,12 +5,14 @@
 #include <string>
 #include <tuple>
 
+#include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/nn/norm.hpp"
 #include "vediff/ops/norm.hpp"
 
 using namespace vediff;
+using namespace vediff::testing;
 using testing::check_close;
 using testing::random_tensor;
 
@@ -22,18 +24,6 @@ static_assert(nn::layer<nn::group_norm<float>>);
 static_assert(nn::layer<nn::group_norm<double>>);
 static_assert(nn::layer<nn::layer_norm<float>>);
 static_assert(nn::layer<nn::rms_norm<double>>);
-
-template <class F>
-std::string shape_error_message(F&& f) {
-    try {
-        f();
-    } catch (const shape_error& e) {
-        return e.what();
-    }
-    return "<no shape_error>";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 template <class T>
 double tolerance() {

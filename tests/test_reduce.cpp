@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/nn/pool.hpp"
@@ -17,16 +18,6 @@ using namespace vediff::testing;
 
 namespace {
 using real_types = boost::mpl::list<float, double>;
-
-template <class F>
-std::string shape_error_message(F&& f) {
-    try {
-        f();
-    } catch (const shape_error& e) {
-        return e.what();
-    }
-    return "<no shape_error>";
-}
 
 template <class T>
 using views = std::vector<tensor_view<T, cpu>>;

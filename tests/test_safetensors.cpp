@@ -11,22 +11,17 @@
 
 #include <unistd.h>
 
+#include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"
 
 using namespace vediff;
+using namespace vediff::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct temp_dir {
-    fs::path path = fs::temp_directory_path() / ("vediff_safetensors_" + std::to_string(::getpid()));
-    temp_dir() { fs::create_directories(path); }
-    ~temp_dir() { fs::remove_all(path); }
-    fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 std::string read_text(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -45,18 +40,6 @@ std::string st_file(const std::string& header, const std::string& data, std::uin
     return s + header + data;
 }
 std::string st_file(const std::string& header, const std::string& data) { return st_file(header, data, header.size()); }
-
-template <class F>
-std::string io_error_message(F&& f) {
-    try {
-        f();
-    } catch (const io_error& e) {
-        return e.what();
-    }
-    return "<no io_error>";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 /// A test-local layer with a trainable weight and bias and a fixed table.
 template <class T = float>
@@ -84,7 +67,7 @@ static_assert(nn::layer<toy_layer<>>);
 BOOST_AUTO_TEST_SUITE(format)
 
 BOOST_AUTO_TEST_CASE(round_trip_f32_f64_and_metadata) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     auto a = testing::random_tensor<float>({2, 3, 4}, 1);
     auto b = testing::random_tensor<double>({5}, 2);
     auto s = tensor<float>::from_host({}, {0.25f});
@@ -126,7 +109,7 @@ BOOST_AUTO_TEST_CASE(round_trip_f32_f64_and_metadata) {
 }
 
 BOOST_AUTO_TEST_CASE(map_helpers) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     std::map<std::string, tensor<double>> m;
     m.emplace("x", testing::random_tensor<double>({3, 2}, 5));
     m.emplace("y", testing::random_tensor<double>({4}, 6));
@@ -140,7 +123,7 @@ BOOST_AUTO_TEST_CASE(map_helpers) {
 
 BOOST_AUTO_TEST_CASE(reads_an_independently_written_file) {
     // Bytes assembled by tests/fixtures/make_optim.py with struct and json, not by vediff.
-    temp_dir dir;
+    temp_dir dir("safetensors");
     const auto fx = testing::load_fixture("optim.txt");
     const auto bytes = fx.get<double>("safetensors.bytes");
     std::string raw;
@@ -179,7 +162,7 @@ BOOST_AUTO_TEST_SUITE(malformed)
 
 // Each case: the file content and a phrase its error must contain; every message names the file.
 BOOST_AUTO_TEST_CASE(each_problem_is_a_named_io_error) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     const std::string f32x2 = std::string(8, '\1');  // two F32 values
     const std::string ok_entry = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
     struct bad_case {
@@ -224,7 +207,7 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(state_dict)
 
 BOOST_AUTO_TEST_CASE(round_trip_includes_fixed_parameters) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     toy_layer<float> a;
     testing::randomize_parameters(a, 11);
     io::save_state_dict(dir / "model.safetensors", a, {{"epoch", "3"}});
@@ -242,7 +225,7 @@ BOOST_AUTO_TEST_CASE(round_trip_includes_fixed_parameters) {
 }
 
 BOOST_AUTO_TEST_CASE(shape_mismatch_names_file_tensor_and_shapes) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     toy_layer<float> saved(3, 2);
     io::save_state_dict(dir / "model.safetensors", saved);
     toy_layer<float> other(5, 2);
@@ -259,7 +242,7 @@ BOOST_AUTO_TEST_CASE(shape_mismatch_names_file_tensor_and_shapes) {
 }
 
 BOOST_AUTO_TEST_CASE(missing_and_unexpected_tensors) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     auto w = testing::random_tensor<float>({2, 3}, 1);
     auto bias = testing::random_tensor<float>({2}, 2);
     auto t = testing::random_tensor<float>({2, 3}, 3);
@@ -289,7 +272,7 @@ BOOST_AUTO_TEST_SUITE_END()
 BOOST_AUTO_TEST_SUITE(atomic_write)
 
 BOOST_AUTO_TEST_CASE(failed_writer_leaves_the_old_file) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     const auto target = dir / "checkpoint.safetensors";
     write_text(target, "old contents");
     BOOST_CHECK_THROW(io::write_file_atomically(target, [](io::atomic_file& f) {
@@ -311,7 +294,7 @@ BOOST_AUTO_TEST_CASE(failed_writer_leaves_the_old_file) {
 }
 
 BOOST_AUTO_TEST_CASE(save_over_an_existing_checkpoint_and_unwritable_path) {
-    temp_dir dir;
+    temp_dir dir("safetensors");
     toy_layer<float> a, b;
     testing::randomize_parameters(a, 1);
     testing::randomize_parameters(b, 2);
