@@ -29,6 +29,7 @@ struct run_config {
     std::filesystem::path data_dir;
     std::filesystem::path out_dir;
     std::int64_t epochs = 4;
+    std::int64_t max_steps = 0;  // > 0: stop after this many steps (smoke tests)
     std::int64_t batch = 128;
     double lr = 2e-3;
     double weight_decay = 1e-4;
@@ -65,7 +66,8 @@ int run(const run_config& cfg) {
     fmt::print("model: {} parameters\n", nn::parameter_count(model));
 
     data::batch_loader<float> loader(train, cfg.batch, cfg.seed);
-    const std::int64_t total_steps = cfg.epochs * loader.batches_per_epoch();
+    std::int64_t total_steps = cfg.epochs * loader.batches_per_epoch();
+    if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
     optim::adamw opt(model, {.lr = cfg.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = cfg.weight_decay});
     const auto schedule = optim::cosine_with_warmup(cfg.lr, cfg.warmup, total_steps, cfg.lr * 0.01);
 
@@ -87,7 +89,7 @@ int run(const run_config& cfg) {
         opt.step();
         smoothed_loss = step == 0 ? loss : 0.98 * smoothed_loss + 0.02 * loss;
         bar.update(step + 1, {{"loss", smoothed_loss}, {"epoch", b.epoch + 1}});
-        if ((step + 1) % loader.batches_per_epoch() == 0) {
+        if ((step + 1) % loader.batches_per_epoch() == 0 || step + 1 == total_steps) {
             const auto eval_start = std::chrono::steady_clock::now();
             test_accuracy = evaluate(model, test, 500);
             eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count();
@@ -132,6 +134,7 @@ int main(int argc, char** argv) {
         ("batch", "minibatch size", cxxopts::value<std::int64_t>()->default_value("128"))
         ("lr", "peak learning rate (AdamW, cosine decay after warmup)", cxxopts::value<double>()->default_value("2e-3"))
         ("weight-decay", "AdamW decoupled weight decay", cxxopts::value<double>()->default_value("1e-4"))
+        ("max-steps", "stop after this many steps (0: train all epochs)", cxxopts::value<std::int64_t>()->default_value("0"))
         ("warmup", "linear warmup steps", cxxopts::value<std::int64_t>()->default_value("100"))
         ("width", "channels of the first conv block", cxxopts::value<std::int64_t>()->default_value("32"))
         ("seed", "random seed (initialization and shuffling)", cxxopts::value<std::uint64_t>()->default_value("0"))
@@ -149,6 +152,7 @@ int main(int argc, char** argv) {
         cfg.lr = args["lr"].as<double>();
         cfg.weight_decay = args["weight-decay"].as<double>();
         cfg.warmup = args["warmup"].as<std::int64_t>();
+        cfg.max_steps = args["max-steps"].as<std::int64_t>();
         cfg.width = args["width"].as<std::int64_t>();
         cfg.seed = args["seed"].as<std::uint64_t>();
         return run(cfg);
