@@ -69,7 +69,8 @@ int run(const run_config& cfg) {
     std::int64_t total_steps = cfg.epochs * loader.batches_per_epoch();
     if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
     optim::adamw opt(model, {.lr = cfg.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = cfg.weight_decay});
-    const auto schedule = optim::cosine_with_warmup(cfg.lr, cfg.warmup, total_steps, cfg.lr * 0.01);
+    // Short (smoke) runs keep a fifth of their steps for the cosine part.
+    const auto schedule = optim::cosine_with_warmup(cfg.lr, std::min(cfg.warmup, total_steps / 5), total_steps, cfg.lr * 0.01);
 
     nlohmann::json history = nlohmann::json::array();
     util::progress_bar bar(total_steps, {.label = "classifier", .items_per_step = double(cfg.batch), .unit = "img"});

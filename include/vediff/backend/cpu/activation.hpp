@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/backend/cpu/eigen.hpp"
 #include "vediff/core/device.hpp"
 
 namespace vediff {
@@ -13,16 +13,21 @@ struct activation_kernels;
 
 template <>
 struct activation_kernels<cpu> {
+    // Written as Eigen array expressions over chunks, so that exp and tanh are vectorized.
     template <class T>
     static void silu_forward(T* y, const T* x, std::int64_t n) {
-        cpu_detail::parallel_for(n, [=](std::int64_t i) { y[i] = x[i] / (T(1) + std::exp(-x[i])); });
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            const cpu_detail::const_array_map<T> xv(x + b, m);
+            cpu_detail::unaligned_array_map<T>(y + b, m) = xv / (T(1) + (-xv).exp());
+        });
     }
     /// d/dx x·s(x) = s(x)·(1 + x·(1 − s(x))), s the logistic sigmoid.
     template <class T>
     static void silu_backward(T* dx, const T* dy, const T* x, std::int64_t n) {
-        cpu_detail::parallel_for(n, [=](std::int64_t i) {
-            const T s = T(1) / (T(1) + std::exp(-x[i]));
-            dx[i] = dy[i] * s * (T(1) + x[i] * (T(1) - s));
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            const cpu_detail::const_array_map<T> xv(x + b, m), dyv(dy + b, m);
+            const auto s = (T(1) / (T(1) + (-xv).exp())).eval();
+            cpu_detail::unaligned_array_map<T>(dx + b, m) = dyv * s * (T(1) + xv * (T(1) - s));
         });
     }
     // GELU, tanh approximation: ½x(1 + tanh(√(2/π)(x + 0.044715x³))), as nn.GELU(approximate="tanh").
@@ -30,18 +35,19 @@ struct activation_kernels<cpu> {
     static constexpr double gelu_c = 0.044715;
     template <class T>
     static void gelu_tanh_forward(T* y, const T* x, std::int64_t n) {
-        cpu_detail::parallel_for(n, [=](std::int64_t i) {
-            const T v = x[i];
-            y[i] = T(0.5) * v * (T(1) + std::tanh(T(gelu_k) * (v + T(gelu_c) * v * v * v)));
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            const cpu_detail::const_array_map<T> xv(x + b, m);
+            cpu_detail::unaligned_array_map<T>(y + b, m) = T(0.5) * xv * (T(1) + (T(gelu_k) * (xv + T(gelu_c) * xv.cube())).tanh());
         });
     }
     template <class T>
     static void gelu_tanh_backward(T* dx, const T* dy, const T* x, std::int64_t n) {
-        cpu_detail::parallel_for(n, [=](std::int64_t i) {
-            const T v = x[i];
-            const T th = std::tanh(T(gelu_k) * (v + T(gelu_c) * v * v * v));
-            const T dinner = T(gelu_k) * (T(1) + T(3 * gelu_c) * v * v);
-            dx[i] = dy[i] * (T(0.5) * (T(1) + th) + T(0.5) * v * (T(1) - th * th) * dinner);
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            const cpu_detail::const_array_map<T> xv(x + b, m), dyv(dy + b, m);
+            const auto th = (T(gelu_k) * (xv + T(gelu_c) * xv.cube())).tanh().eval();
+            const auto dinner = T(gelu_k) * (T(1) + T(3 * gelu_c) * xv.square());
+            cpu_detail::unaligned_array_map<T>(dx + b, m) =
+                dyv * (T(0.5) * (T(1) + th) + T(0.5) * xv * (T(1) - th.square()) * dinner);
         });
     }
 };
