@@ -1,0 +1,65 @@
+#pragma once
+// nn::conv2d: torch.nn.Conv2d on NCHW tensors (weight (out, in, k, k), bias (out)), with padding
+// per side so that LDM's asymmetric Downsample pad is a config value.
+#include <cstdint>
+#include <string>
+
+#include "vediff/nn/layer.hpp"
+#include "vediff/nn/linear.hpp"
+#include "vediff/ops/conv.hpp"
+
+namespace vediff::nn {
+
+struct conv2d_config {
+    std::int64_t in_channels = 0;
+    std::int64_t out_channels = 0;
+    std::int64_t kernel_size = 3;  // square kernels, as in every reference model
+    std::int64_t stride = 1;
+    ops::padding2d padding{};      // (top, bottom, left, right); ops::padding2d::symmetric(p)
+    bool bias = true;
+};
+
+template <class T = float, device D = cpu>
+struct conv2d {
+    using value_type = T;
+    using device_type = D;
+
+    parameter<T, D> weight;  // (out, in, k, k)
+    parameter<T, D> bias;    // (out), absent (empty) when config.bias is false
+    conv2d_config config;
+
+    conv2d() = default;
+    /// PyTorch's default init with fan_in = in·k·k; weight from Philox stream 0 of `seed`, bias stream 1.
+    explicit conv2d(const conv2d_config& c, std::uint64_t seed = 0)
+        : weight(uniform_parameter<T, D>({c.out_channels, c.in_channels, c.kernel_size, c.kernel_size},
+                                         default_init_bound(c.in_channels * c.kernel_size * c.kernel_size), seed, 0)),
+          config(c) {
+        if (c.bias)
+            bias = uniform_parameter<T, D>({c.out_channels}, default_init_bound(c.in_channels * c.kernel_size * c.kernel_size),
+                                           seed, 1);
+    }
+
+    bool has_bias() const { return bias.value.data() != nullptr; }
+    ops::conv2d_options options() const { return {config.stride, config.padding}; }
+
+    /// x (N, in, H, W) → (N, out, Ho, Wo).
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        input_ = x;
+        return ops::conv2d(x, weight.value.view(), bias.value.view(), options());
+    }
+
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        return ops::conv2d_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view(), options());
+    }
+
+    template <class F>
+    void for_each_parameter(F&& f, const std::string& prefix = {}) {
+        f(join_name(prefix, "weight"), weight);
+        if (has_bias()) f(join_name(prefix, "bias"), bias);
+    }
+
+private:
+    tensor_view<T, D> input_;  // (N, in, H, W), owned by the caller
+};
+
+} // namespace vediff::nn
