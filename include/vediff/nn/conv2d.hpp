@@ -5,7 +5,7 @@
 #include <string>
 
 #include "vediff/nn/layer.hpp"
-#include "vediff/nn/linear.hpp"
+#include "vediff/nn/init.hpp"
 #include "vediff/ops/conv.hpp"
 
 namespace vediff::nn {

@@ -7,12 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
-// GCC 12 reports false -Wmaybe-uninitialized warnings inside Eigen 3.4's AVX-512 packet code
-// (hundreds per test); the state that counts is the one where Eigen's headers are parsed.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Core>
-#pragma GCC diagnostic pop
+#include "vediff/backend/cpu/eigen.hpp"
 
 #include "vediff/backend/cpu/parallel.hpp"
 #include "vediff/backend/cpu/softmax.hpp"

@@ -7,16 +7,7 @@
 #include <algorithm>
 #include <cstdint>
 
-// GCC 12 reports -Wmaybe-uninitialized inside Eigen's AVX-512 packing (_mm512_undefined_ps
-// feeding a transpose): a false positive in a system header, silenced for Eigen only.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <Eigen/Core>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "vediff/backend/cpu/eigen.hpp"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
