@@ -57,9 +57,7 @@ sanitize)
     ;;
 bench)
     install_missing "${PACKAGES[@]}" "${BENCH_PACKAGES[@]}"
-    configure_and_build "$BUILD"
-    shift
-    benchmarks/run.sh "$BUILD" "$@"
+    benchmarks/run.sh
     ;;
 *)
     sed -n '2,7p' "$0"
