@@ -11,11 +11,6 @@ namespace vediff {
 template <device D>
 struct activation_kernels;
 
-// Eigen's vectorized tanh reads an intentionally undefined AVX-512 register (_mm512_undefined_ps);
-// GCC flags it where the code is inlined, here, so the false positive is silenced here.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 template <>
 struct activation_kernels<cpu> {
     // Written as Eigen array expressions over chunks, so that exp and tanh are vectorized.
@@ -56,6 +51,5 @@ struct activation_kernels<cpu> {
         });
     }
 };
-#pragma GCC diagnostic pop
 
 } // namespace vediff
