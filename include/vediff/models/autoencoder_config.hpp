@@ -1,0 +1,56 @@
+#pragma once
+// The configuration of the LDM AutoencoderKL (its `ddconfig` plus `embed_dim`), shared by the
+// encoder, the decoder and the autoencoder. Defaults: the Fashion-MNIST tokenizer, 1×32×32 images
+// → 4×8×8 latents (f4).
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace vediff::models {
+
+struct autoencoder_config {
+    std::int64_t in_channels = 1, out_channels = 1, ch = 64;
+    std::vector<std::int64_t> ch_mult = {1, 2, 2};
+    std::int64_t num_res_blocks = 1, z_channels = 4, embed_dim = 4, resolution = 32;
+    std::vector<std::int64_t> attn_resolutions = {};
+    std::int64_t norm_groups = 32;
+    double norm_eps = 1e-6;
+
+    /// Number of resolution levels (len(ch_mult)); all but the last halve the resolution.
+    std::int64_t levels() const { return static_cast<std::int64_t>(ch_mult.size()); }
+    /// The image-to-latent size ratio, 2^(levels − 1).
+    std::int64_t downsampling_factor() const { return std::int64_t{1} << (levels() - 1); }
+    std::int64_t latent_resolution() const { return resolution / downsampling_factor(); }
+    /// Channels of level i's ResnetBlocks (ch·ch_mult[i]).
+    std::int64_t level_channels(std::int64_t i) const { return ch * ch_mult[static_cast<std::size_t>(i)]; }
+    /// Whether blocks at this (square) resolution are followed by an AttnBlock.
+    bool attends_at(std::int64_t res) const {
+        return std::find(attn_resolutions.begin(), attn_resolutions.end(), res) != attn_resolutions.end();
+    }
+
+    /// Throws std::invalid_argument naming the offending field.
+    void validate() const {
+        auto fail = [](const std::string& why) { throw std::invalid_argument("autoencoder_config: " + why); };
+        if (in_channels <= 0 || out_channels <= 0 || ch <= 0 || z_channels <= 0 || embed_dim <= 0 || num_res_blocks <= 0)
+            fail(fmt::format("in_channels {}, out_channels {}, ch {}, z_channels {}, embed_dim {} and num_res_blocks {} must be "
+                             "positive",
+                             in_channels, out_channels, ch, z_channels, embed_dim, num_res_blocks));
+        if (ch_mult.empty() || ch_mult.size() > 16) fail(fmt::format("ch_mult {} must have 1 to 16 entries", ch_mult));
+        if (norm_groups <= 0) fail(fmt::format("norm_groups {} must be positive", norm_groups));
+        if (!(norm_eps > 0)) fail(fmt::format("norm_eps {} must be positive", norm_eps));
+        for (auto m : ch_mult)
+            if (m <= 0 || (ch * m) % norm_groups != 0)
+                fail(fmt::format("ch {} × ch_mult {} gives widths not all divisible by norm_groups {}", ch, ch_mult, norm_groups));
+        if (ch % norm_groups != 0) fail(fmt::format("ch {} is not divisible by norm_groups {}", ch, norm_groups));
+        if (resolution <= 0 || resolution % downsampling_factor() != 0)
+            fail(fmt::format("resolution {} must be a positive multiple of 2^(len(ch_mult) − 1) = {}", resolution,
+                             downsampling_factor()));
+    }
+};
+
+} // namespace vediff::models

@@ -1,0 +1,61 @@
+#pragma once
+// LDM's ResnetBlock without time embedding (the autoencoder's):
+//   h = conv2(silu(norm2(conv1(silu(norm1(x)))))),  y = nin_shortcut(x) + h,
+// GroupNorm (affine, eps 1e-6) and 3×3 convolutions; `nin_shortcut` is a 1×1 convolution present
+// only when the channel count changes. Dropout (0 in every autoencoder config) is omitted.
+#include <cstdint>
+#include <utility>
+
+#include "vediff/nn/activation.hpp"
+#include "vediff/nn/compose.hpp"
+#include "vediff/nn/conv2d.hpp"
+#include "vediff/nn/norm.hpp"
+#include "vediff/nn/optional_layer.hpp"
+
+namespace vediff::models {
+
+struct resnet_block_config {
+    std::int64_t in_channels = 0;
+    std::int64_t out_channels = 0;
+    std::int64_t norm_groups = 32;
+    double norm_eps = 1e-6;
+};
+
+/// norm1 → SiLU → conv1 → norm2 → SiLU → conv2, named as in LDM's state_dict.
+template <class T, device D>
+using resnet_body = nn::sequential<nn::named<"norm1", nn::group_norm<T, D>>, nn::silu<T, D>, nn::named<"conv1", nn::conv2d<T, D>>,
+                                   nn::named<"norm2", nn::group_norm<T, D>>, nn::silu<T, D>, nn::named<"conv2", nn::conv2d<T, D>>>;
+
+template <class T, device D>
+using resnet_shortcut = nn::named<"nin_shortcut", nn::optional_layer<nn::conv2d<T, D>>>;
+
+template <class T = float, device D = cpu>
+struct resnet_block : nn::residual<resnet_body<T, D>, resnet_shortcut<T, D>> {
+    using base = nn::residual<resnet_body<T, D>, resnet_shortcut<T, D>>;
+
+    resnet_block() = default;
+    /// Convolutions initialized as PyTorch's defaults from seeds seed, seed + 1 (and seed + 2 for
+    /// the shortcut); GroupNorm weight 1, bias 0.
+    explicit resnet_block(const resnet_block_config& c, std::uint64_t seed = 0) : base(make_body(c, seed), make_shortcut(c, seed)) {}
+
+    bool has_shortcut() const { return this->shortcut.has_value(); }
+
+private:
+    static nn::group_norm<T, D> norm(const resnet_block_config& c, std::int64_t channels) {
+        return nn::group_norm<T, D>({.groups = c.norm_groups, .channels = channels, .eps = c.norm_eps, .affine = true});
+    }
+    static nn::conv2d<T, D> conv3x3(std::int64_t in, std::int64_t out, std::uint64_t seed) {
+        return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)}, seed);
+    }
+    static resnet_body<T, D> make_body(const resnet_block_config& c, std::uint64_t seed) {
+        return resnet_body<T, D>(norm(c, c.in_channels), nn::silu<T, D>{}, conv3x3(c.in_channels, c.out_channels, seed),
+                                 norm(c, c.out_channels), nn::silu<T, D>{}, conv3x3(c.out_channels, c.out_channels, seed + 1));
+    }
+    static resnet_shortcut<T, D> make_shortcut(const resnet_block_config& c, std::uint64_t seed) {
+        if (c.in_channels == c.out_channels) return {};
+        return nn::optional_layer<nn::conv2d<T, D>>(
+            nn::conv2d<T, D>({.in_channels = c.in_channels, .out_channels = c.out_channels, .kernel_size = 1}, seed + 2));
+    }
+};
+
+} // namespace vediff::models

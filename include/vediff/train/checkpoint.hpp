@@ -1,0 +1,263 @@
+#pragma once
+// Checkpoints for an exact resume. A checkpoint is a directory holding
+//   model.safetensors        the model's state_dict (loads in PyTorch, and with io::load_state_dict)
+//   train_state.safetensors  the AdamW moments (tensors named as adamw::for_each_state names them)
+//                            and, in __metadata__, the step, the optimizer's step count, the
+//                            Philox generators by name, the loader's epoch and position, and the
+//                            run's configuration as a JSON string.
+// With the same program, thread count and data, a run resumed from a checkpoint continues bit for
+// bit as the uninterrupted run would have.
+//
+// Saving never harms the checkpoint already there: nothing is written when a parameter or moment
+// is not finite; both files are first written completely (and flushed) under temporary names,
+// then renamed over the old pair, one rename right after the other. Both files carry the same
+// checkpoint id, and loading refuses a pair whose ids differ (left by a crash between the two
+// renames) instead of resuming from mixed states. Loading validates both files completely
+// before it changes anything; every problem is an io_error naming the file and the tensor.
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "vediff/core/error.hpp"
+#include "vediff/core/random.hpp"
+#include "vediff/io/safetensors.hpp"
+#include "vediff/nn/layer.hpp"
+#include "vediff/optim/adamw.hpp"
+
+namespace vediff::train {
+
+inline constexpr std::string_view model_file_name = "model.safetensors";
+inline constexpr std::string_view state_file_name = "train_state.safetensors";
+/// The value of the "format" metadata key of a train state file.
+inline constexpr std::string_view train_state_format = "vediff.train_state.v1";
+
+/// What besides weights and optimizer moments an exact resume needs.
+struct train_state {
+    std::int64_t step = 0;                               // training steps completed
+    std::map<std::string, philox_generator> generators;  // random streams by name, e.g. "posterior"
+    std::int64_t loader_epoch = 0;                       // batch_loader::epoch()
+    std::int64_t loader_position = 0;                    // batch_loader::position()
+    std::string config_json = "{}";                      // the run's configuration (a JSON text)
+};
+
+namespace detail {
+
+inline const std::vector<std::string>& required_state_keys() {
+    static const std::vector<std::string> keys = {"format", "checkpoint_id", "step", "optimizer.step_count", "loader.epoch",
+                                                  "loader.position", "generators", "config"};
+    return keys;
+}
+
+/// A non-negative integer from the metadata; throws io_error naming the file and the key.
+inline std::int64_t metadata_integer(const io::safetensors_file& f, const std::string& key) {
+    const auto it = f.metadata().find(key);
+    if (it == f.metadata().end()) f.fail(fmt::format("metadata key '{}' is missing", key));
+    std::size_t used = 0;
+    long long v = -1;
+    try {
+        v = std::stoll(it->second, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    if (used == 0 || used != it->second.size() || v < 0)
+        f.fail(fmt::format("metadata '{}' is '{}', not a non-negative integer", key, it->second));
+    return static_cast<std::int64_t>(v);
+}
+
+/// Metadata of the train state, parsed and checked; throws io_error naming the file and the key.
+inline train_state parse_train_state(const io::safetensors_file& f) {
+    const auto fail = [&](const std::string& cause) { f.fail(cause); };
+    const auto& meta = f.metadata();
+    for (const auto& key : required_state_keys())
+        if (!meta.count(key)) fail(fmt::format("not a train state file: metadata key '{}' is missing", key));
+    if (meta.at("format") != train_state_format)
+        fail(fmt::format("metadata 'format' is '{}', expected '{}'", meta.at("format"), train_state_format));
+    const auto integer = [&](const char* key) { return metadata_integer(f, key); };
+    train_state s;
+    s.step = integer("step");
+    s.loader_epoch = integer("loader.epoch");
+    s.loader_position = integer("loader.position");
+    s.config_json = meta.at("config");
+    try {
+        [[maybe_unused]] const auto config = nlohmann::json::parse(s.config_json);
+        const auto gens = nlohmann::json::parse(meta.at("generators"));
+        if (!gens.is_object()) fail("metadata 'generators' is not a JSON object");
+        for (auto& [name, g] : gens.items()) {
+            for (const char* field : {"seed", "stream", "offset"})
+                if (!g.is_object() || !g.contains(field) || !g[field].is_number_unsigned())
+                    fail(fmt::format("generator '{}' lacks a non-negative integer '{}'", name, field));
+            s.generators[name] = {g["seed"].get<std::uint64_t>(), g["stream"].get<std::uint64_t>(), g["offset"].get<std::uint64_t>()};
+        }
+    } catch (const nlohmann::json::exception& e) {
+        fail(fmt::format("malformed JSON in the metadata: {}", e.what()));
+    }
+    return s;
+}
+
+template <class T, device D>
+void require_finite(const char* what, const std::string& name, const tensor_view<T, D>& t) {
+    for (const T v : t.to_vector())
+        if (!std::isfinite(static_cast<double>(v)))
+            throw numeric_error(fmt::format("save_checkpoint: {} '{}' {} holds a non-finite value ({}); the previous checkpoint is kept",
+                                            what, name, t.shape(), static_cast<double>(v)));
+}
+
+/// Removes the temporary files of an unfinished save.
+struct pending_files {
+    std::vector<std::filesystem::path> paths;
+    ~pending_files() {
+        std::error_code ec;
+        for (auto& p : paths) std::filesystem::remove(p, ec);
+    }
+};
+
+inline std::string new_checkpoint_id(std::int64_t step) {
+    std::random_device rd;
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    const std::uint64_t nonce = (std::uint64_t{rd()} << 32) ^ rd() ^ static_cast<std::uint64_t>(now) ^ static_cast<std::uint64_t>(::getpid());
+    return fmt::format("step-{}-{:016x}", step, nonce);
+}
+
+} // namespace detail
+
+/// The temporary name a file of the checkpoint has while a save is under way.
+inline std::filesystem::path pending_path(const std::filesystem::path& file) {
+    return file.string() + ".pending." + std::to_string(::getpid());
+}
+
+/// True when both files of a checkpoint are in `dir`.
+inline bool checkpoint_exists(const std::filesystem::path& dir) {
+    std::error_code ec;
+    return std::filesystem::is_regular_file(dir / model_file_name, ec) && std::filesystem::is_regular_file(dir / state_file_name, ec);
+}
+
+/// Saves model, optimizer and state into `dir` (created if needed), replacing the checkpoint there.
+template <class Model, class T, device D>
+void save_checkpoint(const std::filesystem::path& dir, Model& model, optim::adamw<T, D>& optimizer, const train_state& state) {
+    namespace fs = std::filesystem;
+    try {
+        [[maybe_unused]] const auto config = nlohmann::json::parse(state.config_json);
+    } catch (const nlohmann::json::exception& e) {
+        throw std::invalid_argument(fmt::format("save_checkpoint: the run configuration is not JSON: {}", e.what()));
+    }
+    if (state.step < 0 || state.loader_epoch < 0 || state.loader_position < 0)
+        throw std::invalid_argument(fmt::format("save_checkpoint: negative step {}, loader epoch {} or position {}", state.step,
+                                                state.loader_epoch, state.loader_position));
+    // A diverged run must not replace the last good checkpoint.
+    for (auto& [name, p] : nn::named_parameters(model)) detail::require_finite("parameter", name, p->value.view());
+    io::safetensors_writer moments;
+    optimizer.for_each_state([&](const std::string& name, tensor<T, D>& t) {
+        detail::require_finite("optimizer state", name, t.view());
+        moments.add(name, t.view());
+    });
+
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) throw io_error(fmt::format("save_checkpoint: cannot create the directory {}: {}", dir.string(), ec.message()));
+
+    const std::string id = detail::new_checkpoint_id(state.step);
+    nlohmann::json gens = nlohmann::json::object();
+    for (auto& [name, g] : state.generators) gens[name] = {{"seed", g.seed}, {"stream", g.stream}, {"offset", g.offset}};
+    moments.add_metadata("format", std::string(train_state_format));
+    moments.add_metadata("checkpoint_id", id);
+    moments.add_metadata("step", std::to_string(state.step));
+    moments.add_metadata("optimizer.step_count", std::to_string(optimizer.step_count()));
+    moments.add_metadata("loader.epoch", std::to_string(state.loader_epoch));
+    moments.add_metadata("loader.position", std::to_string(state.loader_position));
+    moments.add_metadata("generators", gens.dump());
+    moments.add_metadata("config", state.config_json);
+
+    const fs::path model_path = dir / model_file_name, state_path = dir / state_file_name;
+    detail::pending_files pending{{pending_path(model_path), pending_path(state_path)}};
+    io::save_state_dict(pending.paths[0], model, {{"format", "pt"}, {"checkpoint_id", id}, {"step", std::to_string(state.step)}});
+    moments.write(pending.paths[1]);
+    // Both files are complete and on disk; swap them in with nothing between the two renames.
+    if (::rename(pending.paths[1].c_str(), state_path.c_str()) != 0)
+        throw io_error(fmt::format("save_checkpoint: cannot rename {} to {}: {}", pending.paths[1].string(), state_path.string(),
+                                   std::strerror(errno)));
+    if (::rename(pending.paths[0].c_str(), model_path.c_str()) != 0)
+        throw io_error(fmt::format("save_checkpoint: cannot rename {} to {}: {} (the directory now holds a train state without "
+                                   "its model; load_checkpoint will refuse it)",
+                                   pending.paths[0].string(), model_path.string(), std::strerror(errno)));
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+    }
+}
+
+/// Reads the train state of a checkpoint without a model (e.g. its configuration, to build the
+/// model before loading it).
+inline train_state read_train_state(const std::filesystem::path& dir) {
+    const io::safetensors_file f(dir / state_file_name);
+    return detail::parse_train_state(f);
+}
+
+/// Loads a checkpoint saved by save_checkpoint into model, optimizer and state. The generators the
+/// caller needs are the keys of state.generators: the file must hold exactly these (seed, stream
+/// and offset are all restored). The moments must match the optimizer's parameters by name and
+/// shape, the weights the model's (io::load_state_dict). Nothing is changed unless all is valid.
+template <class Model, class T, device D>
+void load_checkpoint(const std::filesystem::path& dir, Model& model, optim::adamw<T, D>& optimizer, train_state& state) {
+    const std::filesystem::path model_path = dir / model_file_name, state_path = dir / state_file_name;
+    for (const auto& p : {model_path, state_path}) {
+        std::error_code ec;
+        if (!std::filesystem::is_regular_file(p, ec))
+            throw io_error(fmt::format("load_checkpoint: {}: no such file (a checkpoint directory holds {} and {})", p.string(),
+                                       model_file_name, state_file_name));
+    }
+    const io::safetensors_file sf(state_path);
+    train_state loaded = detail::parse_train_state(sf);
+    const std::int64_t optimizer_steps = detail::metadata_integer(sf, "optimizer.step_count");
+
+    std::vector<std::string> problems;
+    for (auto& [name, g] : state.generators)
+        if (!loaded.generators.count(name)) problems.push_back(fmt::format("generator '{}' is missing", name));
+    for (auto& [name, g] : loaded.generators)
+        if (!state.generators.count(name)) problems.push_back(fmt::format("generator '{}' is not one of this run's", name));
+    std::map<std::string, bool> expected;
+    optimizer.for_each_state([&](const std::string& name, tensor<T, D>& t) {
+        expected[name] = true;
+        if (!sf.contains(name))
+            problems.push_back(fmt::format("optimizer state tensor '{}' {} is missing", name, t.shape()));
+        else if (!(sf.entry(name).shape == t.shape()))
+            problems.push_back(fmt::format("optimizer state tensor '{}' has shape {} in the file but {} in the optimizer", name,
+                                           sf.entry(name).shape, t.shape()));
+    });
+    for (const auto& name : sf.names())
+        if (!expected.count(name)) problems.push_back(fmt::format("tensor '{}' is not a state of this optimizer", name));
+    if (!problems.empty()) throw io_error(fmt::format("load_checkpoint: {}: {}", state_path.string(), fmt::join(problems, "; ")));
+
+    {
+        const io::safetensors_file mf(model_path);
+        const auto it = mf.metadata().find("checkpoint_id");
+        const std::string model_id = it == mf.metadata().end() ? "<none>" : it->second;
+        if (model_id != sf.metadata().at("checkpoint_id"))
+            throw io_error(fmt::format("load_checkpoint: {} (checkpoint id {}) and {} (checkpoint id {}) come from different saves",
+                                       model_path.string(), model_id, state_path.string(), sf.metadata().at("checkpoint_id")));
+    }
+    io::load_state_dict(model_path, model);  // validates everything before it changes the model
+    optimizer.for_each_state([&](const std::string& name, tensor<T, D>& t) { sf.read_into(name, t.view()); });
+    optimizer.set_step_count(optimizer_steps);
+    state = std::move(loaded);
+}
+
+} // namespace vediff::train
