@@ -1,0 +1,407 @@
+// One full tokenizer training step — encoder, posterior sample, decoder, loss (l1 reconstruction +
+// variance expansion + magnitude, per-image-sum reduction), backward and AdamW — in images per
+// second and peak memory, for vediff and, in the same invocation, the same LDM architecture in
+// PyTorch (benchmarks/torch_tokenizer.py) on the same thread count. Default: the target,
+// batch 64 of 1×32×32, ch 64, ch_mult (1, 2, 2), 1 res block, z_channels 4.
+//   bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]
+// The two libraries take turns, one step each, with a pause between (an idle OpenMP pool spins for
+// a while and would steal a core from the other): on a shared machine both then see the same load,
+// and the ratio of the medians is fair even when the absolute numbers are not. The share of the
+// CPUs that other processes used meanwhile is printed: numbers taken while it is high are noise.
+// Memory is the peak resident set size of each process (getrusage(RUSAGE_SELF).ru_maxrss), with
+// the RSS each had before its model was built. PyTorch is started first: at exec the kernel folds
+// the parent's high-water RSS into the child's ru_maxrss, so starting it while this process is
+// still small keeps its number its own.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <csignal>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include <fmt/format.h>
+
+#include "vediff/core/random.hpp"
+#include "vediff/loss/magnitude.hpp"
+#include "vediff/loss/reconstruction.hpp"
+#include "vediff/loss/tokenizer_loss.hpp"
+#include "vediff/loss/variance_expansion.hpp"
+#include "vediff/models/autoencoder.hpp"
+#include "vediff/models/gaussian_posterior.hpp"
+#include "vediff/nn/layer.hpp"
+#include "vediff/ops/elementwise.hpp"
+#include "vediff/ops/random.hpp"
+#include "vediff/optim/adamw.hpp"
+
+using namespace vediff;
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+rusage self_usage() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u;
+}
+
+/// The kernel's own high-water mark of this address space (VmHWM), as a cross-check of ru_maxrss.
+long vm_hwm_kib() {
+    std::ifstream f("/proc/self/status");
+    std::string key;
+    long value = -1;
+    while (f >> key) {
+        if (key == "VmHWM:") {
+            f >> value;
+            return value;
+        }
+        f.ignore(1 << 20, '\n');
+    }
+    return -1;
+}
+
+std::string load_average() {
+    std::ifstream f("/proc/loadavg");
+    std::string a, b, c;
+    f >> a >> b >> c;
+    return fmt::format("{} {} {}", a, b, c);
+}
+
+/// Clock ticks: the machine's total and busy time (/proc/stat), and the CPU time of this process
+/// and of the peer (/proc/PID/stat), to tell how much of the machine other processes took.
+struct cpu_ticks {
+    long long total = 0, busy = 0, ours = 0;
+};
+
+long long process_ticks(pid_t pid) {
+    std::ifstream f(pid ? fmt::format("/proc/{}/stat", pid) : std::string("/proc/self/stat"));
+    std::string line;
+    std::getline(f, line);
+    const auto close = line.rfind(')');  // the command name may contain spaces
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    long long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {  // fields 14 and 15: utime, stime
+        if (i == 14) utime = std::atoll(field.c_str());
+        if (i == 15) stime = std::atoll(field.c_str());
+    }
+    return utime + stime;
+}
+
+cpu_ticks read_ticks(pid_t peer) {
+    cpu_ticks t;
+    std::ifstream f("/proc/stat");
+    std::string cpu;
+    f >> cpu;
+    long long v[8] = {};
+    for (auto& x : v) f >> x;  // user nice system idle iowait irq softirq steal
+    for (auto x : v) t.total += x;
+    t.busy = t.total - v[3] - v[4];
+    t.ours = process_ticks(0) + (peer > 0 ? process_ticks(peer) : 0);
+    return t;
+}
+
+double median(std::vector<double> v) {
+    if (v.empty()) return 0.0;
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+/// Idle OpenMP workers spin before they sleep; each library gets the machine to itself.
+void pause_between_libraries() { std::this_thread::sleep_for(std::chrono::milliseconds(400)); }
+
+struct measurement {
+    std::vector<double> step_ms;
+    double loss = 0;
+    long rss_baseline_kib = 0, peak_rss_kib = 0, vm_hwm_kib = 0;
+    double faults_per_step = 0;  // minor page faults per timed step
+    std::int64_t parameters = 0;
+    bool ok = false;
+
+    double median_ms() const { return median(step_ms); }
+    double min_ms() const { return step_ms.empty() ? 0.0 : *std::min_element(step_ms.begin(), step_ms.end()); }
+};
+
+/// The phases of one vediff step, timed separately (the medians show where a step's time goes).
+enum phase { encode, sample, decode, loss_eval, decode_backward, posterior_backward, encode_backward, optimizer, phase_count };
+constexpr const char* phase_names[phase_count] = {"encode",          "posterior sample", "decode",          "loss",
+                                                  "decode backward", "posterior backward", "encode backward", "AdamW + zero grad"};
+
+/// vediff's side: the agreed training step of the tokenizer.
+struct vediff_trainer {
+    models::autoencoder_kl<float> ae;
+    optim::adamw<float> opt;
+    loss::tokenizer_loss<loss::reconstruction<loss::l1>, loss::variance_expansion, loss::magnitude_regularizer> objective;
+    philox_generator noise_gen{.seed = 2};
+    tensor<float> x;  // (B, 1, 32, 32) in [−1, 1]
+    std::vector<std::vector<double>> phase_ms = std::vector<std::vector<double>>(phase_count);
+
+    vediff_trainer(const models::autoencoder_config& cfg, std::int64_t batch)
+        : ae(cfg, 0), opt(ae, {.lr = 1e-4, .beta1 = 0.5, .beta2 = 0.9, .eps = 1e-8, .weight_decay = 1e-2}) {
+        philox_generator data_gen{.seed = 1};
+        x = ops::uniform<float>({batch, cfg.in_channels, cfg.resolution, cfg.resolution}, data_gen, -1.0f, 1.0f);
+    }
+
+    /// One step; returns (milliseconds, loss) and records the phases when `timed`.
+    std::pair<double, double> step(bool timed) {
+        double t[phase_count];
+        auto mark = clock_type::now();
+        const auto start = mark;
+        auto lap = [&](phase p) {
+            const auto now = clock_type::now();
+            t[p] = std::chrono::duration<double, std::milli>(now - mark).count();
+            mark = now;
+        };
+        auto moments = ae.encode(x);
+        lap(encode);
+        auto post = models::gaussian_posterior<float>::from_moments(moments);
+        auto z = post.sample(noise_gen);
+        lap(sample);
+        auto x_hat = ae.decode(z);
+        lap(decode);
+        auto r = objective.evaluate(loss::tokenizer_outputs<float, cpu>{x, x_hat, post.mean, post.logvar, z});
+        lap(loss_eval);
+        auto dz = ae.decode_backward(r.gradients.dx_hat);
+        lap(decode_backward);
+        ops::axpy(dz.view(), r.gradients.dz.view());
+        post.sample_backward(dz, r.gradients.dmean, r.gradients.dlogvar);
+        auto dmoments = post.moments_backward(r.gradients.dmean, r.gradients.dlogvar);
+        lap(posterior_backward);
+        (void)ae.encode_backward(dmoments);
+        lap(encode_backward);
+        opt.step();
+        opt.zero_grad();
+        lap(optimizer);
+        if (timed)
+            for (int p = 0; p < phase_count; ++p) phase_ms[p].push_back(t[p]);
+        return {std::chrono::duration<double, std::milli>(clock_type::now() - start).count(), r.total};
+    }
+};
+
+/// torch_tokenizer.py as a child process that runs one step per command (see its docstring).
+class torch_peer {
+public:
+    torch_peer() = default;
+    torch_peer(const torch_peer&) = delete;
+    torch_peer& operator=(const torch_peer&) = delete;
+    ~torch_peer() { stop(); }
+
+    /// Starts the script and reads its header up to "ready"; false when that fails.
+    bool start(const std::vector<std::string>& args) {
+        int to_child[2], from_child[2];
+        if (pipe(to_child) != 0) return false;
+        if (pipe(from_child) != 0) {
+            ::close(to_child[0]);
+            ::close(to_child[1]);
+            return false;
+        }
+        pid_ = fork();
+        if (pid_ < 0) return false;
+        if (pid_ == 0) {
+            dup2(to_child[0], STDIN_FILENO);
+            dup2(from_child[1], STDOUT_FILENO);
+            for (int fd : {to_child[0], to_child[1], from_child[0], from_child[1]}) ::close(fd);
+            std::vector<char*> argv;
+            for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+            argv.push_back(nullptr);
+            execv(argv[0], argv.data());
+            _exit(127);
+        }
+        ::close(to_child[0]);
+        ::close(from_child[1]);
+        to_ = fdopen(to_child[1], "w");
+        from_ = fdopen(from_child[0], "r");
+        if (!to_ || !from_) return false;
+        return read_until("ready", header_);
+    }
+
+    /// One step ("w" warm-up or "s" timed); its milliseconds and loss, or nothing on failure.
+    std::optional<std::pair<double, double>> step(bool timed) {
+        if (!to_ || std::fprintf(to_, "%s\n", timed ? "s" : "w") < 0 || std::fflush(to_) != 0) return std::nullopt;
+        char line[256];
+        double ms, loss;
+        if (!std::fgets(line, sizeof line, from_) || std::sscanf(line, "step_ms %lf loss %lf", &ms, &loss) != 2)
+            return std::nullopt;
+        return std::pair{ms, loss};
+    }
+
+    /// Ends the peer; its closing report (peak memory, faults), empty on failure.
+    std::map<std::string, double> finish() {
+        std::map<std::string, double> out;
+        if (!to_) return out;
+        std::fprintf(to_, "q\n");
+        std::fflush(to_);
+        if (!read_until("end", out)) out.clear();
+        stop();
+        return out;
+    }
+
+    const std::map<std::string, double>& header() const { return header_; }
+    pid_t pid() const { return pid_; }
+
+private:
+    bool read_until(const char* marker, std::map<std::string, double>& values) {
+        char line[256], key[64];
+        double value;
+        while (std::fgets(line, sizeof line, from_)) {
+            if (std::strncmp(line, marker, std::strlen(marker)) == 0) return true;
+            if (std::sscanf(line, "%63s %lf", key, &value) == 2) values[key] = value;
+        }
+        return false;
+    }
+    void stop() {
+        if (to_) std::fclose(to_);
+        if (from_) std::fclose(from_);
+        to_ = from_ = nullptr;
+        if (pid_ > 0) waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+    }
+
+    pid_t pid_ = -1;
+    FILE* to_ = nullptr;
+    FILE* from_ = nullptr;
+    std::map<std::string, double> header_;
+};
+
+double mib(long kib) { return double(kib) / 1024.0; }
+
+} // namespace
+
+int main(int argc, char** argv) {
+    int threads = 2, warmup = 2, steps = 7;
+    std::int64_t batch = 64;
+    bool with_torch = true;
+    for (int i = 1; i < argc; ++i) {
+        const std::string a = argv[i];
+        if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
+        else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
+        else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
+        else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
+        else if (a == "--no-torch") with_torch = false;
+        else {
+            std::fprintf(stderr, "usage: bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]\n");
+            return 2;
+        }
+    }
+    if (threads < 1 || warmup < 0 || steps < 1 || batch < 1) {
+        std::fprintf(stderr, "bench_tokenizer: --threads, --steps and --batch must be >= 1, --warmup >= 0\n");
+        return 2;
+    }
+    std::signal(SIGPIPE, SIG_IGN);  // a peer that dies shows up as a failed write, not as our death
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#endif
+    const models::autoencoder_config cfg{};  // the default: ch 64, ch_mult (1, 2, 2), 1 res block, z 4
+    fmt::print("tokenizer training step (encode + sample + decode + l1/VE/magnitude loss + backward + AdamW), "
+               "batch {} of {}×{}×{}, ch {}, {} threads; median of {} steps after {} warm-up steps, the libraries "
+               "taking turns\n",
+               batch, cfg.in_channels, cfg.resolution, cfg.resolution, cfg.ch, threads, steps, warmup);
+    fmt::print("load average before: {}\n", load_average());
+    std::fflush(stdout);
+
+    measurement ours, theirs;
+    torch_peer peer;
+    if (with_torch) {
+        std::string mult;
+        for (auto v : cfg.ch_mult) {
+            if (!mult.empty()) mult += ',';
+            mult += std::to_string(v);
+        }
+        theirs.ok = peer.start({"/usr/bin/python3", std::string(VEDIFF_BENCH_DIR) + "/torch_tokenizer.py", std::to_string(threads),
+                                std::to_string(batch), std::to_string(cfg.ch), mult, std::to_string(cfg.num_res_blocks),
+                                std::to_string(cfg.z_channels), std::to_string(cfg.resolution)});
+        if (theirs.ok) {
+            theirs.rss_baseline_kib = long(peer.header().count("rss_baseline_kib") ? peer.header().at("rss_baseline_kib") : 0);
+            theirs.parameters = std::int64_t(peer.header().count("parameters") ? peer.header().at("parameters") : 0);
+        } else {
+            fmt::print("torch: not available (torch_tokenizer.py did not start)\n");
+        }
+    }
+
+    ours.rss_baseline_kib = self_usage().ru_maxrss;
+    vediff_trainer trainer(cfg, batch);
+    ours.parameters = nn::parameter_count(trainer.ae);
+    ours.ok = true;
+
+    // Turns: vediff step, pause, torch step, pause.
+    auto turn = [&](bool timed) {
+        const auto [ms, loss] = trainer.step(timed);
+        if (timed) ours.step_ms.push_back(ms);
+        ours.loss = loss;
+        if (!theirs.ok) return;
+        pause_between_libraries();
+        if (const auto r = peer.step(timed)) {
+            if (timed) theirs.step_ms.push_back(r->first);
+            theirs.loss = r->second;
+        } else {
+            theirs.ok = false;
+            fmt::print("torch: the peer stopped answering\n");
+        }
+        pause_between_libraries();
+    };
+    for (int i = 0; i < warmup; ++i) turn(false);
+    const long faults_before = self_usage().ru_minflt;
+    const cpu_ticks before = read_ticks(theirs.ok ? peer.pid() : 0);
+    for (int i = 0; i < steps; ++i) turn(true);
+    const cpu_ticks after = read_ticks(theirs.ok ? peer.pid() : 0);
+    ours.faults_per_step = double(self_usage().ru_minflt - faults_before) / steps;
+    ours.peak_rss_kib = self_usage().ru_maxrss;
+    ours.vm_hwm_kib = vm_hwm_kib();
+    if (theirs.ok) {
+        const auto report = peer.finish();
+        theirs.ok = report.count("peak_rss_kib") > 0 && theirs.step_ms.size() == std::size_t(steps);
+        if (theirs.ok) {
+            theirs.peak_rss_kib = long(report.at("peak_rss_kib"));
+            theirs.vm_hwm_kib = long(report.count("vm_hwm_kib") ? report.at("vm_hwm_kib") : -1);
+            theirs.faults_per_step = report.count("faults_per_step") ? report.at("faults_per_step") : 0;
+        }
+    }
+    const double machine = double(after.total - before.total);
+    const double others =
+        machine > 0 ? std::max(0.0, 100.0 * double((after.busy - before.busy) - (after.ours - before.ours)) / machine) : 0.0;
+
+    fmt::print("{:<30} {:>12} {:>12}\n", "", "vediff", "torch");
+    auto row = [&](const char* label, double a, double b, const char* f) {
+        fmt::print("{:<30} {:>12} {:>12}\n", label, fmt::format(fmt::runtime(f), a),
+                   theirs.ok ? fmt::format(fmt::runtime(f), b) : std::string("n/a"));
+    };
+    const double ours_ips = double(batch) / (ours.median_ms() / 1000.0);
+    const double theirs_ips = theirs.ok ? double(batch) / (theirs.median_ms() / 1000.0) : 0.0;
+    row("parameters", double(ours.parameters), double(theirs.parameters), "{:.0f}");
+    row("images/s (median step)", ours_ips, theirs_ips, "{:.2f}");
+    row("step ms (median)", ours.median_ms(), theirs.median_ms(), "{:.1f}");
+    row("step ms (min)", ours.min_ms(), theirs.min_ms(), "{:.1f}");
+    row("loss (last step)", ours.loss, theirs.loss, "{:.4g}");
+    row("RSS before model, MiB", mib(ours.rss_baseline_kib), mib(theirs.rss_baseline_kib), "{:.1f}");
+    row("peak RSS (ru_maxrss), MiB", mib(ours.peak_rss_kib), mib(theirs.peak_rss_kib), "{:.1f}");
+    row("peak RSS - before, MiB", mib(ours.peak_rss_kib - ours.rss_baseline_kib),
+        mib(theirs.peak_rss_kib - theirs.rss_baseline_kib), "{:.1f}");
+    row("VmHWM, MiB", mib(ours.vm_hwm_kib), mib(theirs.vm_hwm_kib), "{:.1f}");
+    row("page faults per step", ours.faults_per_step, theirs.faults_per_step, "{:.0f}");
+    fmt::print("vediff step phases (median ms):");
+    for (int p = 0; p < phase_count; ++p) fmt::print(" {} {:.1f};", phase_names[p], median(trainer.phase_ms[p]));
+    fmt::print("\n");
+    if (theirs.ok) {
+        fmt::print("throughput ratio vediff/torch: {:.2f}x (target >= 1.3x)\n", ours_ips / theirs_ips);
+        fmt::print("peak memory ratio vediff/torch: {:.2f} (target <= 1)\n", double(ours.peak_rss_kib) / double(theirs.peak_rss_kib));
+    }
+    fmt::print("other processes used {:.0f}% of the CPUs during the timed steps; load average after: {}\n", others,
+               load_average());
+    return 0;
+}
