@@ -13,7 +13,7 @@ threads="${VEDIFF_BENCH_THREADS:-2}"
 mkdir -p "$build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DVEDIFF_BUILD_TESTS=OFF -DVEDIFF_BUILD_EXAMPLES=OFF \
       -DVEDIFF_BUILD_BENCHMARKS=ON > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
-cmake --build "$build" --target bench_gemm bench_conv -j2 > "$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
+cmake --build "$build" --target bench_gemm bench_conv bench_tokenizer -j2 > "$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
 
 export OMP_NUM_THREADS="$threads"
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -23,4 +23,6 @@ echo "== bench_gemm, OpenBLAS with OPENBLAS_CORETYPE=SkylakeX (its AVX-512 kerne
 OPENBLAS_CORETYPE=SkylakeX "$build/benchmarks/bench_gemm" --threads "$threads"
 echo "== bench_conv"
 "$build/benchmarks/bench_conv" --threads "$threads"
+echo "== bench_tokenizer"
+"$build/benchmarks/bench_tokenizer" --threads "$threads"
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
