@@ -394,6 +394,12 @@ int main(int argc, char** argv) {
         mib(theirs.peak_rss_kib - theirs.rss_baseline_kib), "{:.1f}");
     row("VmHWM, MiB", mib(ours.vm_hwm_kib), mib(theirs.vm_hwm_kib), "{:.1f}");
     row("page faults per step", ours.faults_per_step, theirs.faults_per_step, "{:.0f}");
+    auto list = [](const std::vector<double>& v) {
+        std::string s;
+        for (double x : v) s += fmt::format(" {:.0f}", x);
+        return s;
+    };
+    fmt::print("steps in order, ms: vediff{}; torch{}\n", list(ours.step_ms), theirs.ok ? list(theirs.step_ms) : " n/a");
     fmt::print("vediff step phases (median ms):");
     for (int p = 0; p < phase_count; ++p) fmt::print(" {} {:.1f};", phase_names[p], median(trainer.phase_ms[p]));
     fmt::print("\n");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (Release, -O3 -march=native) into build-bench if needed and runs them all
-# on 2 threads: vediff's GEMM against OpenBLAS, and conv2d against PyTorch (oneDNN).
+# on 2 threads: vediff's GEMM against OpenBLAS, conv2d against PyTorch (oneDNN), and one training
+# step of the VE tokenizer (LDM autoencoder + loss + AdamW) against the same model in PyTorch.
 #   benchmarks/run.sh            from the repository root (or anywhere)
 # Extra: VEDIFF_BENCH_THREADS=N changes the thread count; the OpenBLAS row with its AVX-512
 # (SkylakeX) kernels forced is printed too, since OpenBLAS 0.3.21 does not recognize Zen 5
