@@ -10,7 +10,7 @@ namespace vediff::cpu_detail {
 /// im2col + GEMM, for any kernel, stride and padding.
 struct im2col_conv {
     /// Pixels per product that small images are grouped up to.
-    static constexpr std::int64_t target_pixels = 1024;
+    static constexpr std::int64_t target_pixels = 256;
 
     /// Per-thread scratch: col and dcol (patch × columns), the padded input band and its
     /// gradient, tmp (out channels × columns) for grouped images, private dw/db partial sums.

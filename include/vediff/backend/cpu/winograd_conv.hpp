@@ -14,7 +14,7 @@ namespace vediff::cpu_detail {
 /// inner loop is over consecutive tiles (SIMD lanes).
 struct winograd_conv {
     /// Tiles per product that small images are grouped up to.
-    static constexpr std::int64_t target_tiles = 256;
+    static constexpr std::int64_t target_tiles = 128;
 
     static std::int64_t tile_rows(const conv2d_geometry& g) { return (g.out_h + 1) / 2; }
     static std::int64_t tile_cols(const conv2d_geometry& g) { return (g.out_w + 1) / 2; }
