@@ -8,27 +8,18 @@
 #include <omp.h>
 
 #include "support/fixture.hpp"
+#include "support/errors.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/nn/conv2d.hpp"
 #include "vediff/ops/conv.hpp"
 
 using namespace vediff;
 using testing::check_close;
+using testing::contains;
+using testing::shape_error_message;
 using testing::random_tensor;
 
 namespace {
-
-template <class F>
-std::string shape_error_message(F&& f) {
-    try {
-        f();
-    } catch (const shape_error& e) {
-        return e.what();
-    }
-    return "<no shape_error>";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 /// Direct 7-loop convolution in double and its adjoints: the definition, free of im2col.
 struct naive_conv {

@@ -7,27 +7,18 @@
 #include <vector>
 
 #include "support/fixture.hpp"
+#include "support/errors.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/nn/linear.hpp"
 #include "vediff/ops/gemm.hpp"
 
 using namespace vediff;
 using testing::check_close;
+using testing::contains;
+using testing::shape_error_message;
 using testing::random_tensor;
 
 namespace {
-
-template <class F>
-std::string shape_error_message(F&& f) {
-    try {
-        f();
-    } catch (const shape_error& e) {
-        return e.what();
-    }
-    return "<no shape_error>";
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 /// The transpose of the last two axes (a copy), for handing a product its operand in stored-transposed form.
 template <class T>

@@ -19,17 +19,6 @@ using namespace vediff::testing;
 namespace {
 using real_types = boost::mpl::list<float, double>;
 
-template <class T>
-using views = std::vector<tensor_view<T, cpu>>;
-template <class T>
-using grads = std::vector<tensor<T, cpu>>;
-
-template <class T>
-grads<T> one(tensor<T, cpu> g) {
-    grads<T> out;
-    out.push_back(std::move(g));
-    return out;
-}
 } // namespace
 
 BOOST_AUTO_TEST_CASE(hand_values) {
@@ -105,32 +94,32 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_op_and_shapes) {
     BOOST_TEST(msg.find("sum_backward") == 0u);
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(op_gradients, T, real_types) {
+BOOST_AUTO_TEST_CASE_TEMPLATE(gradients_match_finite_differences, T, real_types) {
     auto x = random_tensor<T>({3, 4, 5}, 31);
     for (int axis : {0, 1, -1}) {
         for (bool keep : {false, true}) {
             const std::string tag = " axis " + std::to_string(axis) + (keep ? " keepdim" : "");
-            check_op_gradients<T>("sum" + tag, [=](const views<T>& v) { return ops::sum(v[0], axis, keep); },
-                                  [=](const tensor_view<T, cpu>& dy, const views<T>& v) {
-                                      return one(ops::sum_backward(dy, v[0].shape(), axis, keep));
-                                  }, views<T>{x});
-            check_op_gradients<T>("mean" + tag, [=](const views<T>& v) { return ops::mean(v[0], axis, keep); },
-                                  [=](const tensor_view<T, cpu>& dy, const views<T>& v) {
-                                      return one(ops::mean_backward(dy, v[0].shape(), axis, keep));
-                                  }, views<T>{x});
+            check_op_gradients<T>("sum" + tag, [=](const op_inputs<T>& v) { return ops::sum(v[0], axis, keep); },
+                                  [=](const tensor_view<T, cpu>& dy, const op_inputs<T>& v) {
+                                      return single_gradient(ops::sum_backward(dy, v[0].shape(), axis, keep));
+                                  }, op_inputs<T>{x});
+            check_op_gradients<T>("mean" + tag, [=](const op_inputs<T>& v) { return ops::mean(v[0], axis, keep); },
+                                  [=](const tensor_view<T, cpu>& dy, const op_inputs<T>& v) {
+                                      return single_gradient(ops::mean_backward(dy, v[0].shape(), axis, keep));
+                                  }, op_inputs<T>{x});
         }
     }
-    check_op_gradients<T>("sum all", [](const views<T>& v) { return ops::sum(v[0]); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>& v) { return one(ops::sum_backward(dy, v[0].shape())); },
-                          views<T>{x});
-    check_op_gradients<T>("mean all", [](const views<T>& v) { return ops::mean(v[0]); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>& v) { return one(ops::mean_backward(dy, v[0].shape())); },
-                          views<T>{x});
+    check_op_gradients<T>("sum all", [](const op_inputs<T>& v) { return ops::sum(v[0]); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>& v) { return single_gradient(ops::sum_backward(dy, v[0].shape())); },
+                          op_inputs<T>{x});
+    check_op_gradients<T>("mean all", [](const op_inputs<T>& v) { return ops::mean(v[0]); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>& v) { return single_gradient(ops::mean_backward(dy, v[0].shape())); },
+                          op_inputs<T>{x});
     auto img = random_tensor<T>({2, 3, 4, 5}, 32);
-    check_op_gradients<T>("global_avg_pool", [](const views<T>& v) { return ops::global_avg_pool(v[0]); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>& v) {
-                              return one(ops::global_avg_pool_backward(dy, v[0].shape()));
-                          }, views<T>{img});
+    check_op_gradients<T>("global_avg_pool", [](const op_inputs<T>& v) { return ops::global_avg_pool(v[0]); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>& v) {
+                              return single_gradient(ops::global_avg_pool_backward(dy, v[0].shape()));
+                          }, op_inputs<T>{img});
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(pool_layer_gradients, T, real_types) {

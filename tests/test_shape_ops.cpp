@@ -22,19 +22,8 @@ namespace {
 using real_types = boost::mpl::list<float, double>;
 
 template <class T>
-using views = std::vector<tensor_view<T, cpu>>;
-template <class T>
-using grads = std::vector<tensor<T, cpu>>;
-
-template <class T>
-grads<T> one(tensor<T, cpu> g) {
-    grads<T> out;
-    out.push_back(std::move(g));
-    return out;
-}
-template <class T>
-views<T> views_of(const grads<T>& ts) {
-    return views<T>(ts.begin(), ts.end());
+op_inputs<T> views_of(const op_gradients<T>& ts) {
+    return op_inputs<T>(ts.begin(), ts.end());
 }
 } // namespace
 
@@ -92,19 +81,19 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_op_and_shapes) {
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(gradients, T, real_types) {
     auto a = random_tensor<T>({2, 3, 4}, 1), b = random_tensor<T>({2, 1, 4}, 2), c = random_tensor<T>({2, 2, 4}, 3);
-    check_op_gradients<T>("concat", [](const views<T>& v) { return ops::concat(v, 1); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>& v) {
+    check_op_gradients<T>("concat", [](const op_inputs<T>& v) { return ops::concat(v, 1); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>& v) {
                               return ops::concat_backward(dy, {v[0].dim(1), v[1].dim(1), v[2].dim(1)}, 1);
-                          }, views<T>{a, b, c});
+                          }, op_inputs<T>{a, b, c});
     auto x = random_tensor<T>({2, 3, 6}, 4);
     // chunk's gradient check sees one output: its pieces joined, weighted by one random dy each.
-    check_op_gradients<T>("chunk", [](const views<T>& v) {
+    check_op_gradients<T>("chunk", [](const op_inputs<T>& v) {
         auto p = ops::chunk(v[0], 3, -1);
         return ops::concat(views_of(p), 0);
-    }, [](const tensor_view<T, cpu>& dy, const views<T>&) {
+    }, [](const tensor_view<T, cpu>& dy, const op_inputs<T>&) {
         auto dys = ops::chunk(dy, 3, 0);
-        return one(ops::chunk_backward(views_of(dys), -1));
-    }, views<T>{x});
+        return single_gradient(ops::chunk_backward(views_of(dys), -1));
+    }, op_inputs<T>{x});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -146,13 +135,13 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_op_and_shapes) {
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(gradients, T, real_types) {
     auto x = random_tensor<T>({2, 3, 4, 6}, 5);
-    check_op_gradients<T>("patchify", [](const views<T>& v) { return ops::patchify(v[0], 2); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>&) { return one(ops::patchify_backward(dy, 2, 4, 6)); },
-                          views<T>{x});
+    check_op_gradients<T>("patchify", [](const op_inputs<T>& v) { return ops::patchify(v[0], 2); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>&) { return single_gradient(ops::patchify_backward(dy, 2, 4, 6)); },
+                          op_inputs<T>{x});
     auto t = random_tensor<T>({2, 6, 12}, 6);
-    check_op_gradients<T>("unpatchify", [](const views<T>& v) { return ops::unpatchify(v[0], 2, 4, 6); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>&) { return one(ops::unpatchify_backward(dy, 2)); },
-                          views<T>{t});
+    check_op_gradients<T>("unpatchify", [](const op_inputs<T>& v) { return ops::unpatchify(v[0], 2, 4, 6); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>&) { return single_gradient(ops::unpatchify_backward(dy, 2)); },
+                          op_inputs<T>{t});
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -189,13 +178,13 @@ BOOST_AUTO_TEST_CASE(shape_errors_name_op_and_shapes) {
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(gradients, T, real_types) {
     auto x = random_tensor<T>({2, 3, 3, 5}, 7);
-    check_op_gradients<T>("upsample_nearest2x", [](const views<T>& v) { return ops::upsample_nearest2x(v[0]); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>&) { return one(ops::upsample_nearest2x_backward(dy)); },
-                          views<T>{x});
+    check_op_gradients<T>("upsample_nearest2x", [](const op_inputs<T>& v) { return ops::upsample_nearest2x(v[0]); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>&) { return single_gradient(ops::upsample_nearest2x_backward(dy)); },
+                          op_inputs<T>{x});
     auto z = random_tensor<T>({2, 3, 4, 6}, 8);
-    check_op_gradients<T>("avg_pool2x2", [](const views<T>& v) { return ops::avg_pool2x2(v[0]); },
-                          [](const tensor_view<T, cpu>& dy, const views<T>&) { return one(ops::avg_pool2x2_backward(dy)); },
-                          views<T>{z});
+    check_op_gradients<T>("avg_pool2x2", [](const op_inputs<T>& v) { return ops::avg_pool2x2(v[0]); },
+                          [](const tensor_view<T, cpu>& dy, const op_inputs<T>&) { return single_gradient(ops::avg_pool2x2_backward(dy)); },
+                          op_inputs<T>{z});
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(layer_gradients, T, real_types) {

@@ -87,6 +87,20 @@ std::vector<double> gather(const tensor_view<T, cpu>& t, const std::vector<std::
     return v;
 }
 
+/// The inputs of an op under check_op_gradients, and the gradients its backward returns.
+template <class T>
+using op_inputs = std::vector<tensor_view<T, cpu>>;
+template <class T>
+using op_gradients = std::vector<tensor<T, cpu>>;
+
+/// The gradients of a one-input op.
+template <class T>
+op_gradients<T> single_gradient(tensor<T, cpu> g) {
+    op_gradients<T> out;
+    out.push_back(std::move(g));
+    return out;
+}
+
 /// Checks d<forward(inputs), r>/d inputs of an op against backward(dy, inputs), which returns one
 /// gradient per input (an empty tensor for an input without gradient).
 template <class T>
