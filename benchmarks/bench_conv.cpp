@@ -17,6 +17,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/nn/conv2d.hpp"
 

@@ -25,6 +25,7 @@ extern "C" char* openblas_get_corename(void);
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/ops/gemm.hpp"
 

@@ -36,6 +36,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/loss/magnitude.hpp"
 #include "vediff/loss/reconstruction.hpp"

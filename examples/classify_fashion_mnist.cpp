@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <omp.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/data/fashion_mnist.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <omp.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/data/fashion_mnist.hpp"
 #include "vediff/data/image_folder.hpp"
 #include "vediff/io/atomic_file.hpp"

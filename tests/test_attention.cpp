@@ -8,6 +8,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/nn/attention.hpp"
 #include "vediff/ops/attention.hpp"
 
@@ -62,8 +63,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(multi_head_with_unequal_lengths, T, real_types) {
     auto q = f.get<T>("heads_q"), k = f.get<T>("heads_k"), v = f.get<T>("heads_v"), dout = f.get<T>("heads_dout");
     auto r = ops::attention(q.view(), k.view(), v.view());
     check_close(r.out, f.get("heads_out"), tolerance<T>(), tolerance<T>(), "out");
-    check_close(r.probs, f.get("heads_probs"), tolerance<T>(), tolerance<T>(), "probs");
-    auto g = ops::attention_backward(dout.view(), q.view(), k.view(), v.view(), r.probs.view());
+    check_close(r.saved.probs, f.get("heads_probs"), tolerance<T>(), tolerance<T>(), "probs");
+    auto g = ops::attention_backward(dout.view(), q.view(), k.view(), v.view(), r.saved);
     check_close(g.dq, f.get("heads_dq"), tolerance<T>(), tolerance<T>(), "dq");
     check_close(g.dk, f.get("heads_dk"), tolerance<T>(), tolerance<T>(), "dk");
     check_close(g.dv, f.get("heads_dv"), tolerance<T>(), tolerance<T>(), "dv");
@@ -74,8 +75,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(packed_qkv_as_in_dit, T, real_types) {
     auto qkv = f.get<T>("packed_qkv"), dout = f.get<T>("packed_dout");
     auto r = ops::packed_attention(qkv.view(), 3);
     check_close(r.out, f.get("packed_out"), tolerance<T>(), tolerance<T>(), "out");
-    check_close(r.probs, f.get("packed_probs"), tolerance<T>(), tolerance<T>(), "probs");
-    auto dqkv = ops::packed_attention_backward(dout.view(), qkv.view(), r.probs.view(), 3);
+    check_close(r.saved.probs, f.get("packed_probs"), tolerance<T>(), tolerance<T>(), "probs");
+    auto dqkv = ops::packed_attention_backward(dout.view(), qkv.view(), r.saved, 3);
     check_close(dqkv, f.get("packed_dqkv"), tolerance<T>(), tolerance<T>(), "dqkv");
 
     nn::multi_head_attention_core<T> layer({.heads = 3});
@@ -89,8 +90,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(spatial_as_in_ldm_attn_block, T, real_types) {
     auto q = f.get<T>("spatial_q"), k = f.get<T>("spatial_k"), v = f.get<T>("spatial_v"), dout = f.get<T>("spatial_dout");
     auto r = ops::spatial_attention(q.view(), k.view(), v.view());
     check_close(r.out, f.get("spatial_out"), tolerance<T>(), tolerance<T>(), "out");
-    check_close(r.probs, f.get("spatial_probs"), tolerance<T>(), tolerance<T>(), "probs");
-    auto g = ops::spatial_attention_backward(dout.view(), q.view(), k.view(), v.view(), r.probs.view());
+    check_close(r.saved.probs, f.get("spatial_probs"), tolerance<T>(), tolerance<T>(), "probs");
+    auto g = ops::spatial_attention_backward(dout.view(), q.view(), k.view(), v.view(), r.saved);
     check_close(g.dq, f.get("spatial_dq"), tolerance<T>(), tolerance<T>(), "dq");
     check_close(g.dk, f.get("spatial_dk"), tolerance<T>(), tolerance<T>(), "dk");
     check_close(g.dv, f.get("spatial_dv"), tolerance<T>(), tolerance<T>(), "dv");
@@ -108,7 +109,7 @@ BOOST_AUTO_TEST_CASE(equal_keys_average_the_values) {
     auto r = ops::attention(q.view(), k.view(), v.view());
     for (std::int64_t h = 0; h < 2; ++h)
         for (std::int64_t i = 0; i < 3; ++i) {
-            for (std::int64_t j = 0; j < 5; ++j) BOOST_TEST(r.probs.at(0, h, i, j) == 0.2, boost::test_tools::tolerance(1e-14));
+            for (std::int64_t j = 0; j < 5; ++j) BOOST_TEST(r.saved.probs.at(0, h, i, j) == 0.2, boost::test_tools::tolerance(1e-14));
             for (std::int64_t c = 0; c < 3; ++c) {
                 double mean = 0;
                 for (std::int64_t j = 0; j < 5; ++j) mean += v.at(0, h, j, c) / 5;
@@ -136,7 +137,7 @@ BOOST_AUTO_TEST_CASE(large_sizes_match_a_naive_loop_and_rows_sum_to_one) {
     check_close(r.out, naive_attention(q, k, v, 1.0 / std::sqrt(32.0)), 1e-12, 1e-12, "out");
     for (std::int64_t row = 0; row < 2 * 4 * 40; ++row) {
         double s = 0;
-        for (std::int64_t j = 0; j < 56; ++j) s += r.probs.data()[row * 56 + j];
+        for (std::int64_t j = 0; j < 56; ++j) s += r.saved.probs.data()[row * 56 + j];
         BOOST_TEST(std::abs(s - 1) < 1e-14);
     }
 }
@@ -158,8 +159,8 @@ BOOST_AUTO_TEST_CASE(packed_and_spatial_layouts_agree_with_heads_layout) {
                 }
     auto packed = ops::packed_attention(qkv.view(), heads);
     auto ref = ops::attention(parts[0].view(), parts[1].view(), parts[2].view());
-    auto dqkv = ops::packed_attention_backward(dout.view(), qkv.view(), packed.probs.view(), heads);
-    auto g = ops::attention_backward(dout_heads.view(), parts[0].view(), parts[1].view(), parts[2].view(), ref.probs.view());
+    auto dqkv = ops::packed_attention_backward(dout.view(), qkv.view(), packed.saved, heads);
+    auto g = ops::attention_backward(dout_heads.view(), parts[0].view(), parts[1].view(), parts[2].view(), ref.saved);
     const tensor<double>* grads[] = {&g.dq, &g.dk, &g.dv};
     for (std::int64_t b = 0; b < B; ++b)
         for (std::int64_t n = 0; n < N; ++n)
@@ -197,7 +198,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(attention_op_multi_head_unequal_lengths, T, real_t
         "attention", [](const views<T>& in) { return std::move(ops::attention(in[0], in[1], in[2]).out); },
         [](const tensor_view<T, cpu>& dy, const views<T>& in) {
             auto r = ops::attention(in[0], in[1], in[2]);
-            auto g = ops::attention_backward(dy, in[0], in[1], in[2], r.probs.view());
+            auto g = ops::attention_backward(dy, in[0], in[1], in[2], r.saved);
             std::vector<tensor<T>> out;
             out.push_back(std::move(g.dq));
             out.push_back(std::move(g.dk));
@@ -216,7 +217,7 @@ BOOST_AUTO_TEST_CASE(attention_op_large_with_explicit_scale) {
         "attention (large)", [](const views<double>& in) { return std::move(ops::attention(in[0], in[1], in[2], 0.3).out); },
         [](const tensor_view<double, cpu>& dy, const views<double>& in) {
             auto r = ops::attention(in[0], in[1], in[2], 0.3);
-            auto g = ops::attention_backward(dy, in[0], in[1], in[2], r.probs.view(), 0.3);
+            auto g = ops::attention_backward(dy, in[0], in[1], in[2], r.saved, 0.3);
             std::vector<tensor<double>> out;
             out.push_back(std::move(g.dq));
             out.push_back(std::move(g.dk));
@@ -233,7 +234,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(packed_and_spatial_ops, T, real_types) {
         [](const tensor_view<T, cpu>& dy, const views<T>& in) {
             auto r = ops::packed_attention(in[0], 2);
             std::vector<tensor<T>> out;
-            out.push_back(ops::packed_attention_backward(dy, in[0], r.probs.view(), 2));
+            out.push_back(ops::packed_attention_backward(dy, in[0], r.saved, 2));
             return out;
         },
         {qkv});
@@ -242,7 +243,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(packed_and_spatial_ops, T, real_types) {
         "spatial_attention", [](const views<T>& in) { return std::move(ops::spatial_attention(in[0], in[1], in[2]).out); },
         [](const tensor_view<T, cpu>& dy, const views<T>& in) {
             auto r = ops::spatial_attention(in[0], in[1], in[2]);
-            auto g = ops::spatial_attention_backward(dy, in[0], in[1], in[2], r.probs.view());
+            auto g = ops::spatial_attention_backward(dy, in[0], in[1], in[2], r.saved);
             std::vector<tensor<T>> out;
             out.push_back(std::move(g.dq));
             out.push_back(std::move(g.dk));
@@ -272,11 +273,11 @@ BOOST_AUTO_TEST_CASE(heads_layout) {
     auto k8 = tensor<float>::zeros({2, 3, 6, 8});
     auto r = ops::attention(q.view(), k8.view(), v.view());
     auto wrong_probs = tensor<float>::zeros({2, 3, 4, 5});
-    const auto pmsg = shape_error_message([&] { (void)ops::attention_backward(r.out.view(), q.view(), k8.view(), v.view(), wrong_probs.view()); });
+    const auto pmsg = shape_error_message([&] { (void)ops::attention_backward(r.out.view(), q.view(), k8.view(), v.view(), ops::attention_saved<float, cpu>{std::move(wrong_probs)}); });
     BOOST_TEST(contains(pmsg, "attention_backward"));
     BOOST_TEST(contains(pmsg, "(2, 3, 4, 6)"));
     BOOST_TEST(contains(pmsg, "(2, 3, 4, 5)"));
-    const auto dmsg = shape_error_message([&] { (void)ops::attention_backward(q.view(), q.view(), k8.view(), v.view(), r.probs.view()); });
+    const auto dmsg = shape_error_message([&] { (void)ops::attention_backward(q.view(), q.view(), k8.view(), v.view(), r.saved); });
     BOOST_TEST(contains(dmsg, "dout"));
     BOOST_TEST(contains(dmsg, "(2, 3, 4, 5)"));
 }

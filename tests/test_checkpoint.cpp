@@ -13,6 +13,7 @@
 
 #include "support/errors.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/data/image_folder.hpp"
 #include "vediff/data/loader.hpp"
 #include "vediff/io/safetensors.hpp"

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/nn/activation.hpp"
 #include "vediff/nn/compose.hpp"
 #include "vediff/ops/elementwise.hpp"

@@ -6,6 +6,7 @@
 
 #include "support/errors.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"
 
@@ -109,14 +110,31 @@ BOOST_AUTO_TEST_CASE(normal_moments) {
     BOOST_TEST(std::abs(sq / n - 1.0) < 0.01);
 }
 
-BOOST_AUTO_TEST_CASE(uniform_range_and_mean) {
-    double sum = 0;
-    for (int i = 0; i < 100000; ++i) {
-        const float u = philox_uniform<float>(9, 3, 0, static_cast<std::uint64_t>(i));
-        BOOST_REQUIRE(u > 0.0f);
-        BOOST_REQUIRE(u < 1.0f);
-        sum += u;
+BOOST_AUTO_TEST_CASE(uniform_from_bits_is_open_at_both_ends) {
+    // The extremes directly: the all-ones word is the largest draw, the all-zeros word the smallest.
+    BOOST_TEST(uniform_from_bits<float>(0xFFFFFFFFu) < 1.0f);
+    BOOST_TEST(uniform_from_bits<float>(0xFFFFFFFFu) == 1.0f - 0x1p-24f);
+    BOOST_TEST(1.0f / (1.0f - uniform_from_bits<float>(0xFFFFFFFFu)) == 0x1p24f);
+    BOOST_TEST(uniform_from_bits<float>(0u) == 0x1p-24f);
+    BOOST_TEST(uniform_from_bits<double>(0xFFFFFFFFu) < 1.0);
+    BOOST_TEST(uniform_from_bits<double>(0u) > 0.0);
+    BOOST_TEST(std::isfinite(std::log(uniform_from_bits<float>(0u))));
+    // Every kept float pattern: strictly inside (0, 1) and strictly increasing.
+    float previous = 0.0f;
+    bool open = true, increasing = true;
+    for (std::uint32_t top = 0; top < (1u << 23); ++top) {
+        const float u = uniform_from_bits<float>(top << 9);
+        open = open && u > 0.0f && u < 1.0f;
+        increasing = increasing && u > previous;
+        previous = u;
     }
+    BOOST_TEST(open);
+    BOOST_TEST(increasing);
+}
+
+BOOST_AUTO_TEST_CASE(uniform_mean) {
+    double sum = 0;
+    for (int i = 0; i < 100000; ++i) sum += philox_uniform<float>(9, 3, 0, static_cast<std::uint64_t>(i));
     BOOST_TEST(std::abs(sum / 100000 - 0.5) < 0.005);
 }
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/data/fashion_mnist.hpp"
 #include "vediff/data/loader.hpp"
 #include "vediff/util/progress.hpp"

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/nn/compose.hpp"
 #include "vediff/nn/dropout.hpp"
 

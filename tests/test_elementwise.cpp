@@ -8,6 +8,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/ops/broadcast.hpp"
 #include "vediff/ops/elementwise.hpp"
 

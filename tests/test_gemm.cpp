@@ -9,6 +9,7 @@
 #include "support/fixture.hpp"
 #include "support/errors.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/nn/linear.hpp"
 #include "vediff/ops/gemm.hpp"
 

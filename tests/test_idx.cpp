@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/io/idx.hpp"
 
 #include "support/errors.hpp"

@@ -14,6 +14,7 @@
 
 #include "support/errors.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/data/image_folder.hpp"
 #include "vediff/io/image.hpp"
 #include "vediff/io/image_grid.hpp"

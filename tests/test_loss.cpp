@@ -12,6 +12,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/loss/kl.hpp"
 #include "vediff/loss/latent_stats.hpp"
 #include "vediff/loss/magnitude.hpp"

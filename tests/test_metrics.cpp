@@ -9,6 +9,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/metrics/psnr.hpp"
 #include "vediff/metrics/ssim.hpp"
 

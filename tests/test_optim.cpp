@@ -1,15 +1,19 @@
 #define BOOST_TEST_MODULE optim
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include <unistd.h>
 
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/io/safetensors.hpp"
 #include "vediff/optim/adamw.hpp"
 #include "vediff/optim/clip.hpp"
@@ -206,12 +210,27 @@ BOOST_AUTO_TEST_CASE(norm_in_float_and_after_clipping) {
     BOOST_CHECK_THROW(optim::clip_grad_norm(layer, 1.0, true), numeric_error);
 }
 
-BOOST_AUTO_TEST_CASE(sum_of_squares_is_independent_of_chunking) {
-    // Longer than several kernel chunks; the exact sum of k² is n(n−1)(2n−1)/6 for k < n.
-    const std::int64_t n = 50000;
+BOOST_AUTO_TEST_CASE(sum_of_squares_is_independent_of_thread_count) {
+    // Values of mixed magnitudes, so that the order of the additions changes the rounded sum: the
+    // kernel must add fixed chunks of 8192 and then the chunk sums in order, whatever the threads.
+    const std::int64_t n = 50000, chunk = 8192;
     std::vector<double> x(static_cast<std::size_t>(n));
-    for (std::int64_t k = 0; k < n; ++k) x[static_cast<std::size_t>(k)] = double(k);
-    BOOST_TEST(optim_kernels<cpu>::sum_of_squares(x.data(), n) == double(n) * (n - 1) * (2 * n - 1) / 6);
+    for (std::int64_t k = 0; k < n; ++k)
+        x[static_cast<std::size_t>(k)] = (k % 7 == 0 ? 1e5 : 1e-3) * (1.0 + philox_uniform<double>(11, 0, 0, std::uint64_t(k)));
+    double chunked = 0, serial = 0;
+    for (std::int64_t c = 0; c * chunk < n; ++c) {
+        double s = 0;
+        for (std::int64_t i = c * chunk; i < std::min(n, (c + 1) * chunk); ++i) s += x[std::size_t(i)] * x[std::size_t(i)];
+        chunked += s;
+    }
+    for (double v : x) serial += v * v;
+    BOOST_REQUIRE(chunked != serial);  // the data does tell orders apart
+    const int threads = omp_get_max_threads();
+    for (int t : {1, 2, 3, 8}) {
+        omp_set_num_threads(t);
+        BOOST_TEST(optim_kernels<cpu>::sum_of_squares(x.data(), n) == chunked);
+    }
+    omp_set_num_threads(threads);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -9,6 +9,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/models/gaussian_posterior.hpp"
 #include "vediff/ops/concat.hpp"
 #include "vediff/ops/random.hpp"

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/ops/random.hpp"
 
 using namespace vediff;

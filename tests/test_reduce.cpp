@@ -10,6 +10,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/nn/pool.hpp"
 #include "vediff/ops/reduce.hpp"
 

@@ -14,6 +14,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"
 

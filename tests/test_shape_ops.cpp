@@ -8,6 +8,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/nn/flatten.hpp"
 #include "vediff/nn/pool.hpp"
 #include "vediff/nn/upsample.hpp"

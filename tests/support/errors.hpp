@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/error.hpp"
 
 namespace vediff::testing {

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::testing {

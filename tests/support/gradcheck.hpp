@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/nn/layer.hpp"

@@ -5,6 +5,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace vediff {
 
@@ -40,10 +41,14 @@ struct philox4x32 {
     }
 };
 
-/// Uniform in (0, 1), never 0 (so log() is safe), from the top 24 bits of a word.
+/// Uniform in the open interval (0, 1) from the top bits of a word: never 0 (log() is safe) and
+/// never 1 (1/(1 − u) is safe). Keeps k = min(24, digits − 1) bits and returns (bits + ½)·2^−k, so
+/// that the largest value 1 − 2^−(k+1) is representable in T: with float's 24-bit significand,
+/// 24 kept bits would give (2²⁴ − ½)·2^−24, which rounds to exactly 1.
 template <class T>
 constexpr T uniform_from_bits(std::uint32_t bits) {
-    return (static_cast<T>(bits >> 8) + T(0.5)) * T(1.0 / 16777216.0);
+    constexpr int kept = std::numeric_limits<T>::digits - 1 < 24 ? std::numeric_limits<T>::digits - 1 : 24;
+    return (static_cast<T>(bits >> (32 - kept)) + T(0.5)) * (T(1) / static_cast<T>(std::uint32_t{1} << kept));
 }
 
 /// Element i of a uniform (0, 1) stream: word i % 4 of block offset + i / 4.

@@ -13,7 +13,6 @@
 #include "vediff/core/device.hpp"
 #include "vediff/core/error.hpp"
 #include "vediff/core/shape.hpp"
-#include "vediff/backend/cpu/memory.hpp"
 
 namespace vediff {
 

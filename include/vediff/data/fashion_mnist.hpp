@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/error.hpp"
 #include "vediff/data/loader.hpp"
 #include "vediff/io/idx.hpp"

@@ -20,7 +20,7 @@
 #include <fmt/format.h>
 #include <stb_image_resize.h>
 
-#include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/error.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"

@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"
 

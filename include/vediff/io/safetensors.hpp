@@ -2,8 +2,8 @@
 // The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
 // N bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
 // {string: string}} padded with spaces, then the raw little-endian tensor bytes, offsets relative
-// to the end of the header. Tensors are written as F32 or F64 and read from F16, BF16, F32 or F64,
-// converted to the requested type. A loaded file is validated completely (sizes, offsets, dtypes)
+// to the end of the header. Tensors are written as F32 or F64 and read from F16, BF16, F32, F64,
+// I32 or I64, converted to the requested type (integer tensors, e.g. labels, only from I32/I64). A loaded file is validated completely (sizes, offsets, dtypes)
 // before any tensor is handed out; every problem is an io_error naming the file and the cause.
 #include <algorithm>
 #include <bit>
@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <string>
 #include <string_view>
@@ -39,10 +40,19 @@ namespace detail {
 
 /// Bytes per element of a safetensors dtype we can read, 0 for the others.
 inline std::size_t safetensors_dtype_size(std::string_view dtype) {
-    if (dtype == "F64") return 8;
-    if (dtype == "F32") return 4;
+    if (dtype == "F64" || dtype == "I64") return 8;
+    if (dtype == "F32" || dtype == "I32") return 4;
     if (dtype == "F16" || dtype == "BF16") return 2;
     return 0;
+}
+
+/// The dtype a tensor of T is stored as when no conversion is needed (labels are int32 or int64).
+template <class T>
+constexpr const char* safetensors_native_dtype() {
+    if constexpr (std::is_same_v<T, std::int32_t>) return "I32";
+    else if constexpr (std::is_same_v<T, std::int64_t>) return "I64";
+    else if constexpr (std::is_same_v<T, double>) return "F64";
+    else return "F32";
 }
 
 template <class T>
@@ -128,8 +138,17 @@ public:
         const char* src = data_.data() + e.begin;
         const std::size_t n = static_cast<std::size_t>(e.shape.numel());
         std::vector<T> host(n);
-        if (e.dtype == detail::safetensors_dtype_of<T>()) {
+        if (e.dtype == detail::safetensors_native_dtype<T>()) {
             if (n) std::memcpy(host.data(), src, n * sizeof(T));
+        } else if constexpr (std::is_integral_v<T>) {
+            // Integer tensors (class labels): only from integer dtypes, and only values T can hold.
+            if (e.dtype != "I64" && e.dtype != "I32") fail(fmt::format("tensor '{}' is {}, an integer tensor (I32 or I64) is needed", name, e.dtype));
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::int64_t v = e.dtype == "I64" ? load<std::int64_t>(src + 8 * i) : load<std::int32_t>(src + 4 * i);
+                if (v < std::numeric_limits<T>::min() || v > std::numeric_limits<T>::max())
+                    fail(fmt::format("tensor '{}' holds {} at element {}, out of range for the destination", name, v, i));
+                host[i] = static_cast<T>(v);
+            }
         } else {
             for (std::size_t i = 0; i < n; ++i) host[i] = static_cast<T>(element_as_double(e.dtype, src, i));
         }
@@ -145,6 +164,8 @@ private:
         if (dtype == "F64") return load<double>(src + 8 * i);
         if (dtype == "F32") return load<float>(src + 4 * i);
         if (dtype == "F16") return detail::half_to_float(load<std::uint16_t>(src + 2 * i));
+        if (dtype == "I64") return double(load<std::int64_t>(src + 8 * i));
+        if (dtype == "I32") return double(load<std::int32_t>(src + 4 * i));
         return detail::bfloat16_to_float(load<std::uint16_t>(src + 2 * i));
     }
     template <class U>
@@ -197,7 +218,7 @@ private:
         safetensors_entry e;
         e.dtype = v["dtype"].get<std::string>();
         const std::size_t elem = detail::safetensors_dtype_size(e.dtype);
-        if (elem == 0) bad(fmt::format("unknown dtype '{}' (readable: F16, BF16, F32, F64)", e.dtype));
+        if (elem == 0) bad(fmt::format("unknown dtype '{}' (readable: F16, BF16, F32, F64, I32, I64)", e.dtype));
         if (v["shape"].size() > static_cast<std::size_t>(max_rank))
             bad(fmt::format("rank {} exceeds the maximum rank {}", v["shape"].size(), max_rank));
         std::uint64_t numel = 1;

@@ -17,7 +17,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/backend/cpu.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::metrics {

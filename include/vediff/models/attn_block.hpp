@@ -34,15 +34,18 @@ struct spatial_self_attention {
     nn::conv2d<T, D> q, k, v, proj_out;  // 1×1, C → C
 
     spatial_self_attention() = default;
-    /// 1×1 convolutions initialized as PyTorch's defaults from seeds seed … seed + 3.
+    /// 1×1 convolutions initialized as PyTorch's defaults, drawn as nn::initialize(*this, seed) draws them.
     explicit spatial_self_attention(const attn_block_config& c, std::uint64_t seed = 0)
         : norm({.groups = c.norm_groups, .channels = c.channels, .eps = c.norm_eps, .affine = true}),
-          q(conv1x1(c.channels, seed)),
-          k(conv1x1(c.channels, seed + 1)),
-          v(conv1x1(c.channels, seed + 2)),
-          proj_out(conv1x1(c.channels, seed + 3)) {}
+          q(conv1x1(c.channels)),
+          k(conv1x1(c.channels)),
+          v(conv1x1(c.channels)),
+          proj_out(conv1x1(c.channels)) {
+        nn::initialize(*this, seed);
+    }
 
     /// x (B, C, H, W) → (B, C, H, W).
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         if (x.rank() != 4)
             throw shape_error(fmt::format("attn_block: input must be (B, C, H, W), got {}", x.shape()));
@@ -51,14 +54,14 @@ struct spatial_self_attention {
         k_ = k.forward(h_);
         v_ = v.forward(h_);
         auto r = ops::spatial_attention(flat(q_), flat(k_), flat(v_));
-        probs_ = std::move(r.probs);
+        saved_ = std::move(r.saved);
         attended_ = std::move(r.out).reshape(x.shape());
         return proj_out.forward(attended_);
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         auto dattended = proj_out.backward(dy);
-        auto g = ops::spatial_attention_backward(flat(dattended), flat(q_), flat(k_), flat(v_), probs_.view());
+        auto g = ops::spatial_attention_backward(flat(dattended), flat(q_), flat(k_), flat(v_), saved_);
         const auto& map_shape = h_.shape();
         auto dh = q.backward(g.dq.reshape(map_shape));
         ops::axpy(dh.view(), k.backward(g.dk.reshape(map_shape)).view());
@@ -76,15 +79,15 @@ struct spatial_self_attention {
     }
 
 private:
-    static nn::conv2d<T, D> conv1x1(std::int64_t channels, std::uint64_t seed) {
-        return nn::conv2d<T, D>({.in_channels = channels, .out_channels = channels, .kernel_size = 1}, seed);
+    static nn::conv2d<T, D> conv1x1(std::int64_t channels) {
+        return nn::conv2d<T, D>({.in_channels = channels, .out_channels = channels, .kernel_size = 1});
     }
     /// (B, C, H, W) seen as (B, C, H·W).
     static tensor_view<T, D> flat(const tensor_view<T, D>& t) { return t.reshape({t.dim(0), t.dim(1), -1}); }
 
     tensor<T, D> h_;         // (B, C, H, W), norm(x)
     tensor<T, D> q_, k_, v_; // (B, C, H, W)
-    tensor<T, D> probs_;     // (B, 1, H·W, H·W), softmax over keys
+    ops::attention_saved<T, D> saved_;  // the attention backend's state for backward
     tensor<T, D> attended_;  // (B, C, H, W), proj_out's input
 };
 

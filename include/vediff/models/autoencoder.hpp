@@ -15,7 +15,6 @@
 #include "vediff/models/autoencoder_config.hpp"
 #include "vediff/models/decoder.hpp"
 #include "vediff/models/encoder.hpp"
-#include "vediff/models/seed_sequence.hpp"
 #include "vediff/nn/conv2d.hpp"
 
 namespace vediff::models {
@@ -31,14 +30,14 @@ struct autoencoder_kl {
     nn::conv2d<T, D> quant_conv;       // 1×1, 2·z_channels → 2·embed_dim
     nn::conv2d<T, D> post_quant_conv;  // 1×1, embed_dim → z_channels
 
-    /// Every layer gets its own seed derived from `seed`; the same seed gives the same weights.
+    /// Weights as nn::initialize(*this, seed) draws them: each parameter from its own key.
     explicit autoencoder_kl(const autoencoder_config& c, std::uint64_t seed = 0) : config(c) {
         config.validate();
-        seed_sequence seeds(seed);
-        encoder = models::encoder<T, D>(config, seeds);
-        decoder = models::decoder<T, D>(config, seeds);
-        quant_conv = conv1x1(2 * config.z_channels, 2 * config.embed_dim, seeds.next());
-        post_quant_conv = conv1x1(config.embed_dim, config.z_channels, seeds.next());
+        encoder = models::encoder<T, D>(config);
+        decoder = models::decoder<T, D>(config);
+        quant_conv = conv1x1(2 * config.z_channels, 2 * config.embed_dim);
+        post_quant_conv = conv1x1(config.embed_dim, config.z_channels);
+        nn::initialize(*this, seed);
     }
 
     /// (B, embed_dim, h, w) of the latents of a batch of B images of the configured resolution.
@@ -47,6 +46,7 @@ struct autoencoder_kl {
     }
 
     /// x (B, in, H, W), H and W multiples of 2^(levels − 1) → moments (B, 2·embed_dim, h, w).
+    tensor<T, D> encode(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> encode(const tensor_view<T, D>& x) {
         const auto f = config.downsampling_factor();
         if (x.rank() != 4 || x.dim(1) != config.in_channels || x.dim(2) % f != 0 || x.dim(3) % f != 0 || x.dim(2) == 0 ||
@@ -61,6 +61,7 @@ struct autoencoder_kl {
     tensor<T, D> encode_backward(const tensor_view<T, D>& dmoments) { return encoder.backward(quant_conv.backward(dmoments)); }
 
     /// z (B, embed_dim, h, w) → x̂ (B, out, h·f, w·f).
+    tensor<T, D> decode(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> decode(const tensor_view<T, D>& z) {
         if (z.rank() != 4 || z.dim(1) != config.embed_dim)
             throw shape_error(fmt::format("autoencoder_kl::decode: latents {} must be (B, {}, h, w)", z.shape(), config.embed_dim));
@@ -80,8 +81,8 @@ struct autoencoder_kl {
     }
 
 private:
-    static nn::conv2d<T, D> conv1x1(std::int64_t in, std::int64_t out, std::uint64_t seed) {
-        return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 1}, seed);
+    static nn::conv2d<T, D> conv1x1(std::int64_t in, std::int64_t out) {
+        return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 1});
     }
 
     tensor<T, D> h_;       // (B, 2·z_channels, h, w), the encoder's output

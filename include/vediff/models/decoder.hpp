@@ -14,7 +14,6 @@
 #include "vediff/models/output_head.hpp"
 #include "vediff/models/resample.hpp"
 #include "vediff/models/resolution_level.hpp"
-#include "vediff/models/seed_sequence.hpp"
 #include "vediff/nn/conv2d.hpp"
 #include "vediff/nn/module_list.hpp"
 
@@ -32,14 +31,14 @@ struct decoder {
     output_head<T, D> head;     // norm_out, conv_out
 
     decoder() = default;
-    decoder(const autoencoder_config& c, seed_sequence& seeds) {
+    /// Weights as nn::initialize(*this, seed) draws them.
+    explicit decoder(const autoencoder_config& c, std::uint64_t seed = 0) {
         c.validate();
         std::int64_t channels = c.level_channels(c.levels() - 1), res = c.latent_resolution();
         conv_in = nn::conv2d<T, D>(
-            {.in_channels = c.z_channels, .out_channels = channels, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)},
-            seeds.next());
-        mid = mid_block<T, D>(channels, c.norm_groups, c.norm_eps, seeds);
-        // Built coarsest first (LDM's order, which also fixes the seed order), stored finest first.
+            {.in_channels = c.z_channels, .out_channels = channels, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
+        mid = mid_block<T, D>(channels, c.norm_groups, c.norm_eps);
+        // Built coarsest first (LDM's order), stored finest first.
         std::vector<level> levels;
         for (std::int64_t i = c.levels(); i-- > 0;) {
             levels.push_back(level({.in_channels = channels,
@@ -48,16 +47,17 @@ struct decoder {
                                     .attention = c.attends_at(res),
                                     .resample = i != 0,
                                     .norm_groups = c.norm_groups,
-                                    .norm_eps = c.norm_eps},
-                                   seeds));
+                                    .norm_eps = c.norm_eps}));
             channels = c.level_channels(i);
             if (i != 0) res *= 2;
         }
         for (std::size_t i = levels.size(); i-- > 0;) up.push_back(std::move(levels[i]));
-        head = output_head<T, D>(channels, c.out_channels, c.norm_groups, c.norm_eps, seeds.next());
+        head = output_head<T, D>(channels, c.out_channels, c.norm_groups, c.norm_eps);
+        nn::initialize(*this, seed);
     }
 
     /// z (B, z_channels, h, w) → (B, out, h·f, w·f), f = 2^(levels − 1).
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& z) {
         outputs_.clear();
         outputs_.push_back(conv_in.forward(z));

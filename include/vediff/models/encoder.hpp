@@ -13,7 +13,6 @@
 #include "vediff/models/output_head.hpp"
 #include "vediff/models/resample.hpp"
 #include "vediff/models/resolution_level.hpp"
-#include "vediff/models/seed_sequence.hpp"
 #include "vediff/nn/conv2d.hpp"
 #include "vediff/nn/module_list.hpp"
 
@@ -31,11 +30,11 @@ struct encoder {
     output_head<T, D> head;  // norm_out, conv_out
 
     encoder() = default;
-    encoder(const autoencoder_config& c, seed_sequence& seeds) {
+    /// Weights as nn::initialize(*this, seed) draws them.
+    explicit encoder(const autoencoder_config& c, std::uint64_t seed = 0) {
         c.validate();
         conv_in = nn::conv2d<T, D>(
-            {.in_channels = c.in_channels, .out_channels = c.ch, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)},
-            seeds.next());
+            {.in_channels = c.in_channels, .out_channels = c.ch, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
         std::int64_t res = c.resolution, channels = c.ch;
         for (std::int64_t i = 0; i < c.levels(); ++i) {
             const bool last = i + 1 == c.levels();
@@ -45,16 +44,17 @@ struct encoder {
                                   .attention = c.attends_at(res),
                                   .resample = !last,
                                   .norm_groups = c.norm_groups,
-                                  .norm_eps = c.norm_eps},
-                                 seeds));
+                                  .norm_eps = c.norm_eps}));
             channels = c.level_channels(i);
             if (!last) res /= 2;
         }
-        mid = mid_block<T, D>(channels, c.norm_groups, c.norm_eps, seeds);
-        head = output_head<T, D>(channels, 2 * c.z_channels, c.norm_groups, c.norm_eps, seeds.next());
+        mid = mid_block<T, D>(channels, c.norm_groups, c.norm_eps);
+        head = output_head<T, D>(channels, 2 * c.z_channels, c.norm_groups, c.norm_eps);
+        nn::initialize(*this, seed);
     }
 
     /// x (B, in, H, W) → (B, 2·z_channels, H/f, W/f), f = 2^(levels − 1).
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         outputs_.clear();
         outputs_.push_back(conv_in.forward(x));

@@ -40,15 +40,18 @@ struct fashion_classifier {
     fashion_classifier_config config;
 
     explicit fashion_classifier(const fashion_classifier_config& c = {}, std::uint64_t seed = 0)
-        : features_net(make_block(c, c.in_channels, c.width, 1, seed + 1), make_block(c, c.width, 2 * c.width, 2, seed + 2),
-                       make_block(c, 2 * c.width, 2 * c.width, 1, seed + 3), make_block(c, 2 * c.width, 2 * c.width, 2, seed + 4),
+        : features_net(make_block(c, c.in_channels, c.width, 1), make_block(c, c.width, 2 * c.width, 2),
+                       make_block(c, 2 * c.width, 2 * c.width, 1), make_block(c, 2 * c.width, 2 * c.width, 2),
                        nn::flatten<T, D>{},
-                       nn::linear<T, D>(2 * c.width * (c.image_size / 4) * (c.image_size / 4), c.feature_dim, true, seed + 5),
+                       nn::linear<T, D>(2 * c.width * (c.image_size / 4) * (c.image_size / 4), c.feature_dim, true),
                        nn::silu<T, D>{}),
-          head(c.feature_dim, c.num_classes, true, seed + 6),
-          config(c) {}
+          head(c.feature_dim, c.num_classes, true),
+          config(c) {
+        nn::initialize(*this, seed);
+    }
 
     /// Images (N, C, H, W) → logits (N, num_classes).
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         features_ = features_net.forward(x);
         return head.forward(features_);
@@ -56,6 +59,7 @@ struct fashion_classifier {
     tensor<T, D> backward(const tensor_view<T, D>& dlogits) { return features_net.backward(head.backward(dlogits)); }
 
     /// Penultimate activations (N, feature_dim) of images (N, C, H, W).
+    tensor<T, D> features(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> features(const tensor_view<T, D>& x) { return features_net.forward(x); }
 
     template <class F>
@@ -65,11 +69,9 @@ struct fashion_classifier {
     }
 
 private:
-    static block make_block(const fashion_classifier_config& c, std::int64_t in, std::int64_t out, std::int64_t stride,
-                            std::uint64_t seed) {
+    static block make_block(const fashion_classifier_config& c, std::int64_t in, std::int64_t out, std::int64_t stride) {
         return block(nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 3, .stride = stride,
-                                       .padding = ops::padding2d::symmetric(1)},
-                                      seed),
+                                       .padding = ops::padding2d::symmetric(1)}),
                      nn::group_norm<T, D>({.groups = c.groups, .channels = out}), nn::silu<T, D>{});
     }
 

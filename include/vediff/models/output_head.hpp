@@ -17,13 +17,12 @@ using output_head_base =
 template <class T = float, device D = cpu>
 struct output_head : output_head_base<T, D> {
     output_head() = default;
-    output_head(std::int64_t in_channels, std::int64_t out_channels, std::int64_t norm_groups, double norm_eps, std::uint64_t seed)
+    output_head(std::int64_t in_channels, std::int64_t out_channels, std::int64_t norm_groups, double norm_eps)
         : output_head_base<T, D>(
               nn::group_norm<T, D>({.groups = norm_groups, .channels = in_channels, .eps = norm_eps, .affine = true}),
               nn::silu<T, D>{},
               nn::conv2d<T, D>({.in_channels = in_channels, .out_channels = out_channels, .kernel_size = 3,
-                                .padding = ops::padding2d::symmetric(1)},
-                               seed)) {}
+                                .padding = ops::padding2d::symmetric(1)})) {}
 };
 
 } // namespace vediff::models

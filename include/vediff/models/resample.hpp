@@ -21,7 +21,9 @@ struct downsample : nn::sequential<nn::named<"conv", nn::conv2d<T, D>>> {
     downsample() = default;
     explicit downsample(std::int64_t channels, std::uint64_t seed = 0)
         : base(nn::conv2d<T, D>(
-              {.in_channels = channels, .out_channels = channels, .kernel_size = 3, .stride = 2, .padding = padding}, seed)) {}
+              {.in_channels = channels, .out_channels = channels, .kernel_size = 3, .stride = 2, .padding = padding})) {
+        nn::initialize(*this, seed);
+    }
 };
 
 template <class T = float, device D = cpu>
@@ -32,8 +34,9 @@ struct upsample : nn::sequential<nn::upsample_nearest2x<T, D>, nn::named<"conv",
     explicit upsample(std::int64_t channels, std::uint64_t seed = 0)
         : base(nn::upsample_nearest2x<T, D>{},
                nn::conv2d<T, D>({.in_channels = channels, .out_channels = channels, .kernel_size = 3,
-                                 .padding = ops::padding2d::symmetric(1)},
-                                seed)) {}
+                                 .padding = ops::padding2d::symmetric(1)})) {
+        nn::initialize(*this, seed);
+    }
 };
 
 } // namespace vediff::models

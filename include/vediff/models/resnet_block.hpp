@@ -34,9 +34,11 @@ struct resnet_block : nn::residual<resnet_body<T, D>, resnet_shortcut<T, D>> {
     using base = nn::residual<resnet_body<T, D>, resnet_shortcut<T, D>>;
 
     resnet_block() = default;
-    /// Convolutions initialized as PyTorch's defaults from seeds seed, seed + 1 (and seed + 2 for
-    /// the shortcut); GroupNorm weight 1, bias 0.
-    explicit resnet_block(const resnet_block_config& c, std::uint64_t seed = 0) : base(make_body(c, seed), make_shortcut(c, seed)) {}
+    /// Convolutions initialized as PyTorch's defaults, GroupNorm weight 1, bias 0, drawn as
+    /// nn::initialize(*this, seed) draws them.
+    explicit resnet_block(const resnet_block_config& c, std::uint64_t seed = 0) : base(make_body(c), make_shortcut(c)) {
+        nn::initialize(*this, seed);
+    }
 
     bool has_shortcut() const { return this->shortcut.has_value(); }
 
@@ -44,17 +46,17 @@ private:
     static nn::group_norm<T, D> norm(const resnet_block_config& c, std::int64_t channels) {
         return nn::group_norm<T, D>({.groups = c.norm_groups, .channels = channels, .eps = c.norm_eps, .affine = true});
     }
-    static nn::conv2d<T, D> conv3x3(std::int64_t in, std::int64_t out, std::uint64_t seed) {
-        return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)}, seed);
+    static nn::conv2d<T, D> conv3x3(std::int64_t in, std::int64_t out) {
+        return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
     }
-    static resnet_body<T, D> make_body(const resnet_block_config& c, std::uint64_t seed) {
-        return resnet_body<T, D>(norm(c, c.in_channels), nn::silu<T, D>{}, conv3x3(c.in_channels, c.out_channels, seed),
-                                 norm(c, c.out_channels), nn::silu<T, D>{}, conv3x3(c.out_channels, c.out_channels, seed + 1));
+    static resnet_body<T, D> make_body(const resnet_block_config& c) {
+        return resnet_body<T, D>(norm(c, c.in_channels), nn::silu<T, D>{}, conv3x3(c.in_channels, c.out_channels),
+                                 norm(c, c.out_channels), nn::silu<T, D>{}, conv3x3(c.out_channels, c.out_channels));
     }
-    static resnet_shortcut<T, D> make_shortcut(const resnet_block_config& c, std::uint64_t seed) {
+    static resnet_shortcut<T, D> make_shortcut(const resnet_block_config& c) {
         if (c.in_channels == c.out_channels) return {};
         return nn::optional_layer<nn::conv2d<T, D>>(
-            nn::conv2d<T, D>({.in_channels = c.in_channels, .out_channels = c.out_channels, .kernel_size = 1}, seed + 2));
+            nn::conv2d<T, D>({.in_channels = c.in_channels, .out_channels = c.out_channels, .kernel_size = 1}));
     }
 };
 

@@ -10,7 +10,6 @@
 
 #include "vediff/models/attn_block.hpp"
 #include "vediff/models/resnet_block.hpp"
-#include "vediff/models/seed_sequence.hpp"
 #include "vediff/nn/module_list.hpp"
 #include "vediff/nn/optional_layer.hpp"
 
@@ -37,21 +36,20 @@ struct resolution_level {
     nn::optional_layer<Resample> resample;
 
     resolution_level() = default;
-    resolution_level(const resolution_level_config& c, seed_sequence& seeds) {
+    explicit resolution_level(const resolution_level_config& c) {
         for (std::int64_t j = 0; j < c.blocks; ++j) {
             block.push_back(resnet_block<T, D>({.in_channels = j == 0 ? c.in_channels : c.out_channels,
                                                 .out_channels = c.out_channels,
                                                 .norm_groups = c.norm_groups,
-                                                .norm_eps = c.norm_eps},
-                                               seeds.next()));
+                                                .norm_eps = c.norm_eps}));
             if (c.attention)
-                attn.push_back(attn_block<T, D>({.channels = c.out_channels, .norm_groups = c.norm_groups, .norm_eps = c.norm_eps},
-                                                seeds.next()));
+                attn.push_back(attn_block<T, D>({.channels = c.out_channels, .norm_groups = c.norm_groups, .norm_eps = c.norm_eps}));
         }
-        if (c.resample) resample = Resample(c.out_channels, seeds.next());
+        if (c.resample) resample = Resample(c.out_channels);
     }
 
     /// x (B, in, H, W) → (B, out, H', W'), H' = H/2, H or 2H.
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         outputs_.clear();
         tensor_view<T, D> h = x;

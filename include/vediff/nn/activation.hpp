@@ -9,6 +9,7 @@ template <class T = float, device D = cpu>
 struct identity : parameterless {
     using value_type = T;
     using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) { return tensor<T, D>::copy_of(x); }
     tensor<T, D> backward(const tensor_view<T, D>& dy) { return tensor<T, D>::copy_of(dy); }
 };
@@ -17,6 +18,7 @@ template <class T = float, device D = cpu>
 struct silu : parameterless {
     using value_type = T;
     using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_ = x;
         return ops::silu(x);
@@ -31,6 +33,7 @@ template <class T = float, device D = cpu>
 struct gelu : parameterless {
     using value_type = T;
     using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_ = x;
         return ops::gelu_tanh(x);

@@ -20,6 +20,7 @@ struct softmax : parameterless {
     using device_type = D;
 
     /// x (..., n) → same shape, each last-axis row summing to 1.
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         auto y = ops::softmax(x);
         output_ = tensor<T, D>::copy_of(y);  // the backward needs y, which the caller owns
@@ -47,21 +48,22 @@ struct multi_head_attention_core : parameterless {
     }
 
     /// qkv (B, N, 3·D), rows [q | k | v] with heads contiguous → (B, N, D).
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& qkv) {
         input_ = qkv;
         auto r = ops::packed_attention(qkv, cfg.heads);
-        probs_ = std::move(r.probs);
+        saved_ = std::move(r.saved);
         return std::move(r.out);
     }
 
     /// dy (B, N, D) → dqkv (B, N, 3·D).
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        return ops::packed_attention_backward(dy, input_, probs_.view(), cfg.heads);
+        return ops::packed_attention_backward(dy, input_, saved_, cfg.heads);
     }
 
 private:
     tensor_view<T, D> input_;  // (B, N, 3·D), owned by the caller
-    tensor<T, D> probs_;       // (B, heads, N, N)
+    ops::attention_saved<T, D> saved_;  // the attention backend's state for backward
 };
 
 } // namespace vediff::nn

@@ -64,6 +64,8 @@ struct sequential {
     template <std::size_t I>
     const auto& get() const { return std::get<I>(layers); }
 
+    tensor_type forward(tensor_type&&) = delete;  // inputs must outlive backward: temporaries rejected
+
     tensor_type forward(const view_type& x) { return forward_from<0>(x); }
 
     tensor_type backward(const view_type& dy) { return backward_from<size - 1>(dy); }
@@ -120,6 +122,8 @@ struct residual {
 
     residual() = default;
     explicit residual(Body b, Shortcut s = Shortcut{}) : body(std::move(b)), shortcut(std::move(s)) {}
+
+    tensor_type forward(tensor_type&&) = delete;  // inputs must outlive backward: temporaries rejected
 
     tensor_type forward(const view_type& x) {
         auto y = body.forward(x);

@@ -29,20 +29,23 @@ struct conv2d {
     conv2d_config config;
 
     conv2d() = default;
-    /// PyTorch's default init with fan_in = in·k·k; weight from Philox stream 0 of `seed`, bias stream 1.
+    /// PyTorch's default init with fan_in = in·k·k, drawn as nn::initialize(*this, seed) draws it.
     explicit conv2d(const conv2d_config& c, std::uint64_t seed = 0)
-        : weight(uniform_parameter<T, D>({c.out_channels, c.in_channels, c.kernel_size, c.kernel_size},
-                                         default_init_bound(c.in_channels * c.kernel_size * c.kernel_size), seed, 0)),
+        : weight(make_parameter<T, D>({c.out_channels, c.in_channels, c.kernel_size, c.kernel_size},
+                                      init_rule::uniform(default_init_bound(c.in_channels * c.kernel_size * c.kernel_size)),
+                                      parameter_key(seed, "weight"))),
           config(c) {
         if (c.bias)
-            bias = uniform_parameter<T, D>({c.out_channels}, default_init_bound(c.in_channels * c.kernel_size * c.kernel_size),
-                                           seed, 1);
+            bias = make_parameter<T, D>({c.out_channels},
+                                        init_rule::uniform(default_init_bound(c.in_channels * c.kernel_size * c.kernel_size)),
+                                        parameter_key(seed, "bias"));
     }
 
     bool has_bias() const { return bias.value.data() != nullptr; }
     ops::conv2d_options options() const { return {config.stride, config.padding}; }
 
     /// x (N, in, H, W) → (N, out, Ho, Wo).
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_ = x;
         return ops::conv2d(x, weight.value.view(), bias.value.view(), options());

@@ -34,6 +34,8 @@ struct dropout : parameterless {
     void train(bool training) { training_ = training; }
     bool training() const { return training_; }
 
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
+
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         masked_ = training_ && p > 0.0;
         if (!masked_) return tensor<T, D>::copy_of(x);

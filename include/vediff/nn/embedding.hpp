@@ -6,10 +6,9 @@
 #include <cstdint>
 #include <string>
 
-#include "vediff/core/random.hpp"
+#include "vediff/nn/init.hpp"
 #include "vediff/nn/layer.hpp"
 #include "vediff/ops/embedding.hpp"
-#include "vediff/ops/random.hpp"
 
 namespace vediff::nn {
 
@@ -21,19 +20,17 @@ struct embedding {
     parameter<T, D> weight;  // (num, dim)
 
     embedding() = default;
-    /// Rows drawn from N(0, stddev²) with Philox stream 0 of `seed`, as linear and conv2d draw
-    /// their weights (nn.Embedding's default stddev is 1; DiT initializes its label table with 0.02).
+    /// Rows drawn from N(0, stddev²) as nn::initialize(*this, seed) draws them (nn.Embedding's
+    /// default stddev is 1; DiT initializes its label table with 0.02).
     embedding(std::int64_t num, std::int64_t dim, std::uint64_t seed = 0, double stddev = 1.0)
-        : weight(tensor_shape{num, dim}) {
-        philox_generator gen{seed, 0, 0};
-        ops::fill_normal(weight.value.view(), gen, T(0), T(stddev));
-    }
+        : weight(make_parameter<T, D>({num, dim}, init_rule::normal(stddev), parameter_key(seed, "weight"))) {}
 
     std::int64_t num_embeddings() const { return weight.shape()[0]; }
     std::int64_t embedding_dim() const { return weight.shape()[1]; }
 
     /// indices (...) → (..., dim). Keeps a view of the indices: the caller keeps them alive
     /// until backward returns.
+    tensor<T, D> forward(tensor<std::int32_t, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<std::int32_t, D>& indices) {
         indices_ = indices;
         return ops::embedding(weight.value.view(), indices);

@@ -8,6 +8,7 @@ template <class T = float, device D = cpu>
 struct flatten : parameterless {
     using value_type = T;
     using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         require_at_least_rank_one(x);
         input_shape_ = x.shape();

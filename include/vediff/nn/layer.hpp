@@ -5,6 +5,8 @@
 //   for_each_parameter(visitor, prefix)    visits (name, parameter&) in PyTorch state_dict order.
 // Forward may keep a *view* of its input for backward: the caller keeps x alive until backward
 // returns (containers own their intermediate activations, so this only concerns the caller's x).
+// So that this cannot be got wrong silently, every layer deletes forward(tensor&&): passing a
+// temporary (`fc.forward(ops::add(a, b))`) is a compile error, and the concept checks the deletion.
 #include <concepts>
 #include <cstdint>
 #include <string>
@@ -17,6 +19,18 @@
 
 namespace vediff::nn {
 
+/// How a parameter's initial values are drawn (nn/init.hpp): U(−scale, scale), N(0, scale²), the
+/// constant `scale`, or `none` (values set by their layer, e.g. fixed sin-cos tables).
+struct init_rule {
+    enum class distribution { none, uniform, normal, constant };
+    distribution kind = distribution::none;
+    double scale = 0;
+
+    static constexpr init_rule uniform(double bound) { return {distribution::uniform, bound}; }
+    static constexpr init_rule normal(double stddev) { return {distribution::normal, stddev}; }
+    static constexpr init_rule constant(double value) { return {distribution::constant, value}; }
+};
+
 /// A trainable tensor and its gradient, of the same shape.
 template <class T, device D>
 struct parameter {
@@ -24,6 +38,8 @@ struct parameter {
     tensor<T, D> grad;
     /// False for fixed buffers kept in the state_dict (e.g. sin-cos position tables).
     bool trainable = true;
+    /// The rule nn::initialize redraws the value by.
+    init_rule init;
 
     parameter() = default;
     explicit parameter(tensor_shape shape, bool is_trainable = true)
@@ -55,7 +71,7 @@ concept layer = requires(L& l, const tensor_view<typename L::value_type, typenam
     { l.forward(x) } -> std::same_as<tensor<typename L::value_type, typename L::device_type>>;
     { l.backward(x) } -> std::same_as<tensor<typename L::value_type, typename L::device_type>>;
     l.for_each_parameter(detail::any_parameter_visitor{}, std::string{});
-};
+} && !requires(L& l, tensor<typename L::value_type, typename L::device_type>&& t) { l.forward(std::move(t)); };
 
 /// Layers whose behaviour differs between training and evaluation (dropout) expose train(bool).
 template <class L>

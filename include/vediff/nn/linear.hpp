@@ -20,10 +20,12 @@ struct linear {
     parameter<T, D> bias;    // (out), absent (empty) when constructed without bias
 
     linear() = default;
-    /// Weight from Philox stream 0 of `seed`, bias from stream 1.
+    /// PyTorch's default init, drawn as nn::initialize(*this, seed) draws it.
     linear(std::int64_t in_features, std::int64_t out_features, bool with_bias = true, std::uint64_t seed = 0)
-        : weight(uniform_parameter<T, D>({out_features, in_features}, default_init_bound(in_features), seed, 0)) {
-        if (with_bias) bias = uniform_parameter<T, D>({out_features}, default_init_bound(in_features), seed, 1);
+        : weight(make_parameter<T, D>({out_features, in_features}, init_rule::uniform(default_init_bound(in_features)),
+                                      parameter_key(seed, "weight"))) {
+        if (with_bias)
+            bias = make_parameter<T, D>({out_features}, init_rule::uniform(default_init_bound(in_features)), parameter_key(seed, "bias"));
     }
 
     std::int64_t in_features() const { return weight.value.dim(1); }
@@ -31,6 +33,7 @@ struct linear {
     bool has_bias() const { return bias.value.data() != nullptr; }
 
     /// x (..., in) → (..., out).
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_ = x;
         return ops::linear(x, weight.value.view(), bias.value.view());

@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/nn/init.hpp"
 #include "vediff/nn/layer.hpp"
 #include "vediff/ops/norm.hpp"
 
@@ -32,13 +33,13 @@ struct group_norm {
         if (cfg.groups <= 0 || cfg.channels % cfg.groups != 0)
             throw shape_error(fmt::format("group_norm: {} channels are not divisible by {} groups", cfg.channels, cfg.groups));
         if (cfg.affine) {
-            weight = parameter<T, D>(tensor_shape{cfg.channels});
-            bias = parameter<T, D>(tensor_shape{cfg.channels});
-            ops::fill(weight.value.view(), T(1));
+            weight = make_parameter<T, D>({cfg.channels}, init_rule::constant(1), 0);
+            bias = make_parameter<T, D>({cfg.channels}, init_rule::constant(0), 0);
         }
     }
 
     /// x (N, C, ...) → same shape.
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         if (x.rank() < 2 || x.dim(1) != cfg.channels)
             throw shape_error(fmt::format("group_norm: input {} must be (N, {}, ...)", x.shape(), cfg.channels));
@@ -86,13 +87,13 @@ struct layer_norm {
     layer_norm() = default;
     explicit layer_norm(config c) : cfg(c) {
         if (cfg.affine) {
-            weight = parameter<T, D>(tensor_shape{cfg.dim});
-            bias = parameter<T, D>(tensor_shape{cfg.dim});
-            ops::fill(weight.value.view(), T(1));
+            weight = make_parameter<T, D>({cfg.dim}, init_rule::constant(1), 0);
+            bias = make_parameter<T, D>({cfg.dim}, init_rule::constant(0), 0);
         }
     }
 
     /// x (..., dim) → same shape.
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         if (x.rank() < 1 || x.dim(-1) != cfg.dim)
             throw shape_error(fmt::format("layer_norm: input {} must be (..., {})", x.shape(), cfg.dim));
@@ -135,9 +136,10 @@ struct rms_norm {
     parameter<T, D> weight;  // (dim)
 
     rms_norm() = default;
-    explicit rms_norm(config c) : cfg(c), weight(tensor_shape{c.dim}) { ops::fill(weight.value.view(), T(1)); }
+    explicit rms_norm(config c) : cfg(c), weight(make_parameter<T, D>({c.dim}, init_rule::constant(1), 0)) {}
 
     /// x (..., dim) → same shape.
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         if (x.rank() < 1 || x.dim(-1) != cfg.dim)
             throw shape_error(fmt::format("rms_norm: input {} must be (..., {})", x.shape(), cfg.dim));

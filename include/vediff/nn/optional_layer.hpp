@@ -29,6 +29,7 @@ struct optional_layer {
     const Layer* operator->() const { return &*inner; }
 
     /// The inner layer's output, or a copy of x when absent (ops return owning tensors).
+    tensor_type forward(tensor_type&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor_type forward(const view_type& x) { return inner ? inner->forward(x) : tensor_type::copy_of(x); }
     tensor_type backward(const view_type& dy) { return inner ? inner->backward(dy) : tensor_type::copy_of(dy); }
 

@@ -11,6 +11,7 @@ template <class T = float, device D = cpu>
 struct global_avg_pool : parameterless {
     using value_type = T;
     using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_shape_ = x.shape();
         return ops::global_avg_pool(x);
@@ -25,6 +26,7 @@ template <class T = float, device D = cpu>
 struct avg_pool2x2 : parameterless {
     using value_type = T;
     using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) { return ops::avg_pool2x2(x); }
     tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::avg_pool2x2_backward(dy); }
 };

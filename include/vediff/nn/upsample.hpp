@@ -10,6 +10,7 @@ template <class T = float, device D = cpu>
 struct upsample_nearest2x : parameterless {
     using value_type = T;
     using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) { return ops::upsample_nearest2x(x); }
     tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::upsample_nearest2x_backward(dy); }
 };

@@ -1,6 +1,6 @@
 #pragma once
 // Pointwise activations: SiLU (swish) and GELU with the tanh approximation.
-#include "vediff/backend/cpu/activation.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

@@ -6,22 +6,27 @@
 //                      (B, N, 3, heads, hd): [q | k | v], heads contiguous) → (B, N, D);
 //   spatial_attention  channels-first q (B, C, Sq), k (B, C, Sk), v (B, Cv, Sk) → (B, Cv, Sq), one
 //                      head over positions: LDM's AttnBlock after its 1×1 q, k, v convolutions.
-// Each forward returns the attention probabilities (B, H, Nq, Nk) for its backward.
+// Each forward returns the output and the backend's saved state for its backward (the cpu keeps
+// the probabilities (B, H, Nq, Nk) there; a GPU backend may keep only row statistics).
 #include <cmath>
 #include <cstdint>
 #include <optional>
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/attention.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {
 
+/// What a device's attention forward keeps for its backward.
+template <class T, device D>
+using attention_saved = typename attention_kernels<D>::template saved_state<T>;
+
 template <class T, device D>
 struct attention_result {
-    tensor<T, D> out;    // (B, H, Nq, dv); (B, N, D) packed; (B, Cv, Sq) spatial
-    tensor<T, D> probs;  // (B, H, Nq, Nk): softmax over keys, kept for the backward (H = 1 spatial)
+    tensor<T, D> out;             // (B, H, Nq, dv); (B, N, D) packed; (B, Cv, Sq) spatial
+    attention_saved<T, D> saved;  // the backend's state for the backward
 };
 
 template <class T, device D>
@@ -35,13 +40,6 @@ namespace detail {
 
 inline double attention_scale(std::optional<double> scale, std::int64_t key_dim) {
     return scale ? *scale : 1.0 / std::sqrt(double(key_dim));
-}
-
-template <class T, device D>
-void check_probs(const char* op, const tensor_view<T, D>& probs, const attention_layout& l) {
-    const tensor_shape expected{l.batch, l.heads, l.queries, l.keys};
-    if (!(probs.shape() == expected))
-        throw shape_error(fmt::format("{}: probs must have shape {}, got {}", op, expected, probs.shape()));
 }
 
 template <class T, device D>
@@ -117,9 +115,9 @@ attention_layout spatial_layout(const char* op, const tensor_view<T, D>& q, cons
 template <bool ChannelsFirst, class T, device D>
 attention_result<T, D> attention_forward(const attention_layout& l, tensor_shape out_shape, const T* q, const T* k,
                                          const T* v, double scale) {
-    attention_result<T, D> r{tensor<T, D>(out_shape), tensor<T, D>(tensor_shape{l.batch, l.heads, l.queries, l.keys})};
-    attention_kernels<D>::template forward<ChannelsFirst>(r.out.data(), r.probs.data(), q, k, v, l, T(scale));
-    return r;
+    tensor<T, D> out(out_shape);
+    auto saved = attention_kernels<D>::template forward<ChannelsFirst>(out.data(), q, k, v, l, T(scale));
+    return {std::move(out), std::move(saved)};
 }
 
 /// Gradients of separate q, k, v operands (the layouts whose gradients are three tensors).
@@ -127,12 +125,12 @@ template <bool ChannelsFirst, class T, device D>
 attention_gradients<T, D> attention_backward(const char* op, const attention_layout& l, const tensor_shape& out_shape,
                                              const tensor_view<T, D>& dout, const tensor_view<T, D>& q,
                                              const tensor_view<T, D>& k, const tensor_view<T, D>& v,
-                                             const tensor_view<T, D>& probs, double scale) {
-    check_probs(op, probs, l);
+                                             const attention_saved<T, D>& saved, double scale) {
+    attention_kernels<D>::check_saved(op, saved, l);
     check_dout(op, dout, out_shape);
     attention_gradients<T, D> g{tensor<T, D>(q.shape()), tensor<T, D>(k.shape()), tensor<T, D>(v.shape())};
     attention_kernels<D>::template backward<ChannelsFirst>(g.dq.data(), g.dk.data(), g.dv.data(), dout.data(), q.data(),
-                                                           k.data(), v.data(), probs.data(), l, T(scale));
+                                                           k.data(), v.data(), saved, l, T(scale));
     return g;
 }
 
@@ -147,14 +145,14 @@ attention_result<T, D> attention(const tensor_view<T, D>& q, const tensor_view<T
                                                   k.data(), v.data(), detail::attention_scale(scale, l.key_dim));
 }
 
-/// dq, dk, dv from dout (B, H, Nq, dv) and the forward's probs (B, H, Nq, Nk).
+/// dq, dk, dv from dout (B, H, Nq, dv) and the forward's saved state.
 template <class T, device D>
 attention_gradients<T, D> attention_backward(const tensor_view<T, D>& dout, const tensor_view<T, D>& q,
                                              const tensor_view<T, D>& k, const tensor_view<T, D>& v,
-                                             const tensor_view<T, D>& probs, std::optional<double> scale = std::nullopt) {
+                                             const attention_saved<T, D>& saved, std::optional<double> scale = std::nullopt) {
     const auto l = detail::heads_layout("attention_backward", q, k, v);
     return detail::attention_backward<false>("attention_backward", l, tensor_shape{l.batch, l.heads, l.queries, l.value_dim},
-                                             dout, q, k, v, probs, detail::attention_scale(scale, l.key_dim));
+                                             dout, q, k, v, saved, detail::attention_scale(scale, l.key_dim));
 }
 
 /// Multi-head self-attention on a packed qkv (B, N, 3·D) → (B, N, D), heads concatenated.
@@ -168,25 +166,25 @@ attention_result<T, D> packed_attention(const tensor_view<T, D>& qkv, std::int64
                                                   detail::attention_scale(scale, l.key_dim));
 }
 
-/// dqkv (B, N, 3·D) from dout (B, N, D) and the forward's probs (B, heads, N, N).
+/// dqkv (B, N, 3·D) from dout (B, N, D) and the forward's saved state.
 template <class T, device D>
 tensor<T, D> packed_attention_backward(const tensor_view<T, D>& dout, const tensor_view<T, D>& qkv,
-                                       const tensor_view<T, D>& probs, std::int64_t heads,
+                                       const attention_saved<T, D>& saved, std::int64_t heads,
                                        std::optional<double> scale = std::nullopt) {
     const auto l = detail::packed_layout("packed_attention_backward", qkv, heads);
-    detail::check_probs("packed_attention_backward", probs, l);
+    attention_kernels<D>::check_saved("packed_attention_backward", saved, l);
     const std::int64_t d = l.heads * l.key_dim;
     detail::check_dout("packed_attention_backward", dout, tensor_shape{l.batch, l.queries, d});
     tensor<T, D> dqkv(qkv.shape());
     const T* base = qkv.data();
     attention_kernels<D>::template backward<false>(dqkv.data(), dqkv.data() + d, dqkv.data() + 2 * d, dout.data(), base,
-                                                   base + d, base + 2 * d, probs.data(), l,
+                                                   base + d, base + 2 * d, saved, l,
                                                    T(detail::attention_scale(scale, l.key_dim)));
     return dqkv;
 }
 
 /// Single-head attention over positions of channels-first maps: q (B, C, Sq), k (B, C, Sk),
-/// v (B, Cv, Sk) → (B, Cv, Sq); scale C^−½ by default. probs is (B, 1, Sq, Sk).
+/// v (B, Cv, Sk) → (B, Cv, Sq); scale C^−½ by default. 
 template <class T, device D>
 attention_result<T, D> spatial_attention(const tensor_view<T, D>& q, const tensor_view<T, D>& k, const tensor_view<T, D>& v,
                                          std::optional<double> scale = std::nullopt) {
@@ -195,15 +193,15 @@ attention_result<T, D> spatial_attention(const tensor_view<T, D>& q, const tenso
                                                  v.data(), detail::attention_scale(scale, l.key_dim));
 }
 
-/// dq, dk, dv of spatial_attention from dout (B, Cv, Sq) and the forward's probs (B, 1, Sq, Sk).
+/// dq, dk, dv of spatial_attention from dout (B, Cv, Sq) and the forward's saved state.
 template <class T, device D>
 attention_gradients<T, D> spatial_attention_backward(const tensor_view<T, D>& dout, const tensor_view<T, D>& q,
                                                      const tensor_view<T, D>& k, const tensor_view<T, D>& v,
-                                                     const tensor_view<T, D>& probs,
+                                                     const attention_saved<T, D>& saved,
                                                      std::optional<double> scale = std::nullopt) {
     const auto l = detail::spatial_layout("spatial_attention_backward", q, k, v);
     return detail::attention_backward<true>("spatial_attention_backward", l, tensor_shape{l.batch, l.value_dim, l.queries},
-                                            dout, q, k, v, probs, detail::attention_scale(scale, l.key_dim));
+                                            dout, q, k, v, saved, detail::attention_scale(scale, l.key_dim));
 }
 
 } // namespace vediff::ops

@@ -12,8 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/broadcast.hpp"
-#include "vediff/backend/cpu/reduce.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

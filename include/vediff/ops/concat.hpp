@@ -8,7 +8,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/concat.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

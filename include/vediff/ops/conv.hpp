@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/conv.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/ops/gemm.hpp"
 

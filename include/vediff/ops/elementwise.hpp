@@ -2,7 +2,7 @@
 // Elementwise arithmetic on tensors of the same shape (broadcasting ones: ops/broadcast.hpp).
 #include <type_traits>
 
-#include "vediff/backend/cpu/elementwise.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

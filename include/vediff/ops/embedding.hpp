@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/embedding.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/ops/elementwise.hpp"
 

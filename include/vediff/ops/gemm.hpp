@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/gemm.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

@@ -10,7 +10,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/loss.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/norm.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

@@ -11,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/patchify.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

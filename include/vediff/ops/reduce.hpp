@@ -4,8 +4,7 @@
 // is a rank-0 tensor (one element, shape ()). Sums accumulate in double on the cpu.
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/broadcast.hpp"
-#include "vediff/backend/cpu/reduce.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/ops/broadcast.hpp"
 

@@ -2,7 +2,7 @@
 // Softmax over the last axis (numerically stable); its backward needs only the output.
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/softmax.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

@@ -5,7 +5,7 @@
 // sums 2×2 blocks, pooling's backward spreads dy/4 over each block.
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/upsample.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff::ops {

@@ -11,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/optim.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/nn/layer.hpp"
 #include "vediff/ops/elementwise.hpp"

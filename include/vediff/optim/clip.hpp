@@ -6,8 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu/elementwise.hpp"
-#include "vediff/backend/cpu/optim.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/error.hpp"
 #include "vediff/nn/layer.hpp"
 

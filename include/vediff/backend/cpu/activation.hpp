@@ -4,12 +4,9 @@
 #include <cstdint>
 
 #include "vediff/backend/cpu/eigen.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct activation_kernels;
 
 template <>
 struct activation_kernels<cpu> {

@@ -7,31 +7,16 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <fmt/format.h>
+
 #include "vediff/backend/cpu/eigen.hpp"
 
 #include "vediff/backend/cpu/parallel.hpp"
 #include "vediff/backend/cpu/softmax.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff {
-
-template <device D>
-struct attention_kernels;
-
-/// Where one operand's (batch, head) matrix starts and how its rows are spaced, in elements.
-/// Device-neutral: it describes memory a backend is handed, not how the backend computes.
-struct attention_operand {
-    std::int64_t batch_stride = 0;
-    std::int64_t head_stride = 0;
-    std::int64_t outer_stride = 0;  // between tokens (tokens-major) or between features (channels-first)
-};
-
-/// Sizes of an attention call and the strides of q, k, v and the output (the gradients share them).
-struct attention_layout {
-    std::int64_t batch = 0, heads = 0, queries = 0, keys = 0, key_dim = 0, value_dim = 0;
-    attention_operand q, k, v, out;
-};
 
 namespace cpu_detail {
 
@@ -61,10 +46,19 @@ auto operand_map(P* base, const attention_operand& o, std::int64_t b, std::int64
 
 template <>
 struct attention_kernels<cpu> {
-    /// out = softmax(scale·q·kᵀ)·v; probs (B, H, Nq, Nk) receives the softmax.
+    /// What the forward keeps for the backward: on the cpu the probabilities themselves (a GPU
+    /// kernel keeps only per-row softmax statistics and recomputes them, as flash attention does).
+    template <class T>
+    struct saved_state {
+        tensor<T, cpu> probs;  // (B, H, Nq, Nk): softmax over keys
+    };
+
+    /// out = softmax(scale·q·kᵀ)·v; the returned state holds the softmax for the backward.
     template <bool ChannelsFirst, class T>
-    static void forward(T* out, T* probs, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
+    static saved_state<T> forward(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
         using namespace cpu_detail;
+        saved_state<T> saved{tensor<T, cpu>(tensor_shape{l.batch, l.heads, l.queries, l.keys})};
+        T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
         parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
             const std::int64_t b = bh / l.heads, h = bh % l.heads;
@@ -78,14 +72,24 @@ struct attention_kernels<cpu> {
             for (std::int64_t i = 0; i < nq; ++i) softmax_row(P.data() + i * nk, P.data() + i * nk, nk, scale);
             O.noalias() = P * V;
         }, nq * nk * (l.key_dim + l.value_dim));
+        return saved;
+    }
+
+    /// Throws shape_error naming the op unless `saved` belongs to a forward of layout l.
+    template <class T>
+    static void check_saved(const char* op, const saved_state<T>& saved, const attention_layout& l) {
+        const tensor_shape expected{l.batch, l.heads, l.queries, l.keys};
+        if (!(saved.probs.shape() == expected))
+            throw shape_error(fmt::format("{}: the saved probabilities must have shape {}, got {}", op, expected, saved.probs.shape()));
     }
 
     /// dv = Pᵀ·dout; dS = scale·P∘(dP − rowsum(dP∘P)) with dP = dout·vᵀ; dq = dS·k; dk = dSᵀ·q.
     /// dq, dk, dv are overwritten and laid out like q, k, v.
     template <bool ChannelsFirst, class T>
-    static void backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const T* probs,
+    static void backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const saved_state<T>& saved,
                          const attention_layout& l, T scale) {
         using namespace cpu_detail;
+        const T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
         parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
             const std::int64_t b = bh / l.heads, h = bh % l.heads;

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/shape.hpp"
 
 namespace vediff {
@@ -83,9 +83,6 @@ void for_each_broadcast_block(const broadcast_groups& g, Block&& block) {
 }
 
 } // namespace cpu_detail
-
-template <device D>
-struct broadcast_kernels;
 
 template <>
 struct broadcast_kernels<cpu> {

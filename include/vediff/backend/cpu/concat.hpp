@@ -5,12 +5,9 @@
 #include <cstring>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct concat_kernels;
 
 template <>
 struct concat_kernels<cpu> {

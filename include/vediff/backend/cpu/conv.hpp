@@ -13,12 +13,9 @@
 // otherwise units run in turn and each product, or each transform, is split between threads.
 #include "vediff/backend/cpu/im2col_conv.hpp"
 #include "vediff/backend/cpu/winograd_conv.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct conv_kernels;
 
 template <>
 struct conv_kernels<cpu> {

@@ -9,12 +9,9 @@
 #include <vector>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct cross_entropy_kernels;
 
 template <>
 struct cross_entropy_kernels<cpu> {

@@ -3,12 +3,9 @@
 #include <cstdint>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct elementwise_kernels;
 
 template <>
 struct elementwise_kernels<cpu> {

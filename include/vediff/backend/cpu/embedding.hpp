@@ -7,12 +7,9 @@
 #include <cstring>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct embedding_kernels;
 
 template <>
 struct embedding_kernels<cpu> {

@@ -13,12 +13,9 @@
 #endif
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct gemm_kernels;
 
 namespace cpu_detail {
 

@@ -10,12 +10,9 @@
 #include <vector>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct loss_kernels;
 
 template <>
 struct loss_kernels<cpu> {

@@ -16,6 +16,25 @@
 
 #include "vediff/core/device.hpp"
 
+// Under AddressSanitizer, cached blocks are poisoned while they wait for reuse, so that reading a
+// released tensor through a stale view (a layer's cached input, say) is reported as
+// use-after-poison instead of silently reading whatever tensor got the block next.
+#if defined(__SANITIZE_ADDRESS__)
+#define VEDIFF_POISON_CACHED_BLOCKS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define VEDIFF_POISON_CACHED_BLOCKS 1
+#endif
+#endif
+#ifdef VEDIFF_POISON_CACHED_BLOCKS
+#include <sanitizer/asan_interface.h>
+#define VEDIFF_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
+#define VEDIFF_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define VEDIFF_POISON(p, n) ((void)(p), (void)(n))
+#define VEDIFF_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 namespace vediff {
 
 template <>
@@ -34,6 +53,7 @@ struct memory<cpu> {
                 void* p = it->second;
                 c.free_blocks.erase(it);
                 c.cached_bytes -= bytes;
+                VEDIFF_UNPOISON(p, bytes);
                 return p;
             }
         }
@@ -59,6 +79,7 @@ struct memory<cpu> {
         if (c.cached_bytes + bytes <= c.budget_bytes) {
             c.free_blocks.emplace(bytes, p);
             c.cached_bytes += bytes;
+            VEDIFF_POISON(p, bytes);
         } else {
             std::free(p);
         }
@@ -68,7 +89,10 @@ struct memory<cpu> {
     static void trim() noexcept {
         auto& c = cache();
         std::lock_guard lock(c.mutex);
-        for (auto& [bytes, p] : c.free_blocks) std::free(p);
+        for (auto& [bytes, p] : c.free_blocks) {
+            VEDIFF_UNPOISON(p, bytes);
+            std::free(p);
+        }
         c.free_blocks.clear();
         c.cached_bytes = 0;
     }
@@ -100,7 +124,10 @@ private:
         std::size_t cached_bytes = 0;
         std::size_t budget_bytes = std::size_t{2} << 30;
         ~block_cache() {
-            for (auto& [bytes, p] : free_blocks) std::free(p);
+            for (auto& [bytes, p] : free_blocks) {
+                VEDIFF_UNPOISON(p, bytes);
+                std::free(p);
+            }
         }
     };
     static block_cache& cache() {

@@ -8,12 +8,9 @@
 #include <vector>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct norm_kernels;
 
 namespace cpu_detail {
 

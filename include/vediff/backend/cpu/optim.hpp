@@ -6,23 +6,9 @@
 #include <vector>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct optim_kernels;
-
-/// The scalars of one AdamW step, computed once per step in double (as torch.optim.AdamW does in
-/// Python) and rounded to the element type inside the kernel.
-struct adamw_scalars {
-    double decay_factor = 1;           // 1 − lr·weight_decay
-    double beta1 = 0.9;
-    double beta2 = 0.999;
-    double eps = 1e-8;
-    double step_size = 0;              // lr / (1 − β1^t)
-    double bias_correction2_sqrt = 1;  // √(1 − β2^t)
-};
 
 template <>
 struct optim_kernels<cpu> {

@@ -5,12 +5,9 @@
 #include <cstdint>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct patchify_kernels;
 
 template <>
 struct patchify_kernels<cpu> {

@@ -6,12 +6,9 @@
 #include <cstdint>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct posterior_kernels;
 
 template <>
 struct posterior_kernels<cpu> {

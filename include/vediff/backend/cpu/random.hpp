@@ -8,13 +8,10 @@
 #include <cstdint>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 #include "vediff/core/random.hpp"
 
 namespace vediff {
-
-template <device D>
-struct random_kernels;
 
 template <>
 struct random_kernels<cpu> {

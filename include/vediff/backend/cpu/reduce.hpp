@@ -10,7 +10,7 @@
 
 #include "vediff/backend/cpu/broadcast.hpp"
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
 
@@ -44,9 +44,6 @@ struct group_walk {
 };
 
 } // namespace cpu_detail
-
-template <device D>
-struct reduce_kernels;
 
 template <>
 struct reduce_kernels<cpu> {

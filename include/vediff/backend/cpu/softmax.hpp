@@ -5,12 +5,9 @@
 #include "vediff/backend/cpu/eigen.hpp"
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct softmax_kernels;
 
 namespace cpu_detail {
 

@@ -4,12 +4,9 @@
 #include <cstdint>
 
 #include "vediff/backend/cpu/parallel.hpp"
-#include "vediff/core/device.hpp"
+#include "vediff/core/kernels.hpp"
 
 namespace vediff {
-
-template <device D>
-struct upsample_kernels;
 
 template <>
 struct upsample_kernels<cpu> {

@@ -1,0 +1,23 @@
+#pragma once
+// The cpu device (Eigen + OpenMP): every kernel family of core/kernels.hpp and memory<cpu>.
+// The one header through which a translation unit gets the cpu backend; vediff.hpp includes it.
+#include "vediff/backend/cpu/memory.hpp"
+#include "vediff/backend/cpu/activation.hpp"
+#include "vediff/backend/cpu/attention.hpp"
+#include "vediff/backend/cpu/broadcast.hpp"
+#include "vediff/backend/cpu/concat.hpp"
+#include "vediff/backend/cpu/conv.hpp"
+#include "vediff/backend/cpu/cross_entropy.hpp"
+#include "vediff/backend/cpu/elementwise.hpp"
+#include "vediff/backend/cpu/embedding.hpp"
+#include "vediff/backend/cpu/gemm.hpp"
+#include "vediff/backend/cpu/loss.hpp"
+#include "vediff/backend/cpu/norm.hpp"
+#include "vediff/backend/cpu/optim.hpp"
+#include "vediff/backend/cpu/patchify.hpp"
+#include "vediff/backend/cpu/positional.hpp"
+#include "vediff/backend/cpu/posterior.hpp"
+#include "vediff/backend/cpu/random.hpp"
+#include "vediff/backend/cpu/reduce.hpp"
+#include "vediff/backend/cpu/softmax.hpp"
+#include "vediff/backend/cpu/upsample.hpp"

@@ -1,0 +1,58 @@
+#pragma once
+// The op families a device backend implements: one struct of kernels per family, declared here
+// for every device and specialized by backend/<device>/<family>.hpp. ops/ headers include only
+// this file, so a translation unit sees a backend only through that backend's one header
+// (vediff/backend/cpu.hpp), and a missing kernel of a device is a compile error.
+// The plain structs of the kernels' signatures live here too: they describe what a backend is
+// handed, not how it computes.
+#include <cstdint>
+
+#include "vediff/core/device.hpp"
+
+namespace vediff {
+
+template <device D> struct activation_kernels;
+template <device D> struct attention_kernels;
+template <device D> struct broadcast_kernels;
+template <device D> struct concat_kernels;
+template <device D> struct conv_kernels;
+template <device D> struct cross_entropy_kernels;
+template <device D> struct elementwise_kernels;
+template <device D> struct embedding_kernels;
+template <device D> struct gemm_kernels;
+template <device D> struct loss_kernels;
+template <device D> struct norm_kernels;
+template <device D> struct optim_kernels;
+template <device D> struct patchify_kernels;
+template <device D> struct positional_kernels;
+template <device D> struct posterior_kernels;
+template <device D> struct random_kernels;
+template <device D> struct reduce_kernels;
+template <device D> struct softmax_kernels;
+template <device D> struct upsample_kernels;
+
+/// Where one attention operand's (batch, head) matrix starts and how its rows are spaced, in elements.
+struct attention_operand {
+    std::int64_t batch_stride = 0;
+    std::int64_t head_stride = 0;
+    std::int64_t outer_stride = 0;  // between tokens (tokens-major) or between features (channels-first)
+};
+
+/// Sizes of an attention call and the strides of q, k, v and the output (the gradients share them).
+struct attention_layout {
+    std::int64_t batch = 0, heads = 0, queries = 0, keys = 0, key_dim = 0, value_dim = 0;
+    attention_operand q, k, v, out;
+};
+
+/// The scalars of one AdamW step, computed once per step in double (as torch.optim.AdamW does in
+/// Python) and rounded to the element type inside the kernel.
+struct adamw_scalars {
+    double decay_factor = 1;           // 1 − lr·weight_decay
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double step_size = 0;              // lr / (1 − β1^t)
+    double bias_correction2_sqrt = 1;  // √(1 − β2^t)
+};
+
+} // namespace vediff
