@@ -22,6 +22,7 @@ struct elementwise_scale {
     nn::parameter<T, D> weight;
     explicit elementwise_scale(tensor_shape sample_shape = {4}) : weight(sample_shape) { ops::fill(weight.value.view(), T(1)); }
 
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // keeps a view of x
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_ = x;
         auto y = tensor<T, D>::empty(x.shape());

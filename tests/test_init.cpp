@@ -1,5 +1,6 @@
 // Parameter initialization: keys from (seed, full name), the construct-equals-initialize
 // invariant, and no two random parameters of a model equal.
+#define BOOST_TEST_MODULE init
 #include <boost/test/unit_test.hpp>
 
 #include <set>
@@ -25,6 +26,18 @@ bool same_values(L& a, L& b) {
         if (pa[i].first != pb[i].first || pa[i].second->value.to_vector() != pb[i].second->value.to_vector()) return false;
     return true;
 }
+
+// Two linears drawn from one seed by their local names, as a model that forgot to call initialize.
+struct pair_of_linears {
+    using value_type = float;
+    using device_type = cpu;
+    nn::linear<float> a{4, 4, true, 3}, b{4, 4, true, 3};
+    template <class F>
+    void for_each_parameter(F&& f, const std::string& prefix = {}) {
+        a.for_each_parameter(f, nn::join_name(prefix, "a"));
+        b.for_each_parameter(f, nn::join_name(prefix, "b"));
+    }
+};
 
 std::string describe(const std::vector<std::pair<std::string, std::string>>& pairs) {
     std::string s;
@@ -81,16 +94,7 @@ BOOST_AUTO_TEST_CASE(no_two_classifier_parameters_are_equal) {
 
 BOOST_AUTO_TEST_CASE(equal_parameters_are_detected) {
     // The check itself can fail: two linears drawn from one seed by their local names are equal.
-    struct pair_of_linears {
-        using value_type = float;
-        using device_type = cpu;
-        nn::linear<float> a{4, 4, true, 3}, b{4, 4, true, 3};
-        template <class F>
-        void for_each_parameter(F&& f, const std::string& prefix = {}) {
-            a.for_each_parameter(f, nn::join_name(prefix, "a"));
-            b.for_each_parameter(f, nn::join_name(prefix, "b"));
-        }
-    } twins;
+    pair_of_linears twins;
     BOOST_TEST(equal_random_parameters(twins).size() == 2u);
     nn::initialize(twins, 3);
     BOOST_TEST(equal_random_parameters(twins).empty());

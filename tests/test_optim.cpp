@@ -33,6 +33,7 @@ struct toy_layer {
     nn::parameter<T, cpu> bias{{4}};
     nn::parameter<T, cpu> table{{2, 2}, false};
 
+    tensor<T, cpu> forward(tensor<T, cpu>&&) = delete;  // the layer contract: no temporary inputs
     tensor<T, cpu> forward(const tensor_view<T, cpu>& x) { return tensor<T, cpu>::copy_of(x); }
     tensor<T, cpu> backward(const tensor_view<T, cpu>& dy) { return tensor<T, cpu>::copy_of(dy); }
     template <class F>

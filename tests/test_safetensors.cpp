@@ -52,6 +52,7 @@ struct toy_layer {
     nn::parameter<T, cpu> table{{2, 3}, false};
 
     explicit toy_layer(std::int64_t in = 3, std::int64_t out = 2) : weight({out, in}), bias({out}) {}
+    tensor<T, cpu> forward(tensor<T, cpu>&&) = delete;  // the layer contract: no temporary inputs
     tensor<T, cpu> forward(const tensor_view<T, cpu>& x) { return tensor<T, cpu>::copy_of(x); }
     tensor<T, cpu> backward(const tensor_view<T, cpu>& dy) { return tensor<T, cpu>::copy_of(dy); }
     template <class F>

@@ -165,7 +165,8 @@ BOOST_AUTO_TEST_CASE(torch_reference) {
     check_close(ops::upsample_nearest2x(f.get("up_x").view()), f.get("up_y"), 0, 1e-15, "interpolate nearest x2");
     check_close(ops::avg_pool2x2(f.get("pool_x").view()), f.get("pool_y"), 1e-15, 1e-15, "avg_pool2d 2");
     nn::upsample_nearest2x<float> up;
-    check_close(up.forward(f.get<float>("up_x")), f.get("up_y"), 1e-7, 0, "upsample layer (float)");
+    const auto up_x = f.get<float>("up_x");
+    check_close(up.forward(up_x), f.get("up_y"), 1e-7, 0, "upsample layer (float)");
 }
 
 BOOST_AUTO_TEST_CASE(shape_errors_name_op_and_shapes) {

@@ -180,3 +180,40 @@ void randomize_parameters(Layer& layer, std::uint64_t seed, double scale = 0.5) 
 }
 
 } // namespace vediff::testing
+
+namespace vediff::testing {
+
+/// check_layer_gradients for a conditioned layer (nn/conditioned.hpp): the gradients of x, of c
+/// (accumulated into a pre-filled dc) and of every trainable parameter.
+template <class Layer, class T = typename Layer::value_type>
+void check_conditioned_layer_gradients(const std::string& name, Layer& layer, tensor_shape x_shape, tensor_shape c_shape,
+                                       gradcheck_options<T> opt = {}) {
+    auto x = random_tensor<T>(x_shape, opt.seed, 1);
+    auto c = random_tensor<T>(c_shape, opt.seed, 3);
+    auto y = layer.forward(x, c);
+    auto r = random_tensor<T>(y.shape(), opt.seed, 2);
+    auto params = nn::named_parameters(layer);
+    std::vector<tensor<T, cpu>> prefill;
+    std::uint64_t stream = 10;
+    for (auto& [pname, p] : params) {
+        prefill.push_back(random_tensor<T>(p->grad.shape(), opt.seed, stream++));
+        ops::copy(p->grad.view(), prefill.back().view());
+    }
+    const auto dc_prefill = random_tensor<T>(c_shape, opt.seed, 4);
+    auto dc = dc_prefill.clone();
+    auto dx = layer.backward(r, dc);
+    BOOST_REQUIRE(dx.shape() == x.shape());
+    const std::function<double()> loss = [&] { return dot<T>(layer.forward(x, c), r); };
+    const auto check = [&](const std::string& what, const tensor_view<T, cpu>& value, const tensor_view<T, cpu>& grad, const T* minus) {
+        const auto probes = probe_indices(value.numel(), opt.max_elements);
+        const auto numeric = numeric_gradient<T>(value, loss, probes, opt.epsilon);
+        const double err = relative_error(gather<T>(grad, probes, minus), numeric);
+        BOOST_TEST(err < opt.tolerance, name << " gradient of " << what << ": relative error " << err);
+    };
+    check("x", x, dx, nullptr);
+    check("c", c, dc, dc_prefill.data());
+    for (std::size_t k = 0; k < params.size(); ++k)
+        if (params[k].second->trainable) check(params[k].first, params[k].second->value, params[k].second->grad, prefill[k].data());
+}
+
+} // namespace vediff::testing

@@ -82,7 +82,7 @@ inline float bfloat16_to_float(std::uint16_t b) { return std::bit_cast<float>(st
 
 /// Where a tensor lies in a safetensors file.
 struct safetensors_entry {
-    std::string dtype;      // "F16", "BF16", "F32" or "F64"
+    std::string dtype;      // "F16", "BF16", "F32", "F64", "I32" or "I64"
     tensor_shape shape;
     std::size_t begin = 0;  // byte offsets into the data section, [begin, end)
     std::size_t end = 0;
