@@ -1,7 +1,8 @@
 // A layer keeps a view of its input for backward. Feeding it a tensor that dies before backward
 // (here through an explicit view, which the compile-time rvalue check cannot see) must be caught
-// in sanitized builds: the released block sits poisoned in the allocator's cache, so backward's
-// read is reported as use-after-poison. tests/CMakeLists.txt expects that report.
+// in sanitized builds: there the allocator's cache is bypassed, so the released block sits in
+// ASan's quarantine and backward's read is a reported heap-use-after-free (tests/CMakeLists.txt
+// expects that report). With the cache, a later tensor of the same size would take the block.
 #include "vediff/backend/cpu.hpp"
 #include "vediff/nn/linear.hpp"
 #include "vediff/ops/elementwise.hpp"

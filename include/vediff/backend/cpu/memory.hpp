@@ -16,23 +16,16 @@
 
 #include "vediff/core/device.hpp"
 
-// Under AddressSanitizer, cached blocks are poisoned while they wait for reuse, so that reading a
-// released tensor through a stale view (a layer's cached input, say) is reported as
-// use-after-poison instead of silently reading whatever tensor got the block next.
+// Under AddressSanitizer the cache is bypassed: a released block goes straight back to malloc,
+// whose quarantine makes any later read through a stale view (a layer's cached input, say) a
+// reported heap-use-after-free. With the cache, the next tensor of that size would get the block
+// and the stale read would silently see its values.
 #if defined(__SANITIZE_ADDRESS__)
-#define VEDIFF_POISON_CACHED_BLOCKS 1
+#define VEDIFF_BYPASS_BLOCK_CACHE 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define VEDIFF_POISON_CACHED_BLOCKS 1
+#define VEDIFF_BYPASS_BLOCK_CACHE 1
 #endif
-#endif
-#ifdef VEDIFF_POISON_CACHED_BLOCKS
-#include <sanitizer/asan_interface.h>
-#define VEDIFF_POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
-#define VEDIFF_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
-#else
-#define VEDIFF_POISON(p, n) ((void)(p), (void)(n))
-#define VEDIFF_UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
 namespace vediff {
@@ -53,7 +46,6 @@ struct memory<cpu> {
                 void* p = it->second;
                 c.free_blocks.erase(it);
                 c.cached_bytes -= bytes;
-                VEDIFF_UNPOISON(p, bytes);
                 return p;
             }
         }
@@ -73,26 +65,26 @@ struct memory<cpu> {
     static void release(void* p, std::size_t bytes) noexcept {
         if (!p) return;
         bytes = round_up(bytes);
+#ifdef VEDIFF_BYPASS_BLOCK_CACHE
+        std::free(p);
+#else
         auto& c = cache();
         std::lock_guard lock(c.mutex);
         // Blocks are kept for reuse up to a budget; beyond it they go back to the system.
         if (c.cached_bytes + bytes <= c.budget_bytes) {
             c.free_blocks.emplace(bytes, p);
             c.cached_bytes += bytes;
-            VEDIFF_POISON(p, bytes);
         } else {
             std::free(p);
         }
+#endif
     }
 
     /// Returns every cached block to the system.
     static void trim() noexcept {
         auto& c = cache();
         std::lock_guard lock(c.mutex);
-        for (auto& [bytes, p] : c.free_blocks) {
-            VEDIFF_UNPOISON(p, bytes);
-            std::free(p);
-        }
+        for (auto& [bytes, p] : c.free_blocks) std::free(p);
         c.free_blocks.clear();
         c.cached_bytes = 0;
     }
@@ -124,10 +116,7 @@ private:
         std::size_t cached_bytes = 0;
         std::size_t budget_bytes = std::size_t{2} << 30;
         ~block_cache() {
-            for (auto& [bytes, p] : free_blocks) {
-                VEDIFF_UNPOISON(p, bytes);
-                std::free(p);
-            }
+            for (auto& [bytes, p] : free_blocks) std::free(p);
         }
     };
     static block_cache& cache() {
