@@ -94,8 +94,8 @@ BOOST_AUTO_TEST_CASE(layer_names_and_init) {
     }
     BOOST_TEST(std::abs(sum / n) < 0.001);
     BOOST_TEST(std::sqrt(sq / n) == 0.02, boost::test_tools::tolerance(0.02));
-    // Stream 0 of the seed, element by element.
-    BOOST_TEST(e.weight.value.at(3, 5) == 0.02 * philox_normal<double>(42, 0, 0, 3 * 64 + 5));
+    // Element by element from the key of (seed, "weight") (nn/init.hpp).
+    BOOST_TEST(e.weight.value.at(3, 5) == 0.02 * philox_normal<double>(nn::parameter_key(42, "weight"), 0, 0, 3 * 64 + 5));
     // Prefixes compose as in a state_dict: y_embedder.embedding_table.weight.
     std::string name;
     e.for_each_parameter([&](const std::string& nm, auto&) { name = nm; }, "y_embedder.embedding_table");

@@ -7,6 +7,8 @@
 //   out    = unpatchify(final_layer(tokens, c))        (B, out_channels, H, W)
 // With RoPE the state_dict also holds the fixed tables `feat_rope.freqs_cos` and
 // `feat_rope.freqs_sin` (N, head_dim), the layout of the PyTorch reference in tests/fixtures/dit_models.py.
+// They are there so that reference checkpoints load strictly; the attention layers compute the
+// same tables from the config, so loaded values of these two entries are not used.
 //
 //   using model = models::dit<float>;                       // dit_block<layer_norm, gelu_mlp, no_rope, no_qk_norm>
 //   using model = models::lightning_dit<float>;             // dit_block<rms_norm, swiglu, rope_2d, qk_norm>
