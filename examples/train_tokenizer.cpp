@@ -37,6 +37,7 @@
 #include "vediff/optim/clip.hpp"
 #include "vediff/optim/schedule.hpp"
 #include "vediff/train/checkpoint.hpp"
+#include "vediff/train/jsonl_log.hpp"
 #include "vediff/util/progress.hpp"
 
 using namespace vediff;
@@ -144,19 +145,6 @@ nlohmann::json evaluate(models::autoencoder_kl<float>& ae, const data::labeled_i
             {"eval_images", n}};
 }
 
-/// Keeps the log lines of steps up to `step` (a resumed run rewrites what came after).
-void truncate_log(const fs::path& log_path, std::int64_t step) {
-    if (!fs::exists(log_path)) return;
-    std::ifstream in(log_path);
-    std::string kept, line;
-    while (std::getline(in, line)) {
-        if (line.empty()) continue;
-        if (nlohmann::json::parse(line).value("step", std::int64_t{0}) <= step) kept += line + "\n";
-    }
-    in.close();
-    io::write_file_atomically(log_path, [&](io::atomic_file& f) { f.write(kept); });
-}
-
 template <class Loss>
 int train(run_config cfg, Loss loss_fn) {
     const fs::path out_dir = cfg.out;
@@ -194,7 +182,7 @@ int train(run_config cfg, Loss loss_fn) {
                ae.latent_shape(cfg.batch).to_string(), sets.train.size(), cfg.loss, to_string(loss_fn.mode), omp_get_max_threads());
 
     const fs::path log_path = out_dir / "log.jsonl";
-    if (cfg.resume) truncate_log(log_path, state.step);
+    if (cfg.resume) train::truncate_log(log_path, state.step);
     else fs::remove(log_path);
     std::ofstream log(log_path, std::ios::app);
 

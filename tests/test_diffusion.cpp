@@ -13,6 +13,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "support/threads.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/diffusion/flow_matching.hpp"
 #include "vediff/diffusion/guidance.hpp"
@@ -83,15 +84,6 @@ double max_error_to_exact(const gaussian_target& g, const tensor_view<T, cpu>& x
         worst = std::max(worst, std::abs(double(x1.data()[i]) - g.exact_sample(double(x0.data()[i]), c)) / g.s[c]);
     }
     return worst;
-}
-
-template <class F>
-auto with_threads(int n, F&& f) {
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(n);
-    auto r = f();
-    omp_set_num_threads(saved);
-    return r;
 }
 
 template <class T>

@@ -7,22 +7,14 @@
 #include <vector>
 
 #include "support/gradcheck.hpp"
+#include "support/threads.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/ops/random.hpp"
 
 using namespace vediff;
+using namespace vediff::testing;
 
 namespace {
-/// Runs f with the given OpenMP thread count, restoring the previous one.
-template <class F>
-auto with_threads(int n, F&& f) {
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(n);
-    auto r = f();
-    omp_set_num_threads(saved);
-    return r;
-}
-
 struct moments {
     double mean = 0, var = 0;
 };

@@ -6,8 +6,8 @@
 // mistake (FID 130 instead of 40), hence one object owning both.
 //
 // The statistics are accumulated in double: ops::channel_moments gives each batch's per-channel
-// mean and sum of squared deviations, and batches are merged exactly by Chan et al.'s pairwise
-// update, so the result does not depend on how the latents were batched.
+// mean and sum of squared deviations, and ops::merge_moments merges batches exactly, so the
+// result does not depend on how the latents were batched.
 //
 // Stored as two (C) tensors named "latent_mean" and "latent_std" (for_each_tensor).
 #include <cmath>
@@ -33,38 +33,22 @@ public:
     template <class T, device D>
     void add(const tensor_view<T, D>& z) {
         if (z.rank() < 2) throw shape_error(fmt::format("latent_moments: latents must be (N, C, ...), got shape {}", z.shape()));
-        const auto m = ops::channel_moments(z);
-        if (count_ > 0 && m.mean.size() != mean_.size())
-            throw shape_error(fmt::format("latent_moments: latents {} have {} channels, earlier batches {}", z.shape(),
-                                          m.mean.size(), mean_.size()));
-        if (count_ == 0) {
-            count_ = m.count;
-            mean_ = m.mean;
-            m2_ = m.m2;
-            return;
-        }
-        const double na = double(count_), nb = double(m.count), n = na + nb;
-        for (std::size_t c = 0; c < mean_.size(); ++c) {
-            const double delta = m.mean[c] - mean_[c];
-            mean_[c] += delta * nb / n;
-            m2_[c] += m.m2[c] + delta * delta * na * nb / n;
-        }
-        count_ += m.count;
+        ops::merge_moments(moments_, ops::channel_moments(z), "latent_moments");
     }
 
-    std::int64_t count() const { return count_; }  // values per channel
-    const std::vector<double>& mean() const { return mean_; }
+    std::int64_t count() const { return moments_.count; }  // values per channel
+    const std::vector<double>& mean() const { return moments_.mean; }
     /// Unbiased standard deviation per channel; needs at least two values per channel.
     std::vector<double> stddev() const {
-        if (count_ < 2) throw std::invalid_argument(fmt::format("latent_moments: {} values per channel, need at least 2", count_));
-        std::vector<double> s(m2_.size());
-        for (std::size_t c = 0; c < s.size(); ++c) s[c] = std::sqrt(m2_[c] / double(count_ - 1));
+        const auto n = moments_.count;
+        if (n < 2) throw std::invalid_argument(fmt::format("latent_moments: {} values per channel, need at least 2", n));
+        std::vector<double> s(moments_.m2.size());
+        for (std::size_t c = 0; c < s.size(); ++c) s[c] = std::sqrt(moments_.m2[c] / double(n - 1));
         return s;
     }
 
 private:
-    std::int64_t count_ = 0;
-    std::vector<double> mean_, m2_;
+    ops::channel_moments_result moments_;
 };
 
 template <class T = float, device D = cpu>

@@ -2,7 +2,7 @@
 // The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
 // N bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
 // {string: string}} padded with spaces, then the raw little-endian tensor bytes, offsets relative
-// to the end of the header. Tensors are written as F32 or F64 and read from F16, BF16, F32, F64,
+// to the end of the header. Tensors are written as F32, F64, I32 or I64 and read from F16, BF16, F32, F64,
 // I32 or I64, converted to the requested type (integer tensors, e.g. labels, only from I32/I64). A loaded file is validated completely (sizes, offsets, dtypes)
 // before any tensor is handed out; every problem is an io_error naming the file and the cause.
 #include <algorithm>
@@ -55,10 +55,13 @@ constexpr const char* safetensors_native_dtype() {
     else return "F32";
 }
 
+/// The dtype vediff writes a tensor of T as.
 template <class T>
 constexpr const char* safetensors_dtype_of() {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "safetensors: vediff writes float (F32) or double (F64)");
-    return std::is_same_v<T, float> ? "F32" : "F64";
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, std::int32_t> ||
+                      std::is_same_v<T, std::int64_t>,
+                  "safetensors: vediff writes float (F32), double (F64), int32 (I32) or int64 (I64)");
+    return safetensors_native_dtype<T>();
 }
 
 /// IEEE 754 binary16 to binary32 (exact: every half is a float).
@@ -273,7 +276,7 @@ private:
     std::vector<char> data_;  // the data section
 };
 
-/// Collects named tensors (copied to the host as F32 or F64) and writes them atomically.
+/// Collects named tensors (copied to the host as F32, F64, I32 or I64) and writes them atomically.
 class safetensors_writer {
 public:
     template <class T, device D>

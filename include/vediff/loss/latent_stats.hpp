@@ -32,35 +32,20 @@ public:
         if (!(logvar.shape() == z.shape()) || z.rank() < 2)
             throw shape_error(fmt::format("latent_statistics: logvar {} and z {} must share one (B, C, ...) shape",
                                           logvar.shape(), z.shape()));
-        const auto m = ops::channel_moments(z);
-        if (count_ > 0 && m.mean.size() != mean_.size())
-            throw shape_error(fmt::format("latent_statistics: z {} has {} channels, earlier batches {}", z.shape(),
-                                          m.mean.size(), mean_.size()));
+        ops::merge_moments(moments_, ops::channel_moments(z), "latent_statistics");
         sigma2_sum_ += ops::exp_sum(logvar);
         elements_ += logvar.numel();
-        if (count_ == 0) {
-            count_ = m.count;
-            mean_ = m.mean;
-            m2_ = m.m2;
-            return;
-        }
-        const double na = double(count_), nb = double(m.count), n = na + nb;
-        for (std::size_t c = 0; c < mean_.size(); ++c) {
-            const double delta = m.mean[c] - mean_[c];
-            mean_[c] += delta * nb / n;
-            m2_[c] += m.m2[c] + delta * delta * na * nb / n;
-        }
-        count_ += m.count;
     }
 
     latent_statistics result() const {
         latent_statistics s;
         s.sigma2_mean = elements_ > 0 ? sigma2_sum_ / double(elements_) : 0.0;
-        s.channel_mean = mean_;
-        s.channel_std.resize(m2_.size());
-        for (std::size_t c = 0; c < m2_.size(); ++c) s.channel_std[c] = count_ > 1 ? std::sqrt(m2_[c] / double(count_ - 1)) : 0.0;
+        const auto n = moments_.count;
+        s.channel_mean = moments_.mean;
+        s.channel_std.resize(moments_.m2.size());
+        for (std::size_t c = 0; c < moments_.m2.size(); ++c) s.channel_std[c] = n > 1 ? std::sqrt(moments_.m2[c] / double(n - 1)) : 0.0;
         s.elements = elements_;
-        s.per_channel = count_;
+        s.per_channel = n;
         return s;
     }
 
@@ -69,8 +54,7 @@ public:
 private:
     double sigma2_sum_ = 0;
     std::int64_t elements_ = 0;
-    std::int64_t count_ = 0;        // values per channel so far
-    std::vector<double> mean_, m2_; // (C)
+    ops::channel_moments_result moments_;  // of z, per channel, so far
 };
 
 /// The statistics of one batch.

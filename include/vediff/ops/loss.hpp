@@ -109,6 +109,25 @@ channel_moments_result channel_moments(const tensor_view<T, D>& z) {
     return r;
 }
 
+/// Adds the moments of another batch to `total` exactly (Chan et al.'s pairwise update of the mean
+/// and sum of squared deviations), so that accumulated statistics do not depend on how the values
+/// were batched. `what` names the caller in the error when the channel counts differ.
+inline void merge_moments(channel_moments_result& total, const channel_moments_result& batch, const char* what) {
+    if (total.count == 0) {
+        total = batch;
+        return;
+    }
+    if (batch.mean.size() != total.mean.size())
+        throw shape_error(fmt::format("{}: a batch of {} channels after batches of {}", what, batch.mean.size(), total.mean.size()));
+    const double na = double(total.count), nb = double(batch.count), n = na + nb;
+    for (std::size_t c = 0; c < total.mean.size(); ++c) {
+        const double delta = batch.mean[c] - total.mean[c];
+        total.mean[c] += delta * nb / n;
+        total.m2[c] += batch.m2[c] + delta * delta * na * nb / n;
+    }
+    total.count += batch.count;
+}
+
 /// Number of NaN or infinite elements of x.
 template <class T, device D>
 std::int64_t count_nonfinite(const tensor_view<T, D>& x) {

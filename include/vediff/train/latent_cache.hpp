@@ -1,0 +1,72 @@
+#pragma once
+// The latent cache a diffusion transformer trains on: a tokenizer's posterior samples of a data
+// set, their labels, the per-channel mean and (unbiased) std of the latents (the normalization,
+// computed once here and applied by every reader), and which tokenizer made them. One safetensors
+// file: "latents" F32 (N, C, h, w), "labels" I32 (N), "latent_mean" and "latent_std" F64 (C), and
+// the tokenizer's directory and configuration in the metadata.
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "vediff/core/error.hpp"
+#include "vediff/core/tensor.hpp"
+#include "vediff/io/safetensors.hpp"
+
+namespace vediff::train {
+
+struct latent_cache {
+    tensor<float> latents;                          // (N, C, h, w)
+    std::vector<std::int32_t> labels;               // (N)
+    std::vector<double> channel_mean, channel_std;  // (C)
+    std::string tokenizer;                          // the tokenizer's run directory
+    std::string tokenizer_config = "{}";            // its run configuration (JSON)
+
+    std::int64_t size() const { return static_cast<std::int64_t>(labels.size()); }
+};
+
+inline void save_latent_cache(const std::filesystem::path& path, const latent_cache& cache) {
+    io::safetensors_writer w;
+    w.add("latents", cache.latents.view());
+    const auto n = static_cast<std::int64_t>(cache.labels.size());
+    const auto c = static_cast<std::int64_t>(cache.channel_mean.size());
+    w.add("labels", tensor<std::int32_t>::from_host({n}, std::span<const std::int32_t>(cache.labels)).view());
+    w.add("latent_mean", tensor<double>::from_host({c}, std::span<const double>(cache.channel_mean)).view());
+    w.add("latent_std", tensor<double>::from_host({c}, std::span<const double>(cache.channel_std)).view());
+    w.add_metadata("format", "vediff.latent_cache.v1");
+    w.add_metadata("tokenizer", cache.tokenizer);
+    w.add_metadata("tokenizer_config", cache.tokenizer_config);
+    w.write(path);
+}
+
+/// Reads and checks a latent cache; io_error names the file and the inconsistency.
+inline latent_cache load_latent_cache(const std::filesystem::path& path) {
+    const io::safetensors_file f(path);
+    const auto meta = [&](const char* key) {
+        const auto it = f.metadata().find(key);
+        if (it == f.metadata().end()) f.fail(fmt::format("not a latent cache: metadata '{}' is missing", key));
+        return it->second;
+    };
+    if (meta("format") != "vediff.latent_cache.v1") f.fail(fmt::format("metadata 'format' is '{}', not a latent cache", meta("format")));
+    latent_cache cache;
+    cache.tokenizer = meta("tokenizer");
+    cache.tokenizer_config = meta("tokenizer_config");
+    cache.latents = f.get<float>("latents");
+    cache.labels = f.get<std::int32_t>("labels").to_vector();
+    cache.channel_mean = f.get<double>("latent_mean").to_vector();
+    cache.channel_std = f.get<double>("latent_std").to_vector();
+    if (cache.latents.rank() != 4 || cache.latents.dim(0) != cache.size())
+        f.fail(fmt::format("latents {} and {} labels do not match (latents must be (N, C, h, w))", cache.latents.shape(), cache.size()));
+    if (static_cast<std::int64_t>(cache.channel_mean.size()) != cache.latents.dim(1) || cache.channel_std.size() != cache.channel_mean.size())
+        f.fail(fmt::format("latent_mean ({}) and latent_std ({}) must have one entry per channel of latents {}", cache.channel_mean.size(),
+                           cache.channel_std.size(), cache.latents.shape()));
+    for (double s : cache.channel_std)
+        if (!(s > 0) || !std::isfinite(s)) f.fail(fmt::format("latent_std holds {}, not a positive number", s));
+    return cache;
+}
+
+} // namespace vediff::train

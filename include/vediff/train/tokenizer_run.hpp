@@ -1,0 +1,52 @@
+#pragma once
+// A trained tokenizer, read back from the output directory of examples/train_tokenizer: the model
+// sizes from the run configuration in DIR/checkpoint/train_state.safetensors, the weights from
+// DIR/checkpoint/model.safetensors (strictly).
+#include <filesystem>
+#include <string>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "vediff/core/error.hpp"
+#include "vediff/io/safetensors.hpp"
+#include "vediff/models/autoencoder.hpp"
+#include "vediff/train/checkpoint.hpp"
+
+namespace vediff::train {
+
+struct tokenizer_run {
+    std::filesystem::path dir;
+    nlohmann::json config;  // the run's configuration, as train_tokenizer saved it
+    models::autoencoder_kl<float> model;
+};
+
+/// Loads the tokenizer trained into `dir`; io_error names the file and the missing piece.
+inline tokenizer_run load_tokenizer_run(const std::filesystem::path& dir) {
+    const auto checkpoint = dir / "checkpoint";
+    if (!checkpoint_exists(checkpoint))
+        throw io_error(fmt::format("tokenizer {}: no checkpoint in {} (train one with train_tokenizer --out {})", dir.string(),
+                                   checkpoint.string(), dir.string()));
+    const auto config = nlohmann::json::parse(read_train_state(checkpoint).config_json);
+    models::autoencoder_config c;
+    try {
+        const auto& m = config.at("model");
+        c.in_channels = m.at("in_channels").get<std::int64_t>();
+        c.out_channels = m.at("out_channels").get<std::int64_t>();
+        c.ch = m.at("ch").get<std::int64_t>();
+        c.ch_mult = m.at("ch_mult").get<std::vector<std::int64_t>>();
+        c.num_res_blocks = m.at("num_res_blocks").get<std::int64_t>();
+        c.z_channels = m.at("z_channels").get<std::int64_t>();
+        c.embed_dim = m.at("embed_dim").get<std::int64_t>();
+        c.resolution = m.at("resolution").get<std::int64_t>();
+        c.attn_resolutions = m.at("attn_resolutions").get<std::vector<std::int64_t>>();
+        c.norm_groups = m.at("norm_groups").get<std::int64_t>();
+    } catch (const nlohmann::json::exception& e) {
+        throw io_error(fmt::format("tokenizer {}: the run configuration lacks a model size: {}", dir.string(), e.what()));
+    }
+    tokenizer_run run{dir, config, models::autoencoder_kl<float>(c)};
+    io::load_state_dict(checkpoint / model_file_name, run.model);
+    return run;
+}
+
+} // namespace vediff::train
