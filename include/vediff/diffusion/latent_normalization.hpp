@@ -33,7 +33,7 @@ public:
     template <class T, device D>
     void add(const tensor_view<T, D>& z) {
         if (z.rank() < 2) throw shape_error(fmt::format("latent_moments: latents must be (N, C, ...), got shape {}", z.shape()));
-        ops::merge_moments(moments_, ops::channel_moments(z), "latent_moments");
+        ops::merge_moments(moments_, ops::channel_moments(z), fmt::format("latent_moments: latents {}", z.shape()));
     }
 
     std::int64_t count() const { return moments_.count; }  // values per channel

@@ -32,7 +32,7 @@ public:
         if (!(logvar.shape() == z.shape()) || z.rank() < 2)
             throw shape_error(fmt::format("latent_statistics: logvar {} and z {} must share one (B, C, ...) shape",
                                           logvar.shape(), z.shape()));
-        ops::merge_moments(moments_, ops::channel_moments(z), "latent_statistics");
+        ops::merge_moments(moments_, ops::channel_moments(z), fmt::format("latent_statistics: z {}", z.shape()));
         sigma2_sum_ += ops::exp_sum(logvar);
         elements_ += logvar.numel();
     }

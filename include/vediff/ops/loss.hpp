@@ -6,6 +6,7 @@
 // caller's (loss/); these are the device kernels' front doors.
 #include <cstdint>
 #include <stdexcept>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -111,8 +112,8 @@ channel_moments_result channel_moments(const tensor_view<T, D>& z) {
 
 /// Adds the moments of another batch to `total` exactly (Chan et al.'s pairwise update of the mean
 /// and sum of squared deviations), so that accumulated statistics do not depend on how the values
-/// were batched. `what` names the caller in the error when the channel counts differ.
-inline void merge_moments(channel_moments_result& total, const channel_moments_result& batch, const char* what) {
+/// were batched. `what` names the caller and the batch in the error when the channel counts differ.
+inline void merge_moments(channel_moments_result& total, const channel_moments_result& batch, std::string_view what) {
     if (total.count == 0) {
         total = batch;
         return;
