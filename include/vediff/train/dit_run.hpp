@@ -20,6 +20,7 @@ struct dit_run_config {
     // Data: the latent cache, and what it says about itself.
     std::string latents;
     std::string tokenizer;
+    std::string tokenizer_config = "{}";          // the tokenizer's run configuration (JSON), from the cache
     std::vector<double> latent_mean, latent_std;  // (C), from the cache
     // Model.
     std::string design = "lightningdit";  // dit | lightningdit
@@ -34,7 +35,7 @@ struct dit_run_config {
     double time_budget_s = 0;  // > 0: stop once this much training time has passed
 
     nlohmann::json to_json() const {
-        return {{"latents", latents}, {"tokenizer", tokenizer}, {"latent_mean", latent_mean}, {"latent_std", latent_std},
+        return {{"latents", latents}, {"tokenizer", tokenizer}, {"tokenizer_config", tokenizer_config}, {"latent_mean", latent_mean}, {"latent_std", latent_std},
                 {"design", design},
                 {"model", {{"input_size", model.input_size}, {"patch_size", model.patch_size}, {"in_channels", model.in_channels},
                            {"hidden_size", model.hidden_size}, {"depth", model.depth}, {"num_heads", model.num_heads},
@@ -49,6 +50,7 @@ struct dit_run_config {
         dit_run_config c;
         c.latents = j.at("latents").get<std::string>();
         c.tokenizer = j.at("tokenizer").get<std::string>();
+        c.tokenizer_config = j.value("tokenizer_config", std::string("{}"));  // absent in runs saved before it was kept
         c.latent_mean = j.at("latent_mean").get<std::vector<double>>();
         c.latent_std = j.at("latent_std").get<std::vector<double>>();
         c.design = j.at("design").get<std::string>();

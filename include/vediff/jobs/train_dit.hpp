@@ -1,0 +1,241 @@
+#pragma once
+// The DiT job (`vediff train-dit`, examples/train_dit): class-conditional flow matching of a
+// diffusion transformer on a latent cache (encode), with an EMA of the weights, exact-resume
+// checkpoints (model + EMA + AdamW + random streams + loader position) and a JSON-lines log.
+//   train-dit --latents runs/ve/latents.safetensors --out runs/dit_ve --time-budget 1200
+//   train-dit --out runs/dit_ve --resume
+// The latents are normalized per channel with the cache's mean and std (the run keeps them, and
+// `sample` inverts them before decoding). t = 0 is noise, t = 1 data (diffusion/flow_matching.hpp).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <utility>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include "vediff/data/loader.hpp"
+#include "vediff/diffusion/flow_matching.hpp"
+#include "vediff/diffusion/latent_normalization.hpp"
+#include "vediff/io/atomic_file.hpp"
+#include "vediff/jobs/command.hpp"
+#include "vediff/models/dit.hpp"
+#include "vediff/optim/adamw.hpp"
+#include "vediff/optim/clip.hpp"
+#include "vediff/optim/ema.hpp"
+#include "vediff/optim/schedule.hpp"
+#include "vediff/train/checkpoint.hpp"
+#include "vediff/train/dit_run.hpp"
+#include "vediff/train/jsonl_log.hpp"
+#include "vediff/train/latent_cache.hpp"
+#include "vediff/util/progress.hpp"
+
+namespace vediff::jobs {
+
+struct dit_run_options {
+    std::filesystem::path out;
+    bool resume = false;
+    std::int64_t log_every = 25, checkpoint_every = 250, stop_after = 0;
+};
+
+namespace dit_detail {
+namespace fs = std::filesystem;
+
+template <class Design>
+nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
+    using model_type = models::diffusion_transformer<Design, float, cpu>;
+    const fs::path checkpoint_dir = run.out / "checkpoint";
+    fs::create_directories(run.out);
+
+    auto cache = train::load_latent_cache(cfg.latents);
+    cfg.tokenizer = cache.tokenizer;
+    cfg.tokenizer_config = cache.tokenizer_config;
+    cfg.latent_mean = cache.channel_mean;
+    cfg.latent_std = cache.channel_std;
+    cfg.model.input_size = cache.latents.dim(2);
+    cfg.model.in_channels = cache.latents.dim(1);
+    cfg.model.num_classes = *std::max_element(cache.labels.begin(), cache.labels.end()) + 1;
+    const diffusion::latent_normalization<float> normalization(cfg.latent_mean, cfg.latent_std);
+    const data::labeled_images<float> set{normalization.normalize(cache.latents.view()), cache.labels};
+
+    model_type model(cfg.model, cfg.seed);
+    optim::adamw opt(model, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+    optim::ema<float> average(model, {.decay = cfg.ema_decay, .warmup = true});
+    train::model_with_ema<model_type> model_and_average{model, average};
+    data::batch_loader<float> loader(set, cfg.batch, cfg.seed);
+    const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
+    const diffusion::flow_matching_config flow{
+        .times = cfg.time_sampling == "uniform" ? diffusion::time_sampling::uniform() : diffusion::time_sampling::logit_normal(),
+        .time_shift = 1.0,
+        .cosine_term = cfg.cosine_term};
+
+    train::train_state state;
+    state.generators["noise"] = philox_generator{cfg.seed, 1, 0};
+    state.generators["labels"] = model.y_embedder.generator;
+    state.config_json = cfg.to_json().dump();
+    if (run.resume) {
+        train::load_checkpoint(checkpoint_dir, model_and_average, opt, state);
+        model.y_embedder.generator = state.generators.at("labels");
+        loader.seek(state.loader_epoch, state.loader_position);
+        fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
+    }
+    fmt::print("{}: {} parameters, {} tokens of {}, latents {} ({} images, {} classes), {} threads\n", cfg.design,
+               nn::parameter_count(model), cfg.model.tokens(), cfg.model.hidden_size, cache.latents.shape().to_string(),
+               cache.size(), cfg.model.num_classes, omp_get_max_threads());
+
+    const fs::path log_path = run.out / "log.jsonl";
+    if (run.resume) train::truncate_log(log_path, state.step);
+    else fs::remove(log_path);
+    std::ofstream log(log_path, std::ios::app);
+    const auto save = [&] {
+        state.loader_epoch = loader.epoch();
+        state.loader_position = loader.position();
+        state.generators["labels"] = model.y_embedder.generator;
+        train::save_checkpoint(checkpoint_dir, model_and_average, opt, state);
+    };
+    util::progress_bar bar(cfg.steps, {.label = "dit", .items_per_step = double(cfg.batch), .unit = "samples", .start_step = state.step});
+    const auto start = std::chrono::steady_clock::now();
+    const std::int64_t first_step = state.step;
+    double smoothed = 0;
+    for (; state.step < cfg.steps; ++state.step) {
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if ((run.stop_after > 0 && state.step - first_step == run.stop_after) || (cfg.time_budget_s > 0 && elapsed >= cfg.time_budget_s)) break;
+        auto b = loader.next();
+        const auto pair = diffusion::make_training_pair(b.images, state.generators.at("noise"), flow);
+        const auto labels = tensor<std::int32_t>::from_host({static_cast<std::int64_t>(b.labels.size())}, b.labels);
+        opt.set_lr(schedule(state.step));
+        opt.zero_grad();
+        const auto v = model.forward(pair.x_t, pair.t, labels);
+        const auto loss = diffusion::flow_matching_loss(v.view(), pair.target.view(), flow);
+        if (!std::isfinite(loss.value))
+            throw numeric_error(fmt::format("train_dit: the loss is {} at step {}; the last good checkpoint in {} is untouched", loss.value,
+                                            state.step, checkpoint_dir.string()));
+        (void)model.backward(loss.dv);
+        const double grad_norm = cfg.clip > 0 ? optim::clip_grad_norm(model, cfg.clip) : 0.0;
+        opt.step();
+        average.update(model, state.step);
+        smoothed = state.step == first_step ? loss.value : 0.98 * smoothed + 0.02 * loss.value;
+        bar.update(state.step + 1, {{"loss", smoothed}});
+        if ((state.step + 1) % run.log_every == 0 || state.step + 1 == cfg.steps) {
+            nlohmann::json line = {{"step", state.step + 1}, {"loss", loss.value}, {"mse", loss.mse}, {"lr", opt.lr()}, {"epoch", b.epoch}};
+            if (cfg.cosine_term) line["cosine"] = loss.cosine;
+            if (cfg.clip > 0) line["grad_norm"] = grad_norm;
+            log << line.dump() << "\n" << std::flush;
+        }
+        if ((state.step + 1) % run.checkpoint_every == 0) {
+            ++state.step;  // the checkpoint holds the steps completed
+            save();
+            --state.step;
+        }
+    }
+    bar.finish();
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    save();
+    const nlohmann::json summary = {{"finished", state.step >= cfg.steps || cfg.time_budget_s > 0}, {"steps", state.step}, {"steps_this_run", state.step - first_step}, {"train_seconds", seconds},
+                                    {"samples_per_second", double((state.step - first_step) * cfg.batch) / seconds},
+                                    {"final_loss_smoothed", smoothed}, {"threads", omp_get_max_threads()}, {"config", cfg.to_json()}};
+    io::write_file_atomically(run.out / "train.json", [&](io::atomic_file& f) { f.write(summary.dump(2) + "\n"); });
+    fmt::print("{} steps ({} this run, {:.0f} s, {:.1f} samples/s), smoothed loss {:.4f}; checkpoint in {}\n", state.step,
+               state.step - first_step, seconds, summary["samples_per_second"].get<double>(), smoothed, checkpoint_dir.string());
+    return summary;
+}
+
+} // namespace dit_detail
+
+
+/// Trains (or continues, with run.resume: then the saved configuration is the run) a DiT into
+/// run.out. Returns the summary written to OUT/train.json.
+inline nlohmann::json train_dit(const train::dit_run_config& cfg, const dit_run_options& run) {
+    return train::with_dit_design(cfg.design, [&]<class Design>() { return dit_detail::train<Design>(cfg, run); });
+}
+
+inline void add_dit_options(cxxopts::Options& options) {
+    const train::dit_run_config d;
+    const auto dflt = [](auto v) { return fmt::format("{}", v); };
+    // clang-format off
+    options.add_options("data")
+        ("latents", "latent cache from encode_latents", cxxopts::value<std::string>()->default_value(""));
+    options.add_options("model")
+        ("design", "dit | lightningdit", cxxopts::value<std::string>()->default_value(d.design))
+        ("size", "reference size S | B | L | XL (overrides hidden, depth, heads)", cxxopts::value<std::string>()->default_value(""))
+        ("hidden", "hidden size", cxxopts::value<std::int64_t>()->default_value("256"))
+        ("depth", "blocks", cxxopts::value<std::int64_t>()->default_value("6"))
+        ("heads", "attention heads", cxxopts::value<std::int64_t>()->default_value("4"))
+        ("patch", "patch size", cxxopts::value<std::int64_t>()->default_value("2"))
+        ("class-dropout", "label dropout for classifier-free guidance", cxxopts::value<double>()->default_value("0.1"));
+    options.add_options("training")
+        ("steps", "training steps", cxxopts::value<std::int64_t>()->default_value(dflt(d.steps)))
+        ("time-budget", "stop after this many seconds of training (0: no limit)", cxxopts::value<double>()->default_value("0"))
+        ("batch", "batch size", cxxopts::value<std::int64_t>()->default_value(dflt(d.batch)))
+        ("lr", "learning rate (AdamW)", cxxopts::value<double>()->default_value(dflt(d.lr)))
+        ("warmup", "linear warmup steps", cxxopts::value<std::int64_t>()->default_value(dflt(d.warmup)))
+        ("clip", "clip the global gradient norm (0: off)", cxxopts::value<double>()->default_value(dflt(d.clip)))
+        ("ema", "EMA decay", cxxopts::value<double>()->default_value(dflt(d.ema_decay)))
+        ("times", "uniform | logit_normal", cxxopts::value<std::string>()->default_value(d.time_sampling))
+        ("cosine-term", "add LightningDiT's 1 - cos(v, u) term")
+        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"));
+    options.add_options("output")
+        ("out", "output directory", cxxopts::value<std::string>()->default_value("runs/dit"))
+        ("resume", "continue from OUT/checkpoint with its saved configuration")
+        ("log-every", "steps between log lines", cxxopts::value<std::int64_t>()->default_value("25"))
+        ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value("250"))
+        ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value("0"));
+    // clang-format on
+}
+
+/// The run configuration and options of the flags; with --resume, the checkpoint's saved
+/// configuration with only the run-length flags (--steps, --time-budget) applied.
+inline std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts::ParseResult& a) {
+    dit_run_options run{.out = a["out"].as<std::string>(), .resume = a.count("resume") > 0, .log_every = a["log-every"].as<std::int64_t>(),
+                    .checkpoint_every = a["checkpoint-every"].as<std::int64_t>(), .stop_after = a["stop-after"].as<std::int64_t>()};
+    train::dit_run_config cfg;
+    if (run.resume) {
+        // The saved configuration is the run; only the run-length knobs may change.
+        const auto checkpoint_dir = run.out / "checkpoint";
+        if (!train::checkpoint_exists(checkpoint_dir)) throw io_error(fmt::format("--resume: no checkpoint in {}", checkpoint_dir.string()));
+        cfg = train::dit_run_config::from_json(nlohmann::json::parse(train::read_train_state(checkpoint_dir).config_json));
+        if (a.count("steps")) cfg.steps = a["steps"].as<std::int64_t>();
+        if (a.count("time-budget")) cfg.time_budget_s = a["time-budget"].as<double>();
+    } else {
+        cfg.latents = a["latents"].as<std::string>();
+        if (cfg.latents.empty()) throw std::invalid_argument("--latents is required (a cache from encode_latents)");
+        cfg.design = a["design"].as<std::string>();
+        cfg.model.hidden_size = a["hidden"].as<std::int64_t>();
+        cfg.model.depth = a["depth"].as<std::int64_t>();
+        cfg.model.num_heads = a["heads"].as<std::int64_t>();
+        cfg.model.patch_size = a["patch"].as<std::int64_t>();
+        if (const auto size = a["size"].as<std::string>(); !size.empty()) cfg.model = cfg.model.with_size(size, cfg.model.patch_size);
+        cfg.model.class_dropout_prob = a["class-dropout"].as<double>();
+        cfg.steps = a["steps"].as<std::int64_t>();
+        cfg.time_budget_s = a["time-budget"].as<double>();
+        cfg.batch = a["batch"].as<std::int64_t>();
+        cfg.lr = a["lr"].as<double>();
+        cfg.warmup = a["warmup"].as<std::int64_t>();
+        cfg.clip = a["clip"].as<double>();
+        cfg.ema_decay = a["ema"].as<double>();
+        cfg.time_sampling = a["times"].as<std::string>();
+        if (cfg.time_sampling != "uniform" && cfg.time_sampling != "logit_normal")
+            throw std::invalid_argument(fmt::format("--times {}: expected uniform or logit_normal", cfg.time_sampling));
+        cfg.cosine_term = a.count("cosine-term") > 0;
+        cfg.seed = a["seed"].as<std::uint64_t>();
+    }
+    return {cfg, run};
+}
+
+inline int train_dit_main(int argc, char** argv, const std::string& program = "train_dit") {
+    cxxopts::Options options(program, "Train a class-conditional diffusion transformer on a latent cache (flow matching)");
+    add_dit_options(options);
+    return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
+        const auto [cfg, run] = read_dit_options(a);
+        (void)train_dit(cfg, run);
+        return 0;
+    });
+}
+
+} // namespace vediff::jobs

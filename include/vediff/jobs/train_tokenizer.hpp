@@ -1,0 +1,404 @@
+#pragma once
+// The tokenizer job (`vediff train-tokenizer`, examples/train_tokenizer): trains the LDM-style VAE
+// tokenizer (models/autoencoder.hpp) with the Variance Expansion loss (or KL, or reconstruction
+// alone) on Fashion-MNIST or a folder of images, with exact-resume checkpoints, a JSON-lines log,
+// and test-set PSNR / SSIM / latent variance at the end (OUT/metrics.json).
+//   train-tokenizer --loss ve --steps 2000 --out runs/ve
+//   train-tokenizer --loss kl --kl-weight 1e-6 --out runs/kl
+//   train-tokenizer --out runs/ve --resume          (continues runs/ve/checkpoint)
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include "vediff/data/fashion_mnist.hpp"
+#include "vediff/data/image_folder.hpp"
+#include "vediff/io/atomic_file.hpp"
+#include "vediff/io/image_grid.hpp"
+#include "vediff/jobs/command.hpp"
+#include "vediff/loss/kl.hpp"
+#include "vediff/loss/magnitude.hpp"
+#include "vediff/loss/reconstruction.hpp"
+#include "vediff/loss/tokenizer_loss.hpp"
+#include "vediff/loss/variance_expansion.hpp"
+#include "vediff/metrics/psnr.hpp"
+#include "vediff/metrics/ssim.hpp"
+#include "vediff/models/autoencoder.hpp"
+#include "vediff/models/gaussian_posterior.hpp"
+#include "vediff/optim/adamw.hpp"
+#include "vediff/optim/clip.hpp"
+#include "vediff/optim/schedule.hpp"
+#include "vediff/train/checkpoint.hpp"
+#include "vediff/train/jsonl_log.hpp"
+#include "vediff/util/progress.hpp"
+
+namespace vediff::jobs {
+
+struct tokenizer_job {
+    // Data.
+    std::string data = data::fashion_mnist_default_dir.string();
+    std::string image_folder;      // non-empty: train on this folder instead of Fashion-MNIST
+    std::int64_t image_size = 32;  // image-folder images are center-cropped and resized to this
+    int channels = 1;              // image-folder channels (1 or 3)
+    // Model.
+    models::autoencoder_config model;
+    // Loss.
+    std::string loss = "ve";  // ve | kl | ve+kl | none
+    std::string reconstruction = "l1";
+    double ve_weight = 0.1, delta = 1e-6, magnitude_weight = 1e-6, tau = 1.0, kl_weight = 1e-6;
+    std::string reduction = "per_image_sum";
+    // Optimization.
+    std::int64_t steps = 2000, batch = 32, warmup = 100;
+    double lr = 1e-3, beta1 = 0.5, beta2 = 0.9, weight_decay = 0.0, clip = 0.0;
+    std::uint64_t seed = 0;
+    // Bookkeeping.
+    std::string out = "runs/tokenizer";
+    std::int64_t log_every = 25, checkpoint_every = 250, stop_after = 0, eval_images = 10000;
+    double time_budget_s = 0;  // > 0: stop training once this much wall time has passed
+    bool resume = false;
+
+    nlohmann::json to_json() const {
+        return {{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
+                {"model", {{"in_channels", model.in_channels}, {"out_channels", model.out_channels}, {"ch", model.ch},
+                           {"ch_mult", model.ch_mult}, {"num_res_blocks", model.num_res_blocks}, {"z_channels", model.z_channels},
+                           {"embed_dim", model.embed_dim}, {"resolution", model.resolution},
+                           {"attn_resolutions", model.attn_resolutions}, {"norm_groups", model.norm_groups}}},
+                {"loss", loss}, {"reconstruction", reconstruction}, {"ve_weight", ve_weight}, {"delta", delta},
+                {"magnitude_weight", magnitude_weight}, {"tau", tau}, {"kl_weight", kl_weight}, {"reduction", reduction},
+                {"steps", steps}, {"batch", batch}, {"warmup", warmup}, {"lr", lr}, {"beta1", beta1}, {"beta2", beta2},
+                {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed}, {"time_budget_s", time_budget_s}};
+    }
+};
+
+namespace tokenizer_detail {
+namespace fs = std::filesystem;
+
+struct datasets {
+    data::labeled_images<float> train, test;
+};
+
+/// Fashion-MNIST in the tokenizer format (32×32, [−1, 1]), or an image folder split 19:1
+/// (every 20th file, in sorted order, is held out for testing).
+inline datasets load_data(const tokenizer_job& cfg) {
+    if (cfg.image_folder.empty()) {
+        return {data::load_fashion_mnist<float>(data::split::train, data::fashion_mnist_tokenizer_format(cfg.data)),
+                data::load_fashion_mnist<float>(data::split::test, data::fashion_mnist_tokenizer_format(cfg.data))};
+    }
+    auto folder = data::load_image_folder<float>(cfg.image_folder, {.size = cfg.image_size, .channels = cfg.channels});
+    const auto& all = folder.data;
+    std::vector<std::int64_t> train_idx, test_idx;
+    for (std::int64_t i = 0; i < all.size(); ++i) (i % 20 == 19 ? test_idx : train_idx).push_back(i);
+    if (train_idx.empty() || test_idx.empty())
+        throw std::invalid_argument(fmt::format("image folder {}: {} images are too few to hold out a test split", cfg.image_folder, all.size()));
+    const auto gather = [&](const std::vector<std::int64_t>& idx) {
+        tensor_shape s = all.images.shape();
+        s[0] = static_cast<std::int64_t>(idx.size());
+        data::labeled_images<float> out{tensor<float>(s), {}};
+        for (std::size_t k = 0; k < idx.size(); ++k) {
+            ops::copy(out.images[static_cast<std::int64_t>(k)], all.images[idx[k]]);
+            out.labels.push_back(all.labels[static_cast<std::size_t>(idx[k])]);
+        }
+        return out;
+    };
+    return {gather(train_idx), gather(test_idx)};
+}
+
+/// Test-set reconstruction quality and latent statistics of the trained tokenizer.
+inline nlohmann::json evaluate(models::autoencoder_kl<float>& ae, const data::labeled_images<float>& test, std::int64_t max_images,
+                        std::uint64_t seed, const fs::path& grid_path) {
+    const std::int64_t n = std::min(max_images, test.size());
+    const std::int64_t batch = 100;
+    // A fixed stream for evaluation noise, apart from training's.
+    philox_generator eval_gen{seed, 0x6576616cULL, 0};
+    loss::latent_statistics_accumulator latents;
+    double psnr_mode = 0, psnr_sample = 0, ssim_mode = 0;
+    for (std::int64_t begin = 0; begin < n; begin += batch) {
+        const std::int64_t end = std::min(n, begin + batch);
+        const auto x = test.images.slice(begin, end);
+        auto post = models::gaussian_posterior<float>::from_moments(ae.encode(x));
+        auto z = post.sample(eval_gen);
+        latents.add(post.logvar.view(), z.view());
+        auto x_mode = ae.decode(post.mean);
+        auto x_sample = ae.decode(z);
+        const double w = double(end - begin);
+        psnr_mode += w * metrics::psnr(x, x_mode.view());
+        psnr_sample += w * metrics::psnr(x, x_sample.view());
+        ssim_mode += w * metrics::ssim(x, x_mode.view());
+        if (begin == 0) io::write_reconstruction_grid(grid_path, x.slice(0, std::min<std::int64_t>(16, end)),
+                                                      x_mode.slice(0, std::min<std::int64_t>(16, end)), {.columns = 16});
+    }
+    const auto stats = latents.result();
+    return {{"psnr", psnr_mode / double(n)},
+            {"psnr_sampled", psnr_sample / double(n)},
+            {"ssim", ssim_mode / double(n)},
+            {"sigma2_mean", stats.sigma2_mean},
+            {"latent_channel_mean", stats.channel_mean},
+            {"latent_channel_std", stats.channel_std},
+            {"eval_images", n}};
+}
+
+template <class Loss>
+nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
+    const fs::path out_dir = cfg.out;
+    const fs::path checkpoint_dir = out_dir / "checkpoint";
+    fs::create_directories(out_dir);
+
+    train::train_state state;
+    state.generators["posterior"] = philox_generator{cfg.seed, 1, 0};
+    if (cfg.resume) {
+        if (!train::checkpoint_exists(checkpoint_dir))
+            throw io_error(fmt::format("--resume: no checkpoint in {}", checkpoint_dir.string()));
+        // The saved configuration wins (model sizes, loss, schedule), except the run-length knobs.
+        const auto saved = nlohmann::json::parse(train::read_train_state(checkpoint_dir).config_json);
+        if (saved != nlohmann::json(cfg.to_json()))
+            fmt::print("note: resuming with the flags given now; the checkpoint was saved with {}\n", saved.dump());
+    }
+
+    const auto sets = load_data(cfg);
+    cfg.model.in_channels = cfg.model.out_channels = sets.train.images.dim(1);
+    cfg.model.resolution = sets.train.images.dim(2);
+    models::autoencoder_kl<float> ae(cfg.model, cfg.seed);
+    optim::adamw opt(ae, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+    data::batch_loader<float> loader(sets.train, cfg.batch, cfg.seed);
+    const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
+    state.config_json = cfg.to_json().dump();
+    if (cfg.resume) {
+        train::load_checkpoint(checkpoint_dir, ae, opt, state);
+        loader.seek(state.loader_epoch, state.loader_position);
+        fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
+    }
+    const data::random_horizontal_flip flip{.seed = cfg.seed};
+    const bool augment = !cfg.image_folder.empty();
+
+    fmt::print("tokenizer: {} parameters, latents {}, {} training images, loss {} ({}), {} threads\n", nn::parameter_count(ae),
+               ae.latent_shape(cfg.batch).to_string(), sets.train.size(), cfg.loss, to_string(loss_fn.mode), omp_get_max_threads());
+
+    const fs::path log_path = out_dir / "log.jsonl";
+    if (cfg.resume) train::truncate_log(log_path, state.step);
+    else fs::remove(log_path);
+    std::ofstream log(log_path, std::ios::app);
+
+    const auto save = [&] {
+        state.loader_epoch = loader.epoch();
+        state.loader_position = loader.position();
+        train::save_checkpoint(checkpoint_dir, ae, opt, state);
+    };
+
+    util::progress_bar bar(cfg.steps, {.label = "tokenizer", .items_per_step = double(cfg.batch), .unit = "img",
+                                       .start_step = state.step});
+    const auto start = std::chrono::steady_clock::now();
+    const std::int64_t first_step = state.step;
+    std::int64_t steps_this_run = 0;
+    for (; state.step < cfg.steps; ++state.step) {
+        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if ((cfg.stop_after > 0 && steps_this_run == cfg.stop_after) || (cfg.time_budget_s > 0 && elapsed >= cfg.time_budget_s)) break;
+        auto b = loader.next();
+        if (augment) flip(b.images, static_cast<std::uint64_t>(state.step));
+        opt.set_lr(schedule(state.step));
+        opt.zero_grad();
+
+        auto moments = ae.encode(b.images);
+        auto post = models::gaussian_posterior<float>::from_moments(moments);
+        auto z = post.sample(state.generators.at("posterior"));
+        auto x_hat = ae.decode(z);
+        auto r = loss_fn.evaluate(loss::tokenizer_outputs<float>{b.images, x_hat, post.mean, post.logvar, z});
+        if (!r.finite())
+            throw numeric_error(fmt::format("tokenizer: the '{}' term is not finite at step {} (loss {}); the last good checkpoint "
+                                            "in {} is untouched",
+                                            *r.first_nonfinite_term(), state.step, r.total, checkpoint_dir.string()));
+        auto dz = ae.decode_backward(r.gradients.dx_hat);
+        ops::axpy(dz.view(), r.gradients.dz.view());
+        post.sample_backward(dz, r.gradients.dmean, r.gradients.dlogvar);
+        (void)ae.encode_backward(post.moments_backward(r.gradients.dmean, r.gradients.dlogvar));
+        const double grad_norm = cfg.clip > 0 ? optim::clip_grad_norm(ae, cfg.clip) : 0.0;
+        opt.step();
+        ++steps_this_run;
+
+        std::vector<util::progress_field> fields;
+        for (const auto& [name, value] : r.breakdown) fields.emplace_back(name, value);
+        fields.emplace_back("sigma2", r.latent.sigma2_mean);
+        bar.update(state.step + 1, fields);
+        if ((state.step + 1) % cfg.log_every == 0 || state.step + 1 == cfg.steps) {
+            nlohmann::json line = {{"step", state.step + 1}, {"loss", r.total}, {"sigma2_mean", r.latent.sigma2_mean},
+                                   {"latent_channel_std", r.latent.channel_std}, {"lr", opt.lr()}, {"epoch", b.epoch}};
+            for (const auto& [name, value] : r.breakdown) line[std::string(name)] = value;
+            if (cfg.clip > 0) line["grad_norm"] = grad_norm;
+            log << line.dump() << "\n" << std::flush;
+        }
+        if ((state.step + 1) % cfg.checkpoint_every == 0) {
+            ++state.step;  // the checkpoint holds the steps completed
+            save();
+            --state.step;
+        }
+    }
+    bar.finish();
+    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    save();
+    if (state.step < cfg.steps && cfg.time_budget_s <= 0) {
+        fmt::print("stopped after {} steps at step {}; continue with --resume\n", steps_this_run, state.step);
+        return {{"finished", false}, {"steps", state.step}};
+    }
+
+    fmt::print("evaluating on {} test images\n", std::min(cfg.eval_images, sets.test.size()));
+    auto metrics = evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png");
+    metrics["train_seconds"] = train_seconds;
+    metrics["steps"] = state.step;
+    metrics["steps_this_run"] = state.step - first_step;
+    metrics["images_per_second"] = double((state.step - first_step) * cfg.batch) / train_seconds;
+    metrics["threads"] = omp_get_max_threads();
+    metrics["finished"] = true;
+    metrics["config"] = cfg.to_json();
+    io::write_file_atomically(out_dir / "metrics.json", [&](io::atomic_file& f) { f.write(metrics.dump(2) + "\n"); });
+    fmt::print("PSNR {:.2f} dB (sampled z: {:.2f}), SSIM {:.4f}, mean sigma^2 {:.3g}; wrote {}\n", metrics["psnr"].get<double>(),
+               metrics["psnr_sampled"].get<double>(), metrics["ssim"].get<double>(), metrics["sigma2_mean"].get<double>(),
+               (out_dir / "metrics.json").string());
+    return metrics;
+}
+
+template <class Norm>
+nlohmann::json train_with(const tokenizer_job& cfg) {
+    const auto mode = loss::parse_reduction(cfg.reduction);
+    const loss::reconstruction<Norm> rec;
+    const loss::variance_expansion ve({.weight = cfg.ve_weight, .delta = cfg.delta});
+    const loss::magnitude_regularizer mag({.weight = cfg.magnitude_weight, .tau = cfg.tau});
+    const loss::kl_divergence kl({.weight = cfg.kl_weight});
+    if (cfg.loss == "ve")
+        return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer>{{rec, ve, mag}, mode});
+    if (cfg.loss == "ve+kl")
+        return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer,
+                                               loss::kl_divergence>{{rec, ve, mag, kl}, mode});
+    if (cfg.loss == "kl") return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode});
+    if (cfg.loss == "none") return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode});
+    throw std::invalid_argument(fmt::format("--loss {}: expected ve, kl, ve+kl or none", cfg.loss));
+}
+
+inline std::vector<std::int64_t> parse_list(const std::string& text, const char* flag) {
+    std::vector<std::int64_t> v;
+    std::stringstream ss(text);
+    std::string item;
+    while (std::getline(ss, item, ','))
+        if (!item.empty()) v.push_back(std::stoll(item));
+    if (v.empty() && std::string(flag) != "attn-resolutions") throw std::invalid_argument(fmt::format("--{}: empty list", flag));
+    return v;
+}
+
+
+} // namespace tokenizer_detail
+
+/// Trains (or, with cfg.resume, continues) a tokenizer into cfg.out. Returns the metrics written to
+/// OUT/metrics.json, or {"finished": false, "steps": N} when --stop-after cut the run short.
+inline nlohmann::json train_tokenizer(const tokenizer_job& cfg) {
+    if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1>(cfg);
+    if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2>(cfg);
+    throw std::invalid_argument(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
+}
+
+inline void add_tokenizer_options(cxxopts::Options& options) {
+    const tokenizer_job d;  // defaults
+    const auto dflt = [](auto v) { return fmt::format("{}", v); };
+    const auto list = [](const std::vector<std::int64_t>& v) { return fmt::format("{}", fmt::join(v, ",")); };
+    // clang-format off
+    options.add_options("data")
+        ("data", "Fashion-MNIST directory", cxxopts::value<std::string>()->default_value(d.data))
+        ("image-folder", "train on the PNG/JPEG images of this folder instead", cxxopts::value<std::string>()->default_value(""))
+        ("image-size", "image-folder: side after center crop and resize", cxxopts::value<std::int64_t>()->default_value(dflt(d.image_size)))
+        ("channels", "image-folder: 1 or 3", cxxopts::value<int>()->default_value(dflt(d.channels)));
+    options.add_options("model")
+        ("ch", "base channels", cxxopts::value<std::int64_t>()->default_value(dflt(d.model.ch)))
+        ("ch-mult", "channel multipliers per level", cxxopts::value<std::string>()->default_value(list(d.model.ch_mult)))
+        ("num-res-blocks", "ResnetBlocks per level", cxxopts::value<std::int64_t>()->default_value(dflt(d.model.num_res_blocks)))
+        ("z-channels", "latent channels", cxxopts::value<std::int64_t>()->default_value(dflt(d.model.z_channels)))
+        ("attn-resolutions", "resolutions with attention blocks, e.g. 16", cxxopts::value<std::string>()->default_value(list(d.model.attn_resolutions)))
+        ("norm-groups", "GroupNorm groups", cxxopts::value<std::int64_t>()->default_value(dflt(d.model.norm_groups)));
+    options.add_options("loss")
+        ("loss", "ve | kl | ve+kl | none", cxxopts::value<std::string>()->default_value(d.loss))
+        ("reconstruction", "l1 | l2", cxxopts::value<std::string>()->default_value(d.reconstruction))
+        ("ve-weight", "lambda1 of the VE term", cxxopts::value<double>()->default_value(dflt(d.ve_weight)))
+        ("delta", "delta of 1/(sigma^2 + delta)", cxxopts::value<double>()->default_value(dflt(d.delta)))
+        ("magnitude-weight", "lambda2 of exp(|z| - tau)", cxxopts::value<double>()->default_value(dflt(d.magnitude_weight)))
+        ("tau", "tau of the magnitude term", cxxopts::value<double>()->default_value(dflt(d.tau)))
+        ("kl-weight", "beta of the KL term", cxxopts::value<double>()->default_value(dflt(d.kl_weight)))
+        ("reduction", "per_image_sum | element_mean", cxxopts::value<std::string>()->default_value(d.reduction));
+    options.add_options("training")
+        ("steps", "training steps", cxxopts::value<std::int64_t>()->default_value(dflt(d.steps)))
+        ("time-budget", "stop training after this many seconds (0: no limit)", cxxopts::value<double>()->default_value(dflt(d.time_budget_s)))
+        ("batch", "batch size", cxxopts::value<std::int64_t>()->default_value(dflt(d.batch)))
+        ("lr", "learning rate (Adam)", cxxopts::value<double>()->default_value(dflt(d.lr)))
+        ("beta1", "Adam beta1", cxxopts::value<double>()->default_value(dflt(d.beta1)))
+        ("beta2", "Adam beta2", cxxopts::value<double>()->default_value(dflt(d.beta2)))
+        ("weight-decay", "AdamW decoupled weight decay", cxxopts::value<double>()->default_value(dflt(d.weight_decay)))
+        ("warmup", "linear warmup steps", cxxopts::value<std::int64_t>()->default_value(dflt(d.warmup)))
+        ("clip", "clip the global gradient norm to this (0: off)", cxxopts::value<double>()->default_value(dflt(d.clip)))
+        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
+    options.add_options("output")
+        ("out", "output directory", cxxopts::value<std::string>()->default_value(d.out))
+        ("resume", "continue from OUT/checkpoint")
+        ("log-every", "steps between log lines", cxxopts::value<std::int64_t>()->default_value(dflt(d.log_every)))
+        ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value(dflt(d.checkpoint_every)))
+        ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value(dflt(d.stop_after)))
+        ("eval-images", "test images to evaluate", cxxopts::value<std::int64_t>()->default_value(dflt(d.eval_images)));
+    // clang-format on
+}
+
+inline tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
+    using tokenizer_detail::parse_list;
+    tokenizer_job cfg;
+    cfg.data = a["data"].as<std::string>();
+    cfg.image_folder = a["image-folder"].as<std::string>();
+    cfg.image_size = a["image-size"].as<std::int64_t>();
+    cfg.channels = a["channels"].as<int>();
+    cfg.model.ch = a["ch"].as<std::int64_t>();
+    cfg.model.ch_mult = parse_list(a["ch-mult"].as<std::string>(), "ch-mult");
+    cfg.model.num_res_blocks = a["num-res-blocks"].as<std::int64_t>();
+    cfg.model.z_channels = cfg.model.embed_dim = a["z-channels"].as<std::int64_t>();
+    cfg.model.attn_resolutions = parse_list(a["attn-resolutions"].as<std::string>(), "attn-resolutions");
+    cfg.model.norm_groups = a["norm-groups"].as<std::int64_t>();
+    cfg.loss = a["loss"].as<std::string>();
+    cfg.reconstruction = a["reconstruction"].as<std::string>();
+    cfg.ve_weight = a["ve-weight"].as<double>();
+    cfg.delta = a["delta"].as<double>();
+    cfg.magnitude_weight = a["magnitude-weight"].as<double>();
+    cfg.tau = a["tau"].as<double>();
+    cfg.kl_weight = a["kl-weight"].as<double>();
+    cfg.reduction = a["reduction"].as<std::string>();
+    cfg.steps = a["steps"].as<std::int64_t>();
+    cfg.time_budget_s = a["time-budget"].as<double>();
+    cfg.batch = a["batch"].as<std::int64_t>();
+    cfg.lr = a["lr"].as<double>();
+    cfg.beta1 = a["beta1"].as<double>();
+    cfg.beta2 = a["beta2"].as<double>();
+    cfg.weight_decay = a["weight-decay"].as<double>();
+    cfg.warmup = a["warmup"].as<std::int64_t>();
+    cfg.clip = a["clip"].as<double>();
+    cfg.seed = a["seed"].as<std::uint64_t>();
+    cfg.out = a["out"].as<std::string>();
+    cfg.resume = a.count("resume") > 0;
+    cfg.log_every = std::max<std::int64_t>(1, a["log-every"].as<std::int64_t>());
+    cfg.checkpoint_every = std::max<std::int64_t>(1, a["checkpoint-every"].as<std::int64_t>());
+    cfg.stop_after = a["stop-after"].as<std::int64_t>();
+    cfg.eval_images = a["eval-images"].as<std::int64_t>();
+    return cfg;
+}
+
+/// `train-tokenizer` as a command line.
+inline int train_tokenizer_main(int argc, char** argv, const std::string& program = "train_tokenizer") {
+    cxxopts::Options options(program, "Train the VAE tokenizer with the Variance Expansion loss (or KL)");
+    add_tokenizer_options(options);
+    return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
+        (void)train_tokenizer(read_tokenizer_options(a));
+        return 0;
+    });
+}
+
+} // namespace vediff::jobs
