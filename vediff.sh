@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # vediff's one entry point on a fresh Debian 12 machine (run as root, or with sudo available):
-#   ./vediff.sh demo    install what is missing, build, train the Fashion-MNIST classifier
+#   ./vediff.sh demo    install what is missing, build, run `vediff experiment` (KL against VE, ~20 min)
 #   ./vediff.sh test    install what is missing, build, run the whole test suite (ctest)
 #   ./vediff.sh sanitize   the unit tests again under AddressSanitizer + UBSan
 #   ./vediff.sh bench   the benchmarks against OpenBLAS and PyTorch (docs/benchmarks.md)
@@ -12,7 +12,7 @@ BUILD=${BUILD:-build}
 
 # Debian packages the build, the tests and the demo need.
 PACKAGES=(build-essential cmake g++ libeigen3-dev libfmt-dev libcxxopts-dev libboost-test-dev zlib1g-dev
-          nlohmann-json3-dev libstb-dev pkg-config dataset-fashion-mnist)
+          nlohmann-json3-dev libstb-dev pkg-config dataset-fashion-mnist gnuplot-nox)
 # The benchmarks also run the peers: OpenBLAS sgemm and PyTorch.
 BENCH_PACKAGES=(libopenblas-dev libopenblas0-pthread python3-torch)
 
@@ -42,7 +42,7 @@ demo)
     install_missing "${PACKAGES[@]}"
     configure_and_build "$BUILD"
     shift
-    "$BUILD/examples/classify_fashion_mnist" --out runs/classifier "$@"
+    "$BUILD/examples/vediff" experiment "$@"
     ;;
 test)
     install_missing "${PACKAGES[@]}"

@@ -1,0 +1,65 @@
+# `vediff experiment --preset smoke` end to end, three ways: straight through; cut short after
+# every 3 training steps and run again until done (each training stage must continue from its
+# checkpoint, so every metric must equal the straight run's); and once more on the finished
+# directory (every stage must be reused). Variables: VEDIFF (the program), WORK.
+file(REMOVE_RECURSE ${WORK})
+function(run_vediff out_var)
+  execute_process(COMMAND ${VEDIFF} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc)
+    message(FATAL_ERROR "vediff ${ARGN} failed (${rc}):\n${out}\n${err}")
+  endif()
+  set(${out_var} "${out}" PARENT_SCOPE)
+endfunction()
+
+run_vediff(straight experiment --preset smoke --out ${WORK}/straight)
+foreach(f table.md table.json preset.json figures/robustness.csv figures/sigma2_histogram.csv figures/equilibrium.csv
+          kl_1e-06/samples_sde/samples.png ve_0.1/samples_ode/samples.png ve_0.1/eval/eval.json)
+  if(NOT EXISTS ${WORK}/straight/${f})
+    message(FATAL_ERROR "the smoke experiment wrote no ${f}:\n${straight}")
+  endif()
+endforeach()
+
+# Interrupted every 3 steps: 2 rows x (tokenizer 6 steps + DiT 6 steps) = 8 cut-short runs at most.
+set(done FALSE)
+foreach(attempt RANGE 1 12)
+  run_vediff(out experiment --preset smoke --out ${WORK}/interrupted --classifier ${WORK}/straight/classifier/classifier.safetensors
+             --stop-after 3)
+  if(EXISTS ${WORK}/interrupted/table.json)
+    set(done TRUE)
+    break()
+  endif()
+  if(NOT out MATCHES "stopped early")
+    message(FATAL_ERROR "run ${attempt} neither finished nor said it stopped early:\n${out}")
+  endif()
+  if(attempt GREATER 1 AND NOT out MATCHES "resumed from")
+    message(FATAL_ERROR "run ${attempt} did not resume a checkpoint:\n${out}")
+  endif()
+endforeach()
+if(NOT done)
+  message(FATAL_ERROR "the interrupted experiment did not finish in 12 runs")
+endif()
+if(NOT attempt EQUAL 5)
+  message(FATAL_ERROR "expected 4 cut-short runs and a 5th that finishes (2 rows x 2 training stages), got ${attempt} runs")
+endif()
+
+foreach(row kl_1e-06 ve_0.1)
+  file(READ ${WORK}/straight/${row}/eval/eval.json a)
+  file(READ ${WORK}/interrupted/${row}/eval/eval.json b)
+  foreach(path "tokenizer;psnr" "tokenizer;rfd" "tokenizer;sigma2_mean" "samples;samples_sde;gfd" "samples;samples_ode;gfd"
+               "samples;samples_sde;precision")
+    string(JSON va GET "${a}" ${path})
+    string(JSON vb GET "${b}" ${path})
+    if(NOT va STREQUAL vb)
+      message(FATAL_ERROR "${row} ${path}: ${va} straight through but ${vb} after interruptions")
+    endif()
+  endforeach()
+endforeach()
+
+run_vediff(again experiment --preset smoke --out ${WORK}/straight)
+string(REGEX MATCHALL "\\(reused\\)" reused "${again}")
+list(LENGTH reused n_reused)
+# classifier + 2 rows x (tokenizer, latent cache, DiT, samples_sde, samples_ode, evaluation)
+if(NOT n_reused EQUAL 13 OR again MATCHES "resumed from")
+  message(FATAL_ERROR "the finished experiment should reuse all 13 stages, reused ${n_reused}:\n${again}")
+endif()
+message(STATUS "smoke experiment: straight, interrupted 4 times and resumed (same metrics), and fully reused")

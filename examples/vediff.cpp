@@ -1,0 +1,67 @@
+// vediff: the one command line of the library. Each subcommand is a job of include/vediff/jobs/,
+// the same code the example executables run:
+//   vediff experiment [--preset smoke|quick|paper] [--out runs/NAME]   the paper's comparison, end to end
+//   vediff train-tokenizer | encode | train-dit | sample | eval | toy | classifier   one stage each
+//   vediff --help, vediff <command> --help                              every flag with its default
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+#include "vediff/backend/cpu.hpp"
+#include "vediff/jobs/classifier.hpp"
+#include "vediff/jobs/encode_latents.hpp"
+#include "vediff/jobs/evaluate.hpp"
+#include "vediff/jobs/experiment.hpp"
+#include "vediff/jobs/sample.hpp"
+#include "vediff/jobs/toy.hpp"
+#include "vediff/jobs/train_dit.hpp"
+#include "vediff/jobs/train_tokenizer.hpp"
+
+namespace {
+
+struct subcommand {
+    const char* name;
+    const char* summary;
+    int (*main)(int, char**, const std::string&);
+};
+
+constexpr subcommand subcommands[] = {
+    {"experiment", "KL against VE end to end: tokenizers, DiTs, SDE/ODE samples, metrics, table, figures",
+     vediff::jobs::experiment_main},
+    {"train-tokenizer", "train the VAE tokenizer with the VE loss (or KL)", vediff::jobs::train_tokenizer_main},
+    {"encode", "encode Fashion-MNIST with a tokenizer into a latent cache", vediff::jobs::encode_latents_main},
+    {"train-dit", "train a class-conditional DiT / LightningDiT on a latent cache", vediff::jobs::train_dit_main},
+    {"sample", "class-conditional samples of a trained DiT, decoded", vediff::jobs::sample_main},
+    {"eval", "tokenizer and sample metrics: PSNR, rFD, gFD, precision/recall, robustness, equilibrium",
+     vediff::jobs::evaluate_main},
+    {"toy", "the 2-D toy of the paper's Figure 1: KL against VE on a spiral", vediff::jobs::toy_main},
+    {"classifier", "train the Fashion-MNIST classifier (the metrics' feature network)", vediff::jobs::classifier_main},
+};
+
+void print_usage(std::FILE* to) {
+    fmt::print(to, "vediff: latent diffusion with the Variance Expansion loss\n\nusage: vediff <command> [flags]\n\ncommands:\n");
+    for (const auto& c : subcommands) fmt::print(to, "  {:<16} {}\n", c.name, c.summary);
+    fmt::print(to, "\n`vediff <command> --help` lists the command's flags with their defaults.\n");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        print_usage(stderr);
+        return 2;
+    }
+    const std::string_view command = argv[1];
+    if (command == "-h" || command == "--help" || command == "help") {
+        print_usage(stdout);
+        return 0;
+    }
+    for (const auto& c : subcommands)
+        if (command == c.name) return c.main(argc - 1, argv + 1, fmt::format("vediff {}", c.name));
+    fmt::print(stderr, "vediff: unknown command '{}'\n\n", command);
+    print_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,233 @@
+#pragma once
+// The eval job (`vediff eval`): every metric of the comparison, for a tokenizer and for sets of
+// class-conditional samples, against Fashion-MNIST's test set. Features are the penultimate
+// activations of the Fashion-MNIST classifier (metrics/classifier_score.hpp).
+//   tokenizer: PSNR of the reconstructions (posterior mean), rFD (their features against the test
+//              set's), σ² (mean over latent elements; also relative to the latents' variance),
+//              robustness PSNR(decode(z), decode(z + s·ε·std)) per scale s, and the equilibrium:
+//              T(μ) by Hutchinson through the decoder's backward, the correlation of log σ with
+//              ¼·log(λ1/T) (Eq. 14), with the (σ², T) pairs saved for the scatter plot.
+//   samples:   gFD against the test set, precision / recall (k = 3) against as many test images,
+//              the classifier's accuracy on the conditioning labels.
+//   eval --tokenizer runs/exp/ve_0.1/tokenizer --samples runs/exp/ve_0.1/samples_sde --out runs/exp/ve_0.1/eval
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "vediff/data/fashion_mnist.hpp"
+#include "vediff/diffusion/latent_normalization.hpp"
+#include "vediff/io/atomic_file.hpp"
+#include "vediff/io/safetensors.hpp"
+#include "vediff/jobs/command.hpp"
+#include "vediff/jobs/sample.hpp"
+#include "vediff/metrics/classifier_score.hpp"
+#include "vediff/metrics/decoder_sensitivity.hpp"
+#include "vediff/metrics/frechet.hpp"
+#include "vediff/metrics/precision_recall.hpp"
+#include "vediff/metrics/psnr.hpp"
+#include "vediff/metrics/robustness.hpp"
+#include "vediff/metrics/sensitivity_equilibrium.hpp"
+#include "vediff/models/gaussian_posterior.hpp"
+#include "vediff/train/tokenizer_run.hpp"
+
+namespace vediff::jobs {
+
+struct eval_job {
+    std::filesystem::path tokenizer;             // a train-tokenizer directory (optional)
+    std::vector<std::filesystem::path> samples;  // sample directories (optional)
+    std::filesystem::path classifier = "runs/classifier/classifier.safetensors";
+    std::filesystem::path out = "runs/eval";     // eval.json, sensitivity.safetensors
+    std::string data = data::fashion_mnist_default_dir.string();
+    std::int64_t eval_images = 10000;
+    std::int64_t robustness_images = 1000;
+    std::vector<double> robustness_scales = {0.05, 0.1, 0.2, 0.5};
+    std::int64_t sensitivity_images = 64;
+    std::int64_t sensitivity_probes = 16;
+    std::int64_t k = 3;  // precision / recall neighbours
+    std::uint64_t seed = 0;
+};
+
+/// The reference side of every comparison: the first N test images and their classifier features.
+struct reference_set {
+    data::labeled_images<float> images;  // tokenizer format (N, 1, 32, 32), [−1, 1]
+    tensor<float> features;              // (N, F)
+    metrics::feature_statistics statistics;
+};
+
+inline reference_set make_reference_set(models::fashion_classifier<float>& net, const std::string& data_dir, std::int64_t n) {
+    auto test = data::load_fashion_mnist<float>(data::split::test, data::fashion_mnist_tokenizer_format(data_dir));
+    n = std::min(n, test.size());
+    if (n < 2) throw std::invalid_argument(fmt::format("eval: {} test images; the metrics need at least 2", n));
+    reference_set ref;
+    ref.images.images = tensor<float>::copy_of(test.images.slice(0, n));
+    ref.images.labels.assign(test.labels.begin(), test.labels.begin() + n);
+    ref.features = metrics::classifier_features(net, ref.images.images.view());
+    ref.statistics.add(ref.features.view());
+    return ref;
+}
+
+/// Tokenizer metrics (see the top of this file); writes OUT/sensitivity.safetensors.
+inline nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifier<float>& net, const reference_set& ref) {
+    auto tokenizer = train::load_tokenizer_run(job.tokenizer);
+    auto& ae = tokenizer.model;
+    const std::int64_t n = ref.images.size(), batch = 100;
+    const auto latent = ae.latent_shape(n);
+    tensor<float> mean(latent), logvar(latent), reconstructions(ref.images.images.shape());
+    diffusion::latent_moments z_moments;
+    philox_generator posterior_gen{job.seed, 0x6576616cULL, 0};  // "eval"
+    for (std::int64_t begin = 0; begin < n; begin += batch) {
+        const std::int64_t end = std::min(n, begin + batch);
+        const auto x = ref.images.images.slice(begin, end);
+        auto post = models::gaussian_posterior<float>::from_moments(ae.encode(x));
+        const auto z = post.sample(posterior_gen);
+        z_moments.add(z.view());
+        ops::copy(mean.slice(begin, end), post.mean.view());
+        ops::copy(logvar.slice(begin, end), post.logvar.view());
+        const auto x_hat = ae.decode(post.mean);
+        ops::copy(reconstructions.slice(begin, end), x_hat.view());
+    }
+    const double psnr = metrics::psnr(ref.images.images.view(), reconstructions.view());
+    metrics::feature_statistics rec_stats;
+    rec_stats.add(metrics::classifier_features(net, reconstructions.view()).view());
+    const double rfd = metrics::frechet_distance(rec_stats, ref.statistics);
+
+    double sigma2_sum = 0;
+    for (float lv : logvar.to_vector()) sigma2_sum += std::exp(double(lv));
+    const double sigma2_mean = sigma2_sum / double(logvar.numel());
+    const auto channel_std = z_moments.stddev();
+    double latent_variance = 0;
+    for (double s : channel_std) latent_variance += s * s / double(channel_std.size());
+
+    // Robustness: decode(μ) against decode(μ + s·ε·std), the std per channel of the latents z.
+    const std::int64_t n_rob = std::min(job.robustness_images, n);
+    philox_generator robustness_gen{job.seed, 0x726f62ULL, 0};  // "rob"
+    const auto decoder = [&](const tensor_view<float>& z) { return ae.decode(z); };
+    const auto robustness = metrics::sampling_robustness(decoder, mean.slice(0, n_rob), channel_std, robustness_gen,
+                                                         {.scales = job.robustness_scales, .batch_size = batch});
+    nlohmann::json robustness_json = nlohmann::json::array();
+    for (std::size_t i = 0; i < robustness.size(); ++i)
+        robustness_json.push_back({{"scale", job.robustness_scales[i]}, {"psnr", robustness[i]}});
+
+    // The equilibrium of Eq. 14 on the posterior means of the first images.
+    const std::int64_t n_sens = std::min(job.sensitivity_images, n);
+    philox_generator probe_gen{job.seed, 0x686574ULL, 0};  // "het"
+    const auto mu_sens = tensor<float>::copy_of(mean.slice(0, n_sens));
+    const auto logvar_sens = tensor<float>::copy_of(logvar.slice(0, n_sens));
+    const auto sensitivity = metrics::decoder_sensitivity(ae, mu_sens.view(), probe_gen, {.probes = job.sensitivity_probes});
+    const double lambda1 = tokenizer.config.value("ve_weight", 0.1);
+    const auto fit = metrics::sensitivity_equilibrium(logvar_sens.view(), sensitivity.view(), lambda1);
+    std::filesystem::create_directories(job.out);
+    {
+        io::safetensors_writer w;
+        auto sigma2 = tensor<float>(logvar_sens.shape());
+        const auto lv = logvar_sens.to_vector();
+        for (std::int64_t i = 0; i < sigma2.numel(); ++i) sigma2.data()[i] = std::exp(lv[std::size_t(i)]);
+        w.add("sigma2", sigma2.view());
+        w.add("sensitivity", sensitivity.view());
+        w.add_metadata("lambda1", fmt::format("{}", lambda1));
+        w.write(job.out / "sensitivity.safetensors");
+    }
+    return {{"tokenizer", job.tokenizer.string()},
+            {"loss", tokenizer.config.value("loss", "?")},
+            {"psnr", psnr},
+            {"rfd", rfd},
+            {"sigma2_mean", sigma2_mean},
+            {"latent_variance", latent_variance},
+            {"sigma2_relative", sigma2_mean / latent_variance},
+            {"latent_channel_std", channel_std},
+            {"robustness", robustness_json},
+            {"equilibrium", {{"lambda1", lambda1}, {"correlation", fit.correlation}, {"slope", fit.slope},
+                             {"elements", fit.count}, {"images", n_sens}, {"probes", job.sensitivity_probes}}},
+            {"eval_images", n}};
+}
+
+/// Sample metrics against the reference set: gFD, precision / recall, classifier accuracy.
+inline nlohmann::json evaluate_samples(const std::filesystem::path& dir, std::int64_t k, models::fashion_classifier<float>& net,
+                                       const reference_set& ref) {
+    const auto s = load_samples(dir / "samples.safetensors");
+    const auto features = metrics::classifier_features(net, s.images.view());
+    metrics::feature_statistics stats;
+    stats.add(features.view());
+    const std::int64_t m = std::min(features.dim(0), ref.features.dim(0));
+    const auto pr = metrics::precision_recall(ref.features.slice(0, m), features.slice(0, m), {.k = static_cast<int>(k)});
+    return {{"samples", dir.string()},
+            {"images", s.images.dim(0)},
+            {"gfd", metrics::frechet_distance(stats, ref.statistics)},
+            {"precision", pr.precision},
+            {"recall", pr.recall},
+            {"pr_images", m},
+            {"classifier_accuracy", metrics::classifier_accuracy(net, s.images.view(), s.labels)}};
+}
+
+/// Runs the job and writes OUT/eval.json; returns it.
+inline nlohmann::json evaluate(const eval_job& job) {
+    if (job.tokenizer.empty() && job.samples.empty()) throw std::invalid_argument("eval: give --tokenizer, --samples or both");
+    auto net = metrics::load_fashion_classifier(job.classifier);
+    const auto ref = make_reference_set(net, job.data, job.eval_images);
+    nlohmann::json result = {{"classifier", job.classifier.string()}, {"reference_images", ref.images.size()}};
+    if (!job.tokenizer.empty()) result["tokenizer"] = evaluate_tokenizer(job, net, ref);
+    for (const auto& dir : job.samples) result["samples"][dir.filename().string()] = evaluate_samples(dir, job.k, net, ref);
+    std::filesystem::create_directories(job.out);
+    io::write_file_atomically(job.out / "eval.json", [&](io::atomic_file& f) { f.write(result.dump(2) + "\n"); });
+    fmt::print("{}\nwrote {}\n", result.dump(2), (job.out / "eval.json").string());
+    return result;
+}
+
+inline void add_eval_options(cxxopts::Options& options) {
+    const eval_job d;
+    const auto dflt = [](auto v) { return fmt::format("{}", v); };
+    // clang-format off
+    options.add_options()
+        ("tokenizer", "train-tokenizer directory to evaluate", cxxopts::value<std::string>()->default_value(""))
+        ("samples", "sample directory to evaluate (repeatable)", cxxopts::value<std::vector<std::string>>())
+        ("classifier", "Fashion-MNIST classifier weights (the feature network)", cxxopts::value<std::string>()->default_value(d.classifier.string()))
+        ("out", "output directory (eval.json)", cxxopts::value<std::string>()->default_value(d.out.string()))
+        ("data", "Fashion-MNIST directory", cxxopts::value<std::string>()->default_value(d.data))
+        ("eval-images", "test images: reconstructions and the reference features", cxxopts::value<std::int64_t>()->default_value(dflt(d.eval_images)))
+        ("robustness-images", "test images whose latents are perturbed", cxxopts::value<std::int64_t>()->default_value(dflt(d.robustness_images)))
+        ("sensitivity-images", "test images whose decoder Jacobian is probed", cxxopts::value<std::int64_t>()->default_value(dflt(d.sensitivity_images)))
+        ("probes", "Hutchinson probes per image", cxxopts::value<std::int64_t>()->default_value(dflt(d.sensitivity_probes)))
+        ("k", "neighbours of precision / recall", cxxopts::value<std::int64_t>()->default_value(dflt(d.k)))
+        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
+    // clang-format on
+}
+
+inline eval_job read_eval_options(const cxxopts::ParseResult& a) {
+    eval_job job;
+    job.tokenizer = a["tokenizer"].as<std::string>();
+    if (a.count("samples"))
+        for (const auto& s : a["samples"].as<std::vector<std::string>>()) {
+            require_path(std::filesystem::path(s) / "samples.safetensors", "samples", "make it with `vediff sample`");
+            job.samples.emplace_back(s);
+        }
+    job.classifier = a["classifier"].as<std::string>();
+    require_path(job.classifier, "classifier", "train it with `vediff classifier`");
+    job.out = a["out"].as<std::string>();
+    job.data = a["data"].as<std::string>();
+    job.eval_images = a["eval-images"].as<std::int64_t>();
+    job.robustness_images = a["robustness-images"].as<std::int64_t>();
+    job.sensitivity_images = a["sensitivity-images"].as<std::int64_t>();
+    job.sensitivity_probes = a["probes"].as<std::int64_t>();
+    job.k = a["k"].as<std::int64_t>();
+    job.seed = a["seed"].as<std::uint64_t>();
+    return job;
+}
+
+inline int evaluate_main(int argc, char** argv, const std::string& program = "eval") {
+    cxxopts::Options options(program, "Tokenizer and sample metrics against the Fashion-MNIST test set");
+    add_eval_options(options);
+    return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
+        (void)evaluate(read_eval_options(a));
+        return 0;
+    });
+}
+
+} // namespace vediff::jobs

@@ -1,0 +1,327 @@
+#pragma once
+// `vediff experiment`: the paper's central comparison end to end at this machine's scale. For
+// every tokenizer row of the preset (experiment_preset.hpp): train the tokenizer, encode the
+// training set, train a DiT on the normalized latents (the same budget for every row), sample
+// with the SDE and the ODE sampler (the same seeds and classes), evaluate (evaluate.hpp); then
+// write table.md / table.json and the figures, and run the 2-D toy.
+//
+// Outputs under OUT (default runs/experiment-<preset>):
+//   preset.json                   the preset the directory belongs to (a different one is refused)
+//   <row>/tokenizer/              checkpoint, log.jsonl, metrics.json, reconstructions.png
+//   <row>/latents.safetensors     the latent cache
+//   <row>/dit/                    checkpoint (model + EMA), log.jsonl, train.json
+//   <row>/samples_sde/, samples_ode/   samples.png (one row per class), samples.safetensors, metrics.json
+//   <row>/eval/                   eval.json, sensitivity.safetensors
+//   table.md, table.json, figures/*.png (+ .csv, .gp), toy/
+//
+// Resuming: run the same command again. A stage whose output is complete is reused (tokenizer:
+// metrics.json; latents: the cache file, written atomically; DiT: train.json saying finished;
+// samples and eval: their json); a training stage cut short continues from its last checkpoint.
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "vediff/io/atomic_file.hpp"
+#include "vediff/io/plot.hpp"
+#include "vediff/jobs/classifier.hpp"
+#include "vediff/jobs/command.hpp"
+#include "vediff/jobs/encode_latents.hpp"
+#include "vediff/jobs/evaluate.hpp"
+#include "vediff/jobs/experiment_preset.hpp"
+#include "vediff/jobs/sample.hpp"
+#include "vediff/jobs/toy.hpp"
+#include "vediff/jobs/train_dit.hpp"
+#include "vediff/jobs/train_tokenizer.hpp"
+#include "vediff/train/checkpoint.hpp"
+
+namespace vediff::jobs {
+
+struct experiment_job {
+    std::string preset = "quick";
+    std::filesystem::path out;         // default runs/experiment-<preset>
+    std::filesystem::path classifier;  // default: runs/classifier/classifier.safetensors (smoke: OUT/classifier/...)
+    std::string data = data::fashion_mnist_default_dir.string();
+    std::int64_t stop_after = 0;       // > 0: each training stage stops after this many steps of this run (tests of resuming)
+};
+
+namespace experiment_detail {
+namespace fs = std::filesystem;
+
+inline nlohmann::json read_json(const fs::path& path) {
+    std::ifstream in(path);
+    try {
+        return nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+        throw io_error(fmt::format("{}: not valid JSON ({}); delete it to redo its stage", path.string(), e.what()));
+    }
+}
+
+inline void stage(const std::string& row, const std::string& what, bool reused) {
+    fmt::print("== {}: {}{}\n", row, what, reused ? " (reused)" : "");
+}
+
+/// What run_experiment returns when --stop-after cut a training stage short.
+inline nlohmann::json stopped(const std::string& row, const std::string& what) {
+    fmt::print("== {}: the {} stopped early (--stop-after); run the same command again to continue\n", row, what);
+    return {{"stopped", row + "/" + what}};
+}
+
+/// The table of the comparison in Markdown.
+inline std::string table_markdown(const experiment_preset& p, const nlohmann::json& rows) {
+    std::string md = fmt::format(
+        "| tokenizer | σ² | σ² / Var(z) | PSNR (dB) | rFD | gFD (SDE) | gFD (ODE) | precision | recall | class accuracy | "
+        "robustness PSNR (s = 0.2) | corr(log σ, ¼ log(λ1/T)) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for (const auto& r : rows) {
+        const auto& t = r["eval"]["tokenizer"];
+        const auto& sde = r["eval"]["samples"]["samples_sde"];
+        const auto& ode = r["eval"]["samples"]["samples_ode"];
+        double rob = NAN;
+        for (const auto& e : t["robustness"])
+            if (std::abs(e["scale"].get<double>() - 0.2) < 1e-12) rob = e["psnr"].get<double>();
+        md += fmt::format("| {} | {:.3g} | {:.3g} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.2f} | {:.3f} |\n",
+                          r["label"].get<std::string>(), t["sigma2_mean"].get<double>(), t["sigma2_relative"].get<double>(),
+                          t["psnr"].get<double>(), t["rfd"].get<double>(), sde["gfd"].get<double>(), ode["gfd"].get<double>(),
+                          sde["precision"].get<double>(), sde["recall"].get<double>(), sde["classifier_accuracy"].get<double>(), rob,
+                          t["equilibrium"]["correlation"].get<double>());
+    }
+    md += fmt::format("\nPreset `{}`: {} tokenizer steps, {} DiT steps (batch {}), {} samples per sampler ({} steps, CFG {}), "
+                      "{} test images. Precision, recall and class accuracy are of the SDE samples (k = 3).\n",
+                      p.name, p.tokenizer.steps, p.dit.steps, p.dit.batch, p.per_class * 10, p.sde_steps, p.cfg_scale, p.eval_images);
+    return md;
+}
+
+inline void note_figure(const io::figure_files& f) {
+    if (f.rendered) fmt::print("figure {}\n", f.png.string());
+    else fmt::print("{}\n", f.note);
+}
+
+/// Robustness curves, σ² histograms, σ² against T(μ) with the predicted line, gFD against KL weight.
+inline void write_figures(const fs::path& out, const nlohmann::json& rows) {
+    const fs::path dir = out / "figures";
+    io::plot_panel robustness{.title = "decode(z) vs decode(z + s·ε·std)", .x_label = "noise scale s", .y_label = "PSNR (dB)"};
+    io::plot_panel histogram{.title = "posterior variance per latent element", .x_label = "σ²", .y_label = "fraction of elements",
+                             .log_x = true};
+    std::vector<io::plot_panel> equilibrium;
+    io::plot_panel gfd{.title = "gFD against KL weight", .x_label = "KL weight β", .y_label = "gFD (SDE samples)", .log_x = true};
+    io::plot_series kl_points{.name = "KL", .style = io::plot_style::linespoints, .point_size = 1.2};
+    for (const auto& r : rows) {
+        const auto label = r["label"].get<std::string>();
+        const auto& t = r["eval"]["tokenizer"];
+        io::plot_series curve{.name = label, .style = io::plot_style::linespoints, .point_size = 1.0};
+        for (const auto& e : t["robustness"]) {
+            curve.x.push_back(e["scale"].get<double>());
+            curve.y.push_back(e["psnr"].get<double>());
+        }
+        robustness.series.push_back(curve);
+
+        const io::safetensors_file sens(fs::path(r["dir"].get<std::string>()) / "eval" / "sensitivity.safetensors");
+        const auto sigma2 = sens.get<float>("sigma2").to_vector();
+        const auto t_mu = sens.get<float>("sensitivity").to_vector();
+        const std::vector<double> s2(sigma2.begin(), sigma2.end());
+        histogram.series.push_back(io::histogram_series(label, s2, 40, true, std::nullopt, true));
+        if (r["loss"] == "ve") {
+            const double lambda1 = r["weight"].get<double>();
+            io::plot_panel scatter{.title = label + ": σ² against T(μ)", .x_label = "T(μ) = ‖∂x/∂z_i‖²", .y_label = "σ²",
+                                   .log_x = true, .log_y = true};
+            io::plot_series points{.name = "latent elements", .point_size = 0.3};
+            double lo = INFINITY, hi = 0;
+            for (std::size_t i = 0; i < s2.size(); ++i)
+                if (t_mu[i] > 0) {
+                    points.x.push_back(t_mu[i]);
+                    points.y.push_back(s2[i]);
+                    lo = std::min(lo, double(t_mu[i]));
+                    hi = std::max(hi, double(t_mu[i]));
+                }
+            io::plot_series predicted{.name = "σ² = (λ1/T)^½ (Eq. 14)", .style = io::plot_style::lines, .color = "black"};
+            for (int k = 0; k <= 20 && hi > 0; ++k) {
+                const double x = lo * std::pow(hi / lo, k / 20.0);
+                predicted.x.push_back(x);
+                predicted.y.push_back(std::sqrt(lambda1 / x));
+            }
+            scatter.series = {points, predicted};
+            equilibrium.push_back(scatter);
+        }
+        const double g = r["eval"]["samples"]["samples_sde"]["gfd"].get<double>();
+        if (r["loss"] == "kl") {
+            kl_points.x.push_back(r["weight"].get<double>());
+            kl_points.y.push_back(g);
+        }
+    }
+    note_figure(io::write_figure({.title = "sampling robustness", .panels = {robustness}}, dir / "robustness.png"));
+    note_figure(io::write_figure({.title = "latent variance", .panels = {histogram}}, dir / "sigma2_histogram.png"));
+    if (!equilibrium.empty())
+        note_figure(io::write_figure({.title = "the equilibrium of the VE loss", .panels = equilibrium}, dir / "equilibrium.png"));
+    // VE rows are drawn as horizontal lines across the KL weights (VE has no KL weight).
+    std::sort(kl_points.x.begin(), kl_points.x.end());  // rows come in increasing β per seed; keep the line monotone
+    gfd.series.push_back(kl_points);
+    if (!kl_points.x.empty()) {
+        const double lo = kl_points.x.front() / 2, hi = kl_points.x.back() * 2;
+        for (const auto& r : rows)
+            if (r["loss"] == "ve") {
+                const double g = r["eval"]["samples"]["samples_sde"]["gfd"].get<double>();
+                gfd.series.push_back({.name = r["label"].get<std::string>(), .x = {lo, hi}, .y = {g, g}, .style = io::plot_style::lines});
+            }
+        note_figure(io::write_figure({.title = "generation quality", .panels = {gfd}}, dir / "gfd_vs_kl_weight.png"));
+    }
+}
+
+} // namespace experiment_detail
+
+/// Runs (or resumes) the experiment; returns the table as JSON (also written to OUT/table.json),
+/// or {"stopped": "<row>/<stage>"} when job.stop_after cut a training stage short.
+inline nlohmann::json run_experiment(const experiment_job& job) {
+    namespace fs = std::filesystem;
+    using namespace experiment_detail;
+    const auto preset = make_preset(job.preset);
+    const fs::path out = job.out.empty() ? fs::path("runs") / ("experiment-" + job.preset) : job.out;
+    fs::create_directories(out);
+    const auto preset_json = preset.to_json();
+    if (fs::exists(out / "preset.json")) {
+        if (read_json(out / "preset.json") != preset_json)
+            throw std::invalid_argument(fmt::format("{} holds an experiment of another preset or version (its preset.json differs); "
+                                                    "choose another --out or delete it",
+                                                    out.string()));
+    } else {
+        io::write_file_atomically(out / "preset.json", [&](io::atomic_file& f) { f.write(preset_json.dump(2) + "\n"); });
+    }
+
+    // The feature network: one cache for all experiments, trained when missing.
+    fs::path classifier = job.classifier;
+    if (classifier.empty())
+        classifier = job.preset == "smoke" ? out / "classifier" / "classifier.safetensors" : fs::path("runs/classifier/classifier.safetensors");
+    stage("classifier", classifier.string(), fs::exists(classifier));
+    if (!fs::exists(classifier)) {
+        auto c = preset.classifier;
+        c.data_dir = job.data;
+        c.out_dir = classifier.parent_path();
+        (void)train_classifier(c);
+    }
+
+    nlohmann::json rows = nlohmann::json::array();
+    for (const auto& row : preset.rows) {
+        const fs::path dir = out / row.name;
+        // Tokenizer.
+        tokenizer_job tok = preset.tokenizer;
+        tok.data = job.data;
+        tok.loss = row.loss;
+        (row.loss == "kl" ? tok.kl_weight : tok.ve_weight) = row.weight;
+        tok.seed = row.seed;
+        tok.out = (dir / "tokenizer").string();
+        const bool tokenizer_done = fs::exists(dir / "tokenizer" / "metrics.json");
+        stage(row.name, "tokenizer", tokenizer_done);
+        if (!tokenizer_done) {
+            tok.resume = train::checkpoint_exists(dir / "tokenizer" / "checkpoint");
+            tok.stop_after = job.stop_after;
+            if (!train_tokenizer(tok).value("finished", false)) return stopped(row.name, "tokenizer");
+        }
+        // Latent cache.
+        const fs::path latents = dir / "latents.safetensors";
+        stage(row.name, "latent cache", fs::exists(latents));
+        if (!fs::exists(latents))
+            (void)encode_latents({.tokenizer = dir / "tokenizer", .out = latents, .data = job.data, .split = "train",
+                                  .max_images = preset.encode_images, .seed = row.seed});
+        // DiT.
+        const fs::path dit_dir = dir / "dit";
+        const bool dit_done = fs::exists(dit_dir / "train.json") && read_json(dit_dir / "train.json").value("finished", false);
+        stage(row.name, "DiT", dit_done);
+        if (!dit_done) {
+            auto cfg = preset.dit;
+            cfg.latents = latents.string();
+            cfg.seed = row.seed;
+            dit_run_options run{.out = dit_dir, .resume = train::checkpoint_exists(dit_dir / "checkpoint"), .log_every = 25,
+                                      .checkpoint_every = std::max<std::int64_t>(1, std::min<std::int64_t>(250, cfg.steps / 4))};
+            run.stop_after = job.stop_after;
+            if (!train_dit(cfg, run).value("finished", false)) return stopped(row.name, "DiT");
+        }
+        // Samples: the same seed for every row, so the grids show the same noise and classes.
+        for (const auto& [name, kind, steps] : {std::tuple{"samples_sde", diffusion::sampler_kind::euler_maruyama, preset.sde_steps},
+                                                std::tuple{"samples_ode", diffusion::sampler_kind::euler, preset.ode_steps}}) {
+            const bool done = fs::exists(dir / name / "metrics.json");
+            stage(row.name, name, done);
+            if (done) continue;
+            sample_job s;
+            s.dit = dit_dir;
+            s.classifier = classifier;
+            s.out = dir / name;
+            s.per_class = preset.per_class;
+            s.batch = std::min<std::int64_t>(preset.per_class * 10, 250);
+            s.sampler.kind = kind;
+            s.sampler.steps = steps;
+            s.sampler_name = kind == diffusion::sampler_kind::euler ? "euler" : "sde";
+            s.guidance.scale = preset.cfg_scale;
+            (void)sample(s);
+        }
+        // Evaluation.
+        const fs::path eval_dir = dir / "eval";
+        const bool eval_done = fs::exists(eval_dir / "eval.json");
+        stage(row.name, "evaluation", eval_done);
+        nlohmann::json eval;
+        if (eval_done) {
+            eval = read_json(eval_dir / "eval.json");
+        } else {
+            eval_job e;
+            e.tokenizer = dir / "tokenizer";
+            e.samples = {dir / "samples_sde", dir / "samples_ode"};
+            e.classifier = classifier;
+            e.out = eval_dir;
+            e.data = job.data;
+            e.eval_images = preset.eval_images;
+            e.robustness_images = preset.robustness_images;
+            e.robustness_scales = preset.robustness_scales;
+            e.sensitivity_images = preset.sensitivity_images;
+            e.sensitivity_probes = preset.sensitivity_probes;
+            e.seed = 0;
+            eval = evaluate(e);
+        }
+        rows.push_back({{"name", row.name}, {"label", row.label()}, {"loss", row.loss}, {"weight", row.weight}, {"seed", row.seed},
+                        {"dir", dir.string()}, {"eval", eval}});
+    }
+
+    const auto md = table_markdown(preset, rows);
+    io::write_file_atomically(out / "table.md", [&](io::atomic_file& f) { f.write(md); });
+    io::write_file_atomically(out / "table.json", [&](io::atomic_file& f) { f.write(rows.dump(2) + "\n"); });
+    write_figures(out, rows);
+    if (preset.toy) {
+        const bool toy_done = fs::exists(out / "toy" / "toy.json");
+        stage("toy", "2-D toy", toy_done);
+        if (!toy_done) (void)run_toy_job({.out = out / "toy"});
+    }
+    fmt::print("\n{}\nwrote {}\n", md, (out / "table.md").string());
+    return rows;
+}
+
+inline void add_experiment_options(cxxopts::Options& options) {
+    const experiment_job d;
+    // clang-format off
+    options.add_options()
+        ("preset", "smoke (seconds, for tests) | quick (<= 20 min on 2 cores) | paper (the paper's sweep; hours)",
+         cxxopts::value<std::string>()->default_value(d.preset))
+        ("out", "output directory (default runs/experiment-<preset>)", cxxopts::value<std::string>()->default_value(""))
+        ("classifier", "classifier weights (trained there when missing; default runs/classifier/classifier.safetensors)",
+         cxxopts::value<std::string>()->default_value(""))
+        ("data", "Fashion-MNIST directory", cxxopts::value<std::string>()->default_value(d.data))
+        ("stop-after", "stop each training stage after this many steps of this run (to test resuming)",
+         cxxopts::value<std::int64_t>()->default_value("0"));
+    // clang-format on
+}
+
+inline int experiment_main(int argc, char** argv, const std::string& program = "experiment") {
+    cxxopts::Options options(program, "KL against VE tokenizers end to end: train, sample, evaluate, tabulate, plot (resumable)");
+    add_experiment_options(options);
+    return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
+        (void)run_experiment({.preset = a["preset"].as<std::string>(), .out = a["out"].as<std::string>(),
+                              .classifier = a["classifier"].as<std::string>(), .data = a["data"].as<std::string>(),
+                              .stop_after = a["stop-after"].as<std::int64_t>()});
+        return 0;
+    });
+}
+
+} // namespace vediff::jobs

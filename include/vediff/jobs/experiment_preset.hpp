@@ -1,0 +1,151 @@
+#pragma once
+// The presets of `vediff experiment`: which tokenizers to compare (the rows of the table) and the
+// budgets of every stage. Budgets are step counts, not seconds, so that a preset is the same
+// experiment on any machine and an interrupted run resumes to exactly the same result; the
+// seconds quoted are measured on 2 cores of this project's machine (docs/results.md).
+//   smoke  seconds: tiny models, a few steps each; for the test suite (the numbers mean nothing)
+//   quick  ≤ 20 minutes on 2 cores: KL(β = 1e-6) against VE(λ1 = 0.1), one seed each
+//   paper  the paper's sweep at this scale: KL β ∈ {1e-6, 1e-2, 1, 8}, VE λ1 ∈ {0.01, 0.1},
+//          2 seeds for KL(1e-6) and VE(0.1), longer budgets (hours)
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "vediff/jobs/classifier.hpp"
+#include "vediff/jobs/train_tokenizer.hpp"
+#include "vediff/train/dit_run.hpp"
+
+namespace vediff::jobs {
+
+/// One tokenizer of the comparison: its loss and weight, and the seed of its whole row
+/// (tokenizer, latent cache, DiT and samples).
+struct tokenizer_row {
+    std::string name;  // directory under the experiment's output, e.g. "kl_1e-06", "ve_0.1_seed1"
+    std::string loss;  // "kl" or "ve"
+    double weight = 0; // β of KL, or λ1 of VE
+    std::uint64_t seed = 0;
+
+    nlohmann::json to_json() const { return {{"name", name}, {"loss", loss}, {"weight", weight}, {"seed", seed}}; }
+    std::string label() const { return fmt::format("{} {:g}{}", loss == "kl" ? "KL" : "VE", weight, seed ? fmt::format(" (seed {})", seed) : ""); }
+};
+
+inline tokenizer_row make_row(const std::string& loss, double weight, std::uint64_t seed = 0) {
+    return {fmt::format("{}_{:g}{}", loss, weight, seed ? fmt::format("_seed{}", seed) : ""), loss, weight, seed};
+}
+
+struct experiment_preset {
+    std::string name;
+    std::vector<tokenizer_row> rows;
+    tokenizer_job tokenizer;     // the template of every row's tokenizer (sizes, steps, optimizer)
+    train::dit_run_config dit;   // the template of every row's DiT (sizes, steps, optimizer)
+    std::int64_t encode_images = 0;  // training images encoded for the DiT (0: all 60,000)
+    classifier_job classifier;   // trained when the classifier cache is missing
+    // Sampling: per class, with each sampler (same seeds and classes for every tokenizer).
+    std::int64_t per_class = 100;
+    int ode_steps = 50, sde_steps = 50;
+    double cfg_scale = 4.0;
+    // Evaluation.
+    std::int64_t eval_images = 10000;        // test images for PSNR, rFD and the reference features
+    std::int64_t robustness_images = 1000;   // test images whose latents are perturbed
+    std::vector<double> robustness_scales = {0.05, 0.1, 0.2, 0.5};
+    std::int64_t sensitivity_images = 64;    // test images whose decoder Jacobian is probed
+    std::int64_t sensitivity_probes = 16;
+    bool toy = true;                         // also run the 2-D toy (vediff toy)
+
+    nlohmann::json to_json() const {
+        nlohmann::json rows_json = nlohmann::json::array();
+        for (const auto& r : rows) rows_json.push_back(r.to_json());
+        return {{"name", name}, {"rows", rows_json}, {"tokenizer", tokenizer.to_json()}, {"dit", dit.to_json()},
+                {"encode_images", encode_images},
+                {"classifier", {{"epochs", classifier.epochs}, {"max_steps", classifier.max_steps}, {"width", classifier.width}}},
+                {"per_class", per_class}, {"ode_steps", ode_steps}, {"sde_steps", sde_steps}, {"cfg_scale", cfg_scale},
+                {"eval_images", eval_images}, {"robustness_images", robustness_images}, {"robustness_scales", robustness_scales},
+                {"sensitivity_images", sensitivity_images}, {"sensitivity_probes", sensitivity_probes}, {"toy", toy}};
+    }
+};
+
+/// The tokenizer both smaller presets use: a third of the default autoencoder's width, the same
+/// f4 latent shape (4 × 8 × 8) and loss settings.
+inline void small_tokenizer(tokenizer_job& t) {
+    t.model.ch = 32;
+    t.model.ch_mult = {1, 2, 2};
+    t.model.norm_groups = 8;
+    t.model.z_channels = t.model.embed_dim = 4;
+}
+
+inline experiment_preset make_preset(const std::string& name) {
+    experiment_preset p;
+    p.name = name;
+    p.dit.design = "lightningdit";
+    if (name == "smoke") {
+        p.rows = {make_row("kl", 1e-6), make_row("ve", 0.1)};
+        small_tokenizer(p.tokenizer);
+        p.tokenizer.model.ch_mult = {1, 2};
+        p.tokenizer.steps = 6;
+        p.tokenizer.batch = 8;
+        p.tokenizer.warmup = 2;
+        p.tokenizer.eval_images = 100;
+        p.tokenizer.checkpoint_every = 3;
+        p.encode_images = 512;
+        p.dit.model.hidden_size = 32;
+        p.dit.model.depth = 2;
+        p.dit.model.num_heads = 2;
+        p.dit.model.patch_size = 2;
+        p.dit.steps = 6;
+        p.dit.batch = 16;
+        p.dit.warmup = 2;
+        p.classifier.max_steps = 30;
+        p.classifier.warmup = 5;
+        p.per_class = 4;
+        p.ode_steps = p.sde_steps = 4;
+        p.eval_images = 200;
+        p.robustness_images = 50;
+        p.sensitivity_images = 4;
+        p.sensitivity_probes = 2;
+        p.toy = false;
+        return p;
+    }
+    if (name == "quick") {
+        p.rows = {make_row("kl", 1e-6), make_row("ve", 0.1)};
+        small_tokenizer(p.tokenizer);
+        p.tokenizer.steps = 600;
+        p.tokenizer.batch = 32;
+        p.tokenizer.warmup = 50;
+        p.tokenizer.eval_images = 10000;
+        p.dit.model.hidden_size = 192;
+        p.dit.model.depth = 4;
+        p.dit.model.num_heads = 3;
+        p.dit.model.patch_size = 2;
+        p.dit.steps = 600;
+        p.dit.batch = 128;
+        p.dit.warmup = 100;
+        p.dit.lr = 1e-3;
+        p.dit.ema_decay = 0.995;
+        p.per_class = 100;
+        p.ode_steps = p.sde_steps = 25;
+        return p;
+    }
+    if (name == "paper") {
+        for (double beta : {1e-6, 1e-2, 1.0, 8.0}) p.rows.push_back(make_row("kl", beta));
+        for (double lambda : {0.01, 0.1}) p.rows.push_back(make_row("ve", lambda));
+        p.rows.push_back(make_row("kl", 1e-6, 1));
+        p.rows.push_back(make_row("ve", 0.1, 1));
+        p.tokenizer.steps = 2000;  // the issue-3 tokenizer (default sizes)
+        p.dit.model.hidden_size = 256;
+        p.dit.model.depth = 6;
+        p.dit.model.num_heads = 4;
+        p.dit.model.patch_size = 2;
+        p.dit.steps = 2500;  // the issue-7 generator run (20 minutes)
+        p.dit.batch = 128;
+        p.dit.lr = 5e-4;
+        p.per_class = 1000;
+        p.ode_steps = p.sde_steps = 50;
+        return p;
+    }
+    throw std::invalid_argument(fmt::format("--preset {}: expected smoke, quick or paper", name));
+}
+
+} // namespace vediff::jobs
