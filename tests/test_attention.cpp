@@ -171,6 +171,9 @@ BOOST_AUTO_TEST_CASE(packed_and_spatial_layouts_agree_with_heads_layout) {
                         BOOST_TEST(dqkv.at(b, n, p * D + h * hd + c) == grads[p]->at(b, h, n, c), boost::test_tools::tolerance(1e-12));
                 }
 
+    // The output-only form (inference) computes the same values without keeping probabilities.
+    BOOST_TEST(ops::packed_attention_output(qkv.view(), heads).to_vector() == packed.out.to_vector(), boost::test_tools::per_element());
+
     // Channels-first (B, C, S) is the heads layout with H = 1 after a transpose.
     auto qs = random_tensor<double>({B, 5, 6}, 10), ks = random_tensor<double>({B, 5, 8}, 11), vs = random_tensor<double>({B, 3, 8}, 12);
     auto transpose = [](const tensor<double>& x) {

@@ -68,7 +68,7 @@ double max_abs(const std::vector<float>& v) {
 template <class Model>
 void check_model_gradients(const std::string& name, Model& model) {
     using T = typename Model::value_type;
-    model.train(false);  // label dropout would change the function between evaluations
+    model.train(false, /*keep_for_backward=*/true);  // label dropout would change the function between evaluations
     const auto& c = model.config;
     auto x = random_tensor<T>({2, c.in_channels, c.input_size, c.input_size}, 5, 1);
     auto t = tensor<T>::from_host({2}, {T(0.3), T(0.8)});
@@ -250,6 +250,43 @@ BOOST_AUTO_TEST_CASE(whole_model_gradients) {
     models::lightning_dit<double> lightning(c, 1);
     randomize_parameters(lightning, 2, 0.3);
     check_model_gradients("lightning dit, patch 1, learned sigma", lightning);
+}
+
+BOOST_AUTO_TEST_CASE(inference_forward_is_the_same_function_and_refuses_backward) {
+    // Evaluation mode runs forward under nn::no_grad: the fused in-place path gives the output
+    // of the training path bit for bit, and a backward after it throws instead of reading stale state.
+    auto c = tiny_config();
+    c.class_dropout_prob = 0.5;
+    auto x = random_tensor<float>({2, 3, 4, 4}, 1);
+    auto t = tensor<float>::from_host({2}, {0.2f, 0.7f});
+    auto y = labels<float>({1, 5});
+    const auto check = [&](auto& model, const std::string& name) {
+        randomize_parameters(model, 3, 0.3);
+        model.train(false, /*keep_for_backward=*/true);
+        const auto with_grad = model.forward(x, t, y).to_vector();
+        model.train(false);
+        const auto out = model.forward(x, t, y);
+        BOOST_TEST(out.to_vector() == with_grad, name);
+        const auto msg = error_message<std::logic_error>([&] { (void)model.backward(out); });
+        BOOST_TEST(contains(msg, "diffusion_transformer: backward needs a forward run with gradients enabled"), name << ": " << msg);
+        model.train(true);  // training again: forward keeps, backward works
+        (void)model.forward(x, t, y);
+        BOOST_CHECK_NO_THROW((void)model.backward(out));
+        {
+            nn::no_grad scope;  // the explicit switch, for any layer or model
+            BOOST_TEST(!nn::grad_enabled());
+            (void)model.forward(x, t, y);
+        }
+        BOOST_TEST(nn::grad_enabled());
+        BOOST_TEST(contains(error_message<std::logic_error>([&] { (void)model.backward(out); }), "backward needs a forward"));
+        BOOST_TEST(contains(error_message<std::logic_error>([&] { (void)model.blocks[0].attn.qkv.backward(
+                                                                          tensor<float>::zeros({2, 4, 48}).view()); }),
+                            "linear: backward needs a forward"));
+    };
+    models::dit<float> dit(c, 1);
+    check(dit, "dit");
+    models::lightning_dit<float> lightning(c, 1);
+    check(lightning, "lightning dit");
 }
 
 BOOST_AUTO_TEST_CASE(label_dropout_only_in_training) {

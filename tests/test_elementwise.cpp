@@ -2,6 +2,8 @@
 #include <boost/mpl/list.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -205,6 +207,30 @@ BOOST_AUTO_TEST_CASE(every_pattern_matches_naive_loops) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(fused_and_in_place_forms_match_their_compositions) {
+    // The inference path's ops: addcmul_broadcast (in place too) and modulate_in_place give the
+    // composed ops' values, for a gate per (sample, feature) and per sample.
+    auto x = random_tensor<float>({3, 5, 8}, 1), a = random_tensor<float>({3, 5, 8}, 2);
+    for (const tensor_shape small : {tensor_shape{3, 1, 8}, tensor_shape{3, 1, 1}}) {
+        auto g = random_tensor<float>(small, 3), shift = random_tensor<float>(small, 4);
+        auto fused = ops::addcmul_broadcast(x, a, g);
+        const auto product = ops::mul_broadcast(a, g);
+        double worst = 0;  // one rounding fewer (FMA) is the only difference allowed
+        for (std::int64_t i = 0; i < x.numel(); ++i)
+            worst = std::max(worst, std::abs(double(fused.data()[i]) - (double(x.data()[i]) + double(product.data()[i]))) /
+                                        (std::abs(double(x.data()[i])) + std::abs(double(product.data()[i]))));
+        BOOST_TEST(worst < 1e-6);
+        auto in_place = x.clone();
+        ops::addcmul_broadcast_in_place(in_place.view(), a.view(), g.view());
+        BOOST_TEST(in_place.to_vector() == fused.to_vector(), boost::test_tools::per_element());
+        auto modulated = x.clone();
+        ops::modulate_in_place(modulated.view(), shift.view(), g.view());
+        BOOST_TEST(modulated.to_vector() == ops::modulate(x.view(), shift.view(), g.view()).to_vector(), boost::test_tools::per_element());
+    }
+    const auto msg = shape_error_message([&] { ops::addcmul_broadcast_in_place(x.view(), a.view(), tensor<float>::zeros({3, 2, 8}).view()); });
+    BOOST_TEST(msg.find("addcmul_broadcast_in_place") == 0u, msg);
+}
+
 BOOST_AUTO_TEST_CASE(large_sum_to_is_exact_in_double_accumulation) {
     // 2^20 float ones plus a float-unfriendly offset: double accumulation keeps the sum exact.
     auto x = tensor<float>::full({4, 262144}, 1.0f);
@@ -267,6 +293,16 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(gradients, T, real_types) {
                               out.push_back(std::move(g.dscale));
                               return out;
                           }, views<T>{tok, shift, scale});
+    // addcmul_broadcast = x + a·b, whose backward is dx = dy and mul_broadcast_backward for (a, b).
+    check_op_gradients<T>("addcmul_broadcast", [](const views<T>& v) { return ops::addcmul_broadcast(v[0], v[1], v[2]); },
+                          [](const tensor_view<T, cpu>& dy, const views<T>& v) {
+                              auto g = ops::mul_broadcast_backward(dy, v[1], v[2]);
+                              grads<T> out;
+                              out.push_back(tensor<T, cpu>::copy_of(dy));
+                              out.push_back(std::move(g.dx));
+                              out.push_back(std::move(g.db));
+                              return out;
+                          }, views<T>{tok, tok.clone().view(), scale});
     // broadcast_to and sum_to are each other's adjoint.
     check_op_gradients<T>("broadcast_to", [](const views<T>& v) { return ops::broadcast_to(v[0], {2, 6, 8}); },
                           [](const tensor_view<T, cpu>& dy, const views<T>& v) {

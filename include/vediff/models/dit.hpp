@@ -16,6 +16,7 @@
 //                                               models::no_rope, models::qk_norm>>;  // any mix
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -102,16 +103,28 @@ struct diffusion_transformer {
                                           config.input_size, config.input_size));
         if (t.rank() != 1 || t.dim(0) != x.dim(0) || y.rank() != 1 || y.dim(0) != x.dim(0))
             throw shape_error(fmt::format("diffusion_transformer: t {} and y {} must be ({}) for x {}", t.shape(), y.shape(), x.dim(0), x.shape()));
-        patches_ = x_embedder.forward(x);
-        tokens_ = ops::add_broadcast(patches_.view(), pos_embed.value.view());
-        conditioning_ = ops::add(t_embedder.forward(t).view(), y_embedder.forward(y).view());
-        hidden_ = blocks.forward(tokens_, conditioning_);
-        out_tokens_ = final_layer.forward(hidden_, conditioning_);
-        return ops::unpatchify(out_tokens_.view(), config.patch_size, config.input_size, config.input_size);
+        std::optional<nn::no_grad> inference;
+        if (!keep_for_backward_) inference.emplace();
+        // Locals, moved into the members below when backward will need them (a move keeps the
+        // storage, so the views the layers took stay valid); otherwise released on return.
+        auto patches = x_embedder.forward(x);
+        auto tokens = ops::add_broadcast(patches.view(), pos_embed.value.view());
+        auto conditioning = ops::add(t_embedder.forward(t).view(), y_embedder.forward(y).view());
+        auto hidden = blocks.forward(tokens, conditioning);
+        auto out_tokens = final_layer.forward(hidden, conditioning);
+        auto out = ops::unpatchify(out_tokens.view(), config.patch_size, config.input_size, config.input_size);
+        const bool keep = record_.keep();
+        patches_ = keep ? std::move(patches) : tensor<T, D>{};
+        tokens_ = keep ? std::move(tokens) : tensor<T, D>{};
+        conditioning_ = keep ? std::move(conditioning) : tensor<T, D>{};
+        hidden_ = keep ? std::move(hidden) : tensor<T, D>{};
+        out_tokens_ = keep ? std::move(out_tokens) : tensor<T, D>{};
+        return out;
     }
 
     /// dout (B, out_channels, H, W) → dx (B, C, H, W); accumulates every trainable parameter's gradient.
     tensor<T, D> backward(const tensor_view<T, D>& dout) {
+        record_.require("diffusion_transformer");
         auto dout_tokens = ops::unpatchify_backward(dout, config.patch_size);
         auto dconditioning = tensor<T, D>::zeros(conditioning_.shape());
         auto dhidden = final_layer.backward(dout_tokens, dconditioning);
@@ -121,7 +134,14 @@ struct diffusion_transformer {
         return x_embedder.backward(dtokens);  // pos_embed is fixed: no gradient
     }
 
-    void train(bool on) { y_embedder.train(on); }
+    /// Training (on) or evaluation (off). Evaluation turns label dropout off and runs forward under
+    /// nn::no_grad unless keep_for_backward: a sampler's forward keeps no activations, and a
+    /// backward after it throws. train(false, true) is the deterministic function with gradients.
+    void train(bool on, bool keep_for_backward) {
+        y_embedder.train(on);
+        keep_for_backward_ = keep_for_backward;
+    }
+    void train(bool on) { train(on, on); }
 
     template <class F>
     void for_each_parameter(F&& f, const std::string& prefix = {}) {
@@ -145,6 +165,8 @@ private:
         return p;
     }
 
+    bool keep_for_backward_ = true;
+    nn::backward_record record_;
     tensor<T, D> patches_;       // (B, N, D), x_embedder's output
     tensor<T, D> tokens_;        // (B, N, D), + pos_embed: the blocks' input
     tensor<T, D> conditioning_;  // (B, D)

@@ -65,6 +65,7 @@ struct dit_attention {
     /// x (B, N, D) → (B, N, D).
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
+        if (!record_.keep()) return infer(x);
         qkv_ = qkv.forward(x);
         if constexpr (!transforms_qk) {
             attended_ = core_.forward(qkv_);
@@ -95,6 +96,7 @@ struct dit_attention {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("dit_attention");
         auto dattended = proj.backward(dy);
         auto dpacked = core_.backward(dattended);
         if constexpr (!transforms_qk) {
@@ -128,11 +130,37 @@ struct dit_attention {
     }
 
 private:
+    /// The forward under nn::no_grad: the same function with every intermediate a local, and the
+    /// attention's probabilities in per-thread scratch.
+    tensor<T, D> infer(const tensor_view<T, D>& x) {
+        for (auto* t : {&qkv_, &q_, &k_, &v_, &q_normed_, &k_normed_, &packed_, &attended_}) *t = {};
+        auto packed = qkv.forward(x);  // (B, N, 3D)
+        if constexpr (transforms_qk) {
+            const std::int64_t B = x.dim(0), N = x.dim(1);
+            auto parts = ops::chunk(packed.view(), 3, 2);
+            auto q = std::move(parts[0]).reshape({B, N, cfg.heads, head_dim()});
+            auto k = std::move(parts[1]).reshape({B, N, cfg.heads, head_dim()});
+            if constexpr (QkNorm::enabled) {
+                q = q_norm.forward(q);
+                k = k_norm.forward(k);
+            }
+            if constexpr (Rope::enabled) {
+                check_tokens(N);
+                q = ops::rope(q.view(), cos_.view(), sin_.view());
+                k = ops::rope(k.view(), cos_.view(), sin_.view());
+            }
+            packed = ops::concat<T, D>({q.reshape({B, N, cfg.dim}), k.reshape({B, N, cfg.dim}), parts[2].view()}, 2);
+        }
+        const auto attended = core_.forward(packed);
+        return proj.forward(attended);
+    }
+
     void check_tokens(std::int64_t n) const {
         if (n != cos_.dim(0))
             throw shape_error(fmt::format("dit_attention: {} tokens, but the RoPE tables are built for a {}x{} grid", n, cfg.grid, cfg.grid));
     }
 
+    nn::backward_record record_;
     nn::multi_head_attention_core<T, D> core_;
     tensor<T, D> cos_, sin_;  // (N, head_dim) RoPE tables, with RoPE only
     tensor<T, D> qkv_;        // (B, N, 3D)

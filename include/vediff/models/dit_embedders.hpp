@@ -36,12 +36,15 @@ struct patch_embedder {
     /// x (B, C, H, W) → (B, (H/p)·(W/p), D), tokens row-major over the patch grid.
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
-        projected_ = proj.forward(x);  // (B, D, h, w)
+        auto projected = proj.forward(x);  // (B, D, h, w)
         // Channels-last: patchify with p = 1 is exactly the (B, D, h·w) → (B, h·w, D) transpose.
-        return ops::patchify(projected_.view(), 1);
+        auto tokens = ops::patchify(projected.view(), 1);
+        projected_ = record_.keep() ? std::move(projected) : tensor<T, D>{};
+        return tokens;
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("patch_embedder");
         auto dprojected = ops::patchify_backward(dy, 1, projected_.dim(2), projected_.dim(3));
         return proj.backward(dprojected);
     }
@@ -52,6 +55,7 @@ struct patch_embedder {
     }
 
 private:
+    nn::backward_record record_;
     tensor<T, D> projected_;  // (B, D, h, w)
 };
 
@@ -71,11 +75,16 @@ struct timestep_embedder {
 
     /// t (B), used as given → (B, D).
     tensor<T, D> forward(const tensor_view<T, D>& t) {
-        frequencies_ = ops::timestep_embedding(t, frequency_dim);
-        return mlp.forward(frequencies_);
+        auto frequencies = ops::timestep_embedding(t, frequency_dim);
+        auto y = mlp.forward(frequencies);
+        frequencies_ = record_.keep() ? std::move(frequencies) : tensor<T, D>{};  // mlp.0's input
+        return y;
     }
     /// Accumulates the MLP's parameter gradients (t itself gets none).
-    void backward(const tensor_view<T, D>& dy) { (void)mlp.backward(dy); }
+    void backward(const tensor_view<T, D>& dy) {
+        record_.require("timestep_embedder");
+        (void)mlp.backward(dy);
+    }
 
     template <class F>
     void for_each_parameter(F&& f, const std::string& prefix = {}) {
@@ -83,6 +92,7 @@ struct timestep_embedder {
     }
 
 private:
+    nn::backward_record record_;
     tensor<T, D> frequencies_;  // (B, 256)
 };
 

@@ -20,12 +20,16 @@ struct silu : parameterless {
     using device_type = D;
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
-        input_ = x;
+        input_ = record_.keep() ? x : tensor_view<T, D>{};
         return ops::silu(x);
     }
-    tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::silu_backward(dy, input_); }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("silu");
+        return ops::silu_backward(dy, input_);
+    }
 
 private:
+    backward_record record_;
     tensor_view<T, D> input_;  // (any shape), owned by the caller
 };
 
@@ -35,12 +39,16 @@ struct gelu : parameterless {
     using device_type = D;
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
-        input_ = x;
+        input_ = record_.keep() ? x : tensor_view<T, D>{};
         return ops::gelu_tanh(x);
     }
-    tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::gelu_tanh_backward(dy, input_); }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("gelu");
+        return ops::gelu_tanh_backward(dy, input_);
+    }
 
 private:
+    backward_record record_;
     tensor_view<T, D> input_;  // (any shape), owned by the caller
 };
 

@@ -23,12 +23,16 @@ struct softmax : parameterless {
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         auto y = ops::softmax(x);
-        output_ = tensor<T, D>::copy_of(y);  // the backward needs y, which the caller owns
+        output_ = record_.keep() ? tensor<T, D>::copy_of(y) : tensor<T, D>{};  // the backward needs y, which the caller owns
         return y;
     }
-    tensor<T, D> backward(const tensor_view<T, D>& dy) { return ops::softmax_backward(dy, output_.view()); }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("softmax");
+        return ops::softmax_backward(dy, output_.view());
+    }
 
 private:
+    backward_record record_;
     tensor<T, D> output_;  // (..., n)
 };
 
@@ -50,6 +54,11 @@ struct multi_head_attention_core : parameterless {
     /// qkv (B, N, 3·D), rows [q | k | v] with heads contiguous → (B, N, D).
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& qkv) {
+        if (!record_.keep()) {
+            input_ = {};
+            saved_ = {};
+            return ops::packed_attention_output(qkv, cfg.heads);
+        }
         input_ = qkv;
         auto r = ops::packed_attention(qkv, cfg.heads);
         saved_ = std::move(r.saved);
@@ -58,10 +67,12 @@ struct multi_head_attention_core : parameterless {
 
     /// dy (B, N, D) → dqkv (B, N, 3·D).
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("multi_head_attention_core");
         return ops::packed_attention_backward(dy, input_, saved_, cfg.heads);
     }
 
 private:
+    backward_record record_;
     tensor_view<T, D> input_;  // (B, N, 3·D), owned by the caller
     ops::attention_saved<T, D> saved_;  // the attention backend's state for backward
 };

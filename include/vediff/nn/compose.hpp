@@ -84,6 +84,10 @@ private:
     tensor_type forward_from(const view_type& x) {
         if constexpr (I + 1 == size) {
             return std::get<I>(layers).forward(x);
+        } else if (!grad_enabled()) {  // nothing kept for backward: each activation dies after its reader
+            activations_[I] = tensor_type{};
+            const auto y = std::get<I>(layers).forward(x);
+            return forward_from<I + 1>(y);
         } else {
             activations_[I] = std::get<I>(layers).forward(x);
             return forward_from<I + 1>(activations_[I]);

@@ -54,8 +54,13 @@ struct conditioned_stack {
     /// x (B, N, D), c (B, D) → (B, N, D); an empty stack returns a copy of x.
     tensor_type forward(const view_type& x, const view_type& c) {
         outputs_.clear();
-        outputs_.reserve(blocks.size());
         if (blocks.empty()) return tensor_type::copy_of(x);
+        if (!grad_enabled()) {  // nothing kept for backward: each block's output dies after the next block
+            auto h = blocks.front().forward(x, c);
+            for (std::size_t i = 1; i < blocks.size(); ++i) h = blocks[i].forward(h, c);
+            return h;
+        }
+        outputs_.reserve(blocks.size());
         for (std::size_t i = 0; i + 1 < blocks.size(); ++i) outputs_.push_back(blocks[i].forward(i ? outputs_.back().view() : x, c));
         return blocks.back().forward(blocks.size() > 1 ? outputs_.back().view() : x, c);
     }

@@ -47,11 +47,12 @@ struct conv2d {
     /// x (N, in, H, W) → (N, out, Ho, Wo).
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
-        input_ = x;
+        input_ = record_.keep() ? x : tensor_view<T, D>{};
         return ops::conv2d(x, weight.value.view(), bias.value.view(), options());
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("conv2d");
         return ops::conv2d_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view(), options());
     }
 
@@ -62,6 +63,7 @@ struct conv2d {
     }
 
 private:
+    backward_record record_;
     tensor_view<T, D> input_;  // (N, in, H, W), owned by the caller
 };
 

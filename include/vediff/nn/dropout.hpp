@@ -37,6 +37,7 @@ struct dropout : parameterless {
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
 
     tensor<T, D> forward(const tensor_view<T, D>& x) {
+        (void)record_.keep();
         masked_ = training_ && p > 0.0;
         if (!masked_) return tensor<T, D>::copy_of(x);
         if (!(mask_.shape() == x.shape())) mask_ = tensor<T, D>(x.shape());
@@ -46,11 +47,13 @@ struct dropout : parameterless {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("dropout");
         if (!masked_) return tensor<T, D>::copy_of(dy);
         return ops::mul(dy, mask_.view());
     }
 
 private:
+    backward_record record_;
     bool training_ = true;
     bool masked_ = false;  // whether the last forward applied mask_
     tensor<T, D> mask_;    // (shape of x): 0 or 1/(1 − p)

@@ -32,12 +32,15 @@ struct embedding {
     /// until backward returns.
     tensor<T, D> forward(tensor<std::int32_t, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<std::int32_t, D>& indices) {
-        indices_ = indices;
+        indices_ = record_.keep() ? indices : tensor_view<std::int32_t, D>{};
         return ops::embedding(weight.value.view(), indices);
     }
 
     /// Adds dy (..., dim) into weight.grad at the rows of the last forward's indices.
-    void backward(const tensor_view<T, D>& dy) { ops::embedding_accumulate_grad(weight.grad.view(), dy, indices_); }
+    void backward(const tensor_view<T, D>& dy) {
+        record_.require("embedding");
+        ops::embedding_accumulate_grad(weight.grad.view(), dy, indices_);
+    }
 
     template <class F>
     void for_each_parameter(F&& f, const std::string& prefix = {}) {
@@ -45,6 +48,7 @@ struct embedding {
     }
 
 private:
+    backward_record record_;
     tensor_view<std::int32_t, D> indices_;  // (...), owned by the caller
 };
 

@@ -7,6 +7,7 @@
 // returns (containers own their intermediate activations, so this only concerns the caller's x).
 // So that this cannot be got wrong silently, every layer deletes forward(tensor&&): passing a
 // temporary (`fc.forward(ops::add(a, b))`) is a compile error, and the concept checks the deletion.
+// Under nn::no_grad (nn/grad_mode.hpp) forward keeps nothing, and backward then throws.
 #include <concepts>
 #include <cstdint>
 #include <string>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "vediff/core/tensor.hpp"
+#include "vediff/nn/grad_mode.hpp"
 #include "vediff/ops/elementwise.hpp"
 
 namespace vediff::nn {

@@ -35,11 +35,12 @@ struct linear {
     /// x (..., in) → (..., out).
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
-        input_ = x;
+        input_ = record_.keep() ? x : tensor_view<T, D>{};
         return ops::linear(x, weight.value.view(), bias.value.view());
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("linear");
         return ops::linear_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view());
     }
 
@@ -50,6 +51,7 @@ struct linear {
     }
 
 private:
+    backward_record record_;
     tensor_view<T, D> input_;  // (..., in), owned by the caller
 };
 

@@ -43,15 +43,14 @@ struct group_norm {
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         if (x.rank() < 2 || x.dim(1) != cfg.channels)
             throw shape_error(fmt::format("group_norm: input {} must be (N, {}, ...)", x.shape(), cfg.channels));
-        input_ = x;
         auto r = cfg.affine ? ops::group_norm(x, cfg.groups, weight.value.view(), bias.value.view(), cfg.eps)
                             : ops::group_norm(x, cfg.groups, cfg.eps);
-        mean_ = std::move(r.mean);
-        rstd_ = std::move(r.rstd);
+        keep(x, std::move(r.mean), std::move(r.rstd));
         return std::move(r.y);
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("group_norm");
         if (!cfg.affine) return ops::group_norm_backward(dy, input_, mean_.view(), rstd_.view(), cfg.groups);
         return ops::group_norm_backward(dy, input_, mean_.view(), rstd_.view(), cfg.groups, weight.value.view(),
                                         weight.grad.view(), bias.grad.view());
@@ -65,6 +64,14 @@ struct group_norm {
     }
 
 private:
+    void keep(const tensor_view<T, D>& x, tensor<T, D>&& mean, tensor<T, D>&& rstd) {
+        const bool k = record_.keep();
+        input_ = k ? x : tensor_view<T, D>{};
+        mean_ = k ? std::move(mean) : tensor<T, D>{};
+        rstd_ = k ? std::move(rstd) : tensor<T, D>{};
+    }
+
+    backward_record record_;
     tensor_view<T, D> input_;  // (N, C, ...), owned by the caller
     tensor<T, D> mean_;        // (N, G)
     tensor<T, D> rstd_;        // (N, G)
@@ -97,14 +104,13 @@ struct layer_norm {
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         if (x.rank() < 1 || x.dim(-1) != cfg.dim)
             throw shape_error(fmt::format("layer_norm: input {} must be (..., {})", x.shape(), cfg.dim));
-        input_ = x;
         auto r = cfg.affine ? ops::layer_norm(x, weight.value.view(), bias.value.view(), cfg.eps) : ops::layer_norm(x, cfg.eps);
-        mean_ = std::move(r.mean);
-        rstd_ = std::move(r.rstd);
+        keep(x, std::move(r.mean), std::move(r.rstd));
         return std::move(r.y);
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("layer_norm");
         if (!cfg.affine) return ops::layer_norm_backward(dy, input_, mean_.view(), rstd_.view());
         return ops::layer_norm_backward(dy, input_, mean_.view(), rstd_.view(), weight.value.view(), weight.grad.view(),
                                         bias.grad.view());
@@ -118,6 +124,14 @@ struct layer_norm {
     }
 
 private:
+    void keep(const tensor_view<T, D>& x, tensor<T, D>&& mean, tensor<T, D>&& rstd) {
+        const bool k = record_.keep();
+        input_ = k ? x : tensor_view<T, D>{};
+        mean_ = k ? std::move(mean) : tensor<T, D>{};
+        rstd_ = k ? std::move(rstd) : tensor<T, D>{};
+    }
+
+    backward_record record_;
     tensor_view<T, D> input_;  // (..., dim), owned by the caller
     tensor<T, D> mean_;        // (rows)
     tensor<T, D> rstd_;        // (rows)
@@ -143,13 +157,15 @@ struct rms_norm {
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         if (x.rank() < 1 || x.dim(-1) != cfg.dim)
             throw shape_error(fmt::format("rms_norm: input {} must be (..., {})", x.shape(), cfg.dim));
-        input_ = x;
         auto r = ops::rms_norm(x, weight.value.view(), cfg.eps);
-        rstd_ = std::move(r.rstd);
+        const bool k = record_.keep();
+        input_ = k ? x : tensor_view<T, D>{};
+        rstd_ = k ? std::move(r.rstd) : tensor<T, D>{};
         return std::move(r.y);
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("rms_norm");
         return ops::rms_norm_backward(dy, input_, rstd_.view(), weight.value.view(), weight.grad.view());
     }
 
@@ -159,6 +175,7 @@ struct rms_norm {
     }
 
 private:
+    backward_record record_;
     tensor_view<T, D> input_;  // (..., dim), owned by the caller
     tensor<T, D> rstd_;        // (rows)
 };

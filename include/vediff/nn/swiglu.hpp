@@ -29,6 +29,12 @@ struct swiglu {
     /// x (..., dim) → (..., dim).
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
+        if (!record_.keep()) {  // inference: nothing outlives the call
+            for (auto* t : {&projected_, &gate_input_, &value_, &gate_, &product_}) *t = {};
+            auto halves = ops::chunk(w12.forward(x).view(), 2, -1);
+            const auto product = ops::mul(ops::silu(halves[0].view()).view(), halves[1].view());
+            return w3.forward(product);
+        }
         projected_ = w12.forward(x);
         auto halves = ops::chunk(projected_.view(), 2, -1);
         gate_input_ = std::move(halves[0]);
@@ -39,6 +45,7 @@ struct swiglu {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("swiglu");
         auto dproduct = w3.backward(dy);
         auto dgate = ops::mul(dproduct.view(), value_.view());
         auto dvalue = ops::mul(dproduct.view(), gate_.view());
@@ -54,6 +61,7 @@ struct swiglu {
     }
 
 private:
+    backward_record record_;
     tensor<T, D> projected_;   // (..., 2·hidden)
     tensor<T, D> gate_input_;  // (..., hidden): a
     tensor<T, D> value_;       // (..., hidden): b

@@ -7,7 +7,8 @@
 //   spatial_attention  channels-first q (B, C, Sq), k (B, C, Sk), v (B, Cv, Sk) → (B, Cv, Sq), one
 //                      head over positions: LDM's AttnBlock after its 1×1 q, k, v convolutions.
 // Each forward returns the output and the backend's saved state for its backward (the cpu keeps
-// the probabilities (B, H, Nq, Nk) there; a GPU backend may keep only row statistics).
+// the probabilities (B, H, Nq, Nk) there; a GPU backend may keep only row statistics);
+// packed_attention_output computes the output alone, keeping nothing (inference).
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -164,6 +165,18 @@ attention_result<T, D> packed_attention(const tensor_view<T, D>& qkv, std::int64
     const std::int64_t d = l.heads * l.key_dim;
     return detail::attention_forward<false, T, D>(l, tensor_shape{l.batch, l.queries, d}, base, base + d, base + 2 * d,
                                                   detail::attention_scale(scale, l.key_dim));
+}
+
+/// packed_attention's output alone, with no state kept for a backward (inference, nn::no_grad).
+template <class T, device D>
+tensor<T, D> packed_attention_output(const tensor_view<T, D>& qkv, std::int64_t heads, std::optional<double> scale = std::nullopt) {
+    const auto l = detail::packed_layout("packed_attention_output", qkv, heads);
+    const T* base = qkv.data();
+    const std::int64_t d = l.heads * l.key_dim;
+    tensor<T, D> out(tensor_shape{l.batch, l.queries, d});
+    attention_kernels<D>::template forward_output<false>(out.data(), base, base + d, base + 2 * d, l,
+                                                         T(detail::attention_scale(scale, l.key_dim)));
+    return out;
 }
 
 /// dqkv (B, N, 3·D) from dout (B, N, D) and the forward's saved state.

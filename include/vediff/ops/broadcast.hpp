@@ -87,6 +87,25 @@ broadcast_grads<T, D> mul_broadcast_backward(const tensor_view<T, D>& dy, const 
     return {mul_broadcast(dy, b), std::move(db)};
 }
 
+/// x + a · b with b broadcast over a (x and a of one shape): DiT's gated residual
+/// x + gate · branch in one pass. Its backward is dx = dy and mul_broadcast_backward(dy, a, b).
+template <class T, device D>
+tensor<T, D> addcmul_broadcast(const tensor_view<T, D>& x, const tensor_view<T, D>& a, const tensor_view<T, D>& b) {
+    require_same_shape("addcmul_broadcast", x, a);
+    require_broadcastable("addcmul_broadcast", a.shape(), b.shape());
+    tensor<T, D> out(x.shape());
+    broadcast_kernels<D>::addcmul(out.data(), x.data(), a.data(), b.data(), x.shape(), b.shape());
+    return out;
+}
+
+/// y += a · b in place, b broadcast over a (inference: the residual stream updated where it lies).
+template <class T, device D>
+void addcmul_broadcast_in_place(const tensor_view<T, D>& y, const tensor_view<T, D>& a, const tensor_view<T, D>& b) {
+    require_same_shape("addcmul_broadcast_in_place", y, a);
+    require_broadcastable("addcmul_broadcast_in_place", a.shape(), b.shape());
+    broadcast_kernels<D>::addcmul(y.data(), y.data(), a.data(), b.data(), y.shape(), b.shape());
+}
+
 template <class T, device D>
 struct modulate_grads {
     tensor<T, D> dx;      // shape of x
@@ -103,6 +122,14 @@ tensor<T, D> modulate(const tensor_view<T, D>& x, const tensor_view<T, D>& shift
     tensor<T, D> out(x.shape());
     broadcast_kernels<D>::modulate(out.data(), x.data(), shift.data(), scale.data(), x.shape(), shift.shape());
     return out;
+}
+
+/// x ← x · (1 + scale) + shift in place (inference: no copy of the normalized tokens).
+template <class T, device D>
+void modulate_in_place(const tensor_view<T, D>& x, const tensor_view<T, D>& shift, const tensor_view<T, D>& scale) {
+    require_same_shape("modulate_in_place (shift vs scale)", shift, scale);
+    require_broadcastable("modulate_in_place", x.shape(), shift.shape());
+    broadcast_kernels<D>::modulate(x.data(), x.data(), shift.data(), scale.data(), x.shape(), shift.shape());
 }
 
 /// dx = dy · (1 + scale), dshift = sum_to(dy), dscale = sum_to(dy · x).

@@ -56,25 +56,28 @@ struct attention_kernels<cpu> {
     /// out = softmax(scale·q·kᵀ)·v; the returned state holds the softmax for the backward.
     template <bool ChannelsFirst, class T>
     static saved_state<T> forward(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
-        using namespace cpu_detail;
         saved_state<T> saved{tensor<T, cpu>(tensor_shape{l.batch, l.heads, l.queries, l.keys})};
         T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
-        parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
-            const std::int64_t b = bh / l.heads, h = bh % l.heads;
-            const auto Q = operand_map<T, ChannelsFirst>(q, l.q, b, h, nq, l.key_dim);
-            const auto K = operand_map<T, ChannelsFirst>(k, l.k, b, h, nk, l.key_dim);
-            const auto V = operand_map<T, ChannelsFirst>(v, l.v, b, h, nk, l.value_dim);
-            auto O = operand_map<T, ChannelsFirst>(out, l.out, b, h, nq, l.value_dim);
-            probability_map<T> P(probs + bh * nq * nk, nq, nk);
-            P.noalias() = Q * K.transpose();
-            // The scale is applied inside the softmax's exp, saving a pass over P.
-            for (std::int64_t i = 0; i < nq; ++i) softmax_row(P.data() + i * nk, P.data() + i * nk, nk, scale);
-            O.noalias() = P * V;
+        cpu_detail::parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
+            head_forward<ChannelsFirst>(probs + bh * nq * nk, out, q, k, v, l, bh, scale);
         }, nq * nk * (l.key_dim + l.value_dim));
         return saved;
     }
 
+    /// out alone, keeping nothing for a backward (inference): each thread's probabilities live in
+    /// one (Nq, Nk) scratch block it reuses for all its (batch, head) pairs.
+    template <bool ChannelsFirst, class T>
+    static void forward_output(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
+        const std::int64_t nq = l.queries, nk = l.keys, pairs = l.batch * l.heads;
+        const std::int64_t work = nq * nk * (l.key_dim + l.value_dim);
+#pragma omp parallel if (pairs > 1 && pairs * work > cpu_detail::parallel_grain)
+        {
+            tensor<T, cpu> scratch(tensor_shape{nq, nk});
+#pragma omp for schedule(static)
+            for (std::int64_t bh = 0; bh < pairs; ++bh) head_forward<ChannelsFirst>(scratch.data(), out, q, k, v, l, bh, scale);
+        }
+    }
     /// Throws shape_error naming the op unless `saved` belongs to a forward of layout l.
     template <class T>
     static void check_saved(const char* op, const saved_state<T>& saved, const attention_layout& l) {
@@ -111,6 +114,24 @@ struct attention_kernels<cpu> {
             dQ.noalias() = dS * K;
             dK.noalias() = dS.transpose() * Q;
         }, nq * nk * (2 * l.key_dim + 2 * l.value_dim));
+    }
+
+private:
+    /// One (batch, head) pair: P = softmax(scale·Q·Kᵀ) into probs (Nq, Nk), O = P·V.
+    template <bool ChannelsFirst, class T>
+    static void head_forward(T* probs, T* out, const T* q, const T* k, const T* v, const attention_layout& l, std::int64_t bh,
+                             T scale) {
+        using namespace cpu_detail;
+        const std::int64_t b = bh / l.heads, h = bh % l.heads, nq = l.queries, nk = l.keys;
+        const auto Q = operand_map<T, ChannelsFirst>(q, l.q, b, h, nq, l.key_dim);
+        const auto K = operand_map<T, ChannelsFirst>(k, l.k, b, h, nk, l.key_dim);
+        const auto V = operand_map<T, ChannelsFirst>(v, l.v, b, h, nk, l.value_dim);
+        auto O = operand_map<T, ChannelsFirst>(out, l.out, b, h, nq, l.value_dim);
+        probability_map<T> P(probs, nq, nk);
+        P.noalias() = Q * K.transpose();
+        // The scale is applied inside the softmax's exp, saving a pass over P.
+        for (std::int64_t i = 0; i < nq; ++i) softmax_row(P.data() + i * nk, P.data() + i * nk, nk, scale);
+        O.noalias() = P * V;
     }
 };
 

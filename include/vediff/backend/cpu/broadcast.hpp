@@ -116,7 +116,7 @@ struct broadcast_kernels<cpu> {
     static void mul_one_plus(T* out, const T* x, const T* scale, const tensor_shape& full, const tensor_shape& small) {
         binary(out, x, scale, full, small, [](T u, T v) { return u * (T(1) + v); });
     }
-    /// out = x · (1 + scale) + shift; shift and scale share the small shape.
+    /// out = x · (1 + scale) + shift; shift and scale share the small shape. out may be x (in place).
     template <class T>
     static void modulate(T* out, const T* x, const T* shift, const T* scale, const tensor_shape& full,
                          const tensor_shape& small) {
@@ -130,6 +130,23 @@ struct broadcast_kernels<cpu> {
         } else {
             cpu_detail::for_each_broadcast_block(g, [&](std::int64_t o, std::int64_t s) {
                 for (std::int64_t j = 0; j < n; ++j) out[o + j] = x[o + j] * (T(1) + scale[s + j]) + shift[s + j];
+            });
+        }
+    }
+
+    /// out = x + a · b; x and a share the full shape, b the small one. out may be x (in place).
+    template <class T>
+    static void addcmul(T* out, const T* x, const T* a, const T* b, const tensor_shape& full, const tensor_shape& small) {
+        const auto g = cpu_detail::merge_broadcast_axes(full, small);
+        const std::int64_t n = g.inner();
+        if (g.inner_broadcast()) {
+            cpu_detail::for_each_broadcast_block(g, [&](std::int64_t o, std::int64_t s) {
+                const T v = b[s];
+                for (std::int64_t j = 0; j < n; ++j) out[o + j] = x[o + j] + a[o + j] * v;
+            });
+        } else {
+            cpu_detail::for_each_broadcast_block(g, [&](std::int64_t o, std::int64_t s) {
+                for (std::int64_t j = 0; j < n; ++j) out[o + j] = x[o + j] + a[o + j] * b[s + j];
             });
         }
     }
