@@ -21,7 +21,9 @@ endforeach()
 
 # Interrupted every 3 steps: 2 rows x (tokenizer 6 steps + DiT 6 steps) = 8 cut-short runs at most.
 set(done FALSE)
+set(runs 0)
 foreach(attempt RANGE 1 12)
+  set(runs ${attempt})
   run_vediff(out experiment --preset smoke --out ${WORK}/interrupted --classifier ${WORK}/straight/classifier/classifier.safetensors
              --stop-after 3)
   if(EXISTS ${WORK}/interrupted/table.json)
@@ -38,8 +40,8 @@ endforeach()
 if(NOT done)
   message(FATAL_ERROR "the interrupted experiment did not finish in 12 runs")
 endif()
-if(NOT attempt EQUAL 5)
-  message(FATAL_ERROR "expected 4 cut-short runs and a 5th that finishes (2 rows x 2 training stages), got ${attempt} runs")
+if(NOT runs EQUAL 5)
+  message(FATAL_ERROR "expected 4 cut-short runs and a 5th that finishes (2 rows x 2 training stages), got ${runs} runs")
 endif()
 
 foreach(row kl_1e-06 ve_0.1)

@@ -95,6 +95,11 @@ inline std::string table_markdown(const experiment_preset& p, const nlohmann::js
     md += fmt::format("\nPreset `{}`: {} tokenizer steps, {} DiT steps (batch {}), {} samples per sampler ({} steps, CFG {}), "
                       "{} test images. Precision, recall and class accuracy are of the SDE samples (k = 3).\n",
                       p.name, p.tokenizer.steps, p.dit.steps, p.dit.batch, p.per_class * 10, p.sde_steps, p.cfg_scale, p.eval_images);
+    md += "\nSample grids (one row per class, the same noise and classes for every tokenizer): ";
+    for (std::size_t i = 0; i < rows.size(); ++i)
+        md += fmt::format("{}[{}]({}/samples_sde/samples.png)", i ? ", " : "", rows[i]["label"].get<std::string>(),
+                          rows[i]["name"].get<std::string>());
+    md += ".\n";
     return md;
 }
 
