@@ -89,6 +89,7 @@
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/diffusion/samplers.hpp"
 #include "vediff/metrics/frechet.hpp"
+#include "vediff/metrics/precision_recall.hpp"
 #include "vediff/metrics/psnr.hpp"
 #include "vediff/metrics/ssim.hpp"
 #include "vediff/train/checkpoint.hpp"
