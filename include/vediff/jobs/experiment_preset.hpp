@@ -111,10 +111,11 @@ inline experiment_preset make_preset(const std::string& name) {
     if (name == "quick") {
         p.rows = {make_row("kl", 1e-6), make_row("ve", 0.1)};
         small_tokenizer(p.tokenizer);
-        p.tokenizer.steps = 600;
+        p.tokenizer.steps = 500;
         p.tokenizer.batch = 32;
         p.tokenizer.warmup = 50;
-        p.tokenizer.eval_images = 10000;
+        p.tokenizer.eval_images = 2000;  // the tokenizer's own report; the evaluation below uses eval_images
+        p.encode_images = 20000;         // ~4 epochs of the DiT's 600 × 128 samples
         p.dit.model.hidden_size = 192;
         p.dit.model.depth = 4;
         p.dit.model.num_heads = 3;
@@ -126,6 +127,7 @@ inline experiment_preset make_preset(const std::string& name) {
         p.dit.ema_decay = 0.995;
         p.per_class = 100;
         p.ode_steps = p.sde_steps = 25;
+        p.eval_images = 5000;
         return p;
     }
     if (name == "paper") {
