@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE gemm
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -242,6 +243,55 @@ BOOST_AUTO_TEST_CASE(large_products_match_naive) {
                 check_close(ops::matmul(a, b, ta, tb), naive_matmul<float>(a, b, ta, tb), 1e-4, 1e-4, "matmul");
             }
         }
+}
+
+BOOST_AUTO_TEST_CASE(packed_kernel_edges_match_naive) {
+    // Products that take the packed AVX-512 kernel (where built with it): rows, columns and depth
+    // off the 12 × 32 tile and the 384-deep slices, every transpose, alpha and an accumulating
+    // beta, and leading dimensions wider than the matrices.
+    struct shape_case {
+        std::int64_t m, n, k;
+    };
+    for (auto s : {shape_case{97, 64, 40}, shape_case{1601, 120, 395}, shape_case{130, 515, 800}})
+        for (int t = 0; t < 4; ++t) {
+            const bool ta = t & 1, tb = t & 2;
+            BOOST_TEST_CONTEXT("m " << s.m << " n " << s.n << " k " << s.k << " ta " << ta << " tb " << tb) {
+                BOOST_TEST(cpu_detail::use_packed_gemm(s.m, s.n, s.k) == cpu_detail::packed_gemm_available);
+                const std::int64_t a_rows = ta ? s.k : s.m, a_cols = ta ? s.m : s.k, b_rows = tb ? s.n : s.k, b_cols = tb ? s.k : s.n;
+                auto a = random_tensor<float>({a_rows, a_cols + 3}, 3, 1);  // 3 columns of padding: lda > cols
+                auto b = random_tensor<float>({b_rows, b_cols + 5}, 3, 2);
+                auto c = random_tensor<float>({s.m, s.n + 2}, 3, 3);
+                const auto c0 = c.to_vector();
+                gemm_kernels<cpu>::gemm_serial(s.m, s.n, s.k, 0.5f, a.data(), a_cols + 3, ta, b.data(), b_cols + 5, tb, 2.0f, c.data(), s.n + 2);
+                double worst = 0;
+                for (std::int64_t i = 0; i < s.m; ++i)
+                    for (std::int64_t j = 0; j < s.n + 2; ++j) {
+                        double ref = c0[std::size_t(i * (s.n + 2) + j)];
+                        if (j < s.n) {
+                            double sum = 0;
+                            for (std::int64_t p = 0; p < s.k; ++p)
+                                sum += double(ta ? a.at(p, i) : a.at(i, p)) * double(tb ? b.at(j, p) : b.at(p, j));
+                            ref = 0.5 * sum + 2.0 * ref;
+                        }
+                        worst = std::max(worst, std::abs(double(c.at(i, j)) - ref));  // padding columns untouched
+                    }
+                BOOST_TEST(worst < 1e-3);
+            }
+        }
+}
+
+BOOST_AUTO_TEST_CASE(packed_linear_adds_the_bias_once) {
+    // A Linear large enough for the packed kernel, its depth over two 384-deep slices: the bias
+    // is added as the output tiles are written (first slice only), with and without bias.
+    BOOST_TEST(cpu_detail::use_packed_gemm(500, 150, 500) == cpu_detail::packed_gemm_available);
+    auto x = random_tensor<float>({1000, 500}, 3, 1), w = random_tensor<float>({150, 500}, 3, 2, 0.1);
+    auto bias = random_tensor<float>({150}, 3, 3);
+    auto ref = naive_matmul<float>(x, w, false, true);
+    auto with_bias = ref.clone();
+    for (std::int64_t i = 0; i < 1000; ++i)
+        for (std::int64_t j = 0; j < 150; ++j) with_bias.at(i, j) += double(bias.at(j));
+    check_close(ops::linear(x, w, bias), with_bias, 1e-4, 1e-4, "linear with bias");
+    check_close(ops::linear(x, w), ref, 1e-4, 1e-4, "linear without bias");
 }
 
 BOOST_AUTO_TEST_CASE(large_linear_backward_matches_naive) {

@@ -118,9 +118,7 @@ tensor<T, D> linear(const tensor_view<T, D>& x, const tensor_view<T, D>& weight,
     tensor_shape ys = x.shape();
     ys[-1] = out;
     tensor<T, D> y(ys);
-    if (detail::present(bias)) gemm_kernels<D>::broadcast_rows(y.data(), bias.data(), rows, out);
-    gemm_kernels<D>::gemm(rows, out, in, T(1), x.data(), in, false, weight.data(), in, true, detail::present(bias) ? T(1) : T(0),
-                          y.data(), out);
+    gemm_kernels<D>::linear(rows, out, in, x.data(), weight.data(), detail::present(bias) ? bias.data() : nullptr, y.data());
     return y;
 }
 

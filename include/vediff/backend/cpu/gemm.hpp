@@ -1,17 +1,20 @@
 #pragma once
 // cpu kernels for matrix products: Eigen's GEMM on Eigen::Map views of row-major memory (no
-// copies), threaded by vediff rather than by Eigen. On the 2-core target, splitting the output
+// copies), or for large float products with AVX-512 the packed kernel of packed_gemm.hpp,
+// threaded by vediff rather than by Eigen. On the 2-core target, splitting the output
 // between threads that each run a single-threaded Eigen GEMM measured ~310 GFLOP/s against
 // ~260 for Eigen's own OpenMP GEMM (whose threads synchronize after every packed panel), and
 // independent products of a batch parallelize better still.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "vediff/backend/cpu/eigen.hpp"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
+#include "vediff/backend/cpu/packed_gemm.hpp"
 #include "vediff/backend/cpu/parallel.hpp"
 #include "vediff/core/kernels.hpp"
 
@@ -44,37 +47,41 @@ struct gemm_kernels<cpu> {
     static void gemm(std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
                      bool transpose_a, const T* b, std::int64_t ldb, bool transpose_b, T beta, T* c,
                      std::int64_t ldc) {
-        if (m <= 0 || n <= 0) return;
-        const int threads = std::min<std::int64_t>(cpu_detail::available_threads(),
-                                                   std::max<std::int64_t>(1, m * n * k / cpu_detail::gemm_parallel_work));
-        if (threads <= 1) {
-            gemm_serial(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
-            return;
-        }
-        // Split the longer side of C: each thread then re-packs only the smaller operand.
-        const bool split_rows = m >= n;
-        const std::int64_t extent = split_rows ? m : n;
-#pragma omp parallel num_threads(threads)
-        {
-#ifdef _OPENMP
-            const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-#else
-            const int t = 0, nt = 1;
-#endif
-            // Boundaries on multiples of 16 keep every part's panels full SIMD width.
-            const std::int64_t blocks = (extent + 15) / 16;
-            const std::int64_t lo = std::min(extent, blocks * t / nt * 16);
-            const std::int64_t hi = std::min(extent, blocks * (t + 1) / nt * 16);
-            if (hi > lo) {
-                if (split_rows) {
-                    const T* a_part = transpose_a ? a + lo : a + lo * lda;
-                    gemm_serial(hi - lo, n, k, alpha, a_part, lda, transpose_a, b, ldb, transpose_b, beta, c + lo * ldc, ldc);
-                } else {
-                    const T* b_part = transpose_b ? b + lo * ldb : b + lo;
-                    gemm_serial(m, hi - lo, k, alpha, a, lda, transpose_a, b_part, ldb, transpose_b, beta, c + lo, ldc);
+        split(m, n, k, [&](bool rows, std::int64_t lo, std::int64_t hi) {
+            if (rows) {
+                const T* a_part = transpose_a ? a + lo : a + lo * lda;
+                gemm_serial(hi - lo, n, k, alpha, a_part, lda, transpose_a, b, ldb, transpose_b, beta, c + lo * ldc, ldc);
+            } else {
+                const T* b_part = transpose_b ? b + lo * ldb : b + lo;
+                gemm_serial(m, hi - lo, k, alpha, a, lda, transpose_a, b_part, ldb, transpose_b, beta, c + lo, ldc);
+            }
+        });
+    }
+
+    /// y = x·wᵀ + bias (a Linear's forward): x (rows × in), w (out × in), bias (out) or null,
+    /// y (rows × out), all contiguous. The packed kernel adds the bias as it writes y; Eigen's
+    /// path writes the bias rows first and accumulates the product onto them.
+    template <class T>
+    static void linear(std::int64_t rows, std::int64_t out, std::int64_t in, const T* x, const T* w, const T* bias, T* y) {
+        if (rows <= 0 || out <= 0) return;
+        split(rows, out, in, [&](bool split_rows, std::int64_t lo, std::int64_t hi) {
+            const std::int64_t m = split_rows ? hi - lo : rows, n = split_rows ? out : hi - lo;
+            const T* xp = split_rows ? x + lo * in : x;
+            const T* wp = split_rows ? w : w + lo * in;
+            const T* bp = bias && !split_rows ? bias + lo : bias;
+            T* yp = split_rows ? y + lo * out : y + lo;
+#if defined(__AVX512F__)
+            if constexpr (std::is_same_v<T, float>) {
+                if (in > 0 && cpu_detail::use_packed_gemm(m, n, in)) {
+                    cpu_detail::packed_gemm(m, n, in, 1.0f, xp, in, false, wp, in, true, 0.0f, yp, out, bp);
+                    return;
                 }
             }
-        }
+#endif
+            if (bp)
+                for (std::int64_t r = 0; r < m; ++r) std::copy(bp, bp + n, yp + r * out);
+            gemm_serial(m, n, in, T(1), xp, in, false, wp, in, true, bp ? T(1) : T(0), yp, out);
+        });
     }
 
     /// `batch` independent products, operand i at a + i·stride_a (and so on). Threads take
@@ -97,12 +104,6 @@ struct gemm_kernels<cpu> {
                 gemm(m, n, k, alpha, a + i * stride_a, lda, transpose_a, b + i * stride_b, ldb, transpose_b, beta,
                      c + i * stride_c, ldc);
         }
-    }
-
-    /// Every row of the rows×cols matrix y set to the vector v (the bias before a beta = 1 GEMM).
-    template <class T>
-    static void broadcast_rows(T* y, const T* v, std::int64_t rows, std::int64_t cols) {
-        cpu_detail::parallel_for(rows, [=](std::int64_t r) { std::copy(v, v + cols, y + r * cols); }, cols);
     }
 
     /// out[j] += Σ_r x[r, j] over a row-major rows×cols matrix (bias gradients).
@@ -133,6 +134,14 @@ struct gemm_kernels<cpu> {
             scale_in_place(cm, beta);
             return;
         }
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) {
+            if (cpu_detail::use_packed_gemm(m, n, k)) {
+                cpu_detail::packed_gemm(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
+                return;
+            }
+        }
+#endif
         // A stored transposed is a k×m map seen through .transpose(): Eigen picks the kernel.
         const auto with_a = [&](auto&& op_b) {
             if (transpose_a) {
@@ -153,6 +162,35 @@ struct gemm_kernels<cpu> {
     }
 
 private:
+    /// Runs part(split_rows, lo, hi) over parts of the longer side of an m × n output of depth k,
+    /// on as many threads as the work deserves (one part, on the calling thread, for small work).
+    template <class Part>
+    static void split(std::int64_t m, std::int64_t n, std::int64_t k, Part&& part) {
+        if (m <= 0 || n <= 0) return;
+        const int threads = std::min<std::int64_t>(cpu_detail::available_threads(),
+                                                   std::max<std::int64_t>(1, m * n * k / cpu_detail::gemm_parallel_work));
+        const bool split_rows = m >= n;  // each thread then re-packs only the smaller operand
+        const std::int64_t extent = split_rows ? m : n;
+        if (threads <= 1) {
+            part(split_rows, std::int64_t{0}, extent);
+            return;
+        }
+        // Part boundaries on multiples of 16 keep Eigen's panels full SIMD width; long sides use
+        // multiples of the packed kernel's tile (96 rows, 32 columns) and several parts per
+        // thread, taken as threads come free: a thread the OS preempts for other work then
+        // delays the product by at most one part, not by its whole half.
+        const std::int64_t tile = split_rows ? 96 : 32;
+        const std::int64_t unit = extent >= 8 * threads * tile ? tile : 16;
+        const std::int64_t units = (extent + unit - 1) / unit;
+        const std::int64_t parts = unit == tile ? std::clamp<std::int64_t>(units / 8, threads, 4 * threads) : threads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (std::int64_t p = 0; p < parts; ++p) {
+            const std::int64_t lo = std::min(extent, units * p / parts * unit);
+            const std::int64_t hi = std::min(extent, units * (p + 1) / parts * unit);
+            if (hi > lo) part(split_rows, lo, hi);
+        }
+    }
+
     template <class C, class T>
     static void scale_in_place(C& c, T beta) {
         if (beta == T(0)) c.setZero();  // not c *= 0: C may hold NaN when beta is 0
