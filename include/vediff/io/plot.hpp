@@ -63,6 +63,7 @@ struct plot_panel {
     std::optional<std::array<double, 2>> x_range{}, y_range{};  // unset: gnuplot's autoscale
     std::string value_label{};   // the colour box's label; empty: no colour box
     bool key = true;             // the legend
+    std::string key_position = "top left";  // gnuplot's `set key` placement ("below", "bottom right", ...)
 };
 
 struct plot_figure {
@@ -243,7 +244,7 @@ inline std::string figure_script(const plot_figure& fig, const std::filesystem::
         line("set xrange " + detail::gnuplot_range(fallback(panel.x_range, panel.log_x)));
         line("set yrange " + detail::gnuplot_range(fallback(panel.y_range, panel.log_y)));
         line(panel.equal_aspect ? "set size ratio -1" : "set size noratio");
-        line(panel.key ? "set key top left" : "unset key");
+        line(panel.key ? "set key " + panel.key_position : "unset key");
         if (panel.value_label.empty()) line("unset colorbox");
         else line("set colorbox; set cblabel " + gnuplot_quote(panel.value_label));
         if (panel.series.empty()) {

@@ -392,7 +392,7 @@ inline io::plot_figure toy_figure(const toy_result& result) {
                                      .point_size = 0.4});
 
         io::plot_panel latent_panel{.title = fmt::format("{} latents (σ² = {:.3g})", run.name, run.sigma2_mean), .x_label = "z1",
-                                    .y_label = "z2", .equal_aspect = true, .value_label = "curve position"};
+                                    .y_label = "z2", .equal_aspect = true, .value_label = "curve position", .key_position = "below"};
         latent_panel.series.push_back({.name = "generated z", .x = xs(run.latent_samples), .y = ys(run.latent_samples),
                                        .point_size = 0.3, .color = "#bbbbbb"});
         latent_panel.series.push_back({.name = "posterior mean of data", .x = xs(run.latent_means), .y = ys(run.latent_means),
@@ -400,7 +400,7 @@ inline io::plot_figure toy_figure(const toy_result& result) {
 
         io::plot_panel sample_panel{.title = fmt::format("{} decoded samples: {:.1f}% off the curve", run.name,
                                                          100 * run.off_curve_fraction),
-                                    .x_label = "x", .y_label = "y", .equal_aspect = true};
+                                    .x_label = "x", .y_label = "y", .equal_aspect = true, .key_position = "below"};
         io::plot_series on{.name = "on the curve", .point_size = 0.4, .color = "#1f77b4"};
         io::plot_series off{.name = "off the curve", .point_size = 0.4, .color = "#d62728"};
         for (std::size_t i = 0; i < run.decoded_samples.size(); ++i) {
