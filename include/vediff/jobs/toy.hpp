@@ -21,7 +21,7 @@
 //     generators learn an equally thin curve and only the decoders differ: off the curve KL 4.8% /
 //     2.9%, VE 0.9% / 0.8%. Trained on posterior samples (LightningDiT's latent cache), the VE
 //     generator must learn the σ-wide band, strays between the latent spiral's arms, and VE loses:
-//     KL 4.8%, VE 18% (λ1 = 1e-3), 30% (λ1 = 1e-2).
+//     KL 4.8%, VE 14% (λ1 = 1e-4), 18% (λ1 = 1e-3); at λ1 = 1e-2 and 9000 flow steps KL 2.1%, VE 30%.
 //   * λ1. The posterior is diagonal while the latent curve turns, so σ also blurs along the curve;
 //     at λ1 = 1e-2 (σ² ≈ 0.57) the posteriors of neighbouring stretches overlap, the decoder
 //     averages them to points inside the curve, and even means-trained VE is 8% off.
