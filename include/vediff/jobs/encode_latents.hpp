@@ -1,7 +1,8 @@
 #pragma once
 // The encode job (`vediff encode`, examples/encode_latents): a trained tokenizer + Fashion-MNIST →
 // the latent cache a diffusion transformer trains on (train/latent_cache.hpp): posterior samples
-// z = μ + σ·ε of every image, their labels, and the per-channel mean and std of the latents.
+// z = μ + σ·ε of every image (or, with --posterior-mean, μ), their labels, and the per-channel
+// mean and std of the latents.
 //   encode --tokenizer runs/ve --out runs/ve/latents.safetensors
 #include <algorithm>
 #include <cstdint>
@@ -30,6 +31,7 @@ struct encode_job {
     std::string split = "train";      // train | test
     std::int64_t max_images = 0;      // > 0: only the first N images
     std::uint64_t seed = 0;           // of the posterior samples
+    bool posterior_mean = false;      // cache μ instead of samples z = μ + σ·ε
 };
 
 /// Encodes the data set and writes the cache to job.out (atomically); returns the cache.
@@ -54,7 +56,7 @@ inline train::latent_cache encode_latents(const encode_job& job) {
         const auto x = images.images.slice(begin, end);
         const auto moments_of_x = tokenizer.model.encode(x);
         auto post = models::gaussian_posterior<float>::from_moments(moments_of_x);
-        const auto z = post.sample(posterior);
+        const auto z = job.posterior_mean ? tensor<float>::copy_of(post.mean.view()) : post.sample(posterior);
         ops::copy(cache.latents.slice(begin, end), z.view());
         moments.add(z.view());
         bar.update(step + 1);
@@ -77,13 +79,15 @@ inline void add_encode_options(cxxopts::Options& options) {
         ("data", "Fashion-MNIST directory", cxxopts::value<std::string>()->default_value(d.data))
         ("split", "train or test", cxxopts::value<std::string>()->default_value(d.split))
         ("max-images", "encode only the first N images (0: all)", cxxopts::value<std::int64_t>()->default_value(fmt::format("{}", d.max_images)))
-        ("seed", "seed of the posterior samples", cxxopts::value<std::uint64_t>()->default_value(fmt::format("{}", d.seed)));
+        ("seed", "seed of the posterior samples", cxxopts::value<std::uint64_t>()->default_value(fmt::format("{}", d.seed)))
+        ("posterior-mean", "cache the posterior means instead of samples");
     // clang-format on
 }
 
 inline encode_job read_encode_options(const cxxopts::ParseResult& a) {
     return {.tokenizer = required_flag(a, "tokenizer"), .out = required_flag(a, "out"), .data = a["data"].as<std::string>(),
-            .split = a["split"].as<std::string>(), .max_images = a["max-images"].as<std::int64_t>(), .seed = a["seed"].as<std::uint64_t>()};
+            .split = a["split"].as<std::string>(), .max_images = a["max-images"].as<std::int64_t>(), .seed = a["seed"].as<std::uint64_t>(),
+            .posterior_mean = a.count("posterior-mean") > 0};
 }
 
 inline int encode_latents_main(int argc, char** argv, const std::string& program = "encode_latents") {
