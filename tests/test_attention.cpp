@@ -142,6 +142,41 @@ BOOST_AUTO_TEST_CASE(large_sizes_match_a_naive_loop_and_rows_sum_to_one) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(float_products_match_double_off_the_kernel_tiles) {
+    // Tokens-major float operands take small_gemm's AVX-512 kernel (where built with it); double
+    // operands Eigen's products. Sizes off its 8 × 32 tiles, forward and backward, heads and
+    // packed layouts.
+    const auto as_float = [](const tensor<double>& x) {
+        const auto v = x.to_vector();
+        const std::vector<float> f(v.begin(), v.end());
+        return tensor<float>::from_host(x.shape(), std::span<const float>(f));
+    };
+    auto q = random_tensor<double>({2, 3, 37, 19}, 31), k = random_tensor<double>({2, 3, 45, 19}, 32);
+    auto v = random_tensor<double>({2, 3, 45, 40}, 33), dout = random_tensor<double>({2, 3, 37, 40}, 34);
+    auto ref = ops::attention(q.view(), k.view(), v.view());
+    auto g = ops::attention_backward(dout.view(), q.view(), k.view(), v.view(), ref.saved);
+    auto qf = as_float(q), kf = as_float(k), vf = as_float(v), doutf = as_float(dout);
+    auto r = ops::attention(qf.view(), kf.view(), vf.view());
+    auto gf = ops::attention_backward(doutf.view(), qf.view(), kf.view(), vf.view(), r.saved);
+    check_close(r.out, ref.out, 1e-5, 1e-5, "out");
+    check_close(r.saved.probs, ref.saved.probs, 1e-5, 1e-5, "probs");
+    check_close(gf.dq, g.dq, 1e-4, 1e-4, "dq");
+    check_close(gf.dk, g.dk, 1e-4, 1e-4, "dk");
+    check_close(gf.dv, g.dv, 1e-4, 1e-4, "dv");
+
+    // A DiT-S-like packed qkv (64 tokens, head dim 64) plus a ragged one (13 tokens, head dim 12).
+    for (auto [n, heads, hd] : {std::array<std::int64_t, 3>{64, 2, 64}, std::array<std::int64_t, 3>{13, 3, 12}}) {
+        auto qkv = random_tensor<double>({2, n, 3 * heads * hd}, 35), dy = random_tensor<double>({2, n, heads * hd}, 36);
+        auto pr = ops::packed_attention(qkv.view(), heads);
+        auto dqkv = ops::packed_attention_backward(dy.view(), qkv.view(), pr.saved, heads);
+        auto qkvf = as_float(qkv), dyf = as_float(dy);
+        auto prf = ops::packed_attention(qkvf.view(), heads);
+        check_close(prf.out, pr.out, 1e-5, 1e-5, "packed out");
+        check_close(ops::packed_attention_output(qkvf.view(), heads), pr.out, 1e-5, 1e-5, "packed output-only");
+        check_close(ops::packed_attention_backward(dyf.view(), qkvf.view(), prf.saved, heads), dqkv, 1e-4, 1e-4, "packed dqkv");
+    }
+}
+
 BOOST_AUTO_TEST_CASE(packed_and_spatial_layouts_agree_with_heads_layout) {
     const std::int64_t B = 2, N = 7, heads = 3, hd = 4, D = heads * hd;
     auto qkv = random_tensor<double>({B, N, 3 * D}, 8);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <omp.h>
+
 #include "support/fixture.hpp"
 #include "support/errors.hpp"
 #include "support/gradcheck.hpp"
@@ -279,6 +281,70 @@ BOOST_AUTO_TEST_CASE(packed_kernel_edges_match_naive) {
             }
         }
 }
+
+BOOST_AUTO_TEST_CASE(threaded_packed_products_share_one_packing_of_b) {
+    // Products split by rows among threads pack op(B) once for all of them (gemm.hpp,
+    // packed_row_parts): every transpose, depth over two slices, a ragged last column panel,
+    // leading dimensions wider than the matrices and an accumulating beta, on 2 threads.
+    const int saved_threads = omp_get_max_threads();
+    omp_set_num_threads(2);
+    const std::int64_t m = 1601, n = 120, k = 800;
+    for (int t = 0; t < 4; ++t) {
+        const bool ta = t & 1, tb = t & 2;
+        BOOST_TEST_CONTEXT("ta " << ta << " tb " << tb) {
+            const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+            auto a = random_tensor<float>({a_rows, a_cols + 3}, 4, 1), b = random_tensor<float>({b_rows, b_cols + 5}, 4, 2);
+            auto c = random_tensor<float>({m, n + 2}, 4, 3);
+            const auto c0 = c.to_vector();
+            gemm_kernels<cpu>::gemm(m, n, k, 0.5f, a.data(), a_cols + 3, ta, b.data(), b_cols + 5, tb, 2.0f, c.data(), n + 2);
+            double worst = 0;
+            for (std::int64_t i = 0; i < m; ++i)
+                for (std::int64_t j = 0; j < n + 2; ++j) {
+                    double ref = c0[std::size_t(i * (n + 2) + j)];
+                    if (j < n) {
+                        double sum = 0;
+                        for (std::int64_t p = 0; p < k; ++p) sum += double(ta ? a.at(p, i) : a.at(i, p)) * double(tb ? b.at(j, p) : b.at(p, j));
+                        ref = 0.5 * sum + 2.0 * ref;
+                    }
+                    worst = std::max(worst, std::abs(double(c.at(i, j)) - ref));
+                }
+            BOOST_TEST(worst < 2e-3);
+        }
+    }
+    omp_set_num_threads(saved_threads);
+}
+
+#if defined(__AVX512F__)
+BOOST_AUTO_TEST_CASE(small_gemm_matches_naive_at_every_edge) {
+    // small_gemm (attention's per-head products): rows off its 8-row tiles (each tail size),
+    // columns off its 32-column tiles, A read through both strides (as Pᵀ is), accumulate.
+    for (std::int64_t m : {1, 5, 8, 15, 64})
+        for (std::int64_t n : {3, 16, 33, 64})
+            for (bool a_transposed : {false, true})
+                for (bool accumulate : {false, true}) {
+                    BOOST_TEST_CONTEXT("m " << m << " n " << n << " A transposed " << a_transposed << " accumulate " << accumulate) {
+                        const std::int64_t k = 21, lda = a_transposed ? m + 2 : k + 2, ldb = n + 3, ldc = n + 1;
+                        auto a = random_tensor<float>({a_transposed ? k : m, lda}, 6, 1), b = random_tensor<float>({k, ldb}, 6, 2);
+                        auto c = random_tensor<float>({m, ldc}, 6, 3);
+                        const auto c0 = c.to_vector();
+                        const std::int64_t a_row = a_transposed ? 1 : lda, a_depth = a_transposed ? lda : 1;
+                        cpu_detail::small_gemm(m, n, k, 0.5f, a.data(), a_row, a_depth, b.data(), ldb, c.data(), ldc, accumulate);
+                        double worst = 0;
+                        for (std::int64_t i = 0; i < m; ++i)
+                            for (std::int64_t j = 0; j < ldc; ++j) {
+                                double ref = c0[std::size_t(i * ldc + j)];
+                                if (j < n) {
+                                    double sum = 0;
+                                    for (std::int64_t p = 0; p < k; ++p) sum += double(a.data()[i * a_row + p * a_depth]) * double(b.at(p, j));
+                                    ref = 0.5 * sum + (accumulate ? ref : 0.0);
+                                }
+                                worst = std::max(worst, std::abs(double(c.at(i, j)) - ref));  // column padding untouched
+                            }
+                        BOOST_TEST(worst < 1e-4);
+                    }
+                }
+}
+#endif
 
 BOOST_AUTO_TEST_CASE(packed_linear_adds_the_bias_once) {
     // A Linear large enough for the packed kernel, its depth over two 384-deep slices: the bias

@@ -1,9 +1,10 @@
 #pragma once
 // cpu kernels for scaled dot-product attention. Per (batch, head): P = softmax(scale·Q·Kᵀ) over
-// keys, O = P·V, with Eigen products on Maps of the caller's memory. Operands are addressed by
-// strides, so the packed qkv of a transformer block (B, N, 3·D) and the channels-first feature
-// maps of a convolutional attention block (B, C, H·W) are read and written in place, never
-// rearranged into (B, H, N, hd) copies.
+// keys, O = P·V. Operands are addressed by strides, so the packed qkv of a transformer block
+// (B, N, 3·D) and the channels-first feature maps of a convolutional attention block (B, C, H·W)
+// are read and written in place, never rearranged into (B, H, N, hd) copies. Tokens-major float
+// operands go through small_gemm.hpp's unpacked AVX-512 kernel (only K, or V in the backward, is
+// transposed, into a per-head scratch); other layouts and types through Eigen products on Maps.
 #include <cstdint>
 #include <type_traits>
 
@@ -12,6 +13,7 @@
 #include "vediff/backend/cpu/eigen.hpp"
 
 #include "vediff/backend/cpu/parallel.hpp"
+#include "vediff/backend/cpu/small_gemm.hpp"
 #include "vediff/backend/cpu/softmax.hpp"
 #include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
@@ -60,7 +62,8 @@ struct attention_kernels<cpu> {
         T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
         cpu_detail::parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
-            head_forward<ChannelsFirst>(probs + bh * nq * nk, out, q, k, v, l, bh, scale);
+            tensor<T, cpu> keys_transposed(tensor_shape{direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0});
+            head_forward<ChannelsFirst>(probs + bh * nq * nk, keys_transposed.data(), out, q, k, v, l, bh, scale);
         }, nq * nk * (l.key_dim + l.value_dim));
         return saved;
     }
@@ -73,9 +76,10 @@ struct attention_kernels<cpu> {
         const std::int64_t work = nq * nk * (l.key_dim + l.value_dim);
 #pragma omp parallel if (pairs > 1 && pairs * work > cpu_detail::parallel_grain)
         {
-            tensor<T, cpu> scratch(tensor_shape{nq, nk});
+            tensor<T, cpu> scratch(tensor_shape{nq * nk + (direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0)});
 #pragma omp for schedule(static)
-            for (std::int64_t bh = 0; bh < pairs; ++bh) head_forward<ChannelsFirst>(scratch.data(), out, q, k, v, l, bh, scale);
+            for (std::int64_t bh = 0; bh < pairs; ++bh)
+                head_forward<ChannelsFirst>(scratch.data(), scratch.data() + nq * nk, out, q, k, v, l, bh, scale);
         }
     }
     /// Throws shape_error naming the op unless `saved` belongs to a forward of layout l.
@@ -96,6 +100,12 @@ struct attention_kernels<cpu> {
         const std::int64_t nq = l.queries, nk = l.keys;
         parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
             const std::int64_t b = bh / l.heads, h = bh % l.heads;
+#if defined(__AVX512F__)
+            if constexpr (direct_products<ChannelsFirst, T>()) {
+                head_backward_direct(dq, dk, dv, dout, q, k, v, probs + bh * nq * nk, l, b, h, scale);
+                return;
+            }
+#endif
             const auto Q = operand_map<T, ChannelsFirst>(q, l.q, b, h, nq, l.key_dim);
             const auto K = operand_map<T, ChannelsFirst>(k, l.k, b, h, nk, l.key_dim);
             const auto V = operand_map<T, ChannelsFirst>(v, l.v, b, h, nk, l.value_dim);
@@ -117,12 +127,40 @@ struct attention_kernels<cpu> {
     }
 
 private:
-    /// One (batch, head) pair: P = softmax(scale·Q·Kᵀ) into probs (Nq, Nk), O = P·V.
+    /// Whether the products go through small_gemm (tokens-major float operands with AVX-512).
     template <bool ChannelsFirst, class T>
-    static void head_forward(T* probs, T* out, const T* q, const T* k, const T* v, const attention_layout& l, std::int64_t bh,
-                             T scale) {
+    static constexpr bool direct_products() {
+        return !ChannelsFirst && std::is_same_v<T, float> && cpu_detail::small_gemm_available;
+    }
+
+    /// rows × cols of a row-major matrix (leading dimension ld) into dst (cols × rows), contiguous.
+    template <class T>
+    static void transpose_into(T* dst, const T* src, std::int64_t ld, std::int64_t rows, std::int64_t cols) {
+        for (std::int64_t c = 0; c < cols; ++c)
+            for (std::int64_t r = 0; r < rows; ++r) dst[c * rows + r] = src[r * ld + c];
+    }
+
+    /// One (batch, head) pair: P = softmax(scale·Q·Kᵀ) into probs (Nq, Nk), O = P·V.
+    /// keys_transposed: scratch of key_dim × Nk for the direct products (unused otherwise).
+    template <bool ChannelsFirst, class T>
+    static void head_forward(T* probs, T* keys_transposed, T* out, const T* q, const T* k, const T* v, const attention_layout& l,
+                             std::int64_t bh, T scale) {
         using namespace cpu_detail;
         const std::int64_t b = bh / l.heads, h = bh % l.heads, nq = l.queries, nk = l.keys;
+#if defined(__AVX512F__)
+        if constexpr (direct_products<ChannelsFirst, T>()) {
+            const T* qb = q + b * l.q.batch_stride + h * l.q.head_stride;
+            const T* kb = k + b * l.k.batch_stride + h * l.k.head_stride;
+            const T* vb = v + b * l.v.batch_stride + h * l.v.head_stride;
+            T* ob = out + b * l.out.batch_stride + h * l.out.head_stride;
+            transpose_into(keys_transposed, kb, l.k.outer_stride, nk, l.key_dim);
+            small_gemm(nq, nk, l.key_dim, 1.0f, qb, l.q.outer_stride, 1, keys_transposed, nk, probs, nk);
+            for (std::int64_t i = 0; i < nq; ++i) softmax_row(probs + i * nk, probs + i * nk, nk, scale);
+            small_gemm(nq, l.value_dim, nk, 1.0f, probs, nk, 1, vb, l.v.outer_stride, ob, l.out.outer_stride);
+            return;
+        }
+#endif
+        (void)keys_transposed;
         const auto Q = operand_map<T, ChannelsFirst>(q, l.q, b, h, nq, l.key_dim);
         const auto K = operand_map<T, ChannelsFirst>(k, l.k, b, h, nk, l.key_dim);
         const auto V = operand_map<T, ChannelsFirst>(v, l.v, b, h, nk, l.value_dim);
@@ -133,6 +171,30 @@ private:
         for (std::int64_t i = 0; i < nq; ++i) softmax_row(P.data() + i * nk, P.data() + i * nk, nk, scale);
         O.noalias() = P * V;
     }
+
+#if defined(__AVX512F__)
+    /// backward's products for one (batch, head) pair through small_gemm (direct_products).
+    static void head_backward_direct(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
+                                     const float* v, const float* probs, const attention_layout& l, std::int64_t b,
+                                     std::int64_t h, float scale) {
+        using namespace cpu_detail;
+        const std::int64_t nq = l.queries, nk = l.keys, dkey = l.key_dim, dval = l.value_dim;
+        const auto at = [&](auto* base, const attention_operand& o) { return base + b * o.batch_stride + h * o.head_stride; };
+        const float *qb = at(q, l.q), *kb = at(k, l.k), *vb = at(v, l.v), *dob = at(dout, l.out);
+        float *dqb = at(dq, l.q), *dkb = at(dk, l.k), *dvb = at(dv, l.v);
+        tensor<float, cpu> scratch(tensor_shape{nq * nk + dval * nk});
+        float* ds = scratch.data();
+        float* values_transposed = ds + nq * nk;
+        // dV = Pᵀ·dO (Pᵀ read through its strides), dS = dO·Vᵀ, then the softmax's backward.
+        small_gemm(nk, dval, nq, 1.0f, probs, 1, nk, dob, l.out.outer_stride, dvb, l.v.outer_stride);
+        transpose_into(values_transposed, vb, l.v.outer_stride, nk, dval);
+        small_gemm(nq, nk, dval, 1.0f, dob, l.out.outer_stride, 1, values_transposed, nk, ds, nk);
+        for (std::int64_t i = 0; i < nq; ++i) softmax_backward_row(ds + i * nk, ds + i * nk, probs + i * nk, nk, scale);
+        // dQ = dS·K, dK = dSᵀ·Q.
+        small_gemm(nq, dkey, nk, 1.0f, ds, nk, 1, kb, l.k.outer_stride, dqb, l.q.outer_stride);
+        small_gemm(nk, dkey, nq, 1.0f, ds, 1, nk, qb, l.q.outer_stride, dkb, l.k.outer_stride);
+    }
+#endif
 };
 
 } // namespace vediff

@@ -6,6 +6,7 @@
 // ~260 for Eigen's own OpenMP GEMM (whose threads synchronize after every packed panel), and
 // independent products of a batch parallelize better still.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -47,6 +48,11 @@ struct gemm_kernels<cpu> {
     static void gemm(std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
                      bool transpose_a, const T* b, std::int64_t ldb, bool transpose_b, T beta, T* c,
                      std::int64_t ldc) {
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) {
+            if (packed_row_parts(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc, nullptr)) return;
+        }
+#endif
         split(m, n, k, [&](bool rows, std::int64_t lo, std::int64_t hi) {
             if (rows) {
                 const T* a_part = transpose_a ? a + lo : a + lo * lda;
@@ -64,6 +70,11 @@ struct gemm_kernels<cpu> {
     template <class T>
     static void linear(std::int64_t rows, std::int64_t out, std::int64_t in, const T* x, const T* w, const T* bias, T* y) {
         if (rows <= 0 || out <= 0) return;
+#if defined(__AVX512F__)
+        if constexpr (std::is_same_v<T, float>) {
+            if (packed_row_parts(rows, out, in, 1.0f, x, in, false, w, in, true, 0.0f, y, out, bias)) return;
+        }
+#endif
         split(rows, out, in, [&](bool split_rows, std::int64_t lo, std::int64_t hi) {
             const std::int64_t m = split_rows ? hi - lo : rows, n = split_rows ? out : hi - lo;
             const T* xp = split_rows ? x + lo * in : x;
@@ -162,32 +173,85 @@ struct gemm_kernels<cpu> {
     }
 
 private:
+    /// Parts of the longer side of an m × n output of depth k for `threads` threads: boundaries
+    /// on multiples of `unit`, `parts` of them (see split).
+    struct split_plan {
+        int threads;
+        bool split_rows;
+        std::int64_t extent, unit, units, parts;
+        std::int64_t lo(std::int64_t p) const { return std::min(extent, units * p / parts * unit); }
+    };
+
+    static split_plan plan_split(std::int64_t m, std::int64_t n, std::int64_t k) {
+        split_plan s{};
+        s.threads = static_cast<int>(std::min<std::int64_t>(
+            cpu_detail::available_threads(), std::max<std::int64_t>(1, m * n * k / cpu_detail::gemm_parallel_work)));
+        s.split_rows = m >= n;  // each thread then re-packs only the smaller operand
+        s.extent = s.split_rows ? m : n;
+        // Part boundaries on multiples of 16 keep Eigen's panels full SIMD width; long sides use
+        // multiples of the packed kernel's tile (96 rows, 32 columns) and several parts per
+        // thread, taken as threads come free: a thread the OS preempts for other work then
+        // delays the product by at most one part, not by its whole half.
+        const std::int64_t tile = s.split_rows ? 96 : 32;
+        s.unit = s.extent >= 8 * s.threads * tile ? tile : 16;
+        s.units = (s.extent + s.unit - 1) / s.unit;
+        s.parts = s.threads <= 1 ? 1 : s.unit == tile ? std::clamp<std::int64_t>(s.units / 8, s.threads, 4 * s.threads) : s.threads;
+        return s;
+    }
+
+#if defined(__AVX512F__)
+    /// A product for the packed kernel whose rows are split among threads: op(B) is packed once,
+    /// by all threads, and shared, instead of once per part (for a Linear at 8192 tokens, 8
+    /// packings of its weight). Returns false, doing nothing, for any other product.
+    static bool packed_row_parts(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                                 std::int64_t lda, bool transpose_a, const float* b, std::int64_t ldb, bool transpose_b,
+                                 float beta, float* c, std::int64_t ldc, const float* bias) {
+        if (m <= 0 || n <= 0 || k <= 0 || !cpu_detail::use_packed_gemm(m, n, k)) return false;
+        const split_plan s = plan_split(m, n, k);
+        if (s.threads <= 1 || !s.split_rows) return false;
+        using blocking = cpu_detail::packed_gemm_blocking;
+        tensor<float, cpu> b_packed(tensor_shape{cpu_detail::packed_b_floats(k, n)});
+        float* packed = b_packed.data();
+        const std::int64_t panels = (n + blocking::nr - 1) / blocking::nr;
+        // Rows go out in guided chunks of whole row tiles: each thread takes half its fair share
+        // of what is left (at least 4 tiles), so the threads finish within a few tiles of each
+        // other, and one the OS preempts only makes the others take more chunks.
+        const std::int64_t tiles = (m + blocking::mr - 1) / blocking::mr;
+        std::atomic<std::int64_t> next_tile{0};
+#pragma omp parallel num_threads(s.threads)
+        {
+#pragma omp for schedule(static)
+            for (std::int64_t jp = 0; jp < panels; ++jp) cpu_detail::pack_b_whole(packed, b, ldb, transpose_b, k, n, jp, jp + 1);
+            for (;;) {
+                std::int64_t first = next_tile.load(std::memory_order_relaxed), count = 0;
+                do {
+                    if (first >= tiles) break;
+                    count = std::min(tiles - first, std::max<std::int64_t>(4, (tiles - first) / (2 * s.threads)));
+                } while (!next_tile.compare_exchange_weak(first, first + count, std::memory_order_relaxed));
+                if (first >= tiles) break;
+                const std::int64_t lo = first * blocking::mr, hi = std::min(m, (first + count) * blocking::mr);
+                cpu_detail::packed_gemm_prepacked(hi - lo, n, k, alpha, transpose_a ? a + lo : a + lo * lda, lda, transpose_a,
+                                                  packed, beta, c + lo * ldc, ldc, bias);
+            }
+        }
+        return true;
+    }
+#endif
+
     /// Runs part(split_rows, lo, hi) over parts of the longer side of an m × n output of depth k,
     /// on as many threads as the work deserves (one part, on the calling thread, for small work).
     template <class Part>
     static void split(std::int64_t m, std::int64_t n, std::int64_t k, Part&& part) {
         if (m <= 0 || n <= 0) return;
-        const int threads = std::min<std::int64_t>(cpu_detail::available_threads(),
-                                                   std::max<std::int64_t>(1, m * n * k / cpu_detail::gemm_parallel_work));
-        const bool split_rows = m >= n;  // each thread then re-packs only the smaller operand
-        const std::int64_t extent = split_rows ? m : n;
-        if (threads <= 1) {
-            part(split_rows, std::int64_t{0}, extent);
+        const split_plan s = plan_split(m, n, k);
+        if (s.threads <= 1) {
+            part(s.split_rows, std::int64_t{0}, s.extent);
             return;
         }
-        // Part boundaries on multiples of 16 keep Eigen's panels full SIMD width; long sides use
-        // multiples of the packed kernel's tile (96 rows, 32 columns) and several parts per
-        // thread, taken as threads come free: a thread the OS preempts for other work then
-        // delays the product by at most one part, not by its whole half.
-        const std::int64_t tile = split_rows ? 96 : 32;
-        const std::int64_t unit = extent >= 8 * threads * tile ? tile : 16;
-        const std::int64_t units = (extent + unit - 1) / unit;
-        const std::int64_t parts = unit == tile ? std::clamp<std::int64_t>(units / 8, threads, 4 * threads) : threads;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
-        for (std::int64_t p = 0; p < parts; ++p) {
-            const std::int64_t lo = std::min(extent, units * p / parts * unit);
-            const std::int64_t hi = std::min(extent, units * (p + 1) / parts * unit);
-            if (hi > lo) part(split_rows, lo, hi);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s.threads)
+        for (std::int64_t p = 0; p < s.parts; ++p) {
+            const std::int64_t lo = s.lo(p), hi = s.lo(p + 1);
+            if (hi > lo) part(s.split_rows, lo, hi);
         }
     }
 
