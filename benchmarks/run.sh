@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the benchmarks (Release, -O3 -march=native) into build-bench if needed and runs them all
-# on 2 threads: vediff's GEMM against OpenBLAS, conv2d against PyTorch (oneDNN), and one training
+# on 2 threads: the machine's FMA peak (the hosts differ between sessions), vediff's GEMM against OpenBLAS, conv2d against PyTorch (oneDNN), and one training
 # step of the VE tokenizer (LDM autoencoder + loss + AdamW) and of DiT-S/1, and DiT sampling, against
 # the same models in PyTorch.
 #   benchmarks/run.sh            from the repository root (or anywhere)
@@ -15,10 +15,11 @@ threads="${VEDIFF_BENCH_THREADS:-2}"
 mkdir -p "$build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DVEDIFF_BUILD_TESTS=OFF -DVEDIFF_BUILD_EXAMPLES=OFF \
       -DVEDIFF_BUILD_BENCHMARKS=ON > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
-cmake --build "$build" --target bench_gemm bench_conv bench_tokenizer bench_dit -j2 > "$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
+cmake --build "$build" --target bench_peak bench_gemm bench_conv bench_tokenizer bench_dit -j2 > "$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
 
 export OMP_NUM_THREADS="$threads"
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+"$build/benchmarks/bench_peak" --threads "$threads"
 echo "== bench_gemm"
 "$build/benchmarks/bench_gemm" --threads "$threads"
 echo "== bench_gemm, OpenBLAS with OPENBLAS_CORETYPE=SkylakeX (its AVX-512 kernels)"

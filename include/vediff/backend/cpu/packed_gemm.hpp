@@ -9,7 +9,7 @@
 // Blocking (Goto/BLIS): depth in KC slices; rows of op(A) in MC blocks packed as MR-row panels
 // (depth-major, so a panel is read in order and its MR values per step are broadcasts); columns
 // of op(B) in NC blocks packed as NR-column panels. A panel (MR × KC, 18 KiB) stays in L1 while the
-// B panels of the block (KC × NC, 720 KiB) stream from L2. Edges are zero-padded in the packed
+// B panels of the block (KC × NC, 384 KiB: half of L2, leaving room for the rows of A and C, measured 1-3% faster than 720 KiB) stream from L2. Edges are zero-padded in the packed
 // panels and cut off with masked stores, so any m, n, k and leading dimensions work.
 #include <algorithm>
 #include <cstdint>
@@ -31,7 +31,7 @@ inline constexpr bool packed_gemm_available = false;
 
 struct packed_gemm_blocking {
     static constexpr std::int64_t mr = 12, nr = 32;           // register tile of C
-    static constexpr std::int64_t kc = 384, mc = 1536, nc = 480;  // cache blocks (L1 / L3 / L2)
+    static constexpr std::int64_t kc = 384, mc = 1536, nc = 256;  // cache blocks (L1 / L3 / L2)
 };
 
 /// Whether a product is worth packing: large enough to amortize it, and not so narrow that
