@@ -307,7 +307,7 @@ inline void add_experiment_options(cxxopts::Options& options) {
     const experiment_job d;
     // clang-format off
     options.add_options()
-        ("preset", "smoke (seconds, for tests) | quick (<= 20 min on 2 cores) | paper (the paper's sweep; hours)",
+        ("preset", "smoke (seconds, for tests) | quick (<= 20 min on 2 cores) | paper (the paper's sweep; about 3 hours)",
          cxxopts::value<std::string>()->default_value(d.preset))
         ("out", "output directory (default runs/experiment-<preset>)", cxxopts::value<std::string>()->default_value(""))
         ("classifier", "classifier weights (trained there when missing; default runs/classifier/classifier.safetensors)",
