@@ -51,7 +51,8 @@ test)
     ;;
 sanitize)
     install_missing "${PACKAGES[@]}"
-    configure_and_build "$BUILD-sanitize" -DVEDIFF_SANITIZE=ON -DVEDIFF_BUILD_EXAMPLES=OFF -DVEDIFF_BUILD_BENCHMARKS=OFF
+    configure_and_build "$BUILD-sanitize" -DVEDIFF_SANITIZE=ON -DVEDIFF_BUILD_EXAMPLES=OFF -DVEDIFF_BUILD_BENCHMARKS=OFF \
+        -DVEDIFF_WITH_CUDA=OFF
     (cd "$BUILD-sanitize" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         ctest --output-on-failure -j "$JOBS" -L unit)
     ;;

@@ -6,6 +6,7 @@
 #include "vediff/core/random.hpp"
 #include "vediff/core/shape.hpp"
 #include "vediff/core/tensor.hpp"
+#include "vediff/core/transfer.hpp"
 #include "vediff/core/kernels.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/ops/activation.hpp"

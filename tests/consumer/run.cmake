@@ -1,5 +1,7 @@
 # ctest driver: install the build tree into a scratch prefix, then configure, build and run the
-# consumer project against that prefix. Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR.
+# consumer project against that prefix. Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR; optional
+# EXECUTABLE (default consumer), EXPECT (a regex its output must match; default
+# "vediff consumer ok") and CONFIGURE_ARGS (a ;-list passed to the consumer's configure).
 file(REMOVE_RECURSE ${WORK_DIR})
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix RESULT_VARIABLE rc)
 if(rc)
@@ -8,8 +10,14 @@ endif()
 if(NOT EXISTS ${WORK_DIR}/prefix/include/vediff/vediff.hpp)
   message(FATAL_ERROR "install did not place include/vediff/vediff.hpp")
 endif()
+if(NOT DEFINED EXECUTABLE)
+  set(EXECUTABLE consumer)
+endif()
+if(NOT DEFINED EXPECT)
+  set(EXPECT "vediff consumer ok")
+endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR}/build -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix
-                        -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE rc)
+                        -DCMAKE_BUILD_TYPE=Release ${CONFIGURE_ARGS} RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "configuring the consumer failed: ${rc}")
 endif()
@@ -17,11 +25,11 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK_DIR}/build RESULT_VARIAB
 if(rc)
   message(FATAL_ERROR "building the consumer failed: ${rc}")
 endif()
-execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+execute_process(COMMAND ${WORK_DIR}/build/${EXECUTABLE} RESULT_VARIABLE rc OUTPUT_VARIABLE out)
 message(STATUS "${out}")
 if(rc)
   message(FATAL_ERROR "the consumer failed: ${rc}")
 endif()
-if(NOT out MATCHES "vediff consumer ok")
+if(NOT out MATCHES "${EXPECT}")
   message(FATAL_ERROR "the consumer printed no success line")
 endif()

@@ -1,0 +1,107 @@
+#pragma once
+// cuda kernels for matrix products through cuBLAS. vediff's matrices are row-major and cuBLAS's
+// column-major: a row-major m × n matrix with leading dimension ld is, to cuBLAS, its n × m
+// transpose with the same ld, so C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ with the
+// operands swapped and no copies. Float products use FP32 math unless set_cuda_tf32(true).
+#include <cstdint>
+#include <type_traits>
+
+#include <thrust/execution_policy.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/transform.h>
+
+#include "vediff/backend/cuda/memory.hpp"
+#include "vediff/backend/cuda/runtime.hpp"
+#include "vediff/core/kernels.hpp"
+#include "vediff/core/tensor.hpp"
+
+namespace vediff {
+
+namespace cuda_detail {
+
+template <class T>
+struct cublas_types;
+template <>
+struct cublas_types<float> {
+    static constexpr cudaDataType_t data = CUDA_R_32F;
+    static cublasComputeType_t compute() { return cuda_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F; }
+};
+template <>
+struct cublas_types<double> {
+    static constexpr cudaDataType_t data = CUDA_R_64F;
+    static cublasComputeType_t compute() { return CUBLAS_COMPUTE_64F; }
+};
+
+inline int as_int(std::int64_t v, const char* what) {
+    if (v < 0 || v > std::int64_t{0x7fffffff})
+        throw shape_error(fmt::format("cuda gemm: {} = {} is beyond cuBLAS's 32-bit sizes", what, v));
+    return static_cast<int>(v);
+}
+
+/// y[i] = bias[i mod out] for a rows × out output (the Linear's bias rows, before the product).
+template <class T>
+struct bias_rows_op {
+    const T* bias;
+    std::int64_t out;
+    __host__ __device__ T operator()(std::int64_t i) const { return bias[i % out]; }
+};
+
+} // namespace cuda_detail
+
+template <>
+struct gemm_kernels<cuda> {
+    /// C = alpha·op(A)·op(B) + beta·C, row-major with leading dimensions lda, ldb, ldc (as the
+    /// cpu kernel); with beta = 0, C is not read.
+    template <class T>
+    static void gemm(std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
+                     bool transpose_a, const T* b, std::int64_t ldb, bool transpose_b, T beta, T* c, std::int64_t ldc) {
+        static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "cuda gemm: float or double");
+        if (m <= 0 || n <= 0) return;
+        using types = cuda_detail::cublas_types<T>;
+        cuda_detail::check(cublasGemmEx(cuda_detail::cublas(), transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                        transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, cuda_detail::as_int(n, "n"),
+                                        cuda_detail::as_int(m, "m"), cuda_detail::as_int(k, "k"), &alpha, b, types::data,
+                                        cuda_detail::as_int(ldb, "ldb"), a, types::data, cuda_detail::as_int(lda, "lda"), &beta,
+                                        c, types::data, cuda_detail::as_int(ldc, "ldc"), types::compute(), CUBLAS_GEMM_DEFAULT),
+                           "cublasGemmEx");
+    }
+
+    /// y = x·wᵀ + bias: x (rows × in), w (out × in), bias (out) or null, y (rows × out).
+    template <class T>
+    static void linear(std::int64_t rows, std::int64_t out, std::int64_t in, const T* x, const T* w, const T* bias, T* y) {
+        if (rows <= 0 || out <= 0) return;
+        if (bias)
+            thrust::transform(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                              thrust::counting_iterator<std::int64_t>(rows * out), y, cuda_detail::bias_rows_op<T>{bias, out});
+        gemm(rows, out, in, T(1), x, in, false, w, in, true, bias ? T(1) : T(0), y, out);
+    }
+
+    /// `batch` independent products, operand i at a + i·stride_a (and so on).
+    template <class T>
+    static void gemm_batched(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                             std::int64_t lda, std::int64_t stride_a, bool transpose_a, const T* b, std::int64_t ldb,
+                             std::int64_t stride_b, bool transpose_b, T beta, T* c, std::int64_t ldc, std::int64_t stride_c) {
+        static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "cuda gemm: float or double");
+        if (batch <= 0 || m <= 0 || n <= 0) return;
+        using types = cuda_detail::cublas_types<T>;
+        cuda_detail::check(cublasGemmStridedBatchedEx(cuda_detail::cublas(), transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                      transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, cuda_detail::as_int(n, "n"),
+                                                      cuda_detail::as_int(m, "m"), cuda_detail::as_int(k, "k"), &alpha, b,
+                                                      types::data, cuda_detail::as_int(ldb, "ldb"), stride_b, a, types::data,
+                                                      cuda_detail::as_int(lda, "lda"), stride_a, &beta, c, types::data,
+                                                      cuda_detail::as_int(ldc, "ldc"), stride_c, cuda_detail::as_int(batch, "batch"),
+                                                      types::compute(), CUBLAS_GEMM_DEFAULT),
+                           "cublasGemmStridedBatchedEx");
+    }
+
+    /// out[j] += Σ_r x[r, j] over a row-major rows × cols matrix (bias gradients): one product
+    /// with a vector of ones.
+    template <class T>
+    static void accumulate_column_sums(T* out, const T* x, std::int64_t rows, std::int64_t cols) {
+        if (rows <= 0 || cols <= 0) return;
+        tensor<T, cuda> ones = tensor<T, cuda>::full(tensor_shape{rows, 1}, T(1));
+        gemm(cols, 1, rows, T(1), x, cols, true, ones.data(), 1, false, T(1), out, 1);
+    }
+};
+
+} // namespace vediff

@@ -1,0 +1,90 @@
+#pragma once
+// The cuda device's runtime: errors that name the failing call, the one stream on which the
+// backend orders every kernel, copy and allocation, the cuBLAS handle bound to that stream, the
+// TF32 switch, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
+#include <atomic>
+#include <stdexcept>
+#include <string>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <fmt/format.h>
+
+namespace vediff {
+
+/// A CUDA runtime or cuBLAS call failed; the message names the call and the cause.
+struct cuda_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+/// The device could not hold an allocation even after vediff's cache was released; the message
+/// names the requested size.
+struct cuda_out_of_memory : cuda_error {
+    using cuda_error::cuda_error;
+};
+
+namespace cuda_detail {
+
+inline void check(cudaError_t status, const char* what) {
+    if (status != cudaSuccess) {
+        (void)cudaGetLastError();  // clear the sticky error of a non-fatal failure
+        throw cuda_error(fmt::format(fmt::runtime("cuda: {} failed: {} ({})"), what, cudaGetErrorString(status), cudaGetErrorName(status)));
+    }
+}
+
+inline void check(cublasStatus_t status, const char* what) {
+    if (status != CUBLAS_STATUS_SUCCESS)
+        throw cuda_error(fmt::format(fmt::runtime("cuBLAS: {} failed: {}"), what, cublasGetStatusString(status)));
+}
+
+/// The backend's stream. Everything of the backend runs on it in order, so a block released by
+/// one op and handed to the next by the caching allocator is never used by two kernels at once.
+inline cudaStream_t stream() {
+    static const cudaStream_t s = [] {
+        cudaStream_t created = nullptr;
+        check(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+        return created;
+    }();
+    return s;
+}
+
+/// Waits until all work queued on the backend's stream has finished.
+inline void synchronize() { check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize"); }
+
+/// The cuBLAS handle, bound to the backend's stream.
+inline cublasHandle_t cublas() {
+    static const cublasHandle_t h = [] {
+        cublasHandle_t created = nullptr;
+        check(cublasCreate(&created), "cublasCreate");
+        check(cublasSetStream(created, stream()), "cublasSetStream");
+        return created;
+    }();
+    return h;
+}
+
+inline std::atomic<bool>& tf32_flag() {
+    static std::atomic<bool> enabled{false};
+    return enabled;
+}
+
+} // namespace cuda_detail
+
+/// Number of CUDA devices this process can use: 0 without a GPU or without a driver (never throws).
+inline int cuda_device_count() noexcept {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+inline bool cuda_available() noexcept { return cuda_device_count() > 0; }
+
+/// TF32 tensor-core math for float matrix products (about 10 mantissa bits in the products).
+/// Off by default, so that cuda results match the cpu backend's within float rounding.
+inline void set_cuda_tf32(bool enabled) noexcept { cuda_detail::tf32_flag() = enabled; }
+inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
+
+} // namespace vediff

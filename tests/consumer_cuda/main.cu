@@ -1,0 +1,30 @@
+// A downstream CUDA program: includes the installed vediff's cuda backend, moves tensors to the
+// GPU, runs a Linear there and checks it against the same product on the host.
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include <vediff/backend/cuda.hpp>
+#include <vediff/core/transfer.hpp>
+#include <vediff/ops/gemm.hpp>
+
+int main() {
+    using gpu = vediff::cuda;  // CUDA's headers declare a global namespace `cuda` too
+    if (!vediff::cuda_available()) {
+        std::printf("vediff cuda consumer built; no CUDA device to run it\n");
+        return 0;
+    }
+    const std::vector<float> x = {1, 2, 3, 4, 5, 6}, w = {1, 0, 1, 0, 1, 0, 2, 2, 2}, b = {0.5f, -1, 0};
+    const auto y = vediff::ops::linear(vediff::tensor<float, gpu>::from_host({2, 3}, x).view(),
+                                       vediff::tensor<float, gpu>::from_host({3, 3}, w).view(),
+                                       vediff::tensor<float, gpu>::from_host({3}, b).view())
+                       .to_vector();
+    const std::vector<float> expected = {4.5f, 1, 12, 10.5f, 4, 30};
+    for (std::size_t i = 0; i < expected.size(); ++i)
+        if (std::abs(y[i] - expected[i]) > 1e-5f) {
+            std::printf("y[%zu] = %g, expected %g\n", i, y[i], expected[i]);
+            return 1;
+        }
+    std::printf("vediff cuda consumer ok\n");
+    return 0;
+}

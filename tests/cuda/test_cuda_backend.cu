@@ -1,0 +1,202 @@
+// The cuda backend against host references written out as loops (this translation unit is
+// compiled by nvcc and sees only the cuda backend): transfers, memory, elementwise ops, products
+// forward and backward, the allocator's cache and its out-of-memory error. Without a GPU the
+// program reports itself skipped to ctest (exit code 77), never passed.
+#define BOOST_TEST_MODULE cuda_backend
+#define BOOST_TEST_NO_MAIN
+#define BOOST_TEST_ALTERNATIVE_INIT_API
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "vediff/backend/cpu/memory.hpp"  // host memory only: no Eigen, no OpenMP kernels
+#include "vediff/backend/cuda.hpp"
+#include "vediff/core/random.hpp"
+#include "vediff/core/transfer.hpp"
+#include "vediff/ops/elementwise.hpp"
+#include "vediff/ops/gemm.hpp"
+
+using namespace vediff;
+// CUDA's own headers declare a global namespace `cuda` (libcu++): spell vediff's device out.
+using gpu = vediff::cuda;
+
+namespace {
+
+/// Host tensors without a host backend: plain vectors with a shape.
+struct host_matrix {
+    tensor_shape shape;
+    std::vector<float> values;
+    float operator()(std::int64_t i, std::int64_t j) const { return values[static_cast<std::size_t>(i * shape[1] + j)]; }
+};
+
+host_matrix random_matrix(tensor_shape shape, std::uint64_t seed) {
+    host_matrix m{shape, std::vector<float>(static_cast<std::size_t>(shape.numel()))};
+    for (std::size_t i = 0; i < m.values.size(); ++i)
+        m.values[i] = static_cast<float>(philox_normal<double>(seed, 0, 0, static_cast<std::uint64_t>(i)));
+    return m;
+}
+
+tensor<float, gpu> on_device(const host_matrix& m) { return tensor<float, gpu>::from_host(m.shape, std::span<const float>(m.values)); }
+
+/// op(A)·op(B) in double, row-major m × n.
+std::vector<double> naive_matmul(const host_matrix& a, const host_matrix& b, bool ta, bool tb) {
+    const std::int64_t m = ta ? a.shape[1] : a.shape[0], k = ta ? a.shape[0] : a.shape[1], n = tb ? b.shape[0] : b.shape[1];
+    std::vector<double> c(static_cast<std::size_t>(m * n), 0.0);
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+            double s = 0;
+            for (std::int64_t p = 0; p < k; ++p) s += double(ta ? a(p, i) : a(i, p)) * double(tb ? b(j, p) : b(p, j));
+            c[static_cast<std::size_t>(i * n + j)] = s;
+        }
+    return c;
+}
+
+/// Largest |got − want| relative to want's largest magnitude.
+double relative_difference(const std::vector<float>& got, const std::vector<double>& want) {
+    BOOST_REQUIRE_EQUAL(got.size(), want.size());
+    double worst = 0, scale = 1e-30;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        worst = std::max(worst, std::abs(double(got[i]) - want[i]));
+        scale = std::max(scale, std::abs(want[i]));
+    }
+    return worst / scale;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(transfers_round_trip_exactly) {
+    const auto host = random_matrix({15, 7}, 1);
+    const auto device = on_device(host);
+    BOOST_TEST(device.shape() == host.shape);
+    BOOST_TEST(device.to_vector() == host.values, boost::test_tools::per_element());
+    const auto copy = to<gpu>(device.view());  // same device: a clone
+    BOOST_TEST(copy.data() != device.data());
+    BOOST_TEST(copy.to_vector() == host.values, boost::test_tools::per_element());
+    const auto filled = tensor<float, gpu>::full({4}, 2.5f).to_vector();
+    BOOST_TEST(filled == std::vector<float>(4, 2.5f), boost::test_tools::per_element());
+    const auto zeros = tensor<double, gpu>::zeros({3}).to_vector();
+    BOOST_TEST(zeros == std::vector<double>(3, 0.0), boost::test_tools::per_element());
+    // Through the cpu device and back.
+    const auto host_copy = to<cpu>(device.view());
+    BOOST_TEST(host_copy.to_vector() == host.values, boost::test_tools::per_element());
+    BOOST_TEST(to<gpu>(host_copy.view()).to_vector() == host.values, boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(elementwise_ops_match_host_loops) {
+    const auto a = random_matrix({1000, 3}, 2), b = random_matrix({1000, 3}, 3);
+    const auto da = on_device(a), db = on_device(b);
+    const auto expect = [&](auto f) {
+        std::vector<double> r(a.values.size());
+        for (std::size_t i = 0; i < r.size(); ++i) r[i] = f(double(a.values[i]), double(b.values[i]));
+        return r;
+    };
+    BOOST_TEST(relative_difference(ops::add(da.view(), db.view()).to_vector(), expect([](double x, double y) { return x + y; })) < 1e-7);
+    BOOST_TEST(relative_difference(ops::sub(da.view(), db.view()).to_vector(), expect([](double x, double y) { return x - y; })) < 1e-7);
+    BOOST_TEST(relative_difference(ops::mul(da.view(), db.view()).to_vector(), expect([](double x, double y) { return x * y; })) < 1e-7);
+    BOOST_TEST(relative_difference(ops::scale(da.view(), 0.5f).to_vector(), expect([](double x, double) { return 0.5 * x; })) == 0.0);
+    BOOST_TEST(relative_difference(ops::add_scalar(da.view(), 1.5f).to_vector(), expect([](double x, double) { return x + 1.5; })) < 1e-7);
+    // Quotients: compared elementwise in relative terms (a large quotient would hide the others).
+    const auto q = ops::div(da.view(), db.view()).to_vector();
+    double worst = 0;
+    for (std::size_t i = 0; i < q.size(); ++i) {
+        const double want = double(a.values[i]) / double(b.values[i]);
+        worst = std::max(worst, std::abs(q[i] - want) / std::abs(want));
+    }
+    BOOST_TEST(worst < 1e-6);
+    auto dy = on_device(a);
+    ops::axpby(dy.view(), db.view(), 2.0f, -0.5f);
+    BOOST_TEST(relative_difference(dy.to_vector(), expect([](double x, double y) { return 2.0 * y - 0.5 * x; })) < 1e-6);
+    ops::axpy(dy.view(), db.view(), -2.0f);  // back to −0.5·a
+    BOOST_TEST(relative_difference(dy.to_vector(), expect([](double x, double) { return -0.5 * x; })) < 1e-6);
+}
+
+BOOST_AUTO_TEST_CASE(products_match_host_loops_for_every_transpose) {
+    for (int t = 0; t < 4; ++t) {
+        const bool ta = t & 1, tb = t & 2;
+        BOOST_TEST_CONTEXT("transpose a " << ta << ", transpose b " << tb) {
+            const std::int64_t m = 67, n = 45, k = 130;
+            const auto a = random_matrix(ta ? tensor_shape{k, m} : tensor_shape{m, k}, 4);
+            const auto b = random_matrix(tb ? tensor_shape{n, k} : tensor_shape{k, n}, 5);
+            const auto got = ops::matmul(on_device(a).view(), on_device(b).view(), ta, tb);
+            BOOST_TEST(got.shape() == (tensor_shape{m, n}));
+            BOOST_TEST(relative_difference(got.to_vector(), naive_matmul(a, b, ta, tb)) < 1e-5);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(linear_forward_and_backward_match_host_loops) {
+    const std::int64_t rows = 132, in = 48, out = 20;
+    const auto x = random_matrix({rows, in}, 6), w = random_matrix({out, in}, 7), bias = random_matrix({1, out}, 8);
+    const auto dy = random_matrix({rows, out}, 9);
+    const auto dx_ = on_device(x), dw_ = on_device(w), ddy = on_device(dy);
+    const auto db_ = tensor<float, gpu>::from_host({out}, std::span<const float>(bias.values));
+    auto want = naive_matmul(x, w, false, true);
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < out; ++j) want[static_cast<std::size_t>(r * out + j)] += bias.values[static_cast<std::size_t>(j)];
+    BOOST_TEST(relative_difference(ops::linear(dx_.view(), dw_.view(), db_.view()).to_vector(), want) < 1e-5);
+
+    auto gw = tensor<float, gpu>::full({out, in}, 0.25f), gb = tensor<float, gpu>::full({out}, -1.0f);
+    const auto gx = ops::linear_backward(ddy.view(), dx_.view(), dw_.view(), gw.view(), gb.view());
+    BOOST_TEST(relative_difference(gx.to_vector(), naive_matmul(dy, w, false, false)) < 1e-5);
+    auto want_gw = naive_matmul(dy, x, true, false);
+    for (auto& v : want_gw) v += 0.25;  // accumulated onto the prefilled gradient
+    BOOST_TEST(relative_difference(gw.to_vector(), want_gw) < 1e-5);
+    std::vector<double> want_gb(static_cast<std::size_t>(out), -1.0);
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < out; ++j) want_gb[static_cast<std::size_t>(j)] += dy(r, j);
+    BOOST_TEST(relative_difference(gb.to_vector(), want_gb) < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(batched_products_match_host_loops) {
+    const std::int64_t batch = 6, m = 16, n = 24, k = 32;
+    const auto a = random_matrix({batch * m, k}, 10), b = random_matrix({batch * n, k}, 11);
+    const auto da = on_device(a), dbm = on_device(b);
+    auto dc = tensor<float, gpu>::zeros({batch, m, n});
+    gemm_kernels<gpu>::gemm_batched(batch, m, n, k, 1.0f, da.data(), k, m * k, false, dbm.data(), k, n * k, true, 0.0f,
+                                     dc.data(), n, m * n);
+    std::vector<double> want;
+    for (std::int64_t i = 0; i < batch; ++i) {
+        host_matrix ai{{m, k}, {a.values.begin() + i * m * k, a.values.begin() + (i + 1) * m * k}};
+        host_matrix bi{{n, k}, {b.values.begin() + i * n * k, b.values.begin() + (i + 1) * n * k}};
+        const auto ci = naive_matmul(ai, bi, false, true);
+        want.insert(want.end(), ci.begin(), ci.end());
+    }
+    BOOST_TEST(relative_difference(dc.to_vector(), want) < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {
+    const auto x = on_device(random_matrix({64, 96}, 12)), w = on_device(random_matrix({128, 96}, 13));
+    auto step = [&] {
+        auto y = ops::linear(x.view(), w.view());
+        auto z = ops::add(y.view(), y.view());
+        return ops::scale(z.view(), 0.5f);
+    };
+    (void)step();
+    const std::size_t before = memory<gpu>::allocation_count();
+    for (int i = 0; i < 5; ++i) (void)step();
+    BOOST_TEST(memory<gpu>::allocation_count() == before);
+}
+
+BOOST_AUTO_TEST_CASE(out_of_memory_names_the_requested_size) {
+    const std::size_t huge = std::size_t{1} << 50;  // 1 PiB
+    try {
+        (void)memory<gpu>::allocate(huge);
+        BOOST_FAIL("allocating 1 PiB succeeded");
+    } catch (const cuda_out_of_memory& e) {
+        BOOST_TEST(std::string(e.what()).find(std::to_string(huge)) != std::string::npos, e.what());
+    }
+    // The device is still usable afterwards.
+    const auto after = tensor<float, gpu>::full({3}, 1.0f).to_vector();
+    BOOST_TEST(after == std::vector<float>(3, 1.0f), boost::test_tools::per_element());
+}
+
+int main(int argc, char* argv[]) {
+    if (!cuda_available()) {
+        std::printf("cuda_backend: no CUDA device (%d found): skipped\n", cuda_device_count());
+        return 77;
+    }
+    return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);  // init_unit_test: BOOST_TEST_MODULE's
+}
