@@ -16,8 +16,12 @@
 #include "vediff/backend/cuda.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/transfer.hpp"
+#include "vediff/ops/activation.hpp"
+#include "vediff/ops/broadcast.hpp"
 #include "vediff/ops/elementwise.hpp"
+#include "vediff/ops/reduce.hpp"
 #include "vediff/ops/gemm.hpp"
+#include "vediff/ops/random.hpp"
 
 using namespace vediff;
 // CUDA's own headers declare a global namespace `cuda` (libcu++): spell vediff's device out.
@@ -113,6 +117,26 @@ BOOST_AUTO_TEST_CASE(elementwise_ops_match_host_loops) {
     BOOST_TEST(relative_difference(dy.to_vector(), expect([](double x, double) { return -0.5 * x; })) < 1e-6);
 }
 
+BOOST_AUTO_TEST_CASE(activations_and_their_gradients_match_host_formulas) {
+    auto x = random_matrix({4000, 1}, 14);
+    for (auto& v : x.values) v *= 3.0f;  // out to the tails of the curves
+    const auto dy = random_matrix({4000, 1}, 15);
+    const auto dx_ = on_device(x), ddy = on_device(dy);
+    std::vector<double> silu, silu_grad, gelu, gelu_grad;
+    for (std::size_t i = 0; i < x.values.size(); ++i) {
+        const double v = x.values[i], g = dy.values[i], s = 1.0 / (1.0 + std::exp(-v));
+        silu.push_back(v * s);
+        silu_grad.push_back(g * s * (1.0 + v * (1.0 - s)));
+        const double k = 0.7978845608028654, th = std::tanh(k * (v + 0.044715 * v * v * v));
+        gelu.push_back(0.5 * v * (1.0 + th));
+        gelu_grad.push_back(g * (0.5 * (1.0 + th) + 0.5 * v * (1.0 - th * th) * k * (1.0 + 3 * 0.044715 * v * v)));
+    }
+    BOOST_TEST(relative_difference(ops::silu(dx_.view()).to_vector(), silu) < 1e-6);
+    BOOST_TEST(relative_difference(ops::silu_backward(ddy.view(), dx_.view()).to_vector(), silu_grad) < 1e-6);
+    BOOST_TEST(relative_difference(ops::gelu_tanh(dx_.view()).to_vector(), gelu) < 1e-6);
+    BOOST_TEST(relative_difference(ops::gelu_tanh_backward(ddy.view(), dx_.view()).to_vector(), gelu_grad) < 1e-6);
+}
+
 BOOST_AUTO_TEST_CASE(products_match_host_loops_for_every_transpose) {
     for (int t = 0; t < 4; ++t) {
         const bool ta = t & 1, tb = t & 2;
@@ -165,6 +189,75 @@ BOOST_AUTO_TEST_CASE(batched_products_match_host_loops) {
         want.insert(want.end(), ci.begin(), ci.end());
     }
     BOOST_TEST(relative_difference(dc.to_vector(), want) < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(philox_draws_equal_the_host_streams) {
+    // n = 1001: the last Philox block is partly used; offset 7: the generator's position counts.
+    const std::int64_t n = 1001;
+    philox_generator gen{.seed = 42, .stream = 3, .offset = 7};
+    auto u = tensor<float, gpu>::zeros({n});
+    ops::fill_uniform(u.view(), gen, -2.0f, 3.0f);
+    auto z = tensor<double, gpu>::zeros({n});
+    ops::fill_normal(z.view(), gen, 1.0, 0.5);
+    auto b = tensor<float, gpu>::zeros({n});
+    ops::fill_bernoulli(b.view(), gen, 0.3, 2.0f);
+    BOOST_TEST(gen.offset == 7 + 3 * 251);
+
+    const auto uh = u.to_vector();
+    const auto zh = z.to_vector();
+    const auto bh = b.to_vector();
+    double worst_normal = 0;
+    std::int64_t uniform_mismatches = 0, bernoulli_mismatches = 0;
+    for (std::int64_t i = 0; i < n; ++i) {
+        const auto ui = static_cast<std::uint64_t>(i);
+        if (uh[i] != std::fma(5.0f, philox_uniform<float>(42, 3, 7, ui), -2.0f)) ++uniform_mismatches;
+        worst_normal = std::max(worst_normal, std::abs(zh[i] - std::fma(0.5, philox_normal<double>(42, 3, 7 + 251, ui), 1.0)));
+        if (bh[i] != (philox_uniform<double>(42, 3, 7 + 2 * 251, ui) < 0.3 ? 2.0f : 0.0f)) ++bernoulli_mismatches;
+    }
+    BOOST_TEST(uniform_mismatches == 0);
+    BOOST_TEST(bernoulli_mismatches == 0);
+    BOOST_TEST(worst_normal < 1e-14);  // the device's double log/sin/cos may differ in the last bit
+}
+
+BOOST_AUTO_TEST_CASE(adamw_and_the_gradient_norm_match_the_host) {
+    const std::int64_t n = 5000;
+    auto p = random_matrix({n, 1}, 16), g = random_matrix({n, 1}, 17);
+    auto dp = on_device(p), dm = tensor<float, gpu>::zeros({n, 1}), dv = tensor<float, gpu>::zeros({n, 1});
+    const auto dg = on_device(g);
+    const adamw_scalars s{.decay_factor = 0.999, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .step_size = 1e-3 / 0.1,
+                          .bias_correction2_sqrt = std::sqrt(0.05)};
+    optim_kernels<gpu>::adamw_update(dp.data(), dm.data(), dv.data(), dg.data(), n, s);
+    std::vector<double> want(static_cast<std::size_t>(n));
+    double squares = 0;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+        const double gi = g.values[i], mi = 0.1 * gi, vi = 0.05 * gi * gi;
+        want[i] = p.values[i] * 0.999 - s.step_size * mi / (std::sqrt(vi) / s.bias_correction2_sqrt + 1e-8);
+        squares += gi * gi;
+    }
+    BOOST_TEST(relative_difference(dp.to_vector(), want) < 1e-6);
+    BOOST_TEST(optim_kernels<gpu>::sum_of_squares(dg.data(), n) == squares, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(broadcasts_and_sums_match_host_loops) {
+    // DiT's modulation shape: x (B, N, D) against (B, 1, D); sums down to (1, N, 1) and to one value.
+    const std::int64_t B = 3, N = 70, D = 20;
+    const auto x = random_matrix({B * N, D}, 18), shift = random_matrix({B, D}, 19), scale = random_matrix({B, D}, 20);
+    const auto dx_ = tensor<float, gpu>::from_host({B, N, D}, std::span<const float>(x.values));
+    const auto dshift = tensor<float, gpu>::from_host({B, 1, D}, std::span<const float>(shift.values));
+    const auto dscale = tensor<float, gpu>::from_host({B, 1, D}, std::span<const float>(scale.values));
+    std::vector<double> modulated, sums(static_cast<std::size_t>(N), 0.0);
+    double total = 0;
+    for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t n = 0; n < N; ++n)
+            for (std::int64_t d = 0; d < D; ++d) {
+                const double v = x.values[static_cast<std::size_t>((b * N + n) * D + d)];
+                modulated.push_back(v * (1.0 + scale(b, d)) + shift(b, d));
+                sums[static_cast<std::size_t>(n)] += v;
+                total += v;
+            }
+    BOOST_TEST(relative_difference(ops::modulate(dx_.view(), dshift.view(), dscale.view()).to_vector(), modulated) < 1e-6);
+    BOOST_TEST(relative_difference(ops::sum_to(dx_.view(), tensor_shape{1, N, 1}).to_vector(), sums) < 1e-6);
+    BOOST_TEST(relative_difference(ops::mean(dx_.view()).to_vector(), std::vector<double>{total / double(B * N * D)}) < 1e-6);
 }
 
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {

@@ -1,0 +1,98 @@
+#pragma once
+// cuda kernels filling arrays from Philox streams: one thread per Philox block (four elements),
+// with exactly the arithmetic of the cpu backend (backend/cpu/random.hpp: the same explicit
+// fused multiply-adds), so a cuda tensor drawn from (seed, stream, offset) holds the cpu backend's
+// values: bit for bit for uniform and Bernoulli draws, and for normals up to the last bit of the
+// device's double log/sin/cos (which may round differently from the host's libm).
+#include <cmath>
+#include <cstdint>
+
+#include <thrust/execution_policy.h>
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
+
+#include "vediff/backend/cuda/runtime.hpp"
+#include "vediff/core/kernels.hpp"
+#include "vediff/core/random.hpp"
+
+namespace vediff {
+
+namespace cuda_detail {
+
+/// The elements of Philox block k of a stream: 4k .. min(n, 4k + 4).
+template <class T, class Write>
+struct philox_block_op {
+    T* out;
+    std::int64_t n;
+    std::uint64_t seed, stream, offset;
+    Write write;
+    __host__ __device__ void operator()(std::int64_t k) const {
+        const auto w = philox4x32::block(seed, stream, offset + static_cast<std::uint64_t>(k));
+        const std::int64_t first = 4 * k;
+        const int count = n - first < 4 ? static_cast<int>(n - first) : 4;
+        write(out + first, w, count);
+    }
+};
+
+template <class T>
+struct normal_write {
+    T mean, stddev;
+    __host__ __device__ void operator()(T* out, const philox4x32::counter& w, int count) const {
+        for (int pair = 0; pair < 2 && 2 * pair < count; ++pair) {
+            const double u1 = uniform_from_bits<double>(w[static_cast<std::size_t>(2 * pair)]);
+            const double u2 = uniform_from_bits<double>(w[static_cast<std::size_t>(2 * pair + 1)]);
+            const double radius = sqrt(-2.0 * log(u1));
+            const double angle = 6.283185307179586476925 * u2;
+            out[2 * pair] = fma(stddev, static_cast<T>(radius * cos(angle)), mean);
+            if (2 * pair + 1 < count) out[2 * pair + 1] = fma(stddev, static_cast<T>(radius * sin(angle)), mean);
+        }
+    }
+};
+
+template <class T>
+struct uniform_write {
+    T lo, hi;
+    __host__ __device__ void operator()(T* out, const philox4x32::counter& w, int count) const {
+        for (int k = 0; k < count; ++k) out[k] = fma(hi - lo, uniform_from_bits<T>(w[static_cast<std::size_t>(k)]), lo);
+    }
+};
+
+template <class T>
+struct bernoulli_write {
+    double p;
+    T value;
+    __host__ __device__ void operator()(T* out, const philox4x32::counter& w, int count) const {
+        for (int k = 0; k < count; ++k) out[k] = uniform_from_bits<double>(w[static_cast<std::size_t>(k)]) < p ? value : T(0);
+    }
+};
+
+template <class T, class Write>
+void for_each_philox_block(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, Write write) {
+    if (n <= 0) return;
+    const std::int64_t blocks = (n + 3) / 4;
+    thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                     thrust::counting_iterator<std::int64_t>(blocks), philox_block_op<T, Write>{out, n, seed, stream, offset, write});
+}
+
+} // namespace cuda_detail
+
+template <>
+struct random_kernels<cuda> {
+    /// out[i] = mean + stddev · N_i
+    template <class T>
+    static void normal(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, T mean, T stddev) {
+        cuda_detail::for_each_philox_block(out, n, seed, stream, offset, cuda_detail::normal_write<T>{mean, stddev});
+    }
+    /// out[i] = lo + (hi − lo) · U_i, U_i in (0, 1)
+    template <class T>
+    static void uniform(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, T lo, T hi) {
+        cuda_detail::for_each_philox_block(out, n, seed, stream, offset, cuda_detail::uniform_write<T>{lo, hi});
+    }
+    /// out[i] = value if U_i < p, else 0
+    template <class T>
+    static void bernoulli(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, double p, T value) {
+        cuda_detail::for_each_philox_block(out, n, seed, stream, offset, cuda_detail::bernoulli_write<T>{p, value});
+    }
+};
+
+} // namespace vediff

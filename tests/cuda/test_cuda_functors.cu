@@ -1,0 +1,161 @@
+// The cuda backend's device functors run on the host (Thrust's host system), so their logic is
+// tested on every machine, GPU or not: Philox block indexing and the partly used last block, the
+// fused affine maps, the activation formulas, the Linear's bias rows. What only a GPU can check
+// (the device's math library, cuBLAS, the stream) is in test_cuda_backend.cu.
+#define BOOST_TEST_MODULE cuda_functors
+#include <boost/test/unit_test.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <thrust/execution_policy.h>
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/transform.h>
+#include <thrust/transform_reduce.h>
+
+#include "vediff/backend/cuda.hpp"
+
+using namespace vediff;
+
+namespace {
+
+template <class T, class Write>
+std::vector<T> draw_on_host(std::int64_t n, std::uint64_t offset, Write write) {
+    std::vector<T> out(static_cast<std::size_t>(n), T(-999));
+    const cuda_detail::philox_block_op<T, Write> op{out.data(), n, 42, 3, offset, write};
+    thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>((n + 3) / 4), op);
+    return out;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(philox_functors_give_the_host_streams) {
+    for (std::int64_t n : {1, 4, 1001}) {
+        BOOST_TEST_CONTEXT("n " << n) {
+            const auto u = draw_on_host<float>(n, 7, cuda_detail::uniform_write<float>{-2.0f, 3.0f});
+            const auto z = draw_on_host<double>(n, 7, cuda_detail::normal_write<double>{1.0, 0.5});
+            const auto b = draw_on_host<float>(n, 7, cuda_detail::bernoulli_write<float>{0.3, 2.0f});
+            for (std::int64_t i = 0; i < n; ++i) {
+                const auto ui = static_cast<std::uint64_t>(i);
+                BOOST_TEST(u[i] == std::fma(5.0f, philox_uniform<float>(42, 3, 7, ui), -2.0f));
+                BOOST_TEST(z[i] == std::fma(0.5, philox_normal<double>(42, 3, 7, ui), 1.0));
+                BOOST_TEST(b[i] == (philox_uniform<double>(42, 3, 7, ui) < 0.3 ? 2.0f : 0.0f));
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(activation_functors_match_the_formulas) {
+    for (double v : {-6.0, -1.3, -1e-3, 0.0, 0.7, 2.5, 9.0}) {
+        BOOST_TEST_CONTEXT("x " << v) {
+            const double g = 0.8, s = 1.0 / (1.0 + std::exp(-v));
+            const double k = 0.7978845608028654, th = std::tanh(k * (v + 0.044715 * v * v * v));
+            BOOST_TEST(cuda_detail::silu_op<double>{}(v) == v * s, boost::test_tools::tolerance(1e-14));
+            BOOST_TEST(cuda_detail::silu_grad_op<double>{}(g, v) == g * s * (1.0 + v * (1.0 - s)), boost::test_tools::tolerance(1e-14));
+            BOOST_TEST(cuda_detail::gelu_tanh_op<double>{}(v) == 0.5 * v * (1.0 + th), boost::test_tools::tolerance(1e-14));
+            // The derivatives against central differences of the forwards (absolute: the tails are ~1e-9).
+            const double h = 1e-6, fd = (cuda_detail::gelu_tanh_op<double>{}(v + h) - cuda_detail::gelu_tanh_op<double>{}(v - h)) / (2 * h);
+            BOOST_TEST(std::abs(cuda_detail::gelu_tanh_grad_op<double>{}(1.0, v) - fd) < 1e-8);
+            const double fd_silu = (cuda_detail::silu_op<double>{}(v + h) - cuda_detail::silu_op<double>{}(v - h)) / (2 * h);
+            BOOST_TEST(std::abs(cuda_detail::silu_grad_op<double>{}(1.0, v) - fd_silu) < 1e-8);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(elementwise_and_bias_functors) {
+    const std::vector<float> a = {1, -2, 3.5f}, b = {0.5f, 4, -1};
+    std::vector<float> out(3);
+    thrust::transform(thrust::host, a.begin(), a.end(), b.begin(), out.begin(), cuda_detail::axpby_op<float>{2.0f, -1.0f});
+    BOOST_TEST(out == (std::vector<float>{1.5f, -8.0f, 8.0f}), boost::test_tools::per_element());
+    thrust::transform(thrust::host, a.begin(), a.end(), out.begin(), cuda_detail::shift_op<float>{0.5f});
+    BOOST_TEST(out == (std::vector<float>{1.5f, -1.5f, 4.0f}), boost::test_tools::per_element());
+    // Bias rows of a 2 × 3 output.
+    std::vector<float> rows(6);
+    thrust::transform(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(6), rows.begin(),
+                      cuda_detail::bias_rows_op<float>{b.data(), 3});
+    BOOST_TEST(rows == (std::vector<float>{0.5f, 4, -1, 0.5f, 4, -1}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(adamw_functor_is_torchs_update) {
+    // Two steps of AdamW on three parameters, against the update written out in double.
+    std::vector<float> p = {0.5f, -1.0f, 2.0f}, m(3, 0.0f), v(3, 0.0f);
+    const std::vector<float> g = {0.1f, -0.3f, 2.0f};
+    std::vector<double> pd(p.begin(), p.end()), md(3, 0.0), vd(3, 0.0);
+    const double lr = 1e-2, wd = 0.1, b1 = 0.9, b2 = 0.95, eps = 1e-8;
+    for (int t = 1; t <= 2; ++t) {
+        const adamw_scalars s{.decay_factor = 1 - lr * wd, .beta1 = b1, .beta2 = b2, .eps = eps,
+                              .step_size = lr / (1 - std::pow(b1, t)), .bias_correction2_sqrt = std::sqrt(1 - std::pow(b2, t))};
+        const cuda_detail::adamw_op<float> op{p.data(), m.data(), v.data(), g.data(), float(s.decay_factor), float(b1), float(b2),
+                                              float(1 - b1), float(1 - b2), float(eps), float(-s.step_size), float(s.bias_correction2_sqrt)};
+        thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(3), op);
+        for (std::size_t i = 0; i < 3; ++i) {
+            md[i] = b1 * md[i] + (1 - b1) * g[i];
+            vd[i] = b2 * vd[i] + (1 - b2) * double(g[i]) * g[i];
+            pd[i] = pd[i] * (1 - lr * wd) - s.step_size * md[i] / (std::sqrt(vd[i]) / s.bias_correction2_sqrt + eps);
+        }
+    }
+    for (std::size_t i = 0; i < 3; ++i) BOOST_TEST(double(p[i]) == pd[i], boost::test_tools::tolerance(1e-6));
+    BOOST_TEST(thrust::transform_reduce(thrust::host, g.begin(), g.end(), cuda_detail::square_in_double_op<float>{}, 0.0,
+                                        thrust::plus<double>()) == 0.01 + 0.09 + 4.0, boost::test_tools::tolerance(1e-7));
+}
+
+namespace {
+
+/// Element (i0, i1, i2) of a row-major rank-3 tensor.
+std::int64_t at3(const tensor_shape& s, std::int64_t i0, std::int64_t i1, std::int64_t i2) { return (i0 * s[1] + i1) * s[2] + i2; }
+
+std::vector<float> ramp(std::int64_t n, float step, float start) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (std::size_t i = 0; i < v.size(); ++i) v[i] = start + step * float(i);
+    return v;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(broadcast_functors_pair_each_element_with_its_small_element) {
+    const tensor_shape full{2, 3, 4};
+    for (const tensor_shape small : {tensor_shape{2, 1, 4}, tensor_shape{1, 3, 1}, tensor_shape{1, 1, 1}, tensor_shape{2, 3, 4}}) {
+        BOOST_TEST_CONTEXT("small " << fmt::format("{}", small)) {
+            const auto x = ramp(full.numel(), 0.5f, -3.0f), shift = ramp(small.numel(), 0.25f, 1.0f), scale = ramp(small.numel(), -0.125f, 0.5f);
+            std::vector<float> out(static_cast<std::size_t>(full.numel()));
+            const cuda_detail::broadcast_op<cuda_detail::modulate_f<float>> op{cuda_detail::small_operand_walk(full, small),
+                                                                               {out.data(), x.data(), shift.data(), scale.data()}};
+            thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(full.numel()), op);
+            for (std::int64_t i = 0; i < 2; ++i)
+                for (std::int64_t j = 0; j < 3; ++j)
+                    for (std::int64_t k = 0; k < 4; ++k) {
+                        const auto s = static_cast<std::size_t>(at3(small, small[0] == 1 ? 0 : i, small[1] == 1 ? 0 : j, small[2] == 1 ? 0 : k));
+                        const auto f = static_cast<std::size_t>(at3(full, i, j, k));
+                        BOOST_TEST(out[f] == x[f] * (1.0f + scale[s]) + shift[s]);
+                    }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(reduction_functors_sum_in_fixed_chunks) {
+    // (3, 9000) → (3, 1): three chunks of at most 4096 per output; (2, 3, 4) → (1, 3, 1) and → ().
+    struct shapes {
+        tensor_shape full, small;
+    };
+    for (const auto& c : {shapes{{3, 9000}, {3, 1}}, shapes{{2, 3, 4}, {1, 3, 1}}, shapes{{2, 3, 4}, {1, 1, 1}}, shapes{{2, 3, 4}, {2, 3, 4}}}) {
+        BOOST_TEST_CONTEXT("full " << fmt::format("{}", c.full) << " small " << fmt::format("{}", c.small)) {
+            const auto x = ramp(c.full.numel(), 0.001f, -2.0f);
+            const auto plan = cuda_detail::plan_reduction(c.full, c.small);
+            BOOST_TEST(plan.outputs == c.small.numel());
+            const std::int64_t chunk = 4096, chunks = (plan.per_output + chunk - 1) / chunk;
+            std::vector<double> partial(static_cast<std::size_t>(plan.outputs * chunks));
+            std::vector<float> out(static_cast<std::size_t>(plan.outputs));
+            thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(plan.outputs * chunks),
+                             cuda_detail::partial_sum_op<cuda_detail::load_op<float>>{plan, chunk, chunks, {x.data()}, partial.data()});
+            thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(plan.outputs),
+                             cuda_detail::finish_sum_op<float>{partial.data(), chunks, 0.5, out.data()});
+            // Reference: every full element added to the output it broadcasts from.
+            std::vector<double> want(static_cast<std::size_t>(plan.outputs), 0.0);
+            const auto walk = cuda_detail::small_operand_walk(c.full, c.small);
+            for (std::int64_t i = 0; i < c.full.numel(); ++i) want[static_cast<std::size_t>(walk.offset(i))] += x[static_cast<std::size_t>(i)];
+            for (std::size_t o = 0; o < want.size(); ++o) BOOST_TEST(double(out[o]) == 0.5 * want[o], boost::test_tools::tolerance(1e-6));
+        }
+    }
+}
