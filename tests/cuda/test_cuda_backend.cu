@@ -12,6 +12,10 @@
 #include <string>
 #include <vector>
 
+#include <thrust/execution_policy.h>
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
+
 #include "vediff/backend/cpu/memory.hpp"  // host memory only: no Eigen, no OpenMP kernels
 #include "vediff/backend/cuda.hpp"
 #include "vediff/core/random.hpp"
@@ -20,7 +24,9 @@
 #include "vediff/ops/broadcast.hpp"
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/ops/reduce.hpp"
+#include "vediff/ops/softmax.hpp"
 #include "vediff/ops/gemm.hpp"
+#include "vediff/ops/norm.hpp"
 #include "vediff/ops/random.hpp"
 
 using namespace vediff;
@@ -258,6 +264,42 @@ BOOST_AUTO_TEST_CASE(broadcasts_and_sums_match_host_loops) {
     BOOST_TEST(relative_difference(ops::modulate(dx_.view(), dshift.view(), dscale.view()).to_vector(), modulated) < 1e-6);
     BOOST_TEST(relative_difference(ops::sum_to(dx_.view(), tensor_shape{1, N, 1}).to_vector(), sums) < 1e-6);
     BOOST_TEST(relative_difference(ops::mean(dx_.view()).to_vector(), std::vector<double>{total / double(B * N * D)}) < 1e-6);
+}
+
+BOOST_AUTO_TEST_CASE(norms_and_softmax_match_their_functors_in_double_on_the_host) {
+    // The functors are gradient-checked on the host (test_cuda_functors); here the device runs them.
+    const std::int64_t rows = 300, dim = 48;
+    const auto x = random_matrix({rows, dim}, 31), dy = random_matrix({rows, dim}, 32), w = random_matrix({1, dim}, 33);
+    const std::vector<double> xd(x.values.begin(), x.values.end()), dyd(dy.values.begin(), dy.values.end()),
+        wd(w.values.begin(), w.values.end());
+    const auto host = [](std::int64_t n, auto f) {
+        thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(n), f);
+    };
+    const auto dx_ = on_device(x), ddy = on_device(dy);
+    const auto dw_ = tensor<float, gpu>::from_host({dim}, std::span<const float>(w.values));
+
+    std::vector<double> y(xd.size()), mean(rows), rstd(rows), dx(xd.size());
+    host(rows, cuda_detail::layer_norm_forward_op<double>{y.data(), mean.data(), rstd.data(), xd.data(), nullptr, nullptr, dim, 1e-6});
+    const auto ln = ops::layer_norm(dx_.view(), 1e-6);
+    BOOST_TEST(relative_difference(ln.y.to_vector(), y) < 1e-5);
+    host(rows, cuda_detail::layer_norm_backward_op<double>{dx.data(), dyd.data(), xd.data(), mean.data(), rstd.data(), nullptr, dim});
+    BOOST_TEST(relative_difference(ops::layer_norm_backward(ddy.view(), dx_.view(), ln.mean.view(), ln.rstd.view()).to_vector(), dx) < 1e-4);
+
+    host(rows, cuda_detail::rms_norm_forward_op<double>{y.data(), rstd.data(), xd.data(), wd.data(), dim, 1e-6});
+    const auto rn = ops::rms_norm(dx_.view(), dw_.view(), 1e-6);
+    BOOST_TEST(relative_difference(rn.y.to_vector(), y) < 1e-5);
+
+    host(rows, cuda_detail::softmax_rows_op<double>{y.data(), xd.data(), dim});
+    const auto sm = ops::softmax(dx_.view());
+    BOOST_TEST(relative_difference(sm.to_vector(), y) < 1e-5);
+    host(rows, cuda_detail::softmax_backward_rows_op<double>{dx.data(), dyd.data(), y.data(), dim});
+    BOOST_TEST(relative_difference(ops::softmax_backward(ddy.view(), sm.view()).to_vector(), dx) < 1e-4);
+
+    // Group norm on (N, C, H·W) = (5, 8, 360) with 4 groups.
+    const auto xg = tensor<float, gpu>::from_host({5, 8, 360}, std::span<const float>(x.values).subspan(0, 5 * 8 * 360));
+    std::vector<double> yg(5 * 8 * 360), mg(20), rg(20);
+    host(20, cuda_detail::group_norm_forward_op<double>{yg.data(), mg.data(), rg.data(), xd.data(), nullptr, nullptr, 4, 2, 360, 1e-6});
+    BOOST_TEST(relative_difference(ops::group_norm(xg.view(), 4, 1e-6).y.to_vector(), yg) < 1e-5);
 }
 
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {

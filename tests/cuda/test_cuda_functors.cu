@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -158,4 +159,120 @@ BOOST_AUTO_TEST_CASE(reduction_functors_sum_in_fixed_chunks) {
             for (std::size_t o = 0; o < want.size(); ++o) BOOST_TEST(double(out[o]) == 0.5 * want[o], boost::test_tools::tolerance(1e-6));
         }
     }
+}
+
+namespace {
+
+std::vector<double> random_values(std::size_t n, std::uint64_t seed, double scale = 1.0, double shift = 0.0) {
+    std::vector<double> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = shift + scale * philox_normal<double>(seed, 0, 0, i);
+    return v;
+}
+
+template <class F>
+void run_on_host(std::int64_t n, F f) {
+    thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(n), f);
+}
+
+double dot(const std::vector<double>& a, const std::vector<double>& b) {
+    double s = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+    return s;
+}
+
+/// Central differences of loss() with respect to every element of v, against `analytic`.
+template <class Loss>
+double worst_gradient_error(std::vector<double>& v, const std::vector<double>& analytic, Loss loss) {
+    double worst = 0;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+        const double keep = v[i], h = 1e-6;
+        v[i] = keep + h;
+        const double up = loss();
+        v[i] = keep - h;
+        const double down = loss();
+        v[i] = keep;
+        worst = std::max(worst, std::abs((up - down) / (2 * h) - analytic[i]));
+    }
+    return worst;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(softmax_functors_normalize_and_differentiate) {
+    const std::int64_t rows = 3, dim = 7;
+    auto x = random_values(rows * dim, 21, 2.0);
+    const auto r = random_values(rows * dim, 22);
+    std::vector<double> y(x.size()), dx(x.size());
+    const auto forward = [&] {
+        run_on_host(rows, cuda_detail::softmax_rows_op<double>{y.data(), x.data(), dim});
+        return dot(y, r);
+    };
+    forward();
+    for (std::int64_t i = 0; i < rows; ++i) {
+        double sum = 0;
+        for (std::int64_t j = 0; j < dim; ++j) sum += y[static_cast<std::size_t>(i * dim + j)];
+        BOOST_TEST(sum == 1.0, boost::test_tools::tolerance(1e-14));
+    }
+    run_on_host(rows, cuda_detail::softmax_backward_rows_op<double>{dx.data(), r.data(), y.data(), dim});
+    BOOST_TEST(worst_gradient_error(x, dx, forward) < 1e-8);
+}
+
+BOOST_AUTO_TEST_CASE(layer_and_rms_norm_functors_pass_gradient_checks) {
+    const std::int64_t rows = 4, dim = 6;
+    auto x = random_values(rows * dim, 23, 1.5, 3.0);  // a mean far from zero
+    auto w = random_values(dim, 24, 0.3, 1.0), b = random_values(dim, 25, 0.2);
+    const auto r = random_values(rows * dim, 26);
+    std::vector<double> y(x.size()), mean(rows), rstd(rows);
+    const auto layer = [&] {
+        run_on_host(rows, cuda_detail::layer_norm_forward_op<double>{y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), dim, 1e-6});
+        return dot(y, r);
+    };
+    layer();
+    for (std::int64_t i = 0; i < rows; ++i) {  // the statistics themselves
+        double m = 0, v = 0;
+        for (std::int64_t j = 0; j < dim; ++j) m += x[static_cast<std::size_t>(i * dim + j)] / double(dim);
+        for (std::int64_t j = 0; j < dim; ++j) v += std::pow(x[static_cast<std::size_t>(i * dim + j)] - m, 2) / double(dim);
+        BOOST_TEST(mean[static_cast<std::size_t>(i)] == m, boost::test_tools::tolerance(1e-12));
+        BOOST_TEST(rstd[static_cast<std::size_t>(i)] == 1 / std::sqrt(v + 1e-6), boost::test_tools::tolerance(1e-10));
+    }
+    std::vector<double> dx(x.size()), dw(dim, 0.0), db(dim, 0.0);
+    run_on_host(rows, cuda_detail::layer_norm_backward_op<double>{dx.data(), r.data(), x.data(), mean.data(), rstd.data(), w.data(), dim});
+    run_on_host(dim, cuda_detail::layer_norm_param_grads_op<double>{dw.data(), db.data(), r.data(), x.data(), mean.data(), rstd.data(), rows, dim});
+    BOOST_TEST(worst_gradient_error(x, dx, layer) < 1e-7);
+    BOOST_TEST(worst_gradient_error(w, dw, layer) < 1e-7);
+    BOOST_TEST(worst_gradient_error(b, db, layer) < 1e-7);
+
+    const auto rms = [&] {
+        run_on_host(rows, cuda_detail::rms_norm_forward_op<double>{y.data(), rstd.data(), x.data(), w.data(), dim, 1e-6});
+        return dot(y, r);
+    };
+    rms();
+    std::fill(dw.begin(), dw.end(), 0.0);
+    run_on_host(rows, cuda_detail::rms_norm_backward_op<double>{dx.data(), r.data(), x.data(), rstd.data(), w.data(), dim});
+    run_on_host(dim, cuda_detail::rms_norm_weight_grad_op<double>{dw.data(), r.data(), x.data(), rstd.data(), rows, dim});
+    BOOST_TEST(worst_gradient_error(x, dx, rms) < 1e-7);
+    BOOST_TEST(worst_gradient_error(w, dw, rms) < 1e-7);
+}
+
+BOOST_AUTO_TEST_CASE(group_norm_functors_pass_gradient_checks) {
+    const std::int64_t n = 2, channels = 4, groups = 2, spatial = 5;
+    auto x = random_values(n * channels * spatial, 27, 1.2, -2.0);
+    auto w = random_values(channels, 28, 0.3, 1.0), b = random_values(channels, 29, 0.2);
+    const auto r = random_values(x.size(), 30);
+    std::vector<double> y(x.size()), mean(n * groups), rstd(n * groups);
+    const auto forward = [&] {
+        run_on_host(n * groups, cuda_detail::group_norm_forward_op<double>{y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
+                                                                           groups, channels / groups, spatial, 1e-6});
+        return dot(y, r);
+    };
+    forward();
+    std::vector<double> sum_dy_x(n * channels), sum_dy(n * channels), dx(x.size()), dw(channels, 0.0), db(channels, 0.0);
+    run_on_host(n * channels, cuda_detail::channel_sums_op<double>{sum_dy_x.data(), sum_dy.data(), r.data(), x.data(), spatial});
+    run_on_host(n * groups, cuda_detail::group_norm_backward_op<double>{dx.data(), r.data(), x.data(), mean.data(), rstd.data(), w.data(),
+                                                                        sum_dy_x.data(), sum_dy.data(), groups, channels / groups, spatial});
+    run_on_host(channels, cuda_detail::group_norm_param_grads_op<double>{dw.data(), db.data(), mean.data(), rstd.data(), sum_dy_x.data(),
+                                                                         sum_dy.data(), n, channels, groups});
+    BOOST_TEST(worst_gradient_error(x, dx, forward) < 1e-7);
+    BOOST_TEST(worst_gradient_error(w, dw, forward) < 1e-7);
+    BOOST_TEST(worst_gradient_error(b, db, forward) < 1e-7);
 }
