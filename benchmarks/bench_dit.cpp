@@ -120,21 +120,7 @@ void compare(const char* title, Ours& ours_side, std::vector<std::string> peer_a
     theirs.ok = with_torch && peer.start(peer_args);
     if (with_torch && !theirs.ok) fmt::print("torch: not available (torch_dit.py did not start)\n");
     if (theirs.ok) theirs.rss_baseline_kib = long(peer.header().count("rss_baseline_kib") ? peer.header().at("rss_baseline_kib") : 0);
-    auto turn = [&](bool timed) {
-        const auto [ms, value] = ours_side.step();
-        if (timed) ours.step_ms.push_back(ms);
-        ours.loss = value;
-        if (!theirs.ok) return;
-        pause_between_libraries();
-        if (const auto r = peer.step(timed)) {
-            if (timed) theirs.step_ms.push_back(r->first);
-            theirs.loss = r->second;
-        } else {
-            theirs.ok = false;
-            fmt::print("torch: the peer stopped answering\n");
-        }
-        pause_between_libraries();
-    };
+    auto turn = [&](bool timed) { take_turn([&] { return ours_side.step(); }, ours, peer, theirs, timed); };
     for (int i = 0; i < warmup; ++i) turn(false);
     const cpu_ticks before = read_ticks(theirs.ok ? peer.pid() : 0);
     for (int i = 0; i < steps; ++i) turn(true);

@@ -171,21 +171,7 @@ int main(int argc, char** argv) {
     ours.ok = true;
 
     // Turns: vediff step, pause, torch step, pause.
-    auto turn = [&](bool timed) {
-        const auto [ms, loss] = trainer.step(timed);
-        if (timed) ours.step_ms.push_back(ms);
-        ours.loss = loss;
-        if (!theirs.ok) return;
-        pause_between_libraries();
-        if (const auto r = peer.step(timed)) {
-            if (timed) theirs.step_ms.push_back(r->first);
-            theirs.loss = r->second;
-        } else {
-            theirs.ok = false;
-            fmt::print("torch: the peer stopped answering\n");
-        }
-        pause_between_libraries();
-    };
+    auto turn = [&](bool timed) { take_turn([&] { return trainer.step(timed); }, ours, peer, theirs, timed); };
     for (int i = 0; i < warmup; ++i) turn(false);
     const long faults_before = self_usage().ru_minflt;
     const cpu_ticks before = read_ticks(theirs.ok ? peer.pid() : 0);

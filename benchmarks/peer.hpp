@@ -195,6 +195,25 @@ private:
     std::map<std::string, double> header_;
 };
 
+/// One turn of the two libraries: our step (ours_step() returns {ms, loss}), a pause, the peer's
+/// step, a pause. A peer that stops answering is marked not ok and skipped from then on.
+template <class OursStep>
+void take_turn(OursStep&& ours_step, measurement& ours, torch_peer& peer, measurement& theirs, bool timed) {
+    const auto [ms, loss] = ours_step();
+    if (timed) ours.step_ms.push_back(ms);
+    ours.loss = loss;
+    if (!theirs.ok) return;
+    pause_between_libraries();
+    if (const auto r = peer.step(timed)) {
+        if (timed) theirs.step_ms.push_back(r->first);
+        theirs.loss = r->second;
+    } else {
+        theirs.ok = false;
+        fmt::print("torch: the peer stopped answering\n");
+    }
+    pause_between_libraries();
+}
+
 inline double mib(long kib) { return double(kib) / 1024.0; }
 
 } // namespace vediff::bench

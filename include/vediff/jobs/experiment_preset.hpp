@@ -76,6 +76,30 @@ inline void small_tokenizer(tokenizer_job& t) {
     t.model.z_channels = t.model.embed_dim = 4;
 }
 
+/// The quick preset's models and budgets: the small tokenizer, 500 steps of batch 32; 20,000
+/// images encoded (~4 epochs of the DiT's 600 × 128 samples); a LightningDiT of hidden 192, depth
+/// 4, patch 2, 600 steps of batch 128; 100 samples per class with 25 steps; 5,000 test images.
+inline void quick_models(experiment_preset& p) {
+    small_tokenizer(p.tokenizer);
+    p.tokenizer.steps = 500;
+    p.tokenizer.batch = 32;
+    p.tokenizer.warmup = 50;
+    p.tokenizer.eval_images = 2000;  // the tokenizer's own report; the evaluation uses eval_images
+    p.encode_images = 20000;
+    p.dit.model.hidden_size = 192;
+    p.dit.model.depth = 4;
+    p.dit.model.num_heads = 3;
+    p.dit.model.patch_size = 2;
+    p.dit.steps = 600;
+    p.dit.batch = 128;
+    p.dit.warmup = 100;
+    p.dit.lr = 1e-3;
+    p.dit.ema_decay = 0.995;
+    p.per_class = 100;
+    p.ode_steps = p.sde_steps = 25;
+    p.eval_images = 5000;
+}
+
 inline experiment_preset make_preset(const std::string& name) {
     experiment_preset p;
     p.name = name;
@@ -110,24 +134,7 @@ inline experiment_preset make_preset(const std::string& name) {
     }
     if (name == "quick") {
         p.rows = {make_row("kl", 1e-6), make_row("ve", 0.1)};
-        small_tokenizer(p.tokenizer);
-        p.tokenizer.steps = 500;
-        p.tokenizer.batch = 32;
-        p.tokenizer.warmup = 50;
-        p.tokenizer.eval_images = 2000;  // the tokenizer's own report; the evaluation below uses eval_images
-        p.encode_images = 20000;         // ~4 epochs of the DiT's 600 × 128 samples
-        p.dit.model.hidden_size = 192;
-        p.dit.model.depth = 4;
-        p.dit.model.num_heads = 3;
-        p.dit.model.patch_size = 2;
-        p.dit.steps = 600;
-        p.dit.batch = 128;
-        p.dit.warmup = 100;
-        p.dit.lr = 1e-3;
-        p.dit.ema_decay = 0.995;
-        p.per_class = 100;
-        p.ode_steps = p.sde_steps = 25;
-        p.eval_images = 5000;
+        quick_models(p);
         return p;
     }
     if (name == "paper") {
@@ -138,20 +145,10 @@ inline experiment_preset make_preset(const std::string& name) {
         for (double lambda : {0.01, 0.1}) p.rows.push_back(make_row("ve", lambda));
         p.rows.push_back(make_row("kl", 1e-6, 1));
         p.rows.push_back(make_row("ve", 0.1, 1));
-        small_tokenizer(p.tokenizer);
+        quick_models(p);
         p.tokenizer.steps = 1000;
-        p.tokenizer.batch = 32;
-        p.tokenizer.warmup = 50;
-        p.tokenizer.eval_images = 2000;
         p.encode_images = 0;
-        p.dit.model.hidden_size = 192;
-        p.dit.model.depth = 4;
-        p.dit.model.num_heads = 3;
-        p.dit.model.patch_size = 2;
         p.dit.steps = 1500;
-        p.dit.batch = 128;
-        p.dit.warmup = 100;
-        p.dit.lr = 1e-3;
         p.dit.ema_decay = 0.998;
         p.per_class = 300;
         p.ode_steps = p.sde_steps = 50;

@@ -13,6 +13,17 @@
 
 namespace vediff::nn {
 
+/// What a normalization keeps for its backward, under the current grad mode: its input (a view
+/// of the caller's tensor) and the statistics, or nothing under nn::no_grad.
+template <class T, device D>
+void keep_statistics(backward_record& record, const tensor_view<T, D>& x, tensor<T, D>&& mean, tensor<T, D>&& rstd,
+                     tensor_view<T, D>& input, tensor<T, D>& kept_mean, tensor<T, D>& kept_rstd) {
+    const bool k = record.keep();
+    input = k ? x : tensor_view<T, D>{};
+    kept_mean = k ? std::move(mean) : tensor<T, D>{};
+    kept_rstd = k ? std::move(rstd) : tensor<T, D>{};
+}
+
 template <class T = float, device D = cpu>
 struct group_norm {
     using value_type = T;
@@ -65,10 +76,7 @@ struct group_norm {
 
 private:
     void keep(const tensor_view<T, D>& x, tensor<T, D>&& mean, tensor<T, D>&& rstd) {
-        const bool k = record_.keep();
-        input_ = k ? x : tensor_view<T, D>{};
-        mean_ = k ? std::move(mean) : tensor<T, D>{};
-        rstd_ = k ? std::move(rstd) : tensor<T, D>{};
+        keep_statistics(record_, x, std::move(mean), std::move(rstd), input_, mean_, rstd_);
     }
 
     backward_record record_;
@@ -125,10 +133,7 @@ struct layer_norm {
 
 private:
     void keep(const tensor_view<T, D>& x, tensor<T, D>&& mean, tensor<T, D>&& rstd) {
-        const bool k = record_.keep();
-        input_ = k ? x : tensor_view<T, D>{};
-        mean_ = k ? std::move(mean) : tensor<T, D>{};
-        rstd_ = k ? std::move(rstd) : tensor<T, D>{};
+        keep_statistics(record_, x, std::move(mean), std::move(rstd), input_, mean_, rstd_);
     }
 
     backward_record record_;

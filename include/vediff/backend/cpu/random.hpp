@@ -3,6 +3,10 @@
 // (seed, stream, offset), whichever thread computes it, so results do not depend on the thread
 // count. Work is split by Philox block: one block yields the four draws of elements 4k .. 4k + 3
 // (two Box-Muller pairs for normals), with exactly the arithmetic of philox_normal/philox_uniform.
+// The affine maps (mean + stddev·N, lo + (hi − lo)·U) are explicit fused multiply-adds: left to
+// the compiler, they were contracted into FMAs in -march=native builds and not in generic ones,
+// and 40% of uniform draws differed in the last bit between the two; the cuda backend computes
+// the same std::fma, so both devices and every build give the same values.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -25,8 +29,8 @@ struct random_kernels<cpu> {
                 const double u2 = uniform_from_bits<double>(w[static_cast<std::size_t>(2 * pair + 1)]);
                 const double radius = std::sqrt(-2.0 * std::log(u1));
                 const double angle = 6.283185307179586476925 * u2;
-                out[first + 2 * pair] = mean + stddev * static_cast<T>(radius * std::cos(angle));
-                if (2 * pair + 1 < count) out[first + 2 * pair + 1] = mean + stddev * static_cast<T>(radius * std::sin(angle));
+                out[first + 2 * pair] = std::fma(stddev, static_cast<T>(radius * std::cos(angle)), mean);
+                if (2 * pair + 1 < count) out[first + 2 * pair + 1] = std::fma(stddev, static_cast<T>(radius * std::sin(angle)), mean);
             }
         });
     }
@@ -34,7 +38,7 @@ struct random_kernels<cpu> {
     template <class T>
     static void uniform(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, T lo, T hi) {
         for_each_block(n, seed, stream, offset, [=](const philox4x32::counter& w, std::int64_t first, int count) {
-            for (int k = 0; k < count; ++k) out[first + k] = lo + (hi - lo) * uniform_from_bits<T>(w[static_cast<std::size_t>(k)]);
+            for (int k = 0; k < count; ++k) out[first + k] = std::fma(hi - lo, uniform_from_bits<T>(w[static_cast<std::size_t>(k)]), lo);
         });
     }
     /// out[i] = value if U_i < p, else 0
