@@ -302,6 +302,36 @@ BOOST_AUTO_TEST_CASE(norms_and_softmax_match_their_functors_in_double_on_the_hos
     BOOST_TEST(relative_difference(ops::group_norm(xg.view(), 4, 1e-6).y.to_vector(), yg) < 1e-5);
 }
 
+BOOST_AUTO_TEST_CASE(loss_terms_match_host_sums) {
+    const std::int64_t n = 3 * 8192 + 5;
+    const auto x = random_matrix({n, 1}, 34), y = random_matrix({n, 1}, 35);
+    const auto dx_ = on_device(x), dy_ = on_device(y);
+    auto grad = tensor<float, gpu>::zeros({n, 1});
+    double l1 = 0, ve = 0;
+    std::vector<double> want_grad(static_cast<std::size_t>(n));
+    for (std::size_t i = 0; i < want_grad.size(); ++i) {
+        const double d = double(y.values[i]) - double(x.values[i]);
+        l1 += std::abs(d);
+        want_grad[i] = 2.0 * double((d > 0) - (d < 0));
+        ve += 1.0 / (std::exp(double(x.values[i])) + 1e-6);
+    }
+    BOOST_TEST(loss_kernels<gpu>::abs_error(dx_.data(), dy_.data(), grad.data(), n, 2.0) == l1, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(relative_difference(grad.to_vector(), want_grad) == 0.0);
+    BOOST_TEST(loss_kernels<gpu>::inverse_variance(dx_.data(), 1e-6, static_cast<float*>(nullptr), n, 1.0) == ve,
+               boost::test_tools::tolerance(1e-12));
+    auto with_nan = on_device(x);
+    const float bad[2] = {NAN, INFINITY};
+    cuda_detail::check(cudaMemcpy(with_nan.data() + 10, bad, sizeof(bad), cudaMemcpyHostToDevice), "cudaMemcpy");
+    BOOST_TEST(loss_kernels<gpu>::count_nonfinite(with_nan.data(), n) == 2);
+    std::vector<double> mean(2), m2(2);
+    loss_kernels<gpu>::channel_moments(mean.data(), m2.data(), dx_.data(), 1, 1, n);
+    double mu = 0, q = 0;
+    for (float v : x.values) mu += v / double(n);
+    for (float v : x.values) q += (v - mu) * (v - mu);
+    BOOST_TEST(mean[0] == mu, boost::test_tools::tolerance(1e-10));
+    BOOST_TEST(m2[0] == q, boost::test_tools::tolerance(1e-10));
+}
+
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {
     const auto x = on_device(random_matrix({64, 96}, 12)), w = on_device(random_matrix({128, 96}, 13));
     auto step = [&] {

@@ -276,3 +276,50 @@ BOOST_AUTO_TEST_CASE(group_norm_functors_pass_gradient_checks) {
     BOOST_TEST(worst_gradient_error(w, dw, forward) < 1e-7);
     BOOST_TEST(worst_gradient_error(b, db, forward) < 1e-7);
 }
+
+BOOST_AUTO_TEST_CASE(loss_term_functors_sum_in_blocks_and_pass_gradient_checks) {
+    // Each term's per-element derivative (accumulated into a prefilled buffer) against central
+    // differences of its blocked sum; n spans three blocks of 8192 with a partial last one.
+    const std::int64_t n = 2 * 8192 + 77, block = 8192, blocks = 3;
+    auto a = random_values(static_cast<std::size_t>(n), 40, 1.5), b = random_values(static_cast<std::size_t>(n), 41);
+    std::vector<double> partial(blocks);
+    const auto blocked = [&](auto term) {
+        run_on_host(blocks, cuda_detail::block_sum_op<decltype(term)>{term, n, block, partial.data()});
+        return partial[0] + partial[1] + partial[2];
+    };
+    const auto check = [&](const char* name, auto make_term, std::vector<double>& wrt) {
+        BOOST_TEST_CONTEXT(name) {
+            std::vector<double> grad(static_cast<std::size_t>(n), 0.25);  // prefilled: the kernels accumulate
+            const double g = 0.5;
+            const double value = blocked(make_term(grad.data(), g));
+            double direct = 0;
+            const auto plain = make_term(static_cast<double*>(nullptr), g);
+            for (std::int64_t i = 0; i < n; ++i) direct += plain(i);
+            BOOST_TEST(value == direct, boost::test_tools::tolerance(1e-12));
+            // Check 40 elements spread over the blocks.
+            double worst = 0;
+            for (std::int64_t k = 0; k < 40; ++k) {
+                const auto i = static_cast<std::size_t>(k * (n / 40));
+                const double keep = wrt[i], h = 1e-6;
+                wrt[i] = keep + h;
+                const double up = plain(static_cast<std::int64_t>(i));
+                wrt[i] = keep - h;
+                const double down = plain(static_cast<std::int64_t>(i));
+                wrt[i] = keep;
+                worst = std::max(worst, std::abs(g * (up - down) / (2 * h) - (grad[i] - 0.25)));
+            }
+            BOOST_TEST(worst < 1e-7);
+        }
+    };
+    check("abs_error", [&](double* d, double g) { return cuda_detail::abs_error_term<double>{b.data(), a.data(), d, g}; }, a);
+    check("squared_error", [&](double* d, double g) { return cuda_detail::squared_error_term<double>{b.data(), a.data(), d, g}; }, a);
+    check("inverse_variance", [&](double* d, double g) { return cuda_detail::inverse_variance_term<double>{a.data(), 1e-6, d, g}; }, a);
+    check("magnitude", [&](double* d, double g) { return cuda_detail::magnitude_term<double>{a.data(), 1.0, d, g}; }, a);
+    check("gaussian_kl (mean)", [&](double* d, double g) { return cuda_detail::gaussian_kl_term<double>{a.data(), b.data(), d, nullptr, g}; }, a);
+    check("gaussian_kl (logvar)", [&](double* d, double g) { return cuda_detail::gaussian_kl_term<double>{a.data(), b.data(), nullptr, d, g}; }, b);
+
+    std::vector<float> bad = {1.0f, NAN, 2.0f, INFINITY, -INFINITY};
+    double count = 0;
+    for (std::int64_t i = 0; i < 5; ++i) count += cuda_detail::nonfinite_term<float>{bad.data()}(i);
+    BOOST_TEST(count == 3.0);
+}
