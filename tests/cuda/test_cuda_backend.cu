@@ -332,6 +332,24 @@ BOOST_AUTO_TEST_CASE(loss_terms_match_host_sums) {
     BOOST_TEST(m2[0] == q, boost::test_tools::tolerance(1e-10));
 }
 
+BOOST_AUTO_TEST_CASE(posterior_split_and_sample_match_host_formulas) {
+    const std::int64_t outer = 4, inner = 50;
+    const auto moments = random_matrix({outer, 2 * inner}, 36), eps = random_matrix({outer, inner}, 37);
+    const auto dmom = on_device(moments), deps = on_device(eps);
+    auto mean = tensor<float, gpu>::zeros({outer, inner}), logvar = mean.clone(), raw = mean.clone(), z = mean.clone();
+    posterior_kernels<gpu>::split(mean.data(), logvar.data(), raw.data(), dmom.data(), outer, inner, -0.5f, 0.5f);
+    posterior_kernels<gpu>::sample(z.data(), mean.data(), logvar.data(), deps.data(), outer * inner);
+    std::vector<double> want_logvar, want_z;
+    for (std::int64_t b = 0; b < outer; ++b)
+        for (std::int64_t k = 0; k < inner; ++k) {
+            const double m = moments(b, k), lv = std::min(std::max(double(moments(b, inner + k)), -0.5), 0.5);
+            want_logvar.push_back(lv);
+            want_z.push_back(m + std::exp(0.5 * lv) * eps(b, k));
+        }
+    BOOST_TEST(relative_difference(logvar.to_vector(), want_logvar) == 0.0);
+    BOOST_TEST(relative_difference(z.to_vector(), want_z) < 1e-6);
+}
+
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {
     const auto x = on_device(random_matrix({64, 96}, 12)), w = on_device(random_matrix({128, 96}, 13));
     auto step = [&] {

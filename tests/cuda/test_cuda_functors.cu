@@ -323,3 +323,40 @@ BOOST_AUTO_TEST_CASE(loss_term_functors_sum_in_blocks_and_pass_gradient_checks) 
     for (std::int64_t i = 0; i < 5; ++i) count += cuda_detail::nonfinite_term<float>{bad.data()}(i);
     BOOST_TEST(count == 3.0);
 }
+
+BOOST_AUTO_TEST_CASE(posterior_functors_split_clamp_and_reparameterize) {
+    // moments (B = 2, 2C = 4, S = 3): rows [mean | logvar]; logvar clamped to [−30, 20] with NaN kept.
+    const std::int64_t outer = 2, inner = 6;
+    std::vector<double> moments(static_cast<std::size_t>(2 * outer * inner));
+    for (std::size_t i = 0; i < moments.size(); ++i) moments[i] = double(i) - 5.0;
+    moments[6] = -40.0;  // b = 0, logvar k = 0: below the lower bound
+    moments[19] = 25.0;  // b = 1, logvar k = 1: above the upper bound
+    moments[20] = NAN;   // b = 1, logvar k = 2
+    std::vector<double> mean(12), logvar(12), raw(12);
+    run_on_host(12, cuda_detail::posterior_split_op<double>{mean.data(), logvar.data(), raw.data(), moments.data(), inner, -30.0, 20.0});
+    BOOST_TEST(mean[0] == -5.0);
+    BOOST_TEST(mean[6] == moments[12]);
+    BOOST_TEST(logvar[0] == -30.0);
+    BOOST_TEST(raw[0] == -40.0);
+    BOOST_TEST(logvar[7] == 20.0);
+    BOOST_TEST(std::isnan(logvar[8]));
+    BOOST_TEST(logvar[1] == moments[7]);
+    std::vector<double> dmean(12, 1.0), dlogvar(12, 2.0), dmoments(24, -1.0);
+    run_on_host(12, cuda_detail::posterior_split_backward_op<double>{dmoments.data(), dmean.data(), dlogvar.data(), raw.data(), inner, -30.0, 20.0});
+    BOOST_TEST(dmoments[0] == 1.0);
+    BOOST_TEST(dmoments[6] == 0.0);   // clamped: no gradient
+    BOOST_TEST(dmoments[7] == 2.0);
+    BOOST_TEST(dmoments[19] == 0.0);  // clamped from above
+    // z = μ + exp(logvar/2)·ε and its gradients against central differences.
+    std::vector<double> mu = {0.5, -1.0}, lv = {0.3, -2.0}, eps = {1.2, -0.7}, z(2), dmu(2, 0.0), dlv(2, 0.0);
+    const std::vector<double> dz = {0.9, -1.1};
+    run_on_host(2, cuda_detail::posterior_sample_op<double>{z.data(), mu.data(), lv.data(), eps.data()});
+    BOOST_TEST(z[0] == 0.5 + std::exp(0.15) * 1.2, boost::test_tools::tolerance(1e-15));
+    run_on_host(2, cuda_detail::posterior_sample_backward_op<double>{dmu.data(), dlv.data(), dz.data(), lv.data(), eps.data()});
+    const auto loss = [&] {
+        run_on_host(2, cuda_detail::posterior_sample_op<double>{z.data(), mu.data(), lv.data(), eps.data()});
+        return dot(z, dz);
+    };
+    BOOST_TEST(worst_gradient_error(mu, dmu, loss) < 1e-8);
+    BOOST_TEST(worst_gradient_error(lv, dlv, loss) < 1e-8);
+}

@@ -4,8 +4,8 @@
 // by nvcc (a .cu file) and linked with vediff::cuda (CUDA::cudart, CUDA::cublas).
 //
 // Families implemented: memory, activation, broadcast, elementwise, gemm, loss, norm, optim,
-// random, reduce, softmax. The others of core/kernels.hpp (attention, concat, conv,
-// cross_entropy, embedding, patchify, positional, posterior, upsample) are still missing: an op of theirs
+// posterior, random, reduce, softmax. The others of core/kernels.hpp (attention, concat, conv,
+// cross_entropy, embedding, patchify, positional, upsample) are still missing: an op of theirs
 // instantiated for cuda is a compile error naming the family (issue 9 builds them).
 #if !defined(__CUDACC__)
 #error "vediff/backend/cuda.hpp contains device code: include it from a .cu file compiled by nvcc"
@@ -20,6 +20,7 @@
 #include "vediff/backend/cuda/loss.hpp"
 #include "vediff/backend/cuda/norm.hpp"
 #include "vediff/backend/cuda/optim.hpp"
+#include "vediff/backend/cuda/posterior.hpp"
 #include "vediff/backend/cuda/random.hpp"
 #include "vediff/backend/cuda/reduce.hpp"
 #include "vediff/backend/cuda/softmax.hpp"
