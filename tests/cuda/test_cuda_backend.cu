@@ -350,6 +350,21 @@ BOOST_AUTO_TEST_CASE(posterior_split_and_sample_match_host_formulas) {
     BOOST_TEST(relative_difference(z.to_vector(), want_z) < 1e-6);
 }
 
+BOOST_AUTO_TEST_CASE(layout_kernels_round_trip_and_check_indices) {
+    const std::int64_t B = 2, C = 4, H = 8, W = 8, p = 2;
+    const auto image = random_matrix({B * C * H, W}, 38);
+    const auto dimage = tensor<float, gpu>::from_host({B, C, H, W}, std::span<const float>(image.values));
+    auto tokens = tensor<float, gpu>::zeros({B, (H / p) * (W / p), p * p * C}), back = tensor<float, gpu>::zeros({B, C, H, W});
+    patchify_kernels<gpu>::patchify(tokens.data(), dimage.data(), B, C, H, W, p);
+    patchify_kernels<gpu>::unpatchify(back.data(), tokens.data(), B, C, H, W, p);
+    BOOST_TEST(back.to_vector() == image.values, boost::test_tools::per_element());
+    const std::vector<std::int32_t> labels = {3, 1, 7, 2};
+    const auto dlabels = tensor<std::int32_t, gpu>::from_host({4}, std::span<const std::int32_t>(labels));
+    BOOST_TEST(embedding_kernels<gpu>::first_invalid(dlabels.data(), 4, 8) == -1);
+    BOOST_TEST(embedding_kernels<gpu>::first_invalid(dlabels.data(), 4, 5) == 2);
+    BOOST_TEST(embedding_kernels<gpu>::index_at(dlabels.data(), 2) == 7);
+}
+
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {
     const auto x = on_device(random_matrix({64, 96}, 12)), w = on_device(random_matrix({128, 96}, 13));
     auto step = [&] {

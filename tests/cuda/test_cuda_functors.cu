@@ -360,3 +360,48 @@ BOOST_AUTO_TEST_CASE(posterior_functors_split_clamp_and_reparameterize) {
     BOOST_TEST(worst_gradient_error(mu, dmu, loss) < 1e-8);
     BOOST_TEST(worst_gradient_error(lv, dlv, loss) < 1e-8);
 }
+
+BOOST_AUTO_TEST_CASE(layout_functors_move_the_elements_the_cpu_moves) {
+    // patchify: the cpu backend's loop order written out; unpatchify inverts it.
+    const std::int64_t B = 2, C = 3, H = 4, W = 6, p = 2, n = B * C * H * W;
+    std::vector<double> image(static_cast<std::size_t>(n)), tokens(image.size()), back(image.size());
+    for (std::size_t i = 0; i < image.size(); ++i) image[i] = double(i);
+    run_on_host(n, cuda_detail::patchify_op<double>{tokens.data(), image.data(), {C, H, W, p}});
+    std::vector<double> want;
+    for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t row = 0; row < H / p; ++row)
+            for (std::int64_t col = 0; col < W / p; ++col)
+                for (std::int64_t i = 0; i < p; ++i)
+                    for (std::int64_t j = 0; j < p; ++j)
+                        for (std::int64_t c = 0; c < C; ++c) want.push_back(image[static_cast<std::size_t>(((b * C + c) * H + row * p + i) * W + col * p + j)]);
+    BOOST_TEST(tokens == want, boost::test_tools::per_element());
+    run_on_host(n, cuda_detail::unpatchify_op<double>{back.data(), tokens.data(), {C, H, W, p}});
+    BOOST_TEST(back == image, boost::test_tools::per_element());
+
+    // nearest 2x and the 2x2 block sum are adjoint: <up(x), y> = <x, down(y)>.
+    const std::int64_t planes = 3, h = 4, w = 5;
+    auto x = random_values(static_cast<std::size_t>(planes * h * w), 50), y = random_values(static_cast<std::size_t>(planes * 4 * h * w), 51);
+    std::vector<double> up(y.size()), down(x.size());
+    run_on_host(planes * 4 * h * w, cuda_detail::nearest2x_op<double>{up.data(), x.data(), h, w, 1.0});
+    run_on_host(planes * h * w, cuda_detail::block_sum2x2_op<double>{down.data(), y.data(), 2 * h, 2 * w, 1.0});
+    BOOST_TEST(dot(up, y) == dot(x, down), boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(up[static_cast<std::size_t>(2 * w + 1)] == x[0]);  // output (1, 1) repeats input (0, 0)
+
+    // Embedding rows: gather, then scatter-add with a repeated index (added in order).
+    const std::vector<double> table = {0, 1, 10, 11, 20, 21};
+    const std::vector<std::int32_t> index = {2, 0, 2};
+    std::vector<double> rows(6), grad(6, 0.0);
+    run_on_host(6, cuda_detail::gather_rows_op<double>{rows.data(), table.data(), index.data(), 2});
+    BOOST_TEST(rows == (std::vector<double>{20, 21, 0, 1, 20, 21}), boost::test_tools::per_element());
+    run_on_host(2, cuda_detail::scatter_add_column_op<double>{grad.data(), rows.data(), index.data(), 3, 2});
+    BOOST_TEST(grad == (std::vector<double>{0, 1, 0, 0, 40, 42}), boost::test_tools::per_element());
+    BOOST_TEST(cuda_detail::index_outside_op<std::int32_t>{3}(3));
+    BOOST_TEST(!cuda_detail::index_outside_op<std::int32_t>{3}(0));
+    BOOST_TEST(cuda_detail::index_outside_op<std::int32_t>{3}(-1));
+
+    // Row copies into a wider destination (concat along the last axis).
+    const std::vector<double> src = {1, 2, 3, 4};
+    std::vector<double> dst(6, 0.0);
+    run_on_host(4, cuda_detail::copy_rows_op<double>{dst.data() + 1, 3, src.data(), 2, 2});
+    BOOST_TEST(dst == (std::vector<double>{0, 1, 2, 0, 3, 4}), boost::test_tools::per_element());
+}

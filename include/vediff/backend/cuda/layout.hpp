@@ -1,0 +1,179 @@
+#pragma once
+// cuda kernels that move elements between layouts: embedding rows (gather and scatter-add),
+// patchify / unpatchify, nearest 2× upsampling and its adjoint, and row copies for concat; one
+// thread per output element (or per column, where several rows add into one element), with the
+// cpu backend's index arithmetic.
+#include <cstdint>
+
+#include <thrust/execution_policy.h>
+#include <thrust/find.h>
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
+
+#include "vediff/backend/cuda/memory.hpp"
+#include "vediff/backend/cuda/runtime.hpp"
+#include "vediff/core/kernels.hpp"
+
+namespace vediff {
+
+namespace cuda_detail {
+
+template <class F>
+void for_each_element(std::int64_t n, F f) {
+    if (n > 0)
+        thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
+                         thrust::counting_iterator<std::int64_t>(n), f);
+}
+
+/// out (n, dim)[i, j] = table[index[i], j]
+template <class T>
+struct gather_rows_op {
+    T* out;
+    const T* table;
+    const std::int32_t* index;
+    std::int64_t dim;
+    __host__ __device__ void operator()(std::int64_t e) const { out[e] = table[std::int64_t{index[e / dim]} * dim + e % dim]; }
+};
+
+/// Column j of the table: table[index[i], j] += rows[i, j] for i in order (one thread per column,
+/// so repeated indices add in order, as on the cpu).
+template <class T>
+struct scatter_add_column_op {
+    T* table;
+    const T* rows;
+    const std::int32_t* index;
+    std::int64_t n, dim;
+    __host__ __device__ void operator()(std::int64_t j) const {
+        for (std::int64_t i = 0; i < n; ++i) table[std::int64_t{index[i]} * dim + j] += rows[i * dim + j];
+    }
+};
+
+template <class T>
+struct index_outside_op {
+    std::int64_t rows;
+    __host__ __device__ bool operator()(std::int32_t v) const { return v < 0 || v >= rows; }
+};
+
+/// Token element e of (B, h·w, p·p·C) ↔ pixel of (B, C, H, W): the cpu backend's pairing.
+struct patch_map {
+    std::int64_t C, H, W, p;
+    __host__ __device__ std::int64_t pixel(std::int64_t e) const {
+        const std::int64_t w = W / p, h = H / p, dim = p * p * C;
+        const std::int64_t c = e % C, j = (e / C) % p, i = (e / (C * p)) % p;
+        const std::int64_t token = e / dim, col = token % w, row = (token / w) % h, b = token / (w * h);
+        return ((b * C + c) * H + row * p + i) * W + col * p + j;
+    }
+};
+
+template <class T>
+struct patchify_op {
+    T* tokens;
+    const T* image;
+    patch_map map;
+    __host__ __device__ void operator()(std::int64_t e) const { tokens[e] = image[map.pixel(e)]; }
+};
+template <class T>
+struct unpatchify_op {
+    T* image;
+    const T* tokens;
+    patch_map map;
+    __host__ __device__ void operator()(std::int64_t e) const { image[map.pixel(e)] = tokens[e]; }
+};
+
+/// out (planes, 2H, 2W)[y, x] = scale · in[y/2, x/2]
+template <class T>
+struct nearest2x_op {
+    T* out;
+    const T* in;
+    std::int64_t H, W;
+    T scale;
+    __host__ __device__ void operator()(std::int64_t e) const {
+        const std::int64_t x = e % (2 * W), y = (e / (2 * W)) % (2 * H), plane = e / (4 * H * W);
+        out[e] = scale * in[(plane * H + y / 2) * W + x / 2];
+    }
+};
+/// out (planes, H/2, W/2)[y, x] = scale · Σ of the 2×2 block at (2y, 2x), summed as the cpu does.
+template <class T>
+struct block_sum2x2_op {
+    T* out;
+    const T* in;
+    std::int64_t H, W;
+    T scale;
+    __host__ __device__ void operator()(std::int64_t e) const {
+        const std::int64_t w = W / 2, h = H / 2, x = e % w, y = (e / w) % h, plane = e / (w * h);
+        const T* top = in + (plane * H + 2 * y) * W + 2 * x;
+        const T* bottom = top + W;
+        out[e] = scale * ((top[0] + top[1]) + (bottom[0] + bottom[1]));
+    }
+};
+
+/// dst[r·dst_stride + j] = src[r·src_stride + j]
+template <class T>
+struct copy_rows_op {
+    T* dst;
+    std::int64_t dst_stride;
+    const T* src;
+    std::int64_t src_stride, len;
+    __host__ __device__ void operator()(std::int64_t e) const { dst[(e / len) * dst_stride + e % len] = src[(e / len) * src_stride + e % len]; }
+};
+
+} // namespace cuda_detail
+
+template <>
+struct embedding_kernels<cuda> {
+    /// Position of the first index outside [0, rows), or -1 when all are valid (waits for the stream).
+    static std::int64_t first_invalid(const std::int32_t* index, std::int64_t n, std::int64_t rows) {
+        if (n <= 0) return -1;
+        const auto found = thrust::find_if(thrust::cuda::par.on(cuda_detail::stream()), index, index + n,
+                                           cuda_detail::index_outside_op<std::int32_t>{rows});
+        return found == index + n ? -1 : static_cast<std::int64_t>(found - index);
+    }
+    /// The index at position i (for error messages; copies one value to the host).
+    static std::int64_t index_at(const std::int32_t* index, std::int64_t i) {
+        std::int32_t v = 0;
+        memory<cuda>::copy_to_host(&v, index + i, sizeof v);
+        return v;
+    }
+    template <class T>
+    static void gather_rows(T* out, const T* table, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
+        cuda_detail::for_each_element(n * dim, cuda_detail::gather_rows_op<T>{out, table, index, dim});
+    }
+    template <class T>
+    static void scatter_add_rows(T* table, const T* rows, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
+        cuda_detail::for_each_element(dim, cuda_detail::scatter_add_column_op<T>{table, rows, index, n, dim});
+    }
+};
+
+template <>
+struct patchify_kernels<cuda> {
+    template <class T>
+    static void patchify(T* tokens, const T* image, std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W, std::int64_t p) {
+        cuda_detail::for_each_element(B * C * H * W, cuda_detail::patchify_op<T>{tokens, image, {C, H, W, p}});
+    }
+    template <class T>
+    static void unpatchify(T* image, const T* tokens, std::int64_t B, std::int64_t C, std::int64_t H, std::int64_t W, std::int64_t p) {
+        cuda_detail::for_each_element(B * C * H * W, cuda_detail::unpatchify_op<T>{image, tokens, {C, H, W, p}});
+    }
+};
+
+template <>
+struct upsample_kernels<cuda> {
+    template <class T>
+    static void nearest2x(T* out, const T* in, std::int64_t planes, std::int64_t H, std::int64_t W, T scale = T(1)) {
+        cuda_detail::for_each_element(planes * 4 * H * W, cuda_detail::nearest2x_op<T>{out, in, H, W, scale});
+    }
+    template <class T>
+    static void block_sum2x2(T* out, const T* in, std::int64_t planes, std::int64_t H, std::int64_t W, T scale = T(1)) {
+        cuda_detail::for_each_element(planes * (H / 2) * (W / 2), cuda_detail::block_sum2x2_op<T>{out, in, H, W, scale});
+    }
+};
+
+template <>
+struct concat_kernels<cuda> {
+    template <class T>
+    static void copy_rows(T* dst, std::int64_t dst_stride, const T* src, std::int64_t src_stride, std::int64_t rows, std::int64_t len) {
+        if (len > 0) cuda_detail::for_each_element(rows * len, cuda_detail::copy_rows_op<T>{dst, dst_stride, src, src_stride, len});
+    }
+};
+
+} // namespace vediff
