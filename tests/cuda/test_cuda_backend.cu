@@ -365,6 +365,44 @@ BOOST_AUTO_TEST_CASE(layout_kernels_round_trip_and_check_indices) {
     BOOST_TEST(embedding_kernels<gpu>::index_at(dlabels.data(), 2) == 7);
 }
 
+BOOST_AUTO_TEST_CASE(cross_entropy_and_timestep_embedding_on_the_device) {
+    const std::int64_t B = 64, K = 10;
+    const auto logits = random_matrix({B, K}, 39);
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(B));
+    for (std::int64_t i = 0; i < B; ++i) labels[static_cast<std::size_t>(i)] = static_cast<std::int32_t>(i % K);
+    const auto dlogits = on_device(logits);
+    const auto dlabels = tensor<std::int32_t, gpu>::from_host({B}, std::span<const std::int32_t>(labels));
+    auto loss = tensor<float, gpu>::zeros({1});
+    cross_entropy_kernels<gpu>::forward(loss.data(), dlogits.data(), dlabels.data(), B, K);
+    double want = 0;
+    for (std::int64_t i = 0; i < B; ++i) {
+        double s = 0;
+        for (std::int64_t k = 0; k < K; ++k) s += std::exp(double(logits(i, k)));
+        want += (std::log(s) - logits(i, labels[static_cast<std::size_t>(i)])) / double(B);
+    }
+    BOOST_TEST(relative_difference(loss.to_vector(), std::vector<double>{want}) < 1e-6);
+    auto predicted = tensor<std::int32_t, gpu>::zeros({B});
+    cross_entropy_kernels<gpu>::argmax(predicted.data(), dlogits.data(), B, K);
+    std::int64_t agree = 0;
+    const auto host_predicted = predicted.to_vector();
+    for (std::int64_t i = 0; i < B; ++i) {
+        std::int64_t best = 0;
+        for (std::int64_t k = 1; k < K; ++k)
+            if (logits(i, k) > logits(i, best)) best = k;
+        BOOST_TEST(host_predicted[static_cast<std::size_t>(i)] == best);
+        agree += best == labels[static_cast<std::size_t>(i)];
+    }
+    BOOST_TEST(cross_entropy_kernels<gpu>::count_equal(predicted.data(), dlabels.data(), B) == agree);
+    const std::vector<float> t = {0.0f, 0.5f, 900.0f};
+    const auto dt = tensor<float, gpu>::from_host({3}, std::span<const float>(t));
+    auto emb = tensor<float, gpu>::zeros({3, 8});
+    positional_kernels<gpu>::timestep_embedding(emb.data(), dt.data(), 3, 4, 10000.0);
+    const auto e = emb.to_vector();
+    BOOST_TEST(e[0] == 1.0f);  // cos(0)
+    BOOST_TEST(e[4] == 0.0f);  // sin(0)
+    BOOST_TEST(std::abs(e[8 + 1] - std::cos(0.5 * std::exp(-std::log(10000.0) / 4))) < 1e-6);
+}
+
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {
     const auto x = on_device(random_matrix({64, 96}, 12)), w = on_device(random_matrix({128, 96}, 13));
     auto step = [&] {

@@ -405,3 +405,63 @@ BOOST_AUTO_TEST_CASE(layout_functors_move_the_elements_the_cpu_moves) {
     run_on_host(4, cuda_detail::copy_rows_op<double>{dst.data() + 1, 3, src.data(), 2, 2});
     BOOST_TEST(dst == (std::vector<double>{0, 1, 2, 0, 3, 4}), boost::test_tools::per_element());
 }
+
+BOOST_AUTO_TEST_CASE(positional_and_cross_entropy_functors) {
+    // Timestep embedding: [cos(t·f_k) | sin(t·f_k)].
+    const std::vector<double> t = {0.0, 0.37, 999.0};
+    const std::int64_t half = 4;
+    std::vector<double> emb(t.size() * 2 * half);
+    run_on_host(3 * half, cuda_detail::timestep_embedding_op<double>{emb.data(), t.data(), half, 10000.0});
+    for (std::size_t b = 0; b < t.size(); ++b)
+        for (std::int64_t k = 0; k < half; ++k) {
+            const double angle = t[b] * std::exp(-std::log(10000.0) * double(k) / double(half));
+            BOOST_TEST(emb[b * 2 * half + static_cast<std::size_t>(k)] == std::cos(angle), boost::test_tools::tolerance(1e-14));
+            BOOST_TEST(emb[b * 2 * half + static_cast<std::size_t>(half + k)] == std::sin(angle), boost::test_tools::tolerance(1e-14));
+        }
+
+    // RoPE on (rows 2, tokens 3, heads 2, dim 4): the backward is the forward's transpose, and with
+    // one angle per pair the rotation keeps every pair's norm.
+    const std::int64_t rows = 2, tokens = 3, heads = 2, dim = 4, n = rows * tokens * heads * dim;
+    auto x = random_values(static_cast<std::size_t>(n), 52), y = random_values(static_cast<std::size_t>(n), 53);
+    std::vector<double> cosv(static_cast<std::size_t>(tokens * dim)), sinv(cosv.size());
+    for (std::int64_t tok = 0; tok < tokens; ++tok)
+        for (std::int64_t i = 0; i < dim; i += 2) {
+            const double angle = 0.3 * double(tok + 1) * double(i + 1);
+            for (std::int64_t j : {i, i + 1}) {
+                cosv[static_cast<std::size_t>(tok * dim + j)] = std::cos(angle);
+                sinv[static_cast<std::size_t>(tok * dim + j)] = std::sin(angle);
+            }
+        }
+    std::vector<double> fx(x.size()), by(y.size());
+    run_on_host(n / 2, cuda_detail::rope_pair_op<double, false>{fx.data(), x.data(), cosv.data(), sinv.data(), tokens, heads, dim});
+    run_on_host(n / 2, cuda_detail::rope_pair_op<double, true>{by.data(), y.data(), cosv.data(), sinv.data(), tokens, heads, dim});
+    BOOST_TEST(dot(fx, y) == dot(x, by), boost::test_tools::tolerance(1e-12));
+    for (std::size_t i = 0; i < x.size(); i += 2)
+        BOOST_TEST(std::hypot(fx[i], fx[i + 1]) == std::hypot(x[i], x[i + 1]), boost::test_tools::tolerance(1e-12));
+
+    // Cross-entropy: row losses, the gradient against central differences, argmax.
+    const std::int64_t B = 3, K = 5;
+    auto logits = random_values(static_cast<std::size_t>(B * K), 54, 2.0);
+    const std::vector<std::int32_t> labels = {4, 0, 2};
+    std::vector<double> row_loss(B), grad(logits.size());
+    const auto loss = [&] {
+        run_on_host(B, cuda_detail::cross_entropy_row_op<double>{row_loss.data(), logits.data(), labels.data(), K});
+        return (row_loss[0] + row_loss[1] + row_loss[2]) / double(B);
+    };
+    const double value = loss();
+    double want = 0;
+    for (std::int64_t i = 0; i < B; ++i) {
+        double s = 0;
+        for (std::int64_t k = 0; k < K; ++k) s += std::exp(logits[static_cast<std::size_t>(i * K + k)]);
+        want += (std::log(s) - logits[static_cast<std::size_t>(i * K + labels[static_cast<std::size_t>(i)])]) / double(B);
+    }
+    BOOST_TEST(value == want, boost::test_tools::tolerance(1e-13));
+    run_on_host(B, cuda_detail::cross_entropy_backward_op<double>{grad.data(), logits.data(), labels.data(), K, 1.0 / double(B)});
+    BOOST_TEST(worst_gradient_error(logits, grad, loss) < 1e-8);
+    std::vector<std::int32_t> best(B);
+    const std::vector<double> ties = {1, 3, 3, 0, -1, 2, 2, 2, 2, 2, -5, -4, -9, -4, -8};
+    run_on_host(B, cuda_detail::argmax_op<double>{best.data(), ties.data(), K});
+    BOOST_TEST(best == (std::vector<std::int32_t>{1, 0, 1}), boost::test_tools::per_element());  // the first maximum
+    BOOST_TEST(cuda_detail::equal_op{}(3, 3) == 1);
+    BOOST_TEST(cuda_detail::equal_op{}(3, 4) == 0);
+}
