@@ -465,3 +465,24 @@ BOOST_AUTO_TEST_CASE(positional_and_cross_entropy_functors) {
     BOOST_TEST(cuda_detail::equal_op{}(3, 3) == 1);
     BOOST_TEST(cuda_detail::equal_op{}(3, 4) == 0);
 }
+
+BOOST_AUTO_TEST_CASE(attention_pointer_tables_and_scaled_softmax) {
+    // Pointers of (batch 2, heads 3) matrices in a packed qkv (B, N, 3·D): batch stride N·3D, head stride hd.
+    std::vector<float> storage(100);
+    std::vector<float*> ptrs(6);
+    run_on_host(6, cuda_detail::pointer_table_op<float>{ptrs.data(), storage.data() + 1, 3, 40, 4});
+    for (std::int64_t e = 0; e < 6; ++e) BOOST_TEST(ptrs[static_cast<std::size_t>(e)] - storage.data() == 1 + (e / 3) * 40 + (e % 3) * 4);
+    // softmax(scale·s) rows and their backward against central differences.
+    auto scores = random_values(12, 55, 2.0);
+    const auto r = random_values(12, 56);
+    std::vector<double> p(12), ds(12);
+    const auto forward = [&] {
+        p = scores;
+        run_on_host(3, cuda_detail::scaled_softmax_rows_op<double>{p.data(), 4, 0.5});
+        return dot(p, r);
+    };
+    forward();
+    ds = r;
+    run_on_host(3, cuda_detail::scaled_softmax_backward_rows_op<double>{ds.data(), p.data(), 4, 0.5});
+    BOOST_TEST(worst_gradient_error(scores, ds, forward) < 1e-8);
+}

@@ -1,0 +1,175 @@
+#pragma once
+// cuda kernels for scaled dot-product attention: per (batch, head) P = softmax(scale·Q·Kᵀ),
+// O = P·V, as cuBLAS batched products (one call for all B·H pairs, through device tables of
+// pointers, since an operand's batch and head strides differ) and the softmax rows of
+// softmax.hpp. Operands are addressed by strides, tokens-major or channels-first, as on the cpu.
+// This first version keeps the probabilities for the backward, like the cpu backend; a fused
+// (flash) kernel that keeps only row statistics is future work.
+#include <cstdint>
+
+#include <thrust/execution_policy.h>
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
+
+#include <fmt/format.h>
+
+#include "vediff/backend/cuda/gemm.hpp"
+#include "vediff/backend/cuda/layout.hpp"
+#include "vediff/backend/cuda/memory.hpp"
+#include "vediff/backend/cuda/runtime.hpp"
+#include "vediff/backend/cuda/softmax.hpp"
+#include "vediff/core/error.hpp"
+#include "vediff/core/kernels.hpp"
+#include "vediff/core/tensor.hpp"
+
+namespace vediff {
+
+namespace cuda_detail {
+
+/// ptrs[b·heads + h] = base + b·batch_stride + h·head_stride
+template <class T>
+struct pointer_table_op {
+    T** ptrs;
+    T* base;
+    std::int64_t heads, batch_stride, head_stride;
+    __host__ __device__ void operator()(std::int64_t e) const { ptrs[e] = base + (e / heads) * batch_stride + (e % heads) * head_stride; }
+};
+
+template <class T>
+struct scaled_softmax_rows_op {
+    T* p;
+    std::int64_t dim;
+    T scale;
+    __host__ __device__ void operator()(std::int64_t r) const { softmax_row(p + r * dim, p + r * dim, dim, scale); }
+};
+template <class T>
+struct scaled_softmax_backward_rows_op {
+    T* ds;
+    const T* p;
+    std::int64_t dim;
+    T scale;
+    __host__ __device__ void operator()(std::int64_t r) const { softmax_backward_row(ds + r * dim, ds + r * dim, p + r * dim, dim, scale); }
+};
+
+/// One matrix of every (batch, head) pair: where each starts, its leading dimension, and whether
+/// it is stored row-major (a tokens-major operand, the probabilities) or column-major (a
+/// channels-first operand).
+template <class T>
+struct batched_matrix {
+    T* base;
+    std::int64_t batch_stride, head_stride, ld;
+    bool row_major;
+    batched_matrix transposed() const { return {base, batch_stride, head_stride, ld, !row_major}; }
+};
+
+template <class T>
+T** pointer_table(tensor<T*, cuda>& storage, std::int64_t offset, const batched_matrix<T>& m, std::int64_t batch, std::int64_t heads) {
+    T** ptrs = storage.data() + offset;
+    for_each_element(batch * heads, pointer_table_op<T>{ptrs, m.base, heads, m.batch_stride, m.head_stride});
+    return ptrs;
+}
+
+/// C = A·B for every (batch, head) pair, C (m × n), A (m × k), B (k × n), each in its own storage
+/// order; cuBLAS computes column-major, so a row-major C is computed as Cᵀ = Bᵀ·Aᵀ.
+template <class T>
+void batched_product(std::int64_t batch, std::int64_t heads, std::int64_t m, std::int64_t n, std::int64_t k, batched_matrix<T> a,
+                     batched_matrix<T> b, batched_matrix<T> c) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "cuda attention: float or double");
+    const std::int64_t count = batch * heads;
+    if (count <= 0 || m <= 0 || n <= 0) return;
+    tensor<T*, cuda> ptrs(tensor_shape{3 * count});
+    T** pa = pointer_table(ptrs, 0, a, batch, heads);
+    T** pb = pointer_table(ptrs, count, b, batch, heads);
+    T** pc = pointer_table(ptrs, 2 * count, c, batch, heads);
+    using types = cublas_types<T>;
+    const T one = T(1), zero = T(0);
+    // Column-major view: a matrix stored row-major is its own transpose there.
+    if (c.row_major) {  // Cᵀ (n × m) = Bᵀ (n × k) · Aᵀ (k × m)
+        check(cublasGemmBatchedEx(cublas(), b.row_major ? CUBLAS_OP_N : CUBLAS_OP_T, a.row_major ? CUBLAS_OP_N : CUBLAS_OP_T,
+                                  as_int(n, "n"), as_int(m, "m"), as_int(k, "k"), &one, reinterpret_cast<const void* const*>(pb),
+                                  types::data, as_int(b.ld, "ldb"), reinterpret_cast<const void* const*>(pa), types::data,
+                                  as_int(a.ld, "lda"), &zero, reinterpret_cast<void* const*>(pc), types::data, as_int(c.ld, "ldc"),
+                                  as_int(count, "batch"), types::compute(), CUBLAS_GEMM_DEFAULT),
+              "cublasGemmBatchedEx");
+    } else {  // C (m × n) = A (m × k) · B (k × n)
+        check(cublasGemmBatchedEx(cublas(), a.row_major ? CUBLAS_OP_T : CUBLAS_OP_N, b.row_major ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                  as_int(m, "m"), as_int(n, "n"), as_int(k, "k"), &one, reinterpret_cast<const void* const*>(pa),
+                                  types::data, as_int(a.ld, "lda"), reinterpret_cast<const void* const*>(pb), types::data,
+                                  as_int(b.ld, "ldb"), &zero, reinterpret_cast<void* const*>(pc), types::data, as_int(c.ld, "ldc"),
+                                  as_int(count, "batch"), types::compute(), CUBLAS_GEMM_DEFAULT),
+              "cublasGemmBatchedEx");
+    }
+}
+
+template <bool ChannelsFirst, class T>
+batched_matrix<T> operand(const T* base, const attention_operand& o) {
+    return {const_cast<T*>(base), o.batch_stride, o.head_stride, o.outer_stride, !ChannelsFirst};
+}
+
+} // namespace cuda_detail
+
+template <>
+struct attention_kernels<cuda> {
+    /// The probabilities (B, H, Nq, Nk), as on the cpu.
+    template <class T>
+    struct saved_state {
+        tensor<T, cuda> probs;
+    };
+
+    template <bool ChannelsFirst, class T>
+    static saved_state<T> forward(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
+        saved_state<T> saved{tensor<T, cuda>(tensor_shape{l.batch, l.heads, l.queries, l.keys})};
+        compute(saved.probs.data(), out, q, k, v, l, scale, std::bool_constant<ChannelsFirst>{});
+        return saved;
+    }
+    /// out alone (inference): the probabilities live in a scratch tensor released on return.
+    template <bool ChannelsFirst, class T>
+    static void forward_output(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
+        tensor<T, cuda> probs(tensor_shape{l.batch, l.heads, l.queries, l.keys});
+        compute(probs.data(), out, q, k, v, l, scale, std::bool_constant<ChannelsFirst>{});
+    }
+
+    template <class T>
+    static void check_saved(const char* op, const saved_state<T>& saved, const attention_layout& l) {
+        const tensor_shape expected{l.batch, l.heads, l.queries, l.keys};
+        if (!(saved.probs.shape() == expected))
+            throw shape_error(fmt::format(fmt::runtime("{}: the saved probabilities must have shape {}, got {}"), op, expected,
+                                          saved.probs.shape()));
+    }
+
+    /// dv = Pᵀ·dout; dS = scale·P∘(dP − rowsum(dP∘P)) with dP = dout·vᵀ; dq = dS·k; dk = dSᵀ·q.
+    template <bool ChannelsFirst, class T>
+    static void backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const saved_state<T>& saved,
+                         const attention_layout& l, T scale) {
+        using namespace cuda_detail;
+        const std::int64_t B = l.batch, H = l.heads, nq = l.queries, nk = l.keys, pair = nq * nk;
+        const batched_matrix<T> P{saved.probs.data(), H * pair, pair, nk, true};
+        tensor<T, cuda> ds_storage(tensor_shape{B, H, nq, nk});
+        const batched_matrix<T> dS{ds_storage.data(), H * pair, pair, nk, true};
+        const auto Q = operand<ChannelsFirst>(q, l.q), K = operand<ChannelsFirst>(k, l.k), V = operand<ChannelsFirst>(v, l.v);
+        const auto dO = operand<ChannelsFirst>(dout, l.out);
+        const auto dQ = operand<ChannelsFirst>(dq, l.q), dK = operand<ChannelsFirst>(dk, l.k), dV = operand<ChannelsFirst>(dv, l.v);
+        batched_product(B, H, nk, l.value_dim, nq, P.transposed(), dO, dV);   // dV = Pᵀ·dO
+        batched_product(B, H, nq, nk, l.value_dim, dO, V.transposed(), dS);   // dP = dO·Vᵀ
+        for_each_element(B * H * nq, scaled_softmax_backward_rows_op<T>{ds_storage.data(), saved.probs.data(), nk, scale});
+        batched_product(B, H, nq, l.key_dim, nk, dS, K, dQ);                  // dQ = dS·K
+        batched_product(B, H, nk, l.key_dim, nq, dS.transposed(), Q, dK);     // dK = dSᵀ·Q
+    }
+
+private:
+    template <class T, bool ChannelsFirst>
+    static void compute(T* probs, T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale,
+                        std::bool_constant<ChannelsFirst>) {
+        using namespace cuda_detail;
+        const std::int64_t B = l.batch, H = l.heads, nq = l.queries, nk = l.keys, pair = nq * nk;
+        const batched_matrix<T> P{probs, H * pair, pair, nk, true};
+        const auto Q = operand<ChannelsFirst>(q, l.q), K = operand<ChannelsFirst>(k, l.k), V = operand<ChannelsFirst>(v, l.v);
+        const auto O = operand<ChannelsFirst>(out, l.out);
+        batched_product(B, H, nq, nk, l.key_dim, Q, K.transposed(), P);  // S = Q·Kᵀ
+        // The scale is applied inside the softmax's exp, as on the cpu.
+        for_each_element(B * H * nq, scaled_softmax_rows_op<T>{probs, nk, scale});
+        batched_product(B, H, nq, l.value_dim, nk, P, V, O);             // O = P·V
+    }
+};
+
+} // namespace vediff
