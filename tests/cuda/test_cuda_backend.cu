@@ -23,6 +23,7 @@
 #include "vediff/ops/activation.hpp"
 #include "vediff/ops/attention.hpp"
 #include "vediff/ops/broadcast.hpp"
+#include "vediff/ops/conv.hpp"
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/ops/reduce.hpp"
 #include "vediff/ops/softmax.hpp"
@@ -451,6 +452,66 @@ BOOST_AUTO_TEST_CASE(packed_attention_matches_a_host_loop_forward_and_backward) 
     for (std::size_t i = 0; i < op.size(); ++i) fd += (op[i] - om[i]) / (2 * h) * dout.values[i];
     for (std::size_t i = 0; i < grad.size(); ++i) analytic += double(grad[i]) * e.values[i];
     BOOST_TEST(analytic == fd, boost::test_tools::tolerance(1e-3));
+}
+
+BOOST_AUTO_TEST_CASE(conv2d_matches_a_host_loop_forward_and_backward) {
+    // x (2, 3, 9, 8), w (4, 3, 3, 3), stride 2, padding 1, bias; the backward through directional
+    // derivatives of ⟨conv(x, w) + b, dy⟩ along random directions of x and of w.
+    const std::int64_t N = 2, Cin = 3, H = 9, W = 8, Cout = 4;
+    const auto x = random_matrix({N * Cin * H, W}, 43), w = random_matrix({Cout * Cin * 9, 1}, 44), b = random_matrix({Cout, 1}, 45);
+    const ops::conv2d_options opt{.stride = 2, .padding = ops::padding2d::symmetric(1)};
+    const auto host_conv = [&](const std::vector<float>& xv, const std::vector<float>& wv) {
+        const std::int64_t Ho = (H + 2 - 3) / 2 + 1, Wo = (W + 2 - 3) / 2 + 1;
+        std::vector<double> y(static_cast<std::size_t>(N * Cout * Ho * Wo));
+        for (std::int64_t n = 0; n < N; ++n)
+            for (std::int64_t co = 0; co < Cout; ++co)
+                for (std::int64_t oy = 0; oy < Ho; ++oy)
+                    for (std::int64_t ox = 0; ox < Wo; ++ox) {
+                        double s = b.values[static_cast<std::size_t>(co)];
+                        for (std::int64_t c = 0; c < Cin; ++c)
+                            for (std::int64_t i = 0; i < 3; ++i)
+                                for (std::int64_t j = 0; j < 3; ++j) {
+                                    const std::int64_t yy = oy * 2 - 1 + i, xx = ox * 2 - 1 + j;
+                                    if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+                                    s += double(wv[static_cast<std::size_t>(((co * Cin + c) * 3 + i) * 3 + j)]) *
+                                         double(xv[static_cast<std::size_t>(((n * Cin + c) * H + yy) * W + xx)]);
+                                }
+                        y[static_cast<std::size_t>(((n * Cout + co) * Ho + oy) * Wo + ox)] = s;
+                    }
+        return y;
+    };
+    const auto dx_ = tensor<float, gpu>::from_host({N, Cin, H, W}, std::span<const float>(x.values));
+    const auto dw_ = tensor<float, gpu>::from_host({Cout, Cin, 3, 3}, std::span<const float>(w.values));
+    const auto db_ = tensor<float, gpu>::from_host({Cout}, std::span<const float>(b.values));
+    const auto y = ops::conv2d(dx_.view(), dw_.view(), db_.view(), opt);
+    const auto want = host_conv(x.values, w.values);
+    BOOST_TEST(relative_difference(y.to_vector(), want) < 1e-5);
+    const auto dy = random_matrix({static_cast<std::int64_t>(want.size()), 1}, 46);
+    const auto ddy = tensor<float, gpu>::from_host(y.shape(), std::span<const float>(dy.values));
+    auto gw = tensor<float, gpu>::zeros({Cout, Cin, 3, 3}), gb = tensor<float, gpu>::zeros({Cout});
+    const auto gx = ops::conv2d_backward(ddy.view(), dx_.view(), dw_.view(), gw.view(), gb.view(), opt).to_vector();
+    const auto directional = [&](const std::vector<float>& grad, bool along_x, std::uint64_t seed) {
+        const auto e = random_matrix({static_cast<std::int64_t>(grad.size()), 1}, seed);
+        auto xp = x.values, xm = x.values, wp = w.values, wm = w.values;
+        auto& p = along_x ? xp : wp;
+        auto& m = along_x ? xm : wm;
+        const double h = 1e-2;
+        for (std::size_t i = 0; i < p.size(); ++i) {
+            p[i] += float(h * e.values[i]);
+            m[i] -= float(h * e.values[i]);
+        }
+        const auto yp = host_conv(xp, wp), ym = host_conv(xm, wm);
+        double fd = 0, analytic = 0;
+        for (std::size_t i = 0; i < yp.size(); ++i) fd += (yp[i] - ym[i]) / (2 * h) * dy.values[i];
+        for (std::size_t i = 0; i < grad.size(); ++i) analytic += double(grad[i]) * e.values[i];
+        return std::abs(analytic - fd) / std::max(1.0, std::abs(fd));
+    };
+    BOOST_TEST(directional(gx, true, 47) < 1e-4);
+    BOOST_TEST(directional(gw.to_vector(), false, 48) < 1e-4);
+    std::vector<double> want_gb(static_cast<std::size_t>(Cout), 0.0);
+    const std::size_t plane = want.size() / static_cast<std::size_t>(N * Cout);
+    for (std::size_t i = 0; i < want.size(); ++i) want_gb[(i / plane) % static_cast<std::size_t>(Cout)] += dy.values[i];
+    BOOST_TEST(relative_difference(gb.to_vector(), want_gb) < 1e-5);
 }
 
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {

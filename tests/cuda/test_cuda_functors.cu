@@ -17,6 +17,7 @@
 #include <thrust/transform_reduce.h>
 
 #include "vediff/backend/cuda.hpp"
+#include "vediff/core/conv2d_geometry.hpp"
 
 using namespace vediff;
 
@@ -485,4 +486,39 @@ BOOST_AUTO_TEST_CASE(attention_pointer_tables_and_scaled_softmax) {
     ds = r;
     run_on_host(3, cuda_detail::scaled_softmax_backward_rows_op<double>{ds.data(), p.data(), 4, 0.5});
     BOOST_TEST(worst_gradient_error(scores, ds, forward) < 1e-8);
+}
+
+BOOST_AUTO_TEST_CASE(im2col_reads_the_convolution_windows_and_col2im_is_its_adjoint) {
+    // A padded, strided 3×3 convolution on (cin 2, 7 × 6): the product of the weights with im2col's
+    // columns is the convolution written out, and col2im is im2col's transpose.
+    conv2d_geometry g;
+    g.batch = 1, g.in_channels = 2, g.in_h = 7, g.in_w = 6, g.out_channels = 3, g.kernel_h = 3, g.kernel_w = 3;
+    g.stride_h = 2, g.stride_w = 1, g.pad_top = 1, g.pad_bottom = 1, g.pad_left = 1, g.pad_right = 0;
+    g.out_h = (7 + 2 - 3) / 2 + 1, g.out_w = (6 + 1 - 3) / 1 + 1;
+    const cuda_detail::conv_shape s(g);
+    const std::int64_t patch = g.patch(), plane = g.out_plane();
+    auto x = random_values(static_cast<std::size_t>(g.in_channels * g.in_plane()), 60);
+    const auto w = random_values(static_cast<std::size_t>(g.out_channels * patch), 61);
+    std::vector<double> col(static_cast<std::size_t>(patch * plane));
+    run_on_host(patch * plane, cuda_detail::im2col_op<double>{col.data(), x.data(), s});
+    double worst = 0;
+    for (std::int64_t co = 0; co < g.out_channels; ++co)
+        for (std::int64_t oy = 0; oy < g.out_h; ++oy)
+            for (std::int64_t ox = 0; ox < g.out_w; ++ox) {
+                double direct = 0, via_col = 0;
+                for (std::int64_t c = 0; c < g.in_channels; ++c)
+                    for (std::int64_t i = 0; i < 3; ++i)
+                        for (std::int64_t j = 0; j < 3; ++j) {
+                            const std::int64_t y = oy * 2 - 1 + i, xx = ox - 1 + j;
+                            const double wv = w[static_cast<std::size_t>(((co * g.in_channels + c) * 3 + i) * 3 + j)];
+                            if (y >= 0 && y < g.in_h && xx >= 0 && xx < g.in_w) direct += wv * x[static_cast<std::size_t>((c * g.in_h + y) * g.in_w + xx)];
+                            via_col += wv * col[static_cast<std::size_t>(((c * 3 + i) * 3 + j) * plane + oy * g.out_w + ox)];
+                        }
+                worst = std::max(worst, std::abs(direct - via_col));
+            }
+    BOOST_TEST(worst < 1e-12);
+    const auto c2 = random_values(col.size(), 62);
+    std::vector<double> back(x.size());
+    run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::col2im_op<double>{back.data(), c2.data(), s});
+    BOOST_TEST(dot(col, c2) == dot(x, back), boost::test_tools::tolerance(1e-12));
 }

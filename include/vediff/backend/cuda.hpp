@@ -1,12 +1,10 @@
 #pragma once
-// The cuda device (CUDA runtime, cuBLAS, Thrust): memory<cuda> and the kernel families written so
-// far. The one header through which a translation unit gets the cuda backend; it must be compiled
+// The cuda device (CUDA runtime, cuBLAS, Thrust): memory<cuda> and every kernel family. The one header through which a translation unit gets the cuda backend; it must be compiled
 // by nvcc (a .cu file) and linked with vediff::cuda (CUDA::cudart, CUDA::cublas).
 //
-// Families implemented: memory, activation, attention, broadcast, concat, cross_entropy,
-// elementwise, embedding, gemm, loss, norm, optim, patchify, positional, posterior, random,
-// reduce, softmax, upsample. The last family of core/kernels.hpp, conv, is still missing: an op of theirs
-// instantiated for cuda is a compile error naming the family (issue 9 builds them).
+// Every family of core/kernels.hpp: memory, activation, attention, broadcast, concat, conv,
+// cross_entropy, elementwise, embedding, gemm, loss, norm, optim, patchify, positional,
+// posterior, random, reduce, softmax, upsample.
 #if !defined(__CUDACC__)
 #error "vediff/backend/cuda.hpp contains device code: include it from a .cu file compiled by nvcc"
 #endif
@@ -16,6 +14,7 @@
 #include "vediff/backend/cuda/activation.hpp"
 #include "vediff/backend/cuda/attention.hpp"
 #include "vediff/backend/cuda/broadcast.hpp"
+#include "vediff/backend/cuda/conv.hpp"
 #include "vediff/backend/cuda/elementwise.hpp"
 #include "vediff/backend/cuda/gemm.hpp"
 #include "vediff/backend/cuda/layout.hpp"
