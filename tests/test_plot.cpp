@@ -132,6 +132,7 @@ BOOST_AUTO_TEST_CASE(script_describes_the_layout) {
     BOOST_TEST(contains(script, "dir = '/data/figs/'"));
     BOOST_TEST(contains(script, "set multiplot layout 1,2 title 'a ''quoted'' title'"));
     BOOST_TEST(contains(script, "set logscale x"));
+    BOOST_TEST(contains(script, "set format x '1e%L'"));  // decades, not 0.000001
     BOOST_TEST(contains(script, "set size ratio -1"));
     BOOST_TEST(contains(script, "lc palette"));
     BOOST_TEST(contains(script, "with steps"));

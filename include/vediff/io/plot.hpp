@@ -233,8 +233,10 @@ inline std::string figure_script(const plot_figure& fig, const std::filesystem::
         line("set xlabel " + gnuplot_quote(panel.x_label));
         line("set ylabel " + gnuplot_quote(panel.y_label));
         line("unset logscale");
-        if (panel.log_x) line("set logscale x");
-        if (panel.log_y) line("set logscale y");
+        // Decades as 1e-6, 1e-5, ...: gnuplot's default writes 0.000001 and the labels of a
+        // wide log axis run into each other.
+        line(panel.log_x ? "set logscale x; set format x '1e%L'" : "set format x '% h'");
+        line(panel.log_y ? "set logscale y; set format y '1e%L'" : "set format y '% h'");
         // gnuplot cannot autoscale an axis without a single point ("x range is invalid"), so a
         // panel whose series are all empty gets fixed ranges where none were given.
         const bool no_points = std::all_of(panel.series.begin(), panel.series.end(), [](const plot_series& s) { return s.x.empty(); });
