@@ -61,26 +61,22 @@ struct attention_kernels<cpu> {
         saved_state<T> saved{tensor<T, cpu>(tensor_shape{l.batch, l.heads, l.queries, l.keys})};
         T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
-        cpu_detail::parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
-            tensor<T, cpu> keys_transposed(tensor_shape{direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0});
-            head_forward<ChannelsFirst>(probs + bh * nq * nk, keys_transposed.data(), out, q, k, v, l, bh, scale);
-        }, nq * nk * (l.key_dim + l.value_dim));
+        for_each_pair<T>(l, nq * nk * (l.key_dim + l.value_dim), direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0,
+                         [&](std::int64_t bh, T* keys_transposed) {
+                             head_forward<ChannelsFirst>(probs + bh * nq * nk, keys_transposed, out, q, k, v, l, bh, scale);
+                         });
         return saved;
     }
 
     /// out alone, keeping nothing for a backward (inference): each thread's probabilities live in
-    /// one (Nq, Nk) scratch block it reuses for all its (batch, head) pairs.
+    /// its scratch block, reused for all its (batch, head) pairs.
     template <bool ChannelsFirst, class T>
     static void forward_output(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
-        const std::int64_t nq = l.queries, nk = l.keys, pairs = l.batch * l.heads;
-        const std::int64_t work = nq * nk * (l.key_dim + l.value_dim);
-#pragma omp parallel if (pairs > 1 && pairs * work > cpu_detail::parallel_grain)
-        {
-            tensor<T, cpu> scratch(tensor_shape{nq * nk + (direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0)});
-#pragma omp for schedule(static)
-            for (std::int64_t bh = 0; bh < pairs; ++bh)
-                head_forward<ChannelsFirst>(scratch.data(), scratch.data() + nq * nk, out, q, k, v, l, bh, scale);
-        }
+        const std::int64_t nq = l.queries, nk = l.keys;
+        for_each_pair<T>(l, nq * nk * (l.key_dim + l.value_dim), nq * nk + (direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0),
+                         [&](std::int64_t bh, T* scratch) {
+                             head_forward<ChannelsFirst>(scratch, scratch + nq * nk, out, q, k, v, l, bh, scale);
+                         });
     }
     /// Throws shape_error naming the op unless `saved` belongs to a forward of layout l.
     template <class T>
@@ -98,11 +94,13 @@ struct attention_kernels<cpu> {
         using namespace cpu_detail;
         const T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
-        parallel_for(l.batch * l.heads, [&](std::int64_t bh) {
+        // Per-thread scratch: dS (Nq, Nk), and Vᵀ for the direct products.
+        const std::int64_t scratch = nq * nk + (direct_products<ChannelsFirst, T>() ? l.value_dim * nk : 0);
+        for_each_pair<T>(l, nq * nk * (2 * l.key_dim + 2 * l.value_dim), scratch, [&](std::int64_t bh, T* ds) {
             const std::int64_t b = bh / l.heads, h = bh % l.heads;
 #if defined(__AVX512F__)
             if constexpr (direct_products<ChannelsFirst, T>()) {
-                head_backward_direct(dq, dk, dv, dout, q, k, v, probs + bh * nq * nk, l, b, h, scale);
+                head_backward_direct(dq, dk, dv, dout, q, k, v, probs + bh * nq * nk, ds, l, b, h, scale);
                 return;
             }
 #endif
@@ -114,19 +112,31 @@ struct attention_kernels<cpu> {
             auto dK = operand_map<T, ChannelsFirst>(dk, l.k, b, h, nk, l.key_dim);
             auto dV = operand_map<T, ChannelsFirst>(dv, l.v, b, h, nk, l.value_dim);
             const const_probability_map<T> P(probs + bh * nq * nk, nq, nk);
-            // Per-(b, h) scratch from the recycling host allocator: no page faults after the first step.
-            tensor<T, cpu> scratch(tensor_shape{nq, nk});
-            probability_map<T> dS(scratch.data(), nq, nk);
+            probability_map<T> dS(ds, nq, nk);
             dV.noalias() = P.transpose() * dO;
             dS.noalias() = dO * V.transpose();
             for (std::int64_t i = 0; i < nq; ++i)
                 softmax_backward_row(dS.data() + i * nk, dS.data() + i * nk, P.data() + i * nk, nk, scale);
             dQ.noalias() = dS * K;
             dK.noalias() = dS.transpose() * Q;
-        }, nq * nk * (2 * l.key_dim + 2 * l.value_dim));
+        });
     }
 
 private:
+    /// f(bh, scratch) for every (batch, head) pair, in parallel when the work is large; each
+    /// thread allocates one scratch block of `scratch_size` elements and reuses it for all its
+    /// pairs (one allocation per thread, not one per pair). work: the multiply-adds of one pair.
+    template <class T, class F>
+    static void for_each_pair(const attention_layout& l, std::int64_t work, std::int64_t scratch_size, F&& f) {
+        const std::int64_t pairs = l.batch * l.heads;
+#pragma omp parallel if (pairs > 1 && pairs * work > cpu_detail::parallel_grain)
+        {
+            tensor<T, cpu> scratch(tensor_shape{scratch_size});
+#pragma omp for schedule(static)
+            for (std::int64_t bh = 0; bh < pairs; ++bh) f(bh, scratch.data());
+        }
+    }
+
     /// Whether the products go through small_gemm (tokens-major float operands with AVX-512).
     template <bool ChannelsFirst, class T>
     static constexpr bool direct_products() {
@@ -175,16 +185,14 @@ private:
 #if defined(__AVX512F__)
     /// backward's products for one (batch, head) pair through small_gemm (direct_products).
     static void head_backward_direct(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                                     const float* v, const float* probs, const attention_layout& l, std::int64_t b,
+                                     const float* v, const float* probs, float* ds, const attention_layout& l, std::int64_t b,
                                      std::int64_t h, float scale) {
         using namespace cpu_detail;
         const std::int64_t nq = l.queries, nk = l.keys, dkey = l.key_dim, dval = l.value_dim;
         const auto at = [&](auto* base, const attention_operand& o) { return base + b * o.batch_stride + h * o.head_stride; };
         const float *qb = at(q, l.q), *kb = at(k, l.k), *vb = at(v, l.v), *dob = at(dout, l.out);
         float *dqb = at(dq, l.q), *dkb = at(dk, l.k), *dvb = at(dv, l.v);
-        tensor<float, cpu> scratch(tensor_shape{nq * nk + dval * nk});
-        float* ds = scratch.data();
-        float* values_transposed = ds + nq * nk;
+        float* values_transposed = ds + nq * nk;  // ds: the caller's scratch of nq·nk + dval·nk
         // dV = Pᵀ·dO (Pᵀ read through its strides), dS = dO·Vᵀ, then the softmax's backward.
         small_gemm(nk, dval, nq, 1.0f, probs, 1, nk, dob, l.out.outer_stride, dvb, l.v.outer_stride);
         transpose_into(values_transposed, vb, l.v.outer_stride, nk, dval);
