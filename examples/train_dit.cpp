@@ -2,7 +2,7 @@
 // job as `vediff train-dit` (include/vediff/jobs/train_dit.hpp).
 //   train_dit --latents runs/ve/latents.safetensors --out runs/dit_ve --time-budget 1200
 //   train_dit --out runs/dit_ve --resume
-#include "vediff/backend/cpu.hpp"
+#include "program_devices.hpp"
 #include "vediff/jobs/train_dit.hpp"
 
-int main(int argc, char** argv) { return vediff::jobs::train_dit_main(argc, argv); }
+int main(int argc, char** argv) { return vediff::jobs::train_dit_main<program_devices>(argc, argv); }

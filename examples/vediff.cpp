@@ -3,6 +3,7 @@
 //   vediff experiment [--preset smoke|quick|paper] [--out runs/NAME]   the paper's comparison, end to end
 //   vediff train-tokenizer | encode | train-dit | sample | eval | toy | classifier   one stage each
 //   vediff --help, vediff <command> --help                              every flag with its default
+// The model stages take --device cpu|cuda (cuda where the program was built with nvcc).
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -10,7 +11,7 @@
 
 #include <fmt/format.h>
 
-#include "vediff/backend/cpu.hpp"
+#include "program_devices.hpp"
 #include "vediff/jobs/classifier.hpp"
 #include "vediff/jobs/encode_latents.hpp"
 #include "vediff/jobs/evaluate.hpp"
@@ -30,13 +31,13 @@ struct subcommand {
 
 constexpr subcommand subcommands[] = {
     {"experiment", "KL against VE end to end: tokenizers, DiTs, SDE/ODE samples, metrics, table, figures",
-     vediff::jobs::experiment_main},
-    {"train-tokenizer", "train the VAE tokenizer with the VE loss (or KL)", vediff::jobs::train_tokenizer_main},
-    {"encode", "encode Fashion-MNIST with a tokenizer into a latent cache", vediff::jobs::encode_latents_main},
-    {"train-dit", "train a class-conditional DiT / LightningDiT on a latent cache", vediff::jobs::train_dit_main},
-    {"sample", "class-conditional samples of a trained DiT, decoded", vediff::jobs::sample_main},
+     vediff::jobs::experiment_main<program_devices>},
+    {"train-tokenizer", "train the VAE tokenizer with the VE loss (or KL)", vediff::jobs::train_tokenizer_main<program_devices>},
+    {"encode", "encode Fashion-MNIST with a tokenizer into a latent cache", vediff::jobs::encode_latents_main<program_devices>},
+    {"train-dit", "train a class-conditional DiT / LightningDiT on a latent cache", vediff::jobs::train_dit_main<program_devices>},
+    {"sample", "class-conditional samples of a trained DiT, decoded", vediff::jobs::sample_main<program_devices>},
     {"eval", "tokenizer and sample metrics: PSNR, rFD, gFD, precision/recall, robustness, equilibrium",
-     vediff::jobs::evaluate_main},
+     vediff::jobs::evaluate_main<program_devices>},
     {"toy", "the 2-D toy of the paper's Figure 1: KL against VE on a spiral", vediff::jobs::toy_main},
     {"classifier", "train the Fashion-MNIST classifier (the metrics' feature network)", vediff::jobs::classifier_main},
 };
@@ -45,6 +46,7 @@ void print_usage(std::FILE* to) {
     fmt::print(to, "vediff: latent diffusion with the Variance Expansion loss\n\nusage: vediff <command> [flags]\n\ncommands:\n");
     for (const auto& c : subcommands) fmt::print(to, "  {:<16} {}\n", c.name, c.summary);
     fmt::print(to, "\n`vediff <command> --help` lists the command's flags with their defaults.\n");
+    fmt::print(to, "devices of this build (--device): {}\n", program_devices::names());
 }
 
 } // namespace

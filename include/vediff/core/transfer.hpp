@@ -32,3 +32,33 @@ tensor<T, To> to(const tensor_view<T, From>& x) {
 }
 
 } // namespace vediff
+
+namespace vediff {
+
+/// x seen on device To: x itself when it already lives there (no copy: the cpu path of a
+/// device-generic job stays copy-free), otherwise a copy this object owns. Keep it alive while
+/// its view is used; it neither copies nor moves, so the view cannot dangle.
+template <class T, device To>
+class view_on {
+public:
+    template <device From>
+    explicit view_on(const tensor_view<T, From>& x) {
+        if constexpr (std::is_same_v<From, To>) {
+            view_ = x;
+        } else {
+            copy_ = to<To>(x);
+            view_ = copy_.view();
+        }
+    }
+    view_on(const view_on&) = delete;
+    view_on& operator=(const view_on&) = delete;
+
+    const tensor_view<T, To>& view() const { return view_; }
+    operator const tensor_view<T, To>&() const { return view_; }
+
+private:
+    tensor<T, To> copy_;
+    tensor_view<T, To> view_;
+};
+
+} // namespace vediff

@@ -26,7 +26,9 @@
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"
+#include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
+#include "vediff/jobs/device_choice.hpp"
 #include "vediff/jobs/sample.hpp"
 #include "vediff/metrics/classifier_score.hpp"
 #include "vediff/metrics/decoder_sensitivity.hpp"
@@ -53,6 +55,7 @@ struct eval_job {
     std::int64_t sensitivity_probes = 16;
     std::int64_t k = 3;  // precision / recall neighbours
     std::uint64_t seed = 0;
+    std::string device = "cpu";  // where the tokenizer runs; features and statistics are computed on the host
 };
 
 /// The reference side of every comparison: the first N test images and their classifier features.
@@ -74,10 +77,21 @@ inline reference_set make_reference_set(models::fashion_classifier<float>& net, 
     return ref;
 }
 
-/// Tokenizer metrics (see the top of this file); writes OUT/sensitivity.safetensors.
-inline nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifier<float>& net, const reference_set& ref) {
-    auto tokenizer = train::load_tokenizer_run(job.tokenizer);
+/// Tokenizer metrics (see the top of this file), the tokenizer on D; writes OUT/sensitivity.safetensors.
+template <device D>
+nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifier<float>& net, const reference_set& ref) {
+    auto tokenizer = train::load_tokenizer_run<D>(job.tokenizer);
     auto& ae = tokenizer.model;
+    // The decoder as a host function: latents in, images out (on the cpu, no copies).
+    const auto decode_on_host = [&](const tensor_view<float>& z) -> tensor<float> {
+        if constexpr (std::is_same_v<D, cpu>) {
+            return ae.decode(z);
+        } else {
+            const view_on<float, D> z_on_device(z);
+            const auto x = ae.decode(z_on_device.view());
+            return to<cpu>(x.view());
+        }
+    };
     const std::int64_t n = ref.images.size(), batch = 100;
     const auto latent = ae.latent_shape(n);
     tensor<float> mean(latent), logvar(latent), reconstructions(ref.images.images.shape());
@@ -85,13 +99,14 @@ inline nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_cl
     philox_generator posterior_gen{job.seed, 0x6576616cULL, 0};  // "eval"
     for (std::int64_t begin = 0; begin < n; begin += batch) {
         const std::int64_t end = std::min(n, begin + batch);
-        const auto x = ref.images.images.slice(begin, end);
-        auto post = models::gaussian_posterior<float>::from_moments(ae.encode(x));
+        const view_on<float, D> x(ref.images.images.slice(begin, end));
+        auto post = models::gaussian_posterior<float, D>::from_moments(ae.encode(x.view()));
         const auto z = post.sample(posterior_gen);
         z_moments.add(z.view());
-        ops::copy(mean.slice(begin, end), post.mean.view());
-        ops::copy(logvar.slice(begin, end), post.logvar.view());
-        const auto x_hat = ae.decode(post.mean);
+        const view_on<float, cpu> post_mean(post.mean.view()), post_logvar(post.logvar.view());
+        ops::copy(mean.slice(begin, end), post_mean.view());
+        ops::copy(logvar.slice(begin, end), post_logvar.view());
+        const auto x_hat = decode_on_host(post_mean.view());
         ops::copy(reconstructions.slice(begin, end), x_hat.view());
     }
     const double psnr = metrics::psnr(ref.images.images.view(), reconstructions.view());
@@ -109,8 +124,7 @@ inline nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_cl
     // Robustness: decode(μ) against decode(μ + s·ε·std), the std per channel of the latents z.
     const std::int64_t n_rob = std::min(job.robustness_images, n);
     philox_generator robustness_gen{job.seed, 0x726f62ULL, 0};  // "rob"
-    const auto decoder = [&](const tensor_view<float>& z) { return ae.decode(z); };
-    const auto robustness = metrics::sampling_robustness(decoder, mean.slice(0, n_rob), channel_std, robustness_gen,
+    const auto robustness = metrics::sampling_robustness(decode_on_host, mean.slice(0, n_rob), channel_std, robustness_gen,
                                                          {.scales = job.robustness_scales, .batch_size = batch});
     nlohmann::json robustness_json = nlohmann::json::array();
     for (std::size_t i = 0; i < robustness.size(); ++i)
@@ -121,7 +135,9 @@ inline nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_cl
     philox_generator probe_gen{job.seed, 0x686574ULL, 0};  // "het"
     const auto mu_sens = tensor<float>::copy_of(mean.slice(0, n_sens));
     const auto logvar_sens = tensor<float>::copy_of(logvar.slice(0, n_sens));
-    const auto sensitivity = metrics::decoder_sensitivity(ae, mu_sens.view(), probe_gen, {.probes = job.sensitivity_probes});
+    const view_on<float, D> mu_sens_on_device(mu_sens.view());
+    const auto sensitivity_on_device = metrics::decoder_sensitivity(ae, mu_sens_on_device.view(), probe_gen, {.probes = job.sensitivity_probes});
+    const auto sensitivity = to<cpu>(sensitivity_on_device.view());
     const double lambda1 = tokenizer.config.value("ve_weight", 0.1);
     const auto fit = metrics::sensitivity_equilibrium(logvar_sens.view(), sensitivity.view(), lambda1);
     std::filesystem::create_directories(job.out);
@@ -167,13 +183,15 @@ inline nlohmann::json evaluate_samples(const std::filesystem::path& dir, std::in
             {"classifier_accuracy", metrics::classifier_accuracy(net, s.images.view(), s.labels)}};
 }
 
-/// Runs the job and writes OUT/eval.json; returns it.
-inline nlohmann::json evaluate(const eval_job& job) {
+/// Runs the job (the tokenizer on job.device, one of Devices) and writes OUT/eval.json; returns it.
+template <class Devices = cpu_only>
+nlohmann::json evaluate(const eval_job& job) {
     if (job.tokenizer.empty() && job.samples.empty()) throw std::invalid_argument("eval: give --tokenizer, --samples or both");
     auto net = metrics::load_fashion_classifier(job.classifier);
     const auto ref = make_reference_set(net, job.data, job.eval_images);
     nlohmann::json result = {{"classifier", job.classifier.string()}, {"reference_images", ref.images.size()}};
-    if (!job.tokenizer.empty()) result["tokenizer"] = evaluate_tokenizer(job, net, ref);
+    if (!job.tokenizer.empty())
+        result["tokenizer"] = with_device<Devices>(job.device, [&]<device D>() { return evaluate_tokenizer<D>(job, net, ref); });
     for (const auto& dir : job.samples) result["samples"][dir.filename().string()] = evaluate_samples(dir, job.k, net, ref);
     std::filesystem::create_directories(job.out);
     io::write_file_atomically(job.out / "eval.json", [&](io::atomic_file& f) { f.write(result.dump(2) + "\n"); });
@@ -181,7 +199,8 @@ inline nlohmann::json evaluate(const eval_job& job) {
     return result;
 }
 
-inline void add_eval_options(cxxopts::Options& options) {
+template <class Devices = cpu_only>
+void add_eval_options(cxxopts::Options& options) {
     const eval_job d;
     const auto dflt = [](auto v) { return fmt::format("{}", v); };
     // clang-format off
@@ -198,9 +217,11 @@ inline void add_eval_options(cxxopts::Options& options) {
         ("k", "neighbours of precision / recall", cxxopts::value<std::int64_t>()->default_value(dflt(d.k)))
         ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
     // clang-format on
+    add_device_option<Devices>(options);
 }
 
-inline eval_job read_eval_options(const cxxopts::ParseResult& a) {
+template <class Devices = cpu_only>
+eval_job read_eval_options(const cxxopts::ParseResult& a) {
     eval_job job;
     job.tokenizer = a["tokenizer"].as<std::string>();
     if (a.count("samples"))
@@ -218,14 +239,16 @@ inline eval_job read_eval_options(const cxxopts::ParseResult& a) {
     job.sensitivity_probes = a["probes"].as<std::int64_t>();
     job.k = a["k"].as<std::int64_t>();
     job.seed = a["seed"].as<std::uint64_t>();
+    job.device = read_device<Devices>(a);
     return job;
 }
 
-inline int evaluate_main(int argc, char** argv, const std::string& program = "eval") {
+template <class Devices = cpu_only>
+int evaluate_main(int argc, char** argv, const std::string& program = "eval") {
     cxxopts::Options options(program, "Tokenizer and sample metrics against the Fashion-MNIST test set");
-    add_eval_options(options);
+    add_eval_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
-        (void)evaluate(read_eval_options(a));
+        (void)evaluate<Devices>(read_eval_options<Devices>(a));
         return 0;
     });
 }

@@ -49,6 +49,7 @@ struct experiment_job {
     std::filesystem::path classifier;  // default: runs/classifier/classifier.safetensors (smoke: OUT/classifier/...)
     std::string data = data::fashion_mnist_default_dir.string();
     std::int64_t stop_after = 0;       // > 0: each training stage stops after this many steps of this run (tests of resuming)
+    std::string device = "cpu";        // where the tokenizers and DiTs train, sample and are evaluated
 };
 
 namespace experiment_detail {
@@ -180,9 +181,12 @@ inline void write_figures(const fs::path& out, const nlohmann::json& rows) {
 
 } // namespace experiment_detail
 
-/// Runs (or resumes) the experiment; returns the table as JSON (also written to OUT/table.json),
-/// or {"stopped": "<row>/<stage>"} when job.stop_after cut a training stage short.
-inline nlohmann::json run_experiment(const experiment_job& job) {
+/// Runs (or resumes) the experiment, its models on job.device (one of Devices); returns the table as
+/// JSON (also written to OUT/table.json), or {"stopped": "<row>/<stage>"} when job.stop_after cut a
+/// training stage short. A run may resume on another device than it started on.
+template <class Devices = cpu_only>
+nlohmann::json run_experiment(const experiment_job& job) {
+    require_device<Devices>(job.device);
     namespace fs = std::filesystem;
     using namespace experiment_detail;
     const auto preset = make_preset(job.preset);
@@ -220,19 +224,20 @@ inline nlohmann::json run_experiment(const experiment_job& job) {
         (row.loss == "kl" ? tok.kl_weight : tok.ve_weight) = row.weight;
         tok.seed = row.seed;
         tok.out = (dir / "tokenizer").string();
+        tok.device = job.device;
         const bool tokenizer_done = fs::exists(dir / "tokenizer" / "metrics.json");
         stage(row.name, "tokenizer", tokenizer_done);
         if (!tokenizer_done) {
             tok.resume = train::checkpoint_exists(dir / "tokenizer" / "checkpoint");
             tok.stop_after = job.stop_after;
-            if (!train_tokenizer(tok).value("finished", false)) return stopped(row.name, "tokenizer");
+            if (!train_tokenizer<Devices>(tok).value("finished", false)) return stopped(row.name, "tokenizer");
         }
         // Latent cache.
         const fs::path latents = dir / "latents.safetensors";
         stage(row.name, "latent cache", fs::exists(latents));
         if (!fs::exists(latents))
-            (void)encode_latents({.tokenizer = dir / "tokenizer", .out = latents, .data = job.data, .split = "train",
-                                  .max_images = preset.encode_images, .seed = row.seed});
+            (void)encode_latents<Devices>({.tokenizer = dir / "tokenizer", .out = latents, .data = job.data, .split = "train",
+                                           .max_images = preset.encode_images, .seed = row.seed, .device = job.device});
         // DiT.
         const fs::path dit_dir = dir / "dit";
         const bool dit_done = fs::exists(dit_dir / "train.json") && read_json(dit_dir / "train.json").value("finished", false);
@@ -244,7 +249,8 @@ inline nlohmann::json run_experiment(const experiment_job& job) {
             dit_run_options run{.out = dit_dir, .resume = train::checkpoint_exists(dit_dir / "checkpoint"), .log_every = 25,
                                       .checkpoint_every = std::max<std::int64_t>(1, std::min<std::int64_t>(250, cfg.steps / 4))};
             run.stop_after = job.stop_after;
-            if (!train_dit(cfg, run).value("finished", false)) return stopped(row.name, "DiT");
+            run.device = job.device;
+            if (!train_dit<Devices>(cfg, run).value("finished", false)) return stopped(row.name, "DiT");
         }
         // Samples: the same seed for every row, so the grids show the same noise and classes.
         for (const auto& [name, kind, steps] : {std::tuple{"samples_sde", diffusion::sampler_kind::euler_maruyama, preset.sde_steps},
@@ -262,7 +268,8 @@ inline nlohmann::json run_experiment(const experiment_job& job) {
             s.sampler.steps = steps;
             s.sampler_name = kind == diffusion::sampler_kind::euler ? "euler" : "sde";
             s.guidance.scale = preset.cfg_scale;
-            (void)sample(s);
+            s.device = job.device;
+            (void)sample<Devices>(s);
         }
         // Evaluation.
         const fs::path eval_dir = dir / "eval";
@@ -284,7 +291,8 @@ inline nlohmann::json run_experiment(const experiment_job& job) {
             e.sensitivity_images = preset.sensitivity_images;
             e.sensitivity_probes = preset.sensitivity_probes;
             e.seed = 0;
-            eval = evaluate(e);
+            e.device = job.device;
+            eval = evaluate<Devices>(e);
         }
         rows.push_back({{"name", row.name}, {"label", row.label()}, {"loss", row.loss}, {"weight", row.weight}, {"seed", row.seed},
                         {"dir", dir.string()}, {"eval", eval}});
@@ -303,7 +311,8 @@ inline nlohmann::json run_experiment(const experiment_job& job) {
     return rows;
 }
 
-inline void add_experiment_options(cxxopts::Options& options) {
+template <class Devices = cpu_only>
+void add_experiment_options(cxxopts::Options& options) {
     const experiment_job d;
     // clang-format off
     options.add_options()
@@ -316,15 +325,17 @@ inline void add_experiment_options(cxxopts::Options& options) {
         ("stop-after", "stop each training stage after this many steps of this run (to test resuming)",
          cxxopts::value<std::int64_t>()->default_value("0"));
     // clang-format on
+    add_device_option<Devices>(options);
 }
 
-inline int experiment_main(int argc, char** argv, const std::string& program = "experiment") {
+template <class Devices = cpu_only>
+int experiment_main(int argc, char** argv, const std::string& program = "experiment") {
     cxxopts::Options options(program, "KL against VE tokenizers end to end: train, sample, evaluate, tabulate, plot (resumable)");
-    add_experiment_options(options);
+    add_experiment_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
-        (void)run_experiment({.preset = a["preset"].as<std::string>(), .out = a["out"].as<std::string>(),
-                              .classifier = a["classifier"].as<std::string>(), .data = a["data"].as<std::string>(),
-                              .stop_after = a["stop-after"].as<std::int64_t>()});
+        (void)run_experiment<Devices>({.preset = a["preset"].as<std::string>(), .out = a["out"].as<std::string>(),
+                                       .classifier = a["classifier"].as<std::string>(), .data = a["data"].as<std::string>(),
+                                       .stop_after = a["stop-after"].as<std::int64_t>(), .device = read_device<Devices>(a)});
         return 0;
     });
 }

@@ -26,7 +26,9 @@
 #include "vediff/io/image.hpp"
 #include "vediff/io/image_grid.hpp"
 #include "vediff/io/safetensors.hpp"
+#include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
+#include "vediff/jobs/device_choice.hpp"
 #include "vediff/metrics/classifier_score.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/ops/random.hpp"
@@ -44,6 +46,7 @@ struct sample_job {
     diffusion::guidance_config guidance{.scale = 4.0};
     std::uint64_t seed = 0;
     bool use_ema = true;
+    std::string device = "cpu";  // where the DiT and the decoder run
 };
 
 /// The samples of a sample job as written to OUT/samples.safetensors.
@@ -71,7 +74,8 @@ inline train::dit_run_config read_dit_run(const std::filesystem::path& dit) {
 /// The tokenizer must be the one whose latents the DiT learned: same latent shape and, where the
 /// DiT run recorded it, the same run configuration (a KL tokenizer's decoder cannot read a DiT
 /// trained on VE latents, though the shapes agree).
-inline void check_tokenizer_matches(const train::dit_run_config& cfg, const train::tokenizer_run& tokenizer,
+template <device D>
+void check_tokenizer_matches(const train::dit_run_config& cfg, const train::tokenizer_run<D>& tokenizer,
                                     const std::filesystem::path& dit) {
     const auto shape = tokenizer.model.latent_shape(1);
     if (shape[1] != cfg.model.in_channels || shape[2] != cfg.model.input_size)
@@ -88,19 +92,19 @@ inline void check_tokenizer_matches(const train::dit_run_config& cfg, const trai
 
 namespace sample_detail {
 
-template <class Design>
+template <class Design, device D>
 nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
     namespace fs = std::filesystem;
-    using model_type = models::diffusion_transformer<Design, float, cpu>;
+    using model_type = models::diffusion_transformer<Design, float, D>;
     model_type model(cfg.model);
-    optim::ema<float> average(model);
+    optim::ema<float, D> average(model);
     train::model_with_ema<model_type> model_and_average{model, average};
     io::load_state_dict(job.dit / "checkpoint" / train::model_file_name, model_and_average);
     if (job.use_ema) average.copy_to(model);
     model.train(false);
-    auto tokenizer = train::load_tokenizer_run(job.tokenizer.empty() ? fs::path(cfg.tokenizer) : job.tokenizer);
+    auto tokenizer = train::load_tokenizer_run<D>(job.tokenizer.empty() ? fs::path(cfg.tokenizer) : job.tokenizer);
     check_tokenizer_matches(cfg, tokenizer, job.dit);
-    const diffusion::latent_normalization<float> normalization(cfg.latent_mean, cfg.latent_std);
+    const diffusion::latent_normalization<float, D> normalization(cfg.latent_mean, cfg.latent_std);
 
     const std::int64_t classes = cfg.model.num_classes, n = classes * job.per_class;
     const tensor_shape latent{cfg.model.in_channels, cfg.model.input_size, cfg.model.input_size};
@@ -108,21 +112,22 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
     for (std::int64_t i = 0; i < n; ++i) labels[std::size_t(i)] = static_cast<std::int32_t>(i / job.per_class);
     tensor<float> images;
     philox_generator noise_gen{job.seed, 0x6e6f697365ULL, 0}, sde_gen{job.seed, 0x736465ULL, 0};  // "noise", "sde"
-    const auto velocity_model = [&](const tensor_view<float>& x, const tensor_view<float>& t, const tensor_view<std::int32_t>& y) {
+    const auto velocity_model = [&](const tensor_view<float, D>& x, const tensor_view<float, D>& t, const tensor_view<std::int32_t, D>& y) {
         return model.forward(x, t, y);
     };
     const auto start = std::chrono::steady_clock::now();
     for (std::int64_t begin = 0; begin < n; begin += job.batch) {
         const std::int64_t end = std::min(n, begin + job.batch);
-        auto x0 = tensor<float>({end - begin, latent[0], latent[1], latent[2]});
+        auto x0 = tensor<float, D>({end - begin, latent[0], latent[1], latent[2]});
         ops::fill_normal(x0.view(), noise_gen);
-        auto v = diffusion::make_guided_velocity<float, cpu>(
+        auto v = diffusion::make_guided_velocity<float, D>(
             std::cref(velocity_model), std::vector<std::int32_t>(labels.begin() + begin, labels.begin() + end),
             static_cast<std::int32_t>(classes), job.guidance);
         const auto z_normalized = diffusion::sample(v, x0.view(), job.sampler, sde_gen);
         const auto z = normalization.denormalize(z_normalized.view());
-        const auto decoded = tokenizer.model.decode(z);
-        if (!images.defined()) images = tensor<float>({n, decoded.dim(1), decoded.dim(2), decoded.dim(3)});
+        const auto decoded_on_device = tokenizer.model.decode(z);
+        const view_on<float, cpu> decoded(decoded_on_device.view());
+        if (!images.defined()) images = tensor<float>({n, decoded.view().dim(1), decoded.view().dim(2), decoded.view().dim(3)});
         ops::copy(images.slice(begin, end), decoded.view());
         fmt::print("sampled {}/{}\n", end, n);
     }
@@ -142,7 +147,7 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
                               {"sampler", job.sampler_name}, {"steps", job.sampler.steps}, {"cfg_scale", job.guidance.scale},
                               {"cfg_interval", {job.guidance.interval_start, job.guidance.interval_end}}, {"seed", job.seed},
                               {"images", n}, {"per_class", job.per_class}, {"sampling_seconds", seconds},
-                              {"images_per_second", double(n) / seconds}, {"threads", omp_get_max_threads()}};
+                              {"images_per_second", double(n) / seconds}, {"threads", omp_get_max_threads()}, {"device", D::name}};
     if (!job.classifier.empty()) {
         auto net = metrics::load_fashion_classifier(job.classifier);
         metrics["classifier"] = job.classifier.string();
@@ -157,11 +162,15 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
 
 } // namespace sample_detail
 
-/// Samples, decodes and writes OUT/{samples.png, samples.safetensors, metrics.json}; returns the metrics.
-inline nlohmann::json sample(const sample_job& job) {
+/// Samples and decodes on job.device (one of Devices), and writes OUT/{samples.png,
+/// samples.safetensors, metrics.json}; returns the metrics.
+template <class Devices = cpu_only>
+nlohmann::json sample(const sample_job& job) {
     if (job.per_class < 1 || job.batch < 1) throw std::invalid_argument("--per-class and --batch must be positive");
     const auto cfg = read_dit_run(job.dit);
-    return train::with_dit_design(cfg.design, [&]<class Design>() { return sample_detail::run<Design>(cfg, job); });
+    return with_device<Devices>(job.device, [&]<device D>() {
+        return train::with_dit_design(cfg.design, [&]<class Design>() { return sample_detail::run<Design, D>(cfg, job); });
+    });
 }
 
 inline diffusion::sampler_kind parse_sampler(const std::string& name) {
@@ -171,7 +180,8 @@ inline diffusion::sampler_kind parse_sampler(const std::string& name) {
     throw std::invalid_argument(fmt::format("--sampler {}: expected euler, heun or sde", name));
 }
 
-inline void add_sample_options(cxxopts::Options& options) {
+template <class Devices = cpu_only>
+void add_sample_options(cxxopts::Options& options) {
     const sample_job d;
     const auto dflt = [](auto v) { return fmt::format("{}", v); };
     // clang-format off
@@ -194,9 +204,11 @@ inline void add_sample_options(cxxopts::Options& options) {
         ("no-ema", "sample with the raw weights instead of the EMA")
         ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
     // clang-format on
+    add_device_option<Devices>(options);
 }
 
-inline sample_job read_sample_options(const cxxopts::ParseResult& a) {
+template <class Devices = cpu_only>
+sample_job read_sample_options(const cxxopts::ParseResult& a) {
     sample_job job;
     job.dit = required_flag(a, "dit");
     job.tokenizer = a["tokenizer"].as<std::string>();
@@ -218,14 +230,16 @@ inline sample_job read_sample_options(const cxxopts::ParseResult& a) {
     job.guidance.first_channels = a["cfg-first-channels"].as<std::int64_t>();
     job.use_ema = a.count("no-ema") == 0;
     job.seed = a["seed"].as<std::uint64_t>();
+    job.device = read_device<Devices>(a);
     return job;
 }
 
-inline int sample_main(int argc, char** argv, const std::string& program = "sample") {
+template <class Devices = cpu_only>
+int sample_main(int argc, char** argv, const std::string& program = "sample") {
     cxxopts::Options options(program, "Class-conditional samples of a trained diffusion transformer, decoded by its tokenizer");
-    add_sample_options(options);
+    add_sample_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
-        (void)sample(read_sample_options(a));
+        (void)sample<Devices>(read_sample_options<Devices>(a));
         return 0;
     });
 }

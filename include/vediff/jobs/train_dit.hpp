@@ -24,7 +24,9 @@
 #include "vediff/diffusion/flow_matching.hpp"
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
+#include "vediff/jobs/device_choice.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/optim/adamw.hpp"
 #include "vediff/optim/clip.hpp"
@@ -42,14 +44,15 @@ struct dit_run_options {
     std::filesystem::path out;
     bool resume = false;
     std::int64_t log_every = 25, checkpoint_every = 250, stop_after = 0;
+    std::string device = "cpu";  // where to compute (a checkpoint resumes on any device)
 };
 
 namespace dit_detail {
 namespace fs = std::filesystem;
 
-template <class Design>
+template <class Design, device D>
 nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
-    using model_type = models::diffusion_transformer<Design, float, cpu>;
+    using model_type = models::diffusion_transformer<Design, float, D>;
     const fs::path checkpoint_dir = run.out / "checkpoint";
     fs::create_directories(run.out);
 
@@ -65,8 +68,8 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
     const data::labeled_images<float> set{normalization.normalize(cache.latents.view()), cache.labels};
 
     model_type model(cfg.model, cfg.seed);
-    optim::adamw opt(model, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
-    optim::ema<float> average(model, {.decay = cfg.ema_decay, .warmup = true});
+    optim::adamw<float, D> opt(model, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+    optim::ema<float, D> average(model, {.decay = cfg.ema_decay, .warmup = true});
     train::model_with_ema<model_type> model_and_average{model, average};
     data::batch_loader<float> loader(set, cfg.batch, cfg.seed);
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
@@ -85,9 +88,9 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
         loader.seek(state.loader_epoch, state.loader_position);
         fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
     }
-    fmt::print("{}: {} parameters, {} tokens of {}, latents {} ({} images, {} classes), {} threads\n", cfg.design,
+    fmt::print("{}: {} parameters, {} tokens of {}, latents {} ({} images, {} classes), on {} ({} threads)\n", cfg.design,
                nn::parameter_count(model), cfg.model.tokens(), cfg.model.hidden_size, cache.latents.shape().to_string(),
-               cache.size(), cfg.model.num_classes, omp_get_max_threads());
+               cache.size(), cfg.model.num_classes, D::name, omp_get_max_threads());
 
     const fs::path log_path = run.out / "log.jsonl";
     if (run.resume) train::truncate_log(log_path, state.step);
@@ -107,8 +110,9 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
         const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         if ((run.stop_after > 0 && state.step - first_step == run.stop_after) || (cfg.time_budget_s > 0 && elapsed >= cfg.time_budget_s)) break;
         auto b = loader.next();
-        const auto pair = diffusion::make_training_pair(b.images, state.generators.at("noise"), flow);
-        const auto labels = tensor<std::int32_t>::from_host({static_cast<std::int64_t>(b.labels.size())}, b.labels);
+        const view_on<float, D> images(b.images);
+        const auto pair = diffusion::make_training_pair(images.view(), state.generators.at("noise"), flow);
+        const auto labels = tensor<std::int32_t, D>::from_host({static_cast<std::int64_t>(b.labels.size())}, b.labels);
         opt.set_lr(schedule(state.step));
         opt.zero_grad();
         const auto v = model.forward(pair.x_t, pair.t, labels);
@@ -139,7 +143,8 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
     save();
     const nlohmann::json summary = {{"finished", state.step >= cfg.steps || cfg.time_budget_s > 0}, {"steps", state.step}, {"steps_this_run", state.step - first_step}, {"train_seconds", seconds},
                                     {"samples_per_second", double((state.step - first_step) * cfg.batch) / seconds},
-                                    {"final_loss_smoothed", smoothed}, {"threads", omp_get_max_threads()}, {"config", cfg.to_json()}};
+                                    {"final_loss_smoothed", smoothed}, {"threads", omp_get_max_threads()}, {"device", D::name},
+                                    {"config", cfg.to_json()}};
     io::write_file_atomically(run.out / "train.json", [&](io::atomic_file& f) { f.write(summary.dump(2) + "\n"); });
     fmt::print("{} steps ({} this run, {:.0f} s, {:.1f} samples/s), smoothed loss {:.4f}; checkpoint in {}\n", state.step,
                state.step - first_step, seconds, summary["samples_per_second"].get<double>(), smoothed, checkpoint_dir.string());
@@ -150,12 +155,16 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
 
 
 /// Trains (or continues, with run.resume: then the saved configuration is the run) a DiT into
-/// run.out. Returns the summary written to OUT/train.json.
-inline nlohmann::json train_dit(const train::dit_run_config& cfg, const dit_run_options& run) {
-    return train::with_dit_design(cfg.design, [&]<class Design>() { return dit_detail::train<Design>(cfg, run); });
+/// run.out on run.device (one of Devices). Returns the summary written to OUT/train.json.
+template <class Devices = cpu_only>
+nlohmann::json train_dit(const train::dit_run_config& cfg, const dit_run_options& run) {
+    return with_device<Devices>(run.device, [&]<device D>() {
+        return train::with_dit_design(cfg.design, [&]<class Design>() { return dit_detail::train<Design, D>(cfg, run); });
+    });
 }
 
-inline void add_dit_options(cxxopts::Options& options) {
+template <class Devices = cpu_only>
+void add_dit_options(cxxopts::Options& options) {
     const train::dit_run_config d;
     const auto dflt = [](auto v) { return fmt::format("{}", v); };
     // clang-format off
@@ -187,13 +196,16 @@ inline void add_dit_options(cxxopts::Options& options) {
         ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value("250"))
         ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value("0"));
     // clang-format on
+    add_device_option<Devices>(options, "training");
 }
 
 /// The run configuration and options of the flags; with --resume, the checkpoint's saved
 /// configuration with only the run-length flags (--steps, --time-budget) applied.
-inline std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts::ParseResult& a) {
+template <class Devices = cpu_only>
+std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts::ParseResult& a) {
     dit_run_options run{.out = a["out"].as<std::string>(), .resume = a.count("resume") > 0, .log_every = a["log-every"].as<std::int64_t>(),
-                    .checkpoint_every = a["checkpoint-every"].as<std::int64_t>(), .stop_after = a["stop-after"].as<std::int64_t>()};
+                        .checkpoint_every = a["checkpoint-every"].as<std::int64_t>(), .stop_after = a["stop-after"].as<std::int64_t>(),
+                        .device = read_device<Devices>(a)};
     train::dit_run_config cfg;
     if (run.resume) {
         // The saved configuration is the run; only the run-length knobs may change.
@@ -228,12 +240,13 @@ inline std::pair<train::dit_run_config, dit_run_options> read_dit_options(const 
     return {cfg, run};
 }
 
-inline int train_dit_main(int argc, char** argv, const std::string& program = "train_dit") {
+template <class Devices = cpu_only>
+int train_dit_main(int argc, char** argv, const std::string& program = "train_dit") {
     cxxopts::Options options(program, "Train a class-conditional diffusion transformer on a latent cache (flow matching)");
-    add_dit_options(options);
+    add_dit_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
-        const auto [cfg, run] = read_dit_options(a);
-        (void)train_dit(cfg, run);
+        const auto [cfg, run] = read_dit_options<Devices>(a);
+        (void)train_dit<Devices>(cfg, run);
         return 0;
     });
 }

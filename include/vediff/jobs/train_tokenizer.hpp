@@ -26,7 +26,9 @@
 #include "vediff/data/image_folder.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/image_grid.hpp"
+#include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
+#include "vediff/jobs/device_choice.hpp"
 #include "vediff/loss/kl.hpp"
 #include "vediff/loss/magnitude.hpp"
 #include "vediff/loss/reconstruction.hpp"
@@ -67,6 +69,7 @@ struct tokenizer_job {
     std::int64_t log_every = 25, checkpoint_every = 250, stop_after = 0, eval_images = 10000;
     double time_budget_s = 0;  // > 0: stop training once this much wall time has passed
     bool resume = false;
+    std::string device = "cpu";  // where to compute (not part of the run: a checkpoint resumes on any device)
 
     nlohmann::json to_json() const {
         return {{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
@@ -114,8 +117,10 @@ inline datasets load_data(const tokenizer_job& cfg) {
     return {gather(train_idx), gather(test_idx)};
 }
 
-/// Test-set reconstruction quality and latent statistics of the trained tokenizer.
-inline nlohmann::json evaluate(models::autoencoder_kl<float>& ae, const data::labeled_images<float>& test, std::int64_t max_images,
+/// Test-set reconstruction quality and latent statistics of the trained tokenizer (the model on D,
+/// the metrics on the host).
+template <device D>
+nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const data::labeled_images<float>& test, std::int64_t max_images,
                         std::uint64_t seed, const fs::path& grid_path) {
     const std::int64_t n = std::min(max_images, test.size());
     const std::int64_t batch = 100;
@@ -126,17 +131,19 @@ inline nlohmann::json evaluate(models::autoencoder_kl<float>& ae, const data::la
     for (std::int64_t begin = 0; begin < n; begin += batch) {
         const std::int64_t end = std::min(n, begin + batch);
         const auto x = test.images.slice(begin, end);
-        auto post = models::gaussian_posterior<float>::from_moments(ae.encode(x));
+        const view_on<float, D> x_on_device(x);
+        auto post = models::gaussian_posterior<float, D>::from_moments(ae.encode(x_on_device.view()));
         auto z = post.sample(eval_gen);
         latents.add(post.logvar.view(), z.view());
-        auto x_mode = ae.decode(post.mean);
-        auto x_sample = ae.decode(z);
+        const auto x_mode_on_device = ae.decode(post.mean);
+        const auto x_sample_on_device = ae.decode(z);
+        const view_on<float, cpu> x_mode(x_mode_on_device.view()), x_sample(x_sample_on_device.view());
         const double w = double(end - begin);
         psnr_mode += w * metrics::psnr(x, x_mode.view());
         psnr_sample += w * metrics::psnr(x, x_sample.view());
         ssim_mode += w * metrics::ssim(x, x_mode.view());
         if (begin == 0) io::write_reconstruction_grid(grid_path, x.slice(0, std::min<std::int64_t>(16, end)),
-                                                      x_mode.slice(0, std::min<std::int64_t>(16, end)), {.columns = 16});
+                                                      x_mode.view().slice(0, std::min<std::int64_t>(16, end)), {.columns = 16});
     }
     const auto stats = latents.result();
     return {{"psnr", psnr_mode / double(n)},
@@ -148,7 +155,7 @@ inline nlohmann::json evaluate(models::autoencoder_kl<float>& ae, const data::la
             {"eval_images", n}};
 }
 
-template <class Loss>
+template <device D, class Loss>
 nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
     const fs::path out_dir = cfg.out;
     const fs::path checkpoint_dir = out_dir / "checkpoint";
@@ -168,8 +175,8 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
     const auto sets = load_data(cfg);
     cfg.model.in_channels = cfg.model.out_channels = sets.train.images.dim(1);
     cfg.model.resolution = sets.train.images.dim(2);
-    models::autoencoder_kl<float> ae(cfg.model, cfg.seed);
-    optim::adamw opt(ae, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+    models::autoencoder_kl<float, D> ae(cfg.model, cfg.seed);
+    optim::adamw<float, D> opt(ae, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
     data::batch_loader<float> loader(sets.train, cfg.batch, cfg.seed);
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
     state.config_json = cfg.to_json().dump();
@@ -181,8 +188,8 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
     const data::random_horizontal_flip flip{.seed = cfg.seed};
     const bool augment = !cfg.image_folder.empty();
 
-    fmt::print("tokenizer: {} parameters, latents {}, {} training images, loss {} ({}), {} threads\n", nn::parameter_count(ae),
-               ae.latent_shape(cfg.batch).to_string(), sets.train.size(), cfg.loss, to_string(loss_fn.mode), omp_get_max_threads());
+    fmt::print("tokenizer: {} parameters, latents {}, {} training images, loss {} ({}), on {} ({} threads)\n", nn::parameter_count(ae),
+               ae.latent_shape(cfg.batch).to_string(), sets.train.size(), cfg.loss, to_string(loss_fn.mode), D::name, omp_get_max_threads());
 
     const fs::path log_path = out_dir / "log.jsonl";
     if (cfg.resume) train::truncate_log(log_path, state.step);
@@ -205,14 +212,15 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
         if ((cfg.stop_after > 0 && steps_this_run == cfg.stop_after) || (cfg.time_budget_s > 0 && elapsed >= cfg.time_budget_s)) break;
         auto b = loader.next();
         if (augment) flip(b.images, static_cast<std::uint64_t>(state.step));
+        const view_on<float, D> images(b.images);
         opt.set_lr(schedule(state.step));
         opt.zero_grad();
 
-        auto moments = ae.encode(b.images);
-        auto post = models::gaussian_posterior<float>::from_moments(moments);
+        auto moments = ae.encode(images.view());
+        auto post = models::gaussian_posterior<float, D>::from_moments(moments);
         auto z = post.sample(state.generators.at("posterior"));
         auto x_hat = ae.decode(z);
-        auto r = loss_fn.evaluate(loss::tokenizer_outputs<float>{b.images, x_hat, post.mean, post.logvar, z});
+        auto r = loss_fn.evaluate(loss::tokenizer_outputs<float, D>{images.view(), x_hat, post.mean, post.logvar, z});
         if (!r.finite())
             throw numeric_error(fmt::format("tokenizer: the '{}' term is not finite at step {} (loss {}); the last good checkpoint "
                                             "in {} is untouched",
@@ -251,12 +259,13 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
     }
 
     fmt::print("evaluating on {} test images\n", std::min(cfg.eval_images, sets.test.size()));
-    auto metrics = evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png");
+    nlohmann::json metrics = evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png");
     metrics["train_seconds"] = train_seconds;
     metrics["steps"] = state.step;
     metrics["steps_this_run"] = state.step - first_step;
     metrics["images_per_second"] = double((state.step - first_step) * cfg.batch) / train_seconds;
     metrics["threads"] = omp_get_max_threads();
+    metrics["device"] = D::name;
     metrics["finished"] = true;
     metrics["config"] = cfg.to_json();
     io::write_file_atomically(out_dir / "metrics.json", [&](io::atomic_file& f) { f.write(metrics.dump(2) + "\n"); });
@@ -266,7 +275,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
     return metrics;
 }
 
-template <class Norm>
+template <class Norm, device D>
 nlohmann::json train_with(const tokenizer_job& cfg) {
     const auto mode = loss::parse_reduction(cfg.reduction);
     const loss::reconstruction<Norm> rec;
@@ -274,12 +283,12 @@ nlohmann::json train_with(const tokenizer_job& cfg) {
     const loss::magnitude_regularizer mag({.weight = cfg.magnitude_weight, .tau = cfg.tau});
     const loss::kl_divergence kl({.weight = cfg.kl_weight});
     if (cfg.loss == "ve")
-        return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer>{{rec, ve, mag}, mode});
+        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer>{{rec, ve, mag}, mode});
     if (cfg.loss == "ve+kl")
-        return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer,
-                                               loss::kl_divergence>{{rec, ve, mag, kl}, mode});
-    if (cfg.loss == "kl") return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode});
-    if (cfg.loss == "none") return train(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode});
+        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer,
+                                                  loss::kl_divergence>{{rec, ve, mag, kl}, mode});
+    if (cfg.loss == "kl") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode});
+    if (cfg.loss == "none") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode});
     throw std::invalid_argument(fmt::format("--loss {}: expected ve, kl, ve+kl or none", cfg.loss));
 }
 
@@ -296,15 +305,20 @@ inline std::vector<std::int64_t> parse_list(const std::string& text, const char*
 
 } // namespace tokenizer_detail
 
-/// Trains (or, with cfg.resume, continues) a tokenizer into cfg.out. Returns the metrics written to
-/// OUT/metrics.json, or {"finished": false, "steps": N} when --stop-after cut the run short.
-inline nlohmann::json train_tokenizer(const tokenizer_job& cfg) {
-    if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1>(cfg);
-    if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2>(cfg);
-    throw std::invalid_argument(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
+/// Trains (or, with cfg.resume, continues) a tokenizer into cfg.out on cfg.device (one of Devices).
+/// Returns the metrics written to OUT/metrics.json, or {"finished": false, "steps": N} when
+/// --stop-after cut the run short.
+template <class Devices = cpu_only>
+nlohmann::json train_tokenizer(const tokenizer_job& cfg) {
+    return with_device<Devices>(cfg.device, [&]<device D>() {
+        if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1, D>(cfg);
+        if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2, D>(cfg);
+        throw std::invalid_argument(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
+    });
 }
 
-inline void add_tokenizer_options(cxxopts::Options& options) {
+template <class Devices = cpu_only>
+void add_tokenizer_options(cxxopts::Options& options) {
     const tokenizer_job d;  // defaults
     const auto dflt = [](auto v) { return fmt::format("{}", v); };
     const auto list = [](const std::vector<std::int64_t>& v) { return fmt::format("{}", fmt::join(v, ",")); };
@@ -349,9 +363,11 @@ inline void add_tokenizer_options(cxxopts::Options& options) {
         ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value(dflt(d.stop_after)))
         ("eval-images", "test images to evaluate", cxxopts::value<std::int64_t>()->default_value(dflt(d.eval_images)));
     // clang-format on
+    add_device_option<Devices>(options, "training");
 }
 
-inline tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
+template <class Devices = cpu_only>
+tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     using tokenizer_detail::parse_list;
     tokenizer_job cfg;
     cfg.data = a["data"].as<std::string>();
@@ -388,15 +404,17 @@ inline tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.checkpoint_every = std::max<std::int64_t>(1, a["checkpoint-every"].as<std::int64_t>());
     cfg.stop_after = a["stop-after"].as<std::int64_t>();
     cfg.eval_images = a["eval-images"].as<std::int64_t>();
+    cfg.device = read_device<Devices>(a);
     return cfg;
 }
 
-/// `train-tokenizer` as a command line.
-inline int train_tokenizer_main(int argc, char** argv, const std::string& program = "train_tokenizer") {
+/// `train-tokenizer` as a command line, for a program built for Devices.
+template <class Devices = cpu_only>
+int train_tokenizer_main(int argc, char** argv, const std::string& program = "train_tokenizer") {
     cxxopts::Options options(program, "Train the VAE tokenizer with the Variance Expansion loss (or KL)");
-    add_tokenizer_options(options);
+    add_tokenizer_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
-        (void)train_tokenizer(read_tokenizer_options(a));
+        (void)train_tokenizer<Devices>(read_tokenizer_options<Devices>(a));
         return 0;
     });
 }

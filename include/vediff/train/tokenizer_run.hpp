@@ -15,14 +15,17 @@
 
 namespace vediff::train {
 
+/// The checkpoint is device-neutral: load_tokenizer_run<cuda> reads the same files onto the GPU.
+template <device D = cpu>
 struct tokenizer_run {
     std::filesystem::path dir;
     nlohmann::json config;  // the run's configuration, as train_tokenizer saved it
-    models::autoencoder_kl<float> model;
+    models::autoencoder_kl<float, D> model;
 };
 
-/// Loads the tokenizer trained into `dir`; io_error names the file and the missing piece.
-inline tokenizer_run load_tokenizer_run(const std::filesystem::path& dir) {
+/// Loads the tokenizer trained into `dir` onto device D; io_error names the file and the missing piece.
+template <device D = cpu>
+tokenizer_run<D> load_tokenizer_run(const std::filesystem::path& dir) {
     const auto checkpoint = dir / "checkpoint";
     if (!checkpoint_exists(checkpoint))
         throw io_error(fmt::format("tokenizer {}: no checkpoint in {} (train one with train_tokenizer --out {})", dir.string(),
@@ -44,7 +47,7 @@ inline tokenizer_run load_tokenizer_run(const std::filesystem::path& dir) {
     } catch (const nlohmann::json::exception& e) {
         throw io_error(fmt::format("tokenizer {}: the run configuration lacks a model size: {}", dir.string(), e.what()));
     }
-    tokenizer_run run{dir, config, models::autoencoder_kl<float>(c)};
+    tokenizer_run<D> run{dir, config, models::autoencoder_kl<float, D>(c)};
     io::load_state_dict(checkpoint / model_file_name, run.model);
     return run;
 }

@@ -6,6 +6,7 @@
 // as rows of n contiguous values; C is written in tiles of 8 rows × 32 columns kept in 16 zmm
 // registers, with masked loads and stores at the column edge, so any m, n, k work.
 #include <cstdint>
+#include <utility>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -18,6 +19,13 @@ inline constexpr bool small_gemm_available = true;
 
 namespace small_gemm_detail {
 
+/// f(0), f(1), ..., f(R − 1), unrolled by the compiler whatever it is (a fold, not a loop: the
+/// rows' accumulators must stay in registers, and nvcc's front end drops `#pragma GCC unroll`).
+template <int R, class F>
+inline void for_each_row(F&& f) {
+    [&]<int... r>(std::integer_sequence<int, r...>) { (f(r), ...); }(std::make_integer_sequence<int, R>{});
+}
+
 inline __mmask16 column_mask(std::int64_t n) {
     return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
@@ -28,21 +36,18 @@ inline void tile(std::int64_t k, const float* a, std::int64_t a_row, std::int64_
                  float* c, std::int64_t ldc, std::int64_t cols, float alpha, bool accumulate) {
     const __mmask16 m0 = column_mask(cols), m1 = column_mask(cols - 16);
     __m512 acc0[R], acc1[R];
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    for_each_row<R>([&](int r) { acc0[r] = acc1[r] = _mm512_setzero_ps(); });
     for (std::int64_t p = 0; p < k; ++p) {
         const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * ldb), b1 = _mm512_maskz_loadu_ps(m1, b + p * ldb + 16);
         const float* ap = a + p * a_depth;
-#pragma GCC unroll 8
-        for (int r = 0; r < R; ++r) {
+        for_each_row<R>([&](int r) {
             const __m512 x = _mm512_set1_ps(ap[r * a_row]);
             acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
             acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
-        }
+        });
     }
     const __m512 va = _mm512_set1_ps(alpha);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
+    for_each_row<R>([&](int r) {
         float* cr = c + r * ldc;
         __m512 y0 = _mm512_mul_ps(va, acc0[r]), y1 = _mm512_mul_ps(va, acc1[r]);
         if (accumulate) {
@@ -51,7 +56,7 @@ inline void tile(std::int64_t k, const float* a, std::int64_t a_row, std::int64_
         }
         _mm512_mask_storeu_ps(cr, m0, y0);
         _mm512_mask_storeu_ps(cr + 16, m1, y1);
-    }
+    });
 }
 
 } // namespace small_gemm_detail
