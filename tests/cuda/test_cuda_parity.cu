@@ -1,7 +1,8 @@
 // The cuda device against the cpu device on whole training steps and sampling runs
 // (support/device_parity.hpp): the loss and every parameter gradient of one tokenizer step and one
 // DiT / LightningDiT step within 1e-4 relative, and same-seed guided samples (Euler, Heun, SDE)
-// within 1e-4 relative (their displacement from the noise). Without a GPU the program reports itself skipped (exit code 77).
+// within 1e-4 relative (their displacement from the noise). Without a GPU the program reports
+// itself skipped (exit code 77).
 #define BOOST_TEST_MODULE cuda_parity
 #define BOOST_TEST_NO_MAIN
 #define BOOST_TEST_ALTERNATIVE_INIT_API
