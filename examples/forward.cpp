@@ -1,6 +1,6 @@
 // forward: one forward pass of a model loaded from safetensors, to compare vediff with PyTorch on
 // your own weights (io/forward_pass.hpp says which inputs and outputs each model has).
-//   forward --model dit|lightningdit|autoencoder --config C.json --weights W.safetensors \
+//   forward --model dit|lightningdit|autoencoder --config C.json --weights W.safetensors
 //           --inputs I.safetensors --out O.safetensors
 #include <cstdio>
 #include <exception>

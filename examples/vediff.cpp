@@ -39,7 +39,7 @@ constexpr subcommand subcommands[] = {
     {"eval", "tokenizer and sample metrics: PSNR, rFD, gFD, precision/recall, robustness, equilibrium",
      vediff::jobs::evaluate_main<program_devices>},
     {"toy", "the 2-D toy of the paper's Figure 1: KL against VE on a spiral", vediff::jobs::toy_main},
-    {"classifier", "train the Fashion-MNIST classifier (the metrics' feature network)", vediff::jobs::classifier_main},
+    {"classifier", "train the Fashion-MNIST classifier (the metrics' feature network)", vediff::jobs::classifier_main<program_devices>},
 };
 
 void print_usage(std::FILE* to) {

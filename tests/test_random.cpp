@@ -4,6 +4,8 @@
 #include <omp.h>
 
 #include <cmath>
+#include <limits>
+#include <span>
 #include <vector>
 
 #include "support/gradcheck.hpp"
@@ -128,4 +130,37 @@ BOOST_AUTO_TEST_CASE(offsets_separate_consecutive_fills) {
     // A different stream of the same seed gives different numbers.
     philox_generator other{9, 1, 0};
     BOOST_TEST(ops::normal<double>({6}, other).at(0) != a.at(0));
+}
+
+BOOST_AUTO_TEST_CASE(replacement_hits_the_elements_whose_draw_is_below_p) {
+    philox_generator gen{23, 4, 2};
+    std::vector<std::int32_t> before(37);
+    for (std::size_t i = 0; i < before.size(); ++i) before[i] = static_cast<std::int32_t>(i % 10);
+    auto labels = tensor<std::int32_t>::from_host({37}, std::span<const std::int32_t>(before));
+    ops::replace_with_probability(labels.view(), gen, 0.3, 10);
+    BOOST_TEST(gen.offset == 2u + 10u);  // ⌈37/4⌉ blocks reserved
+    int replaced = 0;
+    for (std::size_t i = 0; i < before.size(); ++i) {
+        const bool hit = philox_uniform<double>(23, 4, 2, i) < 0.3;
+        BOOST_TEST(labels.data()[i] == (hit ? 10 : before[i]));
+        replaced += hit;
+    }
+    BOOST_TEST(replaced > 0);
+    BOOST_TEST(replaced < 37);
+    BOOST_CHECK_THROW(ops::replace_with_probability(labels.view(), gen, 1.5, 0), std::invalid_argument);
+}
+
+BOOST_AUTO_TEST_CASE(training_times_stay_inside_the_open_unit_interval) {
+    // sigmoid(±40) rounds to 1 and underflows towards 0 in float: the ends are pulled inside.
+    BOOST_TEST(training_time<float>(40.0, true, 1.0) == 1.0f - std::numeric_limits<float>::epsilon() / 2);
+    BOOST_TEST(training_time<float>(40.0, true, 1.0) < 1.0f);
+    BOOST_TEST(training_time<float>(-800.0, true, 1.0) == std::numeric_limits<float>::denorm_min());
+    BOOST_TEST(training_time<double>(0.0, true, 1.0) == 0.5);
+    BOOST_TEST(training_time<double>(0.25, false, 3.0) == 3.0 * 0.25 / (3.0 * 0.25 + 0.75));
+    BOOST_TEST(training_time<double>(0.25, false, 1.0) == 0.25);
+    // The cpu kernel applies it in place to every element.
+    auto t = tensor<float>::from_host({3}, {-2.0f, 0.0f, 3.0f});
+    random_kernels<cpu>::training_times(t.data(), 3, true, 0.3);
+    BOOST_TEST(t.at(1) == training_time<float>(0.0, true, 0.3));
+    BOOST_TEST(t.at(2) == training_time<float>(3.0, true, 0.3));
 }

@@ -4,7 +4,10 @@
 //   train    DiT-B/2 on 4×32×32 latents (ImageNet-256 f8 shape), batch 256: one flow-matching step
 //            (forward, MSE, backward, AdamW): images/s and TFLOP/s of the matrix products
 //   sample   the same DiT, 256 images, 50 Euler steps with classifier-free guidance (scale 4)
-//   bench_cuda [--mode gemm|train|sample|all] [--tf32] [--steps S]
+//   tokenizer  the LDM f8 autoencoder (ch 128, mult 1,2,4,4, 2 blocks, 4 latent channels) on
+//            3×256×256, batch 16: one VE-loss step (encode, sample, decode, L1 + VE + magnitude,
+//            backward, AdamW): images/s
+//   bench_cuda [--mode gemm|train|sample|tokenizer|all] [--tf32] [--steps S]
 // Without a GPU it prints that nothing was measured and exits 0, so scripts run it anywhere.
 #include <chrono>
 #include <cstdio>
@@ -16,7 +19,13 @@
 #include "vediff/diffusion/flow_matching.hpp"
 #include "vediff/diffusion/guidance.hpp"
 #include "vediff/diffusion/samplers.hpp"
+#include "vediff/loss/magnitude.hpp"
+#include "vediff/loss/reconstruction.hpp"
+#include "vediff/loss/tokenizer_loss.hpp"
+#include "vediff/loss/variance_expansion.hpp"
+#include "vediff/models/autoencoder.hpp"
 #include "vediff/models/dit.hpp"
+#include "vediff/models/gaussian_posterior.hpp"
 #include "vediff/ops/random.hpp"
 #include "vediff/optim/adamw.hpp"
 
@@ -128,6 +137,51 @@ void bench_sample() {
     (void)x;
 }
 
+void bench_tokenizer(int steps) {
+    vediff::models::autoencoder_config c;  // the LDM / VA-VAE f8 tokenizer, 4 latent channels
+    c.in_channels = c.out_channels = 3;
+    c.ch = 128;
+    c.ch_mult = {1, 2, 4, 4};
+    c.num_res_blocks = 2;
+    c.z_channels = c.embed_dim = 4;
+    c.resolution = 256;
+    c.attn_resolutions = {};
+    const std::int64_t batch = 16;
+    vediff::models::autoencoder_kl<float, gpu> ae(c, 0);
+    vediff::optim::adamw<float, gpu> opt(ae, {.lr = 1e-4, .beta1 = 0.5, .beta2 = 0.9, .eps = 1e-8, .weight_decay = 0});
+    vediff::philox_generator data{.seed = 5}, posterior{.seed = 6};
+    const auto x = vediff::ops::uniform<float, gpu>({batch, 3, 256, 256}, data, -1.0f, 1.0f);
+    const vediff::loss::tokenizer_loss<vediff::loss::reconstruction<vediff::loss::l1>, vediff::loss::variance_expansion,
+                                       vediff::loss::magnitude_regularizer>
+        loss_fn{{{}, vediff::loss::variance_expansion({.weight = 0.1, .delta = 1e-6}),
+                 vediff::loss::magnitude_regularizer({.weight = 1e-6, .tau = 1.0})},
+                vediff::loss::reduction::per_image_sum};
+    const auto step = [&] {
+        opt.zero_grad();
+        auto post = vediff::models::gaussian_posterior<float, gpu>::from_moments(ae.encode(x));
+        auto z = post.sample(posterior);
+        auto x_hat = ae.decode(z);
+        auto r = loss_fn.evaluate(vediff::loss::tokenizer_outputs<float, gpu>{x, x_hat, post.mean, post.logvar, z});
+        auto dz = ae.decode_backward(r.gradients.dx_hat);
+        vediff::ops::axpy(dz.view(), r.gradients.dz.view());
+        post.sample_backward(dz, r.gradients.dmean, r.gradients.dlogvar);
+        (void)ae.encode_backward(post.moments_backward(r.gradients.dmean, r.gradients.dlogvar));
+        opt.step();
+        return r.total;
+    };
+    (void)step();
+    const std::size_t allocations = vediff::memory<gpu>::allocation_count();
+    const auto start = clock_type::now();
+    double loss = 0;
+    for (int i = 0; i < steps; ++i) loss = step();
+    const double per_step = seconds_since(start) / steps;
+    std::printf("== tokenizer (LDM f8, %lld parameters) training step, 3x256x256, batch %lld, %s: %.1f images/s, %.3f s/step, "
+                "loss %.1f; device allocations after the first step: %zu\n",
+                static_cast<long long>(vediff::nn::parameter_count(ae)), static_cast<long long>(batch),
+                vediff::cuda_tf32() ? "TF32" : "FP32", double(batch) / per_step, per_step, loss,
+                vediff::memory<gpu>::allocation_count() - allocations);
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -139,12 +193,12 @@ int main(int argc, char** argv) {
         else if (arg == "--tf32") vediff::set_cuda_tf32(true);
         else if (arg == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
         else {
-            std::fprintf(stderr, "usage: bench_cuda [--mode gemm|train|sample|all] [--tf32] [--steps S]\n");
+            std::fprintf(stderr, "usage: bench_cuda [--mode gemm|train|sample|tokenizer|all] [--tf32] [--steps S]\n");
             return 2;
         }
     }
-    if (steps < 1 || (mode != "gemm" && mode != "train" && mode != "sample" && mode != "all")) {
-        std::fprintf(stderr, "bench_cuda: --mode must be gemm, train, sample or all and --steps positive\n");
+    if (steps < 1 || (mode != "gemm" && mode != "train" && mode != "sample" && mode != "tokenizer" && mode != "all")) {
+        std::fprintf(stderr, "bench_cuda: --mode must be gemm, train, sample, tokenizer or all and --steps positive\n");
         return 2;
     }
     if (!vediff::cuda_available()) {
@@ -157,5 +211,6 @@ int main(int argc, char** argv) {
     if (mode == "gemm" || mode == "all") bench_gemm(10);
     if (mode == "train" || mode == "all") bench_train(steps);
     if (mode == "sample" || mode == "all") bench_sample();
+    if (mode == "tokenizer" || mode == "all") bench_tokenizer(steps);
     return 0;
 }

@@ -45,8 +45,21 @@ BOOST_AUTO_TEST_CASE(philox_functors_give_the_host_streams) {
                 BOOST_TEST(z[i] == std::fma(0.5, philox_normal<double>(42, 3, 7, ui), 1.0));
                 BOOST_TEST(b[i] == (philox_uniform<double>(42, 3, 7, ui) < 0.3 ? 2.0f : 0.0f));
             }
+            // Label dropout: hit elements get the value, the others keep theirs (-999 here).
+            const auto r = draw_on_host<std::int32_t>(n, 7, cuda_detail::replace_write<std::int32_t>{0.3, 10});
+            for (std::int64_t i = 0; i < n; ++i)
+                BOOST_TEST(r[i] == (philox_uniform<double>(42, 3, 7, static_cast<std::uint64_t>(i)) < 0.3 ? 10 : -999));
         }
     }
+}
+
+BOOST_AUTO_TEST_CASE(training_time_functor_is_the_cpu_map) {
+    std::vector<float> t = {-40.0f, -1.0f, 0.0f, 0.5f, 2.0f, 40.0f}, expected = t;
+    thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(6),
+                     cuda_detail::training_time_op<float>{t.data(), true, 0.3});
+    for (auto& v : expected) v = training_time<float>(double(v), true, 0.3);
+    BOOST_TEST(t == expected, boost::test_tools::per_element());
+    BOOST_TEST(t.back() < 1.0f);
 }
 
 BOOST_AUTO_TEST_CASE(activation_functors_match_the_formulas) {

@@ -70,6 +70,21 @@ inline T philox_normal(std::uint64_t seed, std::uint64_t stream, std::uint64_t o
     return static_cast<T>(i % 2 == 0 ? radius * std::cos(angle) : radius * std::sin(angle));
 }
 
+/// A flow-matching training time from one draw v: sigmoid(v) for logit-normal draws (v itself for
+/// uniform ones), warped by the time shift t' = s·t/(s·t + (1 − t)) unless s = 1, rounded to T and
+/// kept inside the open interval (0, 1): in float, sigmoid(17) already rounds to 1, and a time of
+/// exactly 0 or 1 would make x_t pure noise or pure data. Shared by the backends' kernels, so every
+/// device maps draws to times with the same arithmetic.
+template <class T>
+constexpr T training_time(double v, bool logistic, double shift) {
+    double u = logistic ? 1.0 / (1.0 + std::exp(-v)) : v;
+    if (shift != 1.0) u = shift * u / (shift * u + (1.0 - u));
+    T r = static_cast<T>(u);
+    if (!(r > T(0))) r = std::numeric_limits<T>::denorm_min();
+    if (!(r < T(1))) r = T(1) - std::numeric_limits<T>::epsilon() / T(2);  // the largest T below 1
+    return r;
+}
+
 /// A stream of draws: (seed, stream) fixed, offset advancing by the blocks each draw consumes.
 /// Saving `offset` is enough to resume the stream exactly.
 struct philox_generator {

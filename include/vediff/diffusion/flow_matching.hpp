@@ -69,18 +69,10 @@ inline tensor_shape per_sample_shape(const tensor_shape& x) {
     return s;
 }
 
-/// v rounded to T, kept inside the open interval (0, 1): in float, sigmoid(17) already rounds
-/// to 1, and a time of exactly 0 or 1 would make x_t pure noise or pure data.
-template <class T>
-T open_unit(double v) {
-    T r = static_cast<T>(v);
-    if (!(r > T(0))) r = std::numeric_limits<T>::denorm_min();
-    if (!(r < T(1))) r = std::nextafter(T(1), T(0));
-    return r;
-}
 } // namespace detail
 
-/// B training times in (0, 1), drawn from gen by cfg.times and shifted by cfg.time_shift.
+/// B training times in (0, 1), drawn from gen by cfg.times and shifted by cfg.time_shift, on the
+/// device (training_time of core/random.hpp maps each draw).
 /// Uses ⌈B/4⌉ Philox blocks of gen (one fill_uniform or fill_normal of B elements).
 template <class T, device D = cpu>
 tensor<T, D> sample_times(std::int64_t batch, philox_generator& gen, const flow_matching_config& cfg = {}) {
@@ -95,13 +87,9 @@ tensor<T, D> sample_times(std::int64_t batch, philox_generator& gen, const flow_
         ops::fill_uniform(t.view(), gen, T(0), T(1));
     }
     if (!logit && cfg.time_shift == 1.0) return t;
-    // B per-sample scalars: the sigmoid and the shift are applied on the host.
-    auto host = t.to_vector();
-    for (auto& v : host) {
-        double u = logit ? 1.0 / (1.0 + std::exp(-double(v))) : double(v);
-        v = detail::open_unit<T>(shift_time(u, cfg.time_shift));
-    }
-    return tensor<T, D>::from_host(t.shape(), std::span<const T>(host));
+    (void)shift_time(0.5, cfg.time_shift);  // checks the shift
+    random_kernels<D>::training_times(t.data(), t.numel(), logit, cfg.time_shift);
+    return t;
 }
 
 /// x_t = t·x1 + (1 − t)·x0 for per-sample times t (B), evaluated as x0 + t·(x1 − x0).

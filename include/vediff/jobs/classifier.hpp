@@ -19,7 +19,9 @@
 #include "vediff/data/loader.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"
+#include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
+#include "vediff/jobs/device_choice.hpp"
 #include "vediff/models/fashion_classifier.hpp"
 #include "vediff/ops/cross_entropy.hpp"
 #include "vediff/optim/adamw.hpp"
@@ -39,45 +41,46 @@ struct classifier_job {
     std::int64_t warmup = 100;
     std::uint64_t seed = 0;
     std::int64_t width = 32;
+    std::string device = "cpu";  // where to train; the weights are saved from the host either way
 };
 
 namespace classifier_detail {
 
 /// Accuracy of the model on a labeled set, evaluated in batches.
-inline double evaluate(models::fashion_classifier<float>& model, const data::labeled_images<float>& set, std::int64_t batch) {
+template <device D>
+double evaluate(models::fashion_classifier<float, D>& model, const data::labeled_images<float>& set, std::int64_t batch) {
     std::int64_t correct = 0;
     for (std::int64_t begin = 0; begin < set.size(); begin += batch) {
         const std::int64_t end = std::min(set.size(), begin + batch);
-        auto logits = model.forward(set.images.slice(begin, end));
-        auto labels = tensor<std::int32_t>::from_host(
+        const view_on<float, D> images(set.images.slice(begin, end));
+        auto logits = model.forward(images.view());
+        auto labels = tensor<std::int32_t, D>::from_host(
             {end - begin}, std::span<const std::int32_t>(set.labels.data() + begin, static_cast<std::size_t>(end - begin)));
         correct += static_cast<std::int64_t>(std::llround(ops::accuracy(logits.view(), labels.view()) * double(end - begin)));
     }
     return double(correct) / double(set.size());
 }
 
-}  // namespace classifier_detail
-
-/// Trains the classifier into cfg.out_dir (classifier.safetensors, metrics.json); returns the metrics.
-inline nlohmann::json train_classifier(const classifier_job& cfg) {
-    using classifier_detail::evaluate;
+/// Trains the classifier on device D into cfg.out_dir (classifier.safetensors, metrics.json).
+template <device D>
+nlohmann::json train(const classifier_job& cfg) {
     std::filesystem::create_directories(cfg.out_dir);
     data::fashion_mnist_options data_opt;
     data_opt.directory = cfg.data_dir;
     const auto train = data::load_fashion_mnist<float>(data::split::train, data_opt);
     const auto test = data::load_fashion_mnist<float>(data::split::test, data_opt);
-    fmt::print("Fashion-MNIST: {} training and {} test images from {}; {} threads\n", train.size(), test.size(),
-               cfg.data_dir.string(), omp_get_max_threads());
+    fmt::print("Fashion-MNIST: {} training and {} test images from {}; on {} ({} threads)\n", train.size(), test.size(),
+               cfg.data_dir.string(), D::name, omp_get_max_threads());
 
     models::fashion_classifier_config model_cfg;
     model_cfg.width = cfg.width;
-    models::fashion_classifier<float> model(model_cfg, cfg.seed);
+    models::fashion_classifier<float, D> model(model_cfg, cfg.seed);
     fmt::print("model: {} parameters\n", nn::parameter_count(model));
 
     data::batch_loader<float> loader(train, cfg.batch, cfg.seed);
     std::int64_t total_steps = cfg.epochs * loader.batches_per_epoch();
     if (cfg.max_steps > 0) total_steps = std::min(total_steps, cfg.max_steps);
-    optim::adamw opt(model, {.lr = cfg.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+    optim::adamw<float, D> opt(model, {.lr = cfg.lr, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = cfg.weight_decay});
     // Short (smoke) runs keep a fifth of their steps for the cosine part.
     const auto schedule = optim::cosine_with_warmup(cfg.lr, std::min(cfg.warmup, total_steps / 5), total_steps, cfg.lr * 0.01);
 
@@ -89,10 +92,11 @@ inline nlohmann::json train_classifier(const classifier_job& cfg) {
     double smoothed_loss = 0;
     for (std::int64_t step = 0; step < total_steps; ++step) {
         auto b = loader.next();
-        auto labels = tensor<std::int32_t>::from_host({b.images.dim(0)}, b.labels);
+        const view_on<float, D> images(b.images);
+        auto labels = tensor<std::int32_t, D>::from_host({b.images.dim(0)}, b.labels);
         opt.set_lr(schedule(step));
         opt.zero_grad();
-        auto logits = model.forward(b.images);
+        auto logits = model.forward(images.view());
         const float loss = ops::cross_entropy(logits.view(), labels.view()).to_vector()[0];
         if (!std::isfinite(loss)) throw numeric_error(fmt::format("classifier: cross-entropy loss is {} at step {}", loss, step));
         (void)model.backward(ops::cross_entropy_backward(logits.view(), labels.view()));
@@ -121,6 +125,7 @@ inline nlohmann::json train_classifier(const classifier_job& cfg) {
         {"batch", cfg.batch},
         {"steps", total_steps},
         {"threads", omp_get_max_threads()},
+        {"device", D::name},
         {"parameters", nn::parameter_count(model)},
         {"seed", cfg.seed},
         {"weights", weights.string()},
@@ -132,8 +137,17 @@ inline nlohmann::json train_classifier(const classifier_job& cfg) {
     return metrics;
 }
 
+}  // namespace classifier_detail
 
-inline void add_classifier_options(cxxopts::Options& options) {
+/// Trains the classifier on cfg.device (one of Devices) into cfg.out_dir (classifier.safetensors,
+/// metrics.json); returns the metrics.
+template <class Devices = cpu_only>
+nlohmann::json train_classifier(const classifier_job& cfg) {
+    return with_device<Devices>(cfg.device, [&]<device D>() { return classifier_detail::train<D>(cfg); });
+}
+
+template <class Devices = cpu_only>
+void add_classifier_options(cxxopts::Options& options) {
     // clang-format off
     options.add_options()
         ("data", "directory with the Fashion-MNIST IDX .gz files", cxxopts::value<std::string>()->default_value(data::fashion_mnist_default_dir.string()))
@@ -147,9 +161,11 @@ inline void add_classifier_options(cxxopts::Options& options) {
         ("width", "channels of the first conv block", cxxopts::value<std::int64_t>()->default_value("32"))
         ("seed", "random seed (initialization and shuffling)", cxxopts::value<std::uint64_t>()->default_value("0"));
     // clang-format on
+    add_device_option<Devices>(options);
 }
 
-inline classifier_job read_classifier_options(const cxxopts::ParseResult& a) {
+template <class Devices = cpu_only>
+classifier_job read_classifier_options(const cxxopts::ParseResult& a) {
     classifier_job cfg;
     cfg.data_dir = a["data"].as<std::string>();
     cfg.out_dir = a["out"].as<std::string>();
@@ -161,14 +177,16 @@ inline classifier_job read_classifier_options(const cxxopts::ParseResult& a) {
     cfg.max_steps = a["max-steps"].as<std::int64_t>();
     cfg.width = a["width"].as<std::int64_t>();
     cfg.seed = a["seed"].as<std::uint64_t>();
+    cfg.device = read_device<Devices>(a);
     return cfg;
 }
 
-inline int classifier_main(int argc, char** argv, const std::string& program = "classify_fashion_mnist") {
+template <class Devices = cpu_only>
+int classifier_main(int argc, char** argv, const std::string& program = "classify_fashion_mnist") {
     cxxopts::Options options(program, "Train a small CNN classifier on Fashion-MNIST (the feature network of the metrics)");
-    add_classifier_options(options);
+    add_classifier_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
-        (void)train_classifier(read_classifier_options(a));
+        (void)train_classifier<Devices>(read_classifier_options<Devices>(a));
         return 0;
     });
 }

@@ -211,7 +211,8 @@ nlohmann::json run_experiment(const experiment_job& job) {
         auto c = preset.classifier;
         c.data_dir = job.data;
         c.out_dir = classifier.parent_path();
-        (void)train_classifier(c);
+        c.device = job.device;
+        (void)train_classifier<Devices>(c);
     }
 
     nlohmann::json rows = nlohmann::json::array();

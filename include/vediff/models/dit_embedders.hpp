@@ -17,8 +17,10 @@
 #include "vediff/nn/conv2d.hpp"
 #include "vediff/nn/embedding.hpp"
 #include "vediff/nn/linear.hpp"
+#include "vediff/ops/embedding.hpp"
 #include "vediff/ops/patchify.hpp"
 #include "vediff/ops/positional.hpp"
+#include "vediff/ops/random.hpp"
 
 namespace vediff::models {
 
@@ -119,17 +121,11 @@ struct label_embedder {
     /// probability dropout_prob (Philox, so the drops depend on the seed and step only). The
     /// labels used are kept here, so y need not outlive backward.
     tensor<T, D> forward(const tensor_view<std::int32_t, D>& y) {
-        auto labels = y.to_vector();
-        for (std::size_t i = 0; i < labels.size(); ++i)
-            if (labels[i] < 0 || labels[i] > num_classes)
-                throw shape_error(fmt::format("label_embedder: label {} at {} is outside [0, {}] (classes and the null class)",
-                                              labels[i], i, num_classes));
-        if (training && dropout_prob > 0) {
-            const auto start = generator.advance(labels.size());
-            for (std::size_t i = 0; i < labels.size(); ++i)
-                if (philox_uniform<double>(generator.seed, generator.stream, start, i) < dropout_prob) labels[i] = null_class();
-        }
-        labels_ = tensor<std::int32_t, D>::from_host({static_cast<std::int64_t>(labels.size())}, std::span<const std::int32_t>(labels));
+        if (const auto bad = ops::find_index_outside(y, num_classes + 1))
+            throw shape_error(fmt::format("label_embedder: label {} at {} is outside [0, {}] (classes and the null class)",
+                                          bad->second, bad->first, num_classes));
+        labels_ = tensor<std::int32_t, D>::copy_of(y.reshape({y.numel()}));
+        if (training && dropout_prob > 0) ops::replace_with_probability(labels_.view(), generator, dropout_prob, null_class());
         return embedding_table.forward(labels_);
     }
     void backward(const tensor_view<T, D>& dy) { embedding_table.backward(dy); }

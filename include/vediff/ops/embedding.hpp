@@ -4,6 +4,8 @@
 // device as the table; the output has the indices' shape with dim appended. An index outside
 // [0, num) throws shape_error naming its position.
 #include <cstdint>
+#include <optional>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -31,6 +33,15 @@ inline tensor_shape with_dim(const tensor_shape& s, std::int64_t dim) {
     return out;
 }
 } // namespace detail
+
+/// The first index outside [0, rows) as (position, value), or nothing when all are inside: one
+/// small host result, for the callers' own error messages.
+template <device D>
+std::optional<std::pair<std::int64_t, std::int64_t>> find_index_outside(const tensor_view<std::int32_t, D>& indices, std::int64_t rows) {
+    const auto bad = embedding_kernels<D>::first_invalid(indices.data(), indices.numel(), rows);
+    if (bad < 0) return std::nullopt;
+    return std::pair{bad, embedding_kernels<D>::index_at(indices.data(), bad)};
+}
 
 /// table (num, dim), indices (...) → (..., dim).
 template <class T, device D>

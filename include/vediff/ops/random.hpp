@@ -43,6 +43,16 @@ void fill_bernoulli(const tensor_view<T, D>& t, philox_generator& gen, double p,
     random_kernels<D>::bernoulli(t.data(), t.numel(), gen.seed, gen.stream, offset, p, value);
 }
 
+/// t[i] = value with probability p, else t[i] as it was (element i is replaced when draw i < p):
+/// label dropout, which turns a label into the null class.
+template <class T, device D>
+void replace_with_probability(const tensor_view<T, D>& t, philox_generator& gen, double p, scalar_of<T> value) {
+    if (!(p >= 0.0 && p <= 1.0))
+        throw std::invalid_argument(fmt::format("replace_with_probability: probability {} is outside [0, 1]", p));
+    const auto offset = gen.advance(static_cast<std::uint64_t>(t.numel()));
+    random_kernels<D>::replace(t.data(), t.numel(), gen.seed, gen.stream, offset, p, value);
+}
+
 /// A new tensor of N(mean, stddev²) draws.
 template <class T, device D = cpu>
 tensor<T, D> normal(tensor_shape shape, philox_generator& gen, scalar_of<T> mean = T(0), scalar_of<T> stddev = T(1)) {

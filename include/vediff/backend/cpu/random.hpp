@@ -48,6 +48,19 @@ struct random_kernels<cpu> {
             for (int k = 0; k < count; ++k) out[first + k] = uniform_from_bits<double>(w[static_cast<std::size_t>(k)]) < p ? value : T(0);
         });
     }
+    /// t[i] = training_time(t[i], logistic, shift) (core/random.hpp), in place
+    template <class T>
+    static void training_times(T* t, std::int64_t n, bool logistic, double shift) {
+        cpu_detail::parallel_for(n, [=](std::int64_t i) { t[i] = training_time<T>(double(t[i]), logistic, shift); });
+    }
+    /// out[i] = value if U_i < p, else out[i] unchanged
+    template <class T>
+    static void replace(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, double p, T value) {
+        for_each_block(n, seed, stream, offset, [=](const philox4x32::counter& w, std::int64_t first, int count) {
+            for (int k = 0; k < count; ++k)
+                if (uniform_from_bits<double>(w[static_cast<std::size_t>(k)]) < p) out[first + k] = value;
+        });
+    }
 
 private:
     // f(words of block offset + k, first element 4k, number of elements of this block in range).

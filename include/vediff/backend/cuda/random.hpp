@@ -66,6 +66,25 @@ struct bernoulli_write {
     }
 };
 
+template <class T>
+struct training_time_op {
+    T* t;
+    bool logistic;
+    double shift;
+    __host__ __device__ void operator()(std::int64_t i) const { t[i] = training_time<T>(double(t[i]), logistic, shift); }
+};
+
+/// out[k] = value where draw k < p; the other elements are left as they are.
+template <class T>
+struct replace_write {
+    double p;
+    T value;
+    __host__ __device__ void operator()(T* out, const philox4x32::counter& w, int count) const {
+        for (int k = 0; k < count; ++k)
+            if (uniform_from_bits<double>(w[static_cast<std::size_t>(k)]) < p) out[k] = value;
+    }
+};
+
 template <class T, class Write>
 void for_each_philox_block(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, Write write) {
     if (n <= 0) return;
@@ -92,6 +111,16 @@ struct random_kernels<cuda> {
     template <class T>
     static void bernoulli(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, double p, T value) {
         cuda_detail::for_each_philox_block(out, n, seed, stream, offset, cuda_detail::bernoulli_write<T>{p, value});
+    }
+    template <class T>
+    static void training_times(T* t, std::int64_t n, bool logistic, double shift) {
+        if (n <= 0) return;
+        thrust::for_each(thrust::cuda::par.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                         thrust::counting_iterator<std::int64_t>(n), cuda_detail::training_time_op<T>{t, logistic, shift});
+    }
+    template <class T>
+    static void replace(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, double p, T value) {
+        cuda_detail::for_each_philox_block(out, n, seed, stream, offset, cuda_detail::replace_write<T>{p, value});
     }
 };
 
