@@ -26,6 +26,21 @@ struct other_device {
 };
 using two_devices = jobs::device_list<cpu, other_device>;
 
+// A device the program was built for but this machine lacks (a GPU where there is none).
+struct absent_device {
+    static constexpr const char* name = "absent";
+    static constexpr bool host_accessible = true;
+};
+
+} // namespace
+
+template <>
+struct vediff::device_check<absent_device> {
+    static void require_available() { throw std::runtime_error("no such device on this machine"); }
+};
+
+namespace {
+
 const auto name_of_device = []<device D>() { return std::string(D::name); };
 
 } // namespace
@@ -46,6 +61,15 @@ BOOST_AUTO_TEST_CASE(unknown_and_missing_devices_are_named_errors) {
     BOOST_TEST(other_message == "--device tpu: expected cpu or other");
     BOOST_TEST(two_devices::names() == "cpu | other");
     BOOST_TEST(jobs::cpu_only::names() == "cpu");
+}
+
+BOOST_AUTO_TEST_CASE(a_device_missing_at_run_time_is_an_error_before_the_job_starts) {
+    int calls = 0;
+    const auto message = error_message<std::invalid_argument>(
+        [&] { jobs::with_device<jobs::device_list<cpu, absent_device>>("absent", [&]<device D>() { ++calls; }); });
+    BOOST_TEST(message == "--device absent: no such device on this machine");
+    BOOST_TEST(calls == 0);
+    BOOST_TEST((jobs::with_device<jobs::device_list<cpu, absent_device>>("cpu", name_of_device)) == "cpu");
 }
 
 BOOST_AUTO_TEST_CASE(the_flag_defaults_to_cpu_and_is_checked_when_read) {

@@ -24,6 +24,14 @@ concept device = requires {
     { D::host_accessible } -> std::convertible_to<bool>;
 };
 
+/// A run-time check that device D can be used here, for devices that may be absent (a GPU):
+/// require_available() throws, saying why, when it cannot. Nothing to check by default; a backend
+/// specializes it (backend/cuda/runtime.hpp), and jobs call it before they start on D.
+template <class D>
+struct device_check {
+    static void require_available() {}
+};
+
 /// Memory management per device (allocate, release, fill, copy to and from the host).
 /// Compute kernels live in one struct per op family, `<family>_kernels<D>`, declared by the
 /// op header and specialized in backend/<device>/<family>.hpp.

@@ -33,7 +33,15 @@ namespace device_detail {
 
 template <class F, device First, device... Rest>
 decltype(auto) dispatch(const std::string& name, F& f, device_list<First, Rest...>) {
-    if (name == First::name) return f.template operator()<First>();
+    if (name == First::name) {
+        // A device that can be absent at run time (a GPU) says so before the job starts.
+        try {
+            device_check<First>::require_available();
+        } catch (const std::exception& e) {
+            throw std::invalid_argument(fmt::format("--device {}: {}", name, e.what()));
+        }
+        return f.template operator()<First>();
+    }
     if constexpr (sizeof...(Rest) > 0) return dispatch(name, f, device_list<Rest...>{});
     else throw std::logic_error("device dispatch: checked name not found");
 }

@@ -11,6 +11,8 @@
 
 #include <fmt/format.h>
 
+#include "vediff/core/device.hpp"
+
 namespace vediff {
 
 /// A CUDA runtime or cuBLAS call failed; the message names the call and the cause.
@@ -86,5 +88,18 @@ inline bool cuda_available() noexcept { return cuda_device_count() > 0; }
 /// Off by default, so that cuda results match the cpu backend's within float rounding.
 inline void set_cuda_tf32(bool enabled) noexcept { cuda_detail::tf32_flag() = enabled; }
 inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
+
+template <>
+struct device_check<cuda> {
+    static void require_available() {
+        int n = 0;
+        const cudaError_t status = cudaGetDeviceCount(&n);
+        if (status != cudaSuccess) {
+            (void)cudaGetLastError();
+            throw cuda_error(fmt::format(fmt::runtime("no usable CUDA device: {} ({})"), cudaGetErrorString(status), cudaGetErrorName(status)));
+        }
+        if (n == 0) throw cuda_error("no CUDA device on this machine");
+    }
+};
 
 } // namespace vediff
