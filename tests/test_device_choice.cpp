@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cxxopts.hpp>
@@ -90,4 +91,8 @@ BOOST_AUTO_TEST_CASE(view_on_the_same_device_is_the_view_itself) {
     const view_on<float, cpu> same(x.view());
     BOOST_TEST(same.view().data() == x.data());  // no copy on the device the data already lives on
     BOOST_TEST(same.view().shape() == x.shape());
+    // A temporary tensor would leave the view dangling: that does not compile.
+    static_assert(!std::is_constructible_v<view_on<float, cpu>, tensor<float>&&>);
+    static_assert(std::is_constructible_v<view_on<float, cpu>, const tensor<float>&>);
+    static_assert(std::is_constructible_v<view_on<float, cpu>, tensor_view<float>>);
 }

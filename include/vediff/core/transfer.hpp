@@ -50,6 +50,9 @@ public:
             view_ = copy_.view();
         }
     }
+    /// Not of a temporary tensor: on its own device the view would outlive the storage.
+    template <device From>
+    view_on(tensor<T, From>&&) = delete;
     view_on(const view_on&) = delete;
     view_on& operator=(const view_on&) = delete;
 
