@@ -20,6 +20,8 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <algorithm>
+#include <map>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -109,6 +111,28 @@ inline void note_figure(const io::figure_files& f) {
     else fmt::print("{}\n", f.note);
 }
 
+/// gFD (SDE) against the KL weight: one series per seed, its points in increasing β (the seed-0
+/// series a line, the others points), each gFD kept with its own row's β.
+inline std::vector<io::plot_series> kl_gfd_series(const nlohmann::json& rows) {
+    std::map<std::uint64_t, std::vector<std::pair<double, double>>> by_seed;
+    for (const auto& r : rows)
+        if (r["loss"] == "kl")
+            by_seed[r["seed"].get<std::uint64_t>()].emplace_back(r["weight"].get<double>(),
+                                                                 r["eval"]["samples"]["samples_sde"]["gfd"].get<double>());
+    std::vector<io::plot_series> series;
+    for (auto& [seed, points] : by_seed) {
+        std::sort(points.begin(), points.end());
+        io::plot_series s{.name = seed == 0 ? std::string("KL") : fmt::format("KL (seed {})", seed),
+                          .style = seed == 0 ? io::plot_style::linespoints : io::plot_style::points, .point_size = 1.2};
+        for (const auto& [beta, gfd] : points) {
+            s.x.push_back(beta);
+            s.y.push_back(gfd);
+        }
+        series.push_back(std::move(s));
+    }
+    return series;
+}
+
 /// Robustness curves, σ² histograms, σ² against T(μ) with the predicted line, gFD against KL weight.
 inline void write_figures(const fs::path& out, const nlohmann::json& rows) {
     const fs::path dir = out / "figures";
@@ -117,7 +141,6 @@ inline void write_figures(const fs::path& out, const nlohmann::json& rows) {
                              .log_x = true};
     std::vector<io::plot_panel> equilibrium;
     io::plot_panel gfd{.title = "gFD against KL weight", .x_label = "KL weight β", .y_label = "gFD (SDE samples)", .log_x = true};
-    io::plot_series kl_points{.name = "KL", .style = io::plot_style::linespoints, .point_size = 1.2};
     for (const auto& r : rows) {
         const auto label = r["label"].get<std::string>();
         const auto& t = r["eval"]["tokenizer"];
@@ -155,21 +178,21 @@ inline void write_figures(const fs::path& out, const nlohmann::json& rows) {
             scatter.series = {points, predicted};
             equilibrium.push_back(scatter);
         }
-        const double g = r["eval"]["samples"]["samples_sde"]["gfd"].get<double>();
-        if (r["loss"] == "kl") {
-            kl_points.x.push_back(r["weight"].get<double>());
-            kl_points.y.push_back(g);
-        }
     }
     note_figure(io::write_figure({.title = "sampling robustness", .panels = {robustness}}, dir / "robustness.png"));
     note_figure(io::write_figure({.title = "latent variance", .panels = {histogram}}, dir / "sigma2_histogram.png"));
     if (!equilibrium.empty())
         note_figure(io::write_figure({.title = "the equilibrium of the VE loss", .panels = equilibrium}, dir / "equilibrium.png"));
     // VE rows are drawn as horizontal lines across the KL weights (VE has no KL weight).
-    std::sort(kl_points.x.begin(), kl_points.x.end());  // rows come in increasing β per seed; keep the line monotone
-    gfd.series.push_back(kl_points);
-    if (!kl_points.x.empty()) {
-        const double lo = kl_points.x.front() / 2, hi = kl_points.x.back() * 2;
+    gfd.series = kl_gfd_series(rows);
+    if (!gfd.series.empty()) {
+        double lo = gfd.series.front().x.front(), hi = lo;
+        for (const auto& s : gfd.series) {
+            lo = std::min(lo, s.x.front());
+            hi = std::max(hi, s.x.back());
+        }
+        lo /= 2;
+        hi *= 2;
         for (const auto& r : rows)
             if (r["loss"] == "ve") {
                 const double g = r["eval"]["samples"]["samples_sde"]["gfd"].get<double>();
