@@ -39,6 +39,23 @@ double seconds_since(clock_type::time_point start) {
     return std::chrono::duration<double>(clock_type::now() - start).count();
 }
 
+struct step_timing {
+    double seconds_per_step = 0;
+    double last_loss = 0;
+    std::size_t allocations_after_first = 0;  // device allocations by the timed steps
+};
+
+/// One untimed step (it allocates the activations), then `steps` timed ones.
+template <class Step>
+step_timing time_steps(Step& step, int steps) {
+    (void)step();
+    const std::size_t allocations = vediff::memory<gpu>::allocation_count();
+    const auto start = clock_type::now();
+    double loss = 0;
+    for (int i = 0; i < steps; ++i) loss = step();
+    return {seconds_since(start) / steps, loss, vediff::memory<gpu>::allocation_count() - allocations};
+}
+
 void bench_gemm(int repetitions) {
     std::printf("== sgemm C = A·B, square, row-major; %s math\n", vediff::cuda_tf32() ? "TF32" : "FP32");
     std::printf("%8s %16s %16s %8s\n", "n", "vediff GFLOP/s", "cuBLAS GFLOP/s", "ratio");
@@ -104,17 +121,12 @@ void bench_train(int steps) {
         opt.step();
         return loss.value;
     };
-    (void)step();
-    const std::size_t allocations = vediff::memory<gpu>::allocation_count();
-    const auto start = clock_type::now();
-    double loss = 0;
-    for (int i = 0; i < steps; ++i) loss = step();
-    const double per_step = seconds_since(start) / steps;
+    const auto [per_step, loss, new_allocations] = time_steps(step, steps);
     std::printf("== DiT-B/2 training step, batch %lld, %s: %.1f images/s, %.1f TFLOP/s (matrix products), loss %.4f; "
                 "device allocations after the first step: %zu\n",
                 static_cast<long long>(batch), vediff::cuda_tf32() ? "TF32" : "FP32", double(batch) / per_step,
                 3.0 * forward_flops_per_sample(cfg) * double(batch) / per_step * 1e-12, loss,
-                vediff::memory<gpu>::allocation_count() - allocations);
+                new_allocations);
 }
 
 void bench_sample() {
@@ -169,17 +181,12 @@ void bench_tokenizer(int steps) {
         opt.step();
         return r.total;
     };
-    (void)step();
-    const std::size_t allocations = vediff::memory<gpu>::allocation_count();
-    const auto start = clock_type::now();
-    double loss = 0;
-    for (int i = 0; i < steps; ++i) loss = step();
-    const double per_step = seconds_since(start) / steps;
+    const auto [per_step, loss, new_allocations] = time_steps(step, steps);
     std::printf("== tokenizer (LDM f8, %lld parameters) training step, 3x256x256, batch %lld, %s: %.1f images/s, %.3f s/step, "
                 "loss %.1f; device allocations after the first step: %zu\n",
                 static_cast<long long>(vediff::nn::parameter_count(ae)), static_cast<long long>(batch),
                 vediff::cuda_tf32() ? "TF32" : "FP32", double(batch) / per_step, per_step, loss,
-                vediff::memory<gpu>::allocation_count() - allocations);
+                new_allocations);
 }
 
 } // namespace
