@@ -75,10 +75,12 @@ inline T philox_normal(std::uint64_t seed, std::uint64_t stream, std::uint64_t o
 /// kept inside the open interval (0, 1): in float, sigmoid(17) already rounds to 1, and a time of
 /// exactly 0 or 1 would make x_t pure noise or pure data. Shared by the backends' kernels, so every
 /// device maps draws to times with the same arithmetic.
+/// The time shift t' = s·t/(s·t + (1 − t)) for s > 0 (written so that t = 0 and t = 1 map exactly).
+constexpr double shifted_time(double t, double s) { return s == 1.0 ? t : s * t / (s * t + (1.0 - t)); }
+
 template <class T>
 constexpr T training_time(double v, bool logistic, double shift) {
-    double u = logistic ? 1.0 / (1.0 + std::exp(-v)) : v;
-    if (shift != 1.0) u = shift * u / (shift * u + (1.0 - u));
+    const double u = shifted_time(logistic ? 1.0 / (1.0 + std::exp(-v)) : v, shift);
     T r = static_cast<T>(u);
     if (!(r > T(0))) r = std::numeric_limits<T>::denorm_min();
     if (!(r < T(1))) r = T(1) - std::numeric_limits<T>::epsilon() / T(2);  // the largest T below 1

@@ -53,11 +53,12 @@ struct flow_matching_config {
 };
 
 /// The time shift t' = s·t/(1 + (s − 1)·t): fixes 0 and 1, increasing in t for every s > 0.
-inline double shift_time(double t, double s) {
+inline void check_time_shift(double s) {
     if (!(s > 0) || !std::isfinite(s)) throw std::invalid_argument(fmt::format("shift_time: shift {} must be finite and > 0", s));
-    if (s == 1.0) return t;
-    // s·t/(s·t + (1 − t)) is the same function, written so that t = 0 and t = 1 map exactly.
-    return s * t / (s * t + (1.0 - t));
+}
+inline double shift_time(double t, double s) {
+    check_time_shift(s);
+    return shifted_time(t, s);  // core/random.hpp, shared with the device kernels
 }
 
 namespace detail {
@@ -87,7 +88,7 @@ tensor<T, D> sample_times(std::int64_t batch, philox_generator& gen, const flow_
         ops::fill_uniform(t.view(), gen, T(0), T(1));
     }
     if (!logit && cfg.time_shift == 1.0) return t;
-    (void)shift_time(0.5, cfg.time_shift);  // checks the shift
+    check_time_shift(cfg.time_shift);
     random_kernels<D>::training_times(t.data(), t.numel(), logit, cfg.time_shift);
     return t;
 }
