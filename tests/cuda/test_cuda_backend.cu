@@ -268,40 +268,57 @@ BOOST_AUTO_TEST_CASE(broadcasts_and_sums_match_host_loops) {
     BOOST_TEST(relative_difference(ops::mean(dx_.view()).to_vector(), std::vector<double>{total / double(B * N * D)}) < 1e-6);
 }
 
-BOOST_AUTO_TEST_CASE(norms_and_softmax_match_their_functors_in_double_on_the_host) {
-    // The functors are gradient-checked on the host (test_cuda_functors); here the device runs them.
+BOOST_AUTO_TEST_CASE(norms_and_softmax_match_their_jobs_in_double_on_the_host) {
+    // The jobs are gradient-checked on the host (test_cuda_functors); here the device runs them,
+    // with rows shorter than a block's threads (48) and far longer (a group of 2 × 4000 values).
     const std::int64_t rows = 300, dim = 48;
     const auto x = random_matrix({rows, dim}, 31), dy = random_matrix({rows, dim}, 32), w = random_matrix({1, dim}, 33);
     const std::vector<double> xd(x.values.begin(), x.values.end()), dyd(dy.values.begin(), dy.values.end()),
         wd(w.values.begin(), w.values.end());
-    const auto host = [](std::int64_t n, auto f) {
-        thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(n), f);
-    };
+    using cuda_detail::reduce_columns_on_host;
+    using cuda_detail::reduce_rows_on_host;
     const auto dx_ = on_device(x), ddy = on_device(dy);
     const auto dw_ = tensor<float, gpu>::from_host({dim}, std::span<const float>(w.values));
 
-    std::vector<double> y(xd.size()), mean(rows), rstd(rows), dx(xd.size());
-    host(rows, cuda_detail::layer_norm_forward_op<double>{y.data(), mean.data(), rstd.data(), xd.data(), nullptr, nullptr, dim, 1e-6});
+    std::vector<double> y(xd.size()), mean(rows), rstd(rows), dx(xd.size()), dw(dim, 0.0), db(dim, 0.0);
+    reduce_rows_on_host(cuda_detail::layer_norm_forward_job<double>{y.data(), mean.data(), rstd.data(), xd.data(), nullptr, nullptr, dim, 1e-6},
+                        rows, dim);
     const auto ln = ops::layer_norm(dx_.view(), 1e-6);
     BOOST_TEST(relative_difference(ln.y.to_vector(), y) < 1e-5);
-    host(rows, cuda_detail::layer_norm_backward_op<double>{dx.data(), dyd.data(), xd.data(), mean.data(), rstd.data(), nullptr, dim});
+    reduce_rows_on_host(cuda_detail::layer_norm_backward_job<double>{dx.data(), dyd.data(), xd.data(), mean.data(), rstd.data(), nullptr, dim},
+                        rows, dim);
     BOOST_TEST(relative_difference(ops::layer_norm_backward(ddy.view(), dx_.view(), ln.mean.view(), ln.rstd.view()).to_vector(), dx) < 1e-4);
+    // The affine gradients, column sums over the 300 rows (two chunks of lanes).
+    auto dweight = tensor<float, gpu>::zeros({dim}), dbias = tensor<float, gpu>::zeros({dim});
+    norm_kernels<gpu>::layer_norm_backward(static_cast<float*>(nullptr), dweight.data(), dbias.data(), ddy.data(), dx_.data(), ln.mean.data(),
+                                           ln.rstd.data(), static_cast<const float*>(nullptr), rows, dim);
+    reduce_columns_on_host(cuda_detail::layer_norm_param_grads_job<double>{dw.data(), db.data(), dyd.data(), xd.data(), mean.data(),
+                                                                           rstd.data(), dim},
+                           rows, dim);
+    BOOST_TEST(relative_difference(dweight.to_vector(), dw) < 1e-5);
+    BOOST_TEST(relative_difference(dbias.to_vector(), db) < 1e-5);
 
-    host(rows, cuda_detail::rms_norm_forward_op<double>{y.data(), rstd.data(), xd.data(), wd.data(), dim, 1e-6});
+    reduce_rows_on_host(cuda_detail::rms_norm_forward_job<double>{y.data(), rstd.data(), xd.data(), wd.data(), dim, 1e-6}, rows, dim);
     const auto rn = ops::rms_norm(dx_.view(), dw_.view(), 1e-6);
     BOOST_TEST(relative_difference(rn.y.to_vector(), y) < 1e-5);
 
-    host(rows, cuda_detail::softmax_rows_op<double>{y.data(), xd.data(), dim});
+    reduce_rows_on_host(cuda_detail::softmax_job<double>{y.data(), xd.data(), dim, 1.0}, rows, dim);
     const auto sm = ops::softmax(dx_.view());
     BOOST_TEST(relative_difference(sm.to_vector(), y) < 1e-5);
-    host(rows, cuda_detail::softmax_backward_rows_op<double>{dx.data(), dyd.data(), y.data(), dim});
+    reduce_rows_on_host(cuda_detail::softmax_backward_job<double>{dx.data(), dyd.data(), y.data(), dim, 1.0}, rows, dim);
     BOOST_TEST(relative_difference(ops::softmax_backward(ddy.view(), sm.view()).to_vector(), dx) < 1e-4);
 
-    // Group norm on (N, C, H·W) = (5, 8, 360) with 4 groups.
-    const auto xg = tensor<float, gpu>::from_host({5, 8, 360}, std::span<const float>(x.values).subspan(0, 5 * 8 * 360));
-    std::vector<double> yg(5 * 8 * 360), mg(20), rg(20);
-    host(20, cuda_detail::group_norm_forward_op<double>{yg.data(), mg.data(), rg.data(), xd.data(), nullptr, nullptr, 4, 2, 360, 1e-6});
-    BOOST_TEST(relative_difference(ops::group_norm(xg.view(), 4, 1e-6).y.to_vector(), yg) < 1e-5);
+    // Group norm on (N, C, H·W) = (2, 4, 4000) with 2 groups: 8000 values a row.
+    const std::int64_t gn = 2 * 4 * 4000;
+    const auto xl = random_matrix({gn, 1}, 38);
+    const std::vector<double> xld(xl.values.begin(), xl.values.end());
+    const auto xg = tensor<float, gpu>::from_host({2, 4, 4000}, std::span<const float>(xl.values));
+    std::vector<double> yg(static_cast<std::size_t>(gn)), mg(4), rg(4);
+    reduce_rows_on_host(cuda_detail::group_norm_forward_job<double>{yg.data(), mg.data(), rg.data(), xld.data(), nullptr, nullptr, 2, 2, 4000, 1e-6},
+                        4, 8000);
+    const auto gnorm = ops::group_norm(xg.view(), 2, 1e-6);
+    BOOST_TEST(relative_difference(gnorm.y.to_vector(), yg) < 1e-5);
+    BOOST_TEST(relative_difference(gnorm.rstd.to_vector(), rg) < 1e-5);
 }
 
 BOOST_AUTO_TEST_CASE(loss_terms_match_host_sums) {
@@ -332,6 +349,18 @@ BOOST_AUTO_TEST_CASE(loss_terms_match_host_sums) {
     for (float v : x.values) q += (v - mu) * (v - mu);
     BOOST_TEST(mean[0] == mu, boost::test_tools::tolerance(1e-10));
     BOOST_TEST(m2[0] == q, boost::test_tools::tolerance(1e-10));
+    // Two channels of (B, C, S) = (3, 2, 4000): each channel's values interleave with the other's.
+    const std::int64_t B = 3, C = 2, S = 4000;
+    loss_kernels<gpu>::channel_moments(mean.data(), m2.data(), dx_.data(), B, C, S);
+    for (std::int64_t c = 0; c < C; ++c) {
+        double cm = 0, cq = 0;
+        for (std::int64_t b = 0; b < B; ++b)
+            for (std::int64_t j = 0; j < S; ++j) cm += x.values[static_cast<std::size_t>((b * C + c) * S + j)] / double(B * S);
+        for (std::int64_t b = 0; b < B; ++b)
+            for (std::int64_t j = 0; j < S; ++j) cq += std::pow(x.values[static_cast<std::size_t>((b * C + c) * S + j)] - cm, 2);
+        BOOST_TEST(mean[static_cast<std::size_t>(c)] == cm, boost::test_tools::tolerance(1e-10));
+        BOOST_TEST(m2[static_cast<std::size_t>(c)] == cq, boost::test_tools::tolerance(1e-10));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(posterior_split_and_sample_match_host_formulas) {

@@ -199,7 +199,7 @@ template <class Loss>
 double worst_gradient_error(std::vector<double>& v, const std::vector<double>& analytic, Loss loss) {
     double worst = 0;
     for (std::size_t i = 0; i < v.size(); ++i) {
-        const double keep = v[i], h = 1e-6;
+        const double keep = v[i], h = 1e-5;
         v[i] = keep + h;
         const double up = loss();
         v[i] = keep - h;
@@ -210,95 +210,214 @@ double worst_gradient_error(std::vector<double>& v, const std::vector<double>& a
     return worst;
 }
 
+/// A row job that counts its loads and stores: each j of each row must be loaded once, then stored
+/// once after the row's sum is known.
+struct counting_row_job {
+    std::vector<std::int64_t>* lengths;
+    std::vector<int>* loads;
+    std::vector<int>* stores;
+    std::vector<double>* sums;
+    std::int64_t stride;
+    using accumulator = double;
+    using row_result = double;
+    double identity() const { return 0.0; }
+    static double combine(double a, double b) { return a + b; }
+    std::int64_t reduce_length(std::int64_t row) const { return (*lengths)[static_cast<std::size_t>(row)]; }
+    std::int64_t map_length(std::int64_t row) const { return (*lengths)[static_cast<std::size_t>(row)]; }
+    double load(std::int64_t row, std::int64_t j) const {
+        ++(*loads)[static_cast<std::size_t>(row * stride + j)];
+        return double(row * stride + j);
+    }
+    double finish(std::int64_t, double s) const { return s; }
+    void save(std::int64_t row, const double& s) const { (*sums)[static_cast<std::size_t>(row)] = s; }
+    void store(std::int64_t row, std::int64_t j, const double& s) const {
+        BOOST_TEST(s == (*sums)[static_cast<std::size_t>(row)]);  // saved before any store
+        ++(*stores)[static_cast<std::size_t>(row * stride + j)];
+    }
+};
+
+struct counting_column_job {
+    std::vector<int>* loads;
+    std::vector<double>* out;
+    std::int64_t cols;
+    using accumulator = double;
+    double identity() const { return 0.0; }
+    static double combine(double a, double b) { return a + b; }
+    double load(std::int64_t i, std::int64_t j) const {
+        ++(*loads)[static_cast<std::size_t>(i * cols + j)];
+        return double(i) + 1e-3 * double(j);
+    }
+    void finish(std::int64_t j, double s) const { (*out)[static_cast<std::size_t>(j)] += s; }
+};
+
 } // namespace
 
-BOOST_AUTO_TEST_CASE(softmax_functors_normalize_and_differentiate) {
-    const std::int64_t rows = 3, dim = 7;
-    auto x = random_values(rows * dim, 21, 2.0);
-    const auto r = random_values(rows * dim, 22);
-    std::vector<double> y(x.size()), dx(x.size());
-    const auto forward = [&] {
-        run_on_host(rows, cuda_detail::softmax_rows_op<double>{y.data(), x.data(), dim});
-        return dot(y, r);
-    };
-    forward();
-    for (std::int64_t i = 0; i < rows; ++i) {
-        double sum = 0;
-        for (std::int64_t j = 0; j < dim; ++j) sum += y[static_cast<std::size_t>(i * dim + j)];
-        BOOST_TEST(sum == 1.0, boost::test_tools::tolerance(1e-14));
+BOOST_AUTO_TEST_CASE(cooperative_reductions_visit_every_element_once) {
+    BOOST_TEST(cuda_detail::row_threads(1) == 32);
+    BOOST_TEST(cuda_detail::row_threads(300) == 128);
+    BOOST_TEST(cuda_detail::row_threads(1 << 20) == 256);
+    // Rows of 0, 1, fewer values than threads, and several values per thread.
+    std::vector<std::int64_t> lengths = {0, 1, 31, 257, 1000};
+    const std::int64_t stride = 1000, rows = 5;
+    std::vector<int> loads(rows * stride, 0), stores(rows * stride, 0);
+    std::vector<double> sums(rows, -1.0);
+    cuda_detail::reduce_rows_on_host(counting_row_job{&lengths, &loads, &stores, &sums, stride}, rows, 1000);
+    for (std::int64_t row = 0; row < rows; ++row) {
+        double want = 0;
+        for (std::int64_t j = 0; j < stride; ++j) {
+            const auto e = static_cast<std::size_t>(row * stride + j);
+            const int expected = j < lengths[static_cast<std::size_t>(row)] ? 1 : 0;
+            BOOST_TEST(loads[e] == expected);
+            BOOST_TEST(stores[e] == expected);
+            if (expected) want += double(e);
+        }
+        BOOST_TEST(sums[static_cast<std::size_t>(row)] == want);
     }
-    run_on_host(rows, cuda_detail::softmax_backward_rows_op<double>{dx.data(), r.data(), y.data(), dim});
-    BOOST_TEST(worst_gradient_error(x, dx, forward) < 1e-8);
-}
-
-BOOST_AUTO_TEST_CASE(layer_and_rms_norm_functors_pass_gradient_checks) {
-    const std::int64_t rows = 4, dim = 6;
-    auto x = random_values(rows * dim, 23, 1.5, 3.0);  // a mean far from zero
-    auto w = random_values(dim, 24, 0.3, 1.0), b = random_values(dim, 25, 0.2);
-    const auto r = random_values(rows * dim, 26);
-    std::vector<double> y(x.size()), mean(rows), rstd(rows);
-    const auto layer = [&] {
-        run_on_host(rows, cuda_detail::layer_norm_forward_op<double>{y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), dim, 1e-6});
-        return dot(y, r);
-    };
-    layer();
-    for (std::int64_t i = 0; i < rows; ++i) {  // the statistics themselves
-        double m = 0, v = 0;
-        for (std::int64_t j = 0; j < dim; ++j) m += x[static_cast<std::size_t>(i * dim + j)] / double(dim);
-        for (std::int64_t j = 0; j < dim; ++j) v += std::pow(x[static_cast<std::size_t>(i * dim + j)] - m, 2) / double(dim);
-        BOOST_TEST(mean[static_cast<std::size_t>(i)] == m, boost::test_tools::tolerance(1e-12));
-        BOOST_TEST(rstd[static_cast<std::size_t>(i)] == 1 / std::sqrt(v + 1e-6), boost::test_tools::tolerance(1e-10));
+    // Columns: 1000 rows are 4 chunks of 256; 37 columns are two tiles, the second partly used.
+    BOOST_TEST(cuda_detail::column_chunk_rows(1000) == 256);
+    BOOST_TEST((std::int64_t{100000000} + cuda_detail::column_chunk_rows(100000000) - 1) / cuda_detail::column_chunk_rows(100000000) <=
+               cuda_detail::max_column_chunks);
+    for (std::int64_t rows_c : {std::int64_t{0}, std::int64_t{3}, std::int64_t{1000}}) {
+        BOOST_TEST_CONTEXT("rows " << rows_c) {
+            const std::int64_t cols = 37;
+            std::vector<int> col_loads(static_cast<std::size_t>(rows_c * cols), 0);
+            std::vector<double> out(cols, 0.5);
+            cuda_detail::reduce_columns_on_host(counting_column_job{&col_loads, &out, cols}, rows_c, cols);
+            BOOST_TEST(std::all_of(col_loads.begin(), col_loads.end(), [](int c) { return c == 1; }));
+            for (std::int64_t j = 0; j < cols; ++j) {
+                const double want = 0.5 + double(rows_c * (rows_c - 1) / 2) + 1e-3 * double(j) * double(rows_c);
+                BOOST_TEST(out[static_cast<std::size_t>(j)] == want, boost::test_tools::tolerance(1e-12));
+            }
+        }
     }
-    std::vector<double> dx(x.size()), dw(dim, 0.0), db(dim, 0.0);
-    run_on_host(rows, cuda_detail::layer_norm_backward_op<double>{dx.data(), r.data(), x.data(), mean.data(), rstd.data(), w.data(), dim});
-    run_on_host(dim, cuda_detail::layer_norm_param_grads_op<double>{dw.data(), db.data(), r.data(), x.data(), mean.data(), rstd.data(), rows, dim});
-    BOOST_TEST(worst_gradient_error(x, dx, layer) < 1e-7);
-    BOOST_TEST(worst_gradient_error(w, dw, layer) < 1e-7);
-    BOOST_TEST(worst_gradient_error(b, db, layer) < 1e-7);
-
-    const auto rms = [&] {
-        run_on_host(rows, cuda_detail::rms_norm_forward_op<double>{y.data(), rstd.data(), x.data(), w.data(), dim, 1e-6});
-        return dot(y, r);
-    };
-    rms();
-    std::fill(dw.begin(), dw.end(), 0.0);
-    run_on_host(rows, cuda_detail::rms_norm_backward_op<double>{dx.data(), r.data(), x.data(), rstd.data(), w.data(), dim});
-    run_on_host(dim, cuda_detail::rms_norm_weight_grad_op<double>{dw.data(), r.data(), x.data(), rstd.data(), rows, dim});
-    BOOST_TEST(worst_gradient_error(x, dx, rms) < 1e-7);
-    BOOST_TEST(worst_gradient_error(w, dw, rms) < 1e-7);
 }
 
-BOOST_AUTO_TEST_CASE(group_norm_functors_pass_gradient_checks) {
-    const std::int64_t n = 2, channels = 4, groups = 2, spatial = 5;
-    auto x = random_values(n * channels * spatial, 27, 1.2, -2.0);
-    auto w = random_values(channels, 28, 0.3, 1.0), b = random_values(channels, 29, 0.2);
-    const auto r = random_values(x.size(), 30);
-    std::vector<double> y(x.size()), mean(n * groups), rstd(n * groups);
-    const auto forward = [&] {
-        run_on_host(n * groups, cuda_detail::group_norm_forward_op<double>{y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(),
-                                                                           groups, channels / groups, spatial, 1e-6});
-        return dot(y, r);
-    };
-    forward();
-    std::vector<double> sum_dy_x(n * channels), sum_dy(n * channels), dx(x.size()), dw(channels, 0.0), db(channels, 0.0);
-    run_on_host(n * channels, cuda_detail::channel_sums_op<double>{sum_dy_x.data(), sum_dy.data(), r.data(), x.data(), spatial});
-    run_on_host(n * groups, cuda_detail::group_norm_backward_op<double>{dx.data(), r.data(), x.data(), mean.data(), rstd.data(), w.data(),
-                                                                        sum_dy_x.data(), sum_dy.data(), groups, channels / groups, spatial});
-    run_on_host(channels, cuda_detail::group_norm_param_grads_op<double>{dw.data(), db.data(), mean.data(), rstd.data(), sum_dy_x.data(),
-                                                                         sum_dy.data(), n, channels, groups});
-    BOOST_TEST(worst_gradient_error(x, dx, forward) < 1e-7);
-    BOOST_TEST(worst_gradient_error(w, dw, forward) < 1e-7);
-    BOOST_TEST(worst_gradient_error(b, db, forward) < 1e-7);
+BOOST_AUTO_TEST_CASE(softmax_jobs_normalize_and_differentiate) {
+    // Short rows and rows longer than their 128 threads; values far apart, so the partial sums
+    // are rescaled as they combine (exp of the raw values would overflow a double).
+    for (std::int64_t dim : {7, 300}) {
+        BOOST_TEST_CONTEXT("dim " << dim) {
+            const std::int64_t rows = 3;
+            auto x = random_values(static_cast<std::size_t>(rows * dim), 21, 400.0);
+            const auto r = random_values(x.size(), 22);
+            std::vector<double> y(x.size()), dx(x.size());
+            const auto forward = [&] {
+                cuda_detail::reduce_rows_on_host(cuda_detail::softmax_job<double>{y.data(), x.data(), dim, 1.0}, rows, dim);
+                return dot(y, r);
+            };
+            forward();
+            for (std::int64_t i = 0; i < rows; ++i) {
+                double sum = 0, max_x = x[static_cast<std::size_t>(i * dim)];
+                std::int64_t argmax = 0;
+                for (std::int64_t j = 0; j < dim; ++j) {
+                    sum += y[static_cast<std::size_t>(i * dim + j)];
+                    if (x[static_cast<std::size_t>(i * dim + j)] > max_x) max_x = x[static_cast<std::size_t>(i * dim + j)], argmax = j;
+                }
+                BOOST_TEST(sum == 1.0, boost::test_tools::tolerance(1e-14));
+                // The direct formula, shifted by the true maximum.
+                double denominator = 0;
+                for (std::int64_t j = 0; j < dim; ++j) denominator += std::exp(x[static_cast<std::size_t>(i * dim + j)] - max_x);
+                BOOST_TEST(y[static_cast<std::size_t>(i * dim + argmax)] == 1.0 / denominator, boost::test_tools::tolerance(1e-14));
+            }
+            cuda_detail::reduce_rows_on_host(cuda_detail::softmax_backward_job<double>{dx.data(), r.data(), y.data(), dim, 1.0}, rows, dim);
+            // Steep rows: differences of a smaller step; most gradients are tiny.
+            for (auto& v : x) v /= 100.0;
+            forward();
+            cuda_detail::reduce_rows_on_host(cuda_detail::softmax_backward_job<double>{dx.data(), r.data(), y.data(), dim, 1.0}, rows, dim);
+            BOOST_TEST(worst_gradient_error(x, dx, forward) < 1e-8);
+        }
+    }
 }
 
-BOOST_AUTO_TEST_CASE(loss_term_functors_sum_in_blocks_and_pass_gradient_checks) {
+BOOST_AUTO_TEST_CASE(layer_and_rms_norm_jobs_pass_gradient_checks) {
+    for (std::int64_t dim : {6, 300}) {
+        BOOST_TEST_CONTEXT("dim " << dim) {
+            const std::int64_t rows = 4;
+            auto x = random_values(static_cast<std::size_t>(rows * dim), 23, 1.5, 3.0);  // a mean far from zero
+            auto w = random_values(static_cast<std::size_t>(dim), 24, 0.3, 1.0), b = random_values(static_cast<std::size_t>(dim), 25, 0.2);
+            const auto r = random_values(static_cast<std::size_t>(rows * dim), 26);
+            std::vector<double> y(x.size()), mean(rows), rstd(rows);
+            const auto layer = [&] {
+                cuda_detail::reduce_rows_on_host(
+                    cuda_detail::layer_norm_forward_job<double>{y.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), dim, 1e-6},
+                    rows, dim);
+                return dot(y, r);
+            };
+            layer();
+            for (std::int64_t i = 0; i < rows; ++i) {  // the statistics themselves
+                double m = 0, v = 0;
+                for (std::int64_t j = 0; j < dim; ++j) m += x[static_cast<std::size_t>(i * dim + j)] / double(dim);
+                for (std::int64_t j = 0; j < dim; ++j) v += std::pow(x[static_cast<std::size_t>(i * dim + j)] - m, 2) / double(dim);
+                BOOST_TEST(mean[static_cast<std::size_t>(i)] == m, boost::test_tools::tolerance(1e-12));
+                BOOST_TEST(rstd[static_cast<std::size_t>(i)] == 1 / std::sqrt(v + 1e-6), boost::test_tools::tolerance(1e-10));
+            }
+            std::vector<double> dx(x.size()), dw(static_cast<std::size_t>(dim), 0.0), db(static_cast<std::size_t>(dim), 0.0);
+            cuda_detail::reduce_rows_on_host(
+                cuda_detail::layer_norm_backward_job<double>{dx.data(), r.data(), x.data(), mean.data(), rstd.data(), w.data(), dim}, rows, dim);
+            cuda_detail::reduce_columns_on_host(
+                cuda_detail::layer_norm_param_grads_job<double>{dw.data(), db.data(), r.data(), x.data(), mean.data(), rstd.data(), dim}, rows,
+                dim);
+            BOOST_TEST(worst_gradient_error(x, dx, layer) < 1e-7);
+            BOOST_TEST(worst_gradient_error(w, dw, layer) < 1e-7);
+            BOOST_TEST(worst_gradient_error(b, db, layer) < 1e-7);
+
+            const auto rms = [&] {
+                cuda_detail::reduce_rows_on_host(cuda_detail::rms_norm_forward_job<double>{y.data(), rstd.data(), x.data(), w.data(), dim, 1e-6},
+                                                 rows, dim);
+                return dot(y, r);
+            };
+            rms();
+            std::fill(dw.begin(), dw.end(), 0.0);
+            cuda_detail::reduce_rows_on_host(cuda_detail::rms_norm_backward_job<double>{dx.data(), r.data(), x.data(), rstd.data(), w.data(), dim},
+                                             rows, dim);
+            cuda_detail::reduce_columns_on_host(cuda_detail::rms_norm_weight_grad_job<double>{dw.data(), r.data(), x.data(), rstd.data(), dim},
+                                                rows, dim);
+            BOOST_TEST(worst_gradient_error(x, dx, rms) < 1e-7);
+            BOOST_TEST(worst_gradient_error(w, dw, rms) < 1e-7);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(group_norm_jobs_pass_gradient_checks) {
+    // Groups of 2 planes of 5 values, and of 2 planes of 150 (longer than their threads).
+    for (std::int64_t spatial : {5, 150}) {
+        BOOST_TEST_CONTEXT("spatial " << spatial) {
+            const std::int64_t n = 2, channels = 4, groups = 2, per_group = channels / groups;
+            auto x = random_values(static_cast<std::size_t>(n * channels * spatial), 27, 1.2, -2.0);
+            auto w = random_values(channels, 28, 0.3, 1.0), b = random_values(channels, 29, 0.2);
+            const auto r = random_values(x.size(), 30);
+            std::vector<double> y(x.size()), mean(n * groups), rstd(n * groups);
+            const auto forward = [&] {
+                cuda_detail::reduce_rows_on_host(cuda_detail::group_norm_forward_job<double>{y.data(), mean.data(), rstd.data(), x.data(), w.data(),
+                                                                                             b.data(), groups, per_group, spatial, 1e-6},
+                                                 n * groups, per_group * spatial);
+                return dot(y, r);
+            };
+            forward();
+            std::vector<double> sum_dy_x(n * channels), sum_dy(n * channels), dx(x.size()), dw(channels, 0.0), db(channels, 0.0);
+            cuda_detail::reduce_rows_on_host(cuda_detail::channel_sums_job<double>{sum_dy_x.data(), sum_dy.data(), r.data(), x.data(), spatial},
+                                             n * channels, spatial);
+            cuda_detail::reduce_rows_on_host(cuda_detail::group_norm_backward_job<double>{dx.data(), r.data(), x.data(), mean.data(), rstd.data(),
+                                                                                          w.data(), sum_dy_x.data(), sum_dy.data(), groups,
+                                                                                          per_group, spatial},
+                                             n * groups, per_group * spatial);
+            run_on_host(channels, cuda_detail::group_norm_param_grads_op<double>{dw.data(), db.data(), mean.data(), rstd.data(), sum_dy_x.data(),
+                                                                                 sum_dy.data(), n, channels, groups});
+            BOOST_TEST(worst_gradient_error(x, dx, forward) < 1e-7);
+            BOOST_TEST(worst_gradient_error(w, dw, forward) < 1e-7);
+            BOOST_TEST(worst_gradient_error(b, db, forward) < 1e-7);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(loss_jobs_sum_in_blocks_and_pass_gradient_checks) {
     // Each term's per-element derivative (accumulated into a prefilled buffer) against central
     // differences of its blocked sum; n spans three blocks of 8192 with a partial last one.
     const std::int64_t n = 2 * 8192 + 77, block = 8192, blocks = 3;
     auto a = random_values(static_cast<std::size_t>(n), 40, 1.5), b = random_values(static_cast<std::size_t>(n), 41);
     std::vector<double> partial(blocks);
     const auto blocked = [&](auto term) {
-        run_on_host(blocks, cuda_detail::block_sum_op<decltype(term)>{term, n, block, partial.data()});
+        cuda_detail::reduce_rows_on_host(cuda_detail::block_sum_job<decltype(term)>{term, n, block, partial.data()}, blocks, block);
         return partial[0] + partial[1] + partial[2];
     };
     const auto check = [&](const char* name, auto make_term, std::vector<double>& wrt) {
@@ -331,6 +450,23 @@ BOOST_AUTO_TEST_CASE(loss_term_functors_sum_in_blocks_and_pass_gradient_checks) 
     check("magnitude", [&](double* d, double g) { return cuda_detail::magnitude_term<double>{a.data(), 1.0, d, g}; }, a);
     check("gaussian_kl (mean)", [&](double* d, double g) { return cuda_detail::gaussian_kl_term<double>{a.data(), b.data(), d, nullptr, g}; }, a);
     check("gaussian_kl (logvar)", [&](double* d, double g) { return cuda_detail::gaussian_kl_term<double>{a.data(), b.data(), nullptr, d, g}; }, b);
+
+    // Per-channel moments of z (B, C, S) = (3, 2, 5): the mean pass, then squared deviations about it.
+    const std::int64_t B = 3, C = 2, S = 5;
+    const auto z = random_values(static_cast<std::size_t>(B * C * S), 42, 2.0, 1.0);
+    std::vector<double> mean(C), m2(C);
+    cuda_detail::reduce_rows_on_host(cuda_detail::channel_power_sum_job<double>{z.data(), nullptr, mean.data(), B, C, S, 1, 1.0 / double(B * S)}, C,
+                                     B * S);
+    cuda_detail::reduce_rows_on_host(cuda_detail::channel_power_sum_job<double>{z.data(), mean.data(), m2.data(), B, C, S, 2, 1.0}, C, B * S);
+    for (std::int64_t c = 0; c < C; ++c) {
+        double mu = 0, q = 0;
+        for (std::int64_t b = 0; b < B; ++b)
+            for (std::int64_t j = 0; j < S; ++j) mu += z[static_cast<std::size_t>((b * C + c) * S + j)] / double(B * S);
+        for (std::int64_t b = 0; b < B; ++b)
+            for (std::int64_t j = 0; j < S; ++j) q += std::pow(z[static_cast<std::size_t>((b * C + c) * S + j)] - mu, 2);
+        BOOST_TEST(mean[static_cast<std::size_t>(c)] == mu, boost::test_tools::tolerance(1e-13));
+        BOOST_TEST(m2[static_cast<std::size_t>(c)] == q, boost::test_tools::tolerance(1e-13));
+    }
 
     std::vector<float> bad = {1.0f, NAN, 2.0f, INFINITY, -INFINITY};
     double count = 0;
@@ -492,12 +628,12 @@ BOOST_AUTO_TEST_CASE(attention_pointer_tables_and_scaled_softmax) {
     std::vector<double> p(12), ds(12);
     const auto forward = [&] {
         p = scores;
-        run_on_host(3, cuda_detail::scaled_softmax_rows_op<double>{p.data(), 4, 0.5});
+        cuda_detail::reduce_rows_on_host(cuda_detail::softmax_job<double>{p.data(), p.data(), 4, 0.5}, 3, 4);
         return dot(p, r);
     };
     forward();
     ds = r;
-    run_on_host(3, cuda_detail::scaled_softmax_backward_rows_op<double>{ds.data(), p.data(), 4, 0.5});
+    cuda_detail::reduce_rows_on_host(cuda_detail::softmax_backward_job<double>{ds.data(), ds.data(), p.data(), 4, 0.5}, 3, 4);
     BOOST_TEST(worst_gradient_error(scores, ds, forward) < 1e-8);
 }
 

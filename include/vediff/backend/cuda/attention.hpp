@@ -2,7 +2,7 @@
 // cuda kernels for scaled dot-product attention: per (batch, head) P = softmax(scale·Q·Kᵀ),
 // O = P·V, as cuBLAS batched products (one call for all B·H pairs, through device tables of
 // pointers, since an operand's batch and head strides differ) and the softmax rows of
-// softmax.hpp. Operands are addressed by strides, tokens-major or channels-first, as on the cpu.
+// softmax.hpp's jobs. Operands are addressed by strides, tokens-major or channels-first, as on the cpu.
 // This first version keeps the probabilities for the backward, like the cpu backend; a fused
 // (flash) kernel that keeps only row statistics is future work.
 #include <cstdint>
@@ -33,22 +33,6 @@ struct pointer_table_op {
     T* base;
     std::int64_t heads, batch_stride, head_stride;
     __host__ __device__ void operator()(std::int64_t e) const { ptrs[e] = base + (e / heads) * batch_stride + (e % heads) * head_stride; }
-};
-
-template <class T>
-struct scaled_softmax_rows_op {
-    T* p;
-    std::int64_t dim;
-    T scale;
-    __host__ __device__ void operator()(std::int64_t r) const { softmax_row(p + r * dim, p + r * dim, dim, scale); }
-};
-template <class T>
-struct scaled_softmax_backward_rows_op {
-    T* ds;
-    const T* p;
-    std::int64_t dim;
-    T scale;
-    __host__ __device__ void operator()(std::int64_t r) const { softmax_backward_row(ds + r * dim, ds + r * dim, p + r * dim, dim, scale); }
 };
 
 /// One matrix of every (batch, head) pair: where each starts, its leading dimension, and whether
@@ -151,7 +135,7 @@ struct attention_kernels<cuda> {
         const auto dQ = operand<ChannelsFirst>(dq, l.q), dK = operand<ChannelsFirst>(dk, l.k), dV = operand<ChannelsFirst>(dv, l.v);
         batched_product(B, H, nk, l.value_dim, nq, P.transposed(), dO, dV);   // dV = Pᵀ·dO
         batched_product(B, H, nq, nk, l.value_dim, dO, V.transposed(), dS);   // dP = dO·Vᵀ
-        for_each_element(B * H * nq, scaled_softmax_backward_rows_op<T>{ds_storage.data(), saved.probs.data(), nk, scale});
+        reduce_rows(softmax_backward_job<T>{ds_storage.data(), ds_storage.data(), saved.probs.data(), nk, scale}, B * H * nq, nk);
         batched_product(B, H, nq, l.key_dim, nk, dS, K, dQ);                  // dQ = dS·K
         batched_product(B, H, nk, l.key_dim, nq, dS.transposed(), Q, dK);     // dK = dSᵀ·Q
     }
@@ -167,7 +151,7 @@ private:
         const auto O = operand<ChannelsFirst>(out, l.out);
         batched_product(B, H, nq, nk, l.key_dim, Q, K.transposed(), P);  // S = Q·Kᵀ
         // The scale is applied inside the softmax's exp, as on the cpu.
-        for_each_element(B * H * nq, scaled_softmax_rows_op<T>{probs, nk, scale});
+        reduce_rows(softmax_job<T>{probs, probs, nk, scale}, B * H * nq, nk);
         batched_product(B, H, nq, l.value_dim, nk, P, V, O);             // O = P·V
     }
 };

@@ -18,13 +18,6 @@ namespace vediff {
 
 namespace cuda_detail {
 
-template <class F>
-void for_each_element(std::int64_t n, F f) {
-    if (n > 0)
-        thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(n), f);
-}
-
 /// out (n, dim)[i, j] = table[index[i], j]
 template <class T>
 struct gather_rows_op {

@@ -1,18 +1,16 @@
 #pragma once
 // cuda kernels for the terms of the tokenizer loss (reconstruction, VE, KL): each sums a
 // per-element value and, given a gradient buffer (non-null), adds g times the per-element
-// derivative into it, in one pass. The sums are the cpu backend's: one thread per fixed block of
-// `block_size` elements summing it in order, in double, and the block sums added on the host in
-// block order; only those few doubles cross to the host. (A block per thread is slow for small
-// tensors; a faster, still ordered reduction is future work.)
+// derivative into it, in one pass. The sums are blocked as on the cpu backend: each block of
+// `block_size` elements is summed in double by a block of threads (a row job of
+// cooperative_reduction.hpp), and the block sums are added on the host in block order; only those
+// few doubles cross to the host. The order is fixed, so a sum is reproducible, though not the
+// cpu's bit for bit (the cpu sums each block in sequence).
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
-#include <thrust/execution_policy.h>
-#include <thrust/for_each.h>
-#include <thrust/iterator/counting_iterator.h>
-
+#include "vediff/backend/cuda/cooperative_reduction.hpp"
 #include "vediff/backend/cuda/memory.hpp"
 #include "vediff/backend/cuda/runtime.hpp"
 #include "vediff/core/kernels.hpp"
@@ -97,48 +95,57 @@ struct nonfinite_term {
     __host__ __device__ double operator()(std::int64_t i) const { return isfinite(double(x[i])) ? 0.0 : 1.0; }
 };
 
-/// partial[b] = Σ term(i) over block b, in order.
+/// Block b of `block` consecutive elements (the last one shorter), a row: Σ term(i), saved to
+/// partial[b].
 template <class Term>
-struct block_sum_op {
+struct block_sum_job {
     Term term;
     std::int64_t n, block;
     double* partial;
-    __host__ __device__ void operator()(std::int64_t b) const {
-        const std::int64_t end = (b + 1) * block < n ? (b + 1) * block : n;
-        double s = 0;
-        for (std::int64_t i = b * block; i < end; ++i) s += term(i);
-        partial[b] = s;
-    }
+
+    using accumulator = double;
+    using row_result = double;
+    __host__ __device__ accumulator identity() const { return 0.0; }
+    __host__ __device__ static accumulator combine(accumulator a, accumulator b) { return a + b; }
+    __host__ __device__ std::int64_t reduce_length(std::int64_t b) const { return (b + 1) * block < n ? block : n - b * block; }
+    __host__ __device__ std::int64_t map_length(std::int64_t) const { return 0; }
+    __host__ __device__ accumulator load(std::int64_t b, std::int64_t j) const { return term(b * block + j); }
+    __host__ __device__ row_result finish(std::int64_t, accumulator s) const { return s; }
+    __host__ __device__ void save(std::int64_t b, const row_result& s) const { partial[b] = s; }
+    __host__ __device__ void store(std::int64_t, std::int64_t, const row_result&) const {}
 };
 
-/// Per channel c of z (B, C, S): the mean, then the sum of squared deviations from it.
+/// Channel c of z (B, C, S), a row of B·S values: Σ (z − center[c])^power, saved as
+/// out[c] = scale · sum; power 1 with no center gives the mean, power 2 about the mean the m2.
 template <class T>
-struct channel_moments_op {
-    double *mean, *m2;
+struct channel_power_sum_job {
     const T* z;
+    const double* center;  // null: 0
+    double* out;
     std::int64_t B, C, S;
-    __host__ __device__ void operator()(std::int64_t c) const {
-        const std::int64_t count = B * S;
-        double s = 0;
-        for (std::int64_t b = 0; b < B; ++b)
-            for (std::int64_t j = 0; j < S; ++j) s += double(z[(b * C + c) * S + j]);
-        const double mu = count > 0 ? s / double(count) : 0.0;
-        double q = 0;
-        for (std::int64_t b = 0; b < B; ++b)
-            for (std::int64_t j = 0; j < S; ++j) {
-                const double d = double(z[(b * C + c) * S + j]) - mu;
-                q += d * d;
-            }
-        mean[c] = mu;
-        m2[c] = q;
+    int power;
+    double scale;
+
+    using accumulator = double;
+    using row_result = double;
+    __host__ __device__ accumulator identity() const { return 0.0; }
+    __host__ __device__ static accumulator combine(accumulator a, accumulator b) { return a + b; }
+    __host__ __device__ std::int64_t reduce_length(std::int64_t) const { return B * S; }
+    __host__ __device__ std::int64_t map_length(std::int64_t) const { return 0; }
+    __host__ __device__ accumulator load(std::int64_t c, std::int64_t j) const {
+        const double d = double(z[((j / S) * C + c) * S + j % S]) - (center ? center[c] : 0.0);
+        return power == 1 ? d : d * d;
     }
+    __host__ __device__ row_result finish(std::int64_t, accumulator s) const { return scale * s; }
+    __host__ __device__ void save(std::int64_t c, const row_result& s) const { out[c] = s; }
+    __host__ __device__ void store(std::int64_t, std::int64_t, const row_result&) const {}
 };
 
 } // namespace cuda_detail
 
 template <>
 struct loss_kernels<cuda> {
-    static constexpr std::int64_t block_size = 8192;  // the cpu backend's, so the sums agree in order
+    static constexpr std::int64_t block_size = 8192;  // the cpu backend's
 
     /// Σ |x̂ − x|; dx_hat += g · sign(x̂ − x).
     template <class T>
@@ -175,9 +182,10 @@ struct loss_kernels<cuda> {
     static void channel_moments(double* mean, double* m2, const T* z, std::int64_t B, std::int64_t C, std::int64_t S) {
         if (C <= 0) return;
         tensor<double, cuda> out(tensor_shape{2, C});
-        thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(C),
-                         cuda_detail::channel_moments_op<T>{out.data(), out.data() + C, z, B, C, S});
+        const std::int64_t count = B * S;
+        cuda_detail::reduce_rows(cuda_detail::channel_power_sum_job<T>{z, nullptr, out.data(), B, C, S, 1, count > 0 ? 1.0 / double(count) : 0.0},
+                                 C, count);
+        cuda_detail::reduce_rows(cuda_detail::channel_power_sum_job<T>{z, out.data(), out.data() + C, B, C, S, 2, 1.0}, C, count);
         memory<cuda>::copy_to_host(mean, out.data(), static_cast<std::size_t>(C) * sizeof(double));
         memory<cuda>::copy_to_host(m2, out.data() + C, static_cast<std::size_t>(C) * sizeof(double));
     }
@@ -193,9 +201,7 @@ private:
         if (n <= 0) return 0.0;
         const std::int64_t blocks = (n + block_size - 1) / block_size;
         tensor<double, cuda> partial(tensor_shape{blocks});
-        thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(blocks),
-                         cuda_detail::block_sum_op<Term>{term, n, block_size, partial.data()});
+        cuda_detail::reduce_rows(cuda_detail::block_sum_job<Term>{term, n, block_size, partial.data()}, blocks, block_size);
         double total = 0;
         for (double p : partial.to_vector()) total += p;  // waits for the stream; block order, as the cpu
         return total;

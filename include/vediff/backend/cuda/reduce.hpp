@@ -42,7 +42,9 @@ inline reduction_plan plan_reduction(const tensor_shape& full, const tensor_shap
     return p;
 }
 
-/// partial[o · chunks + c] = Σ load(element) over chunk c of output o's reduced elements.
+/// partial[o · chunks + c] = Σ load(element) over chunk c of output o's reduced elements. Tasks
+/// run output-fastest, so that where the kept axes are innermost (a bias-like (B, N, D) → (B, 1, D))
+/// neighbouring threads read neighbouring elements.
 template <class Load>
 struct partial_sum_op {
     reduction_plan plan;
@@ -50,12 +52,12 @@ struct partial_sum_op {
     Load load;
     double* partial;
     __host__ __device__ void operator()(std::int64_t task) const {
-        const std::int64_t o = task / chunks, c = task % chunks;
+        const std::int64_t o = task % plan.outputs, c = task / plan.outputs;
         const std::int64_t base = plan.kept.offset(o);
         const std::int64_t first = c * chunk, last = first + chunk < plan.per_output ? first + chunk : plan.per_output;
         double s = 0;
         for (std::int64_t t = first; t < last; ++t) s += load(base + plan.reduced.offset(t));
-        partial[task] = s;
+        partial[o * chunks + c] = s;
     }
 };
 

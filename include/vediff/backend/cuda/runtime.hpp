@@ -3,11 +3,15 @@
 // backend orders every kernel, copy and allocation, the cuBLAS handle bound to that stream, the
 // TF32 switch, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
 #include <atomic>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <thrust/execution_policy.h>
+#include <thrust/for_each.h>
+#include <thrust/iterator/counting_iterator.h>
 
 #include <fmt/format.h>
 
@@ -49,6 +53,14 @@ inline cudaStream_t stream() {
         return created;
     }();
     return s;
+}
+
+/// f(i) for i in [0, n), one thread each, on the backend's stream.
+template <class F>
+void for_each_element(std::int64_t n, F f) {
+    if (n > 0)
+        thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
+                         thrust::counting_iterator<std::int64_t>(n), f);
 }
 
 /// Waits until all work queued on the backend's stream has finished.

@@ -1,15 +1,13 @@
 #pragma once
-// cuda kernels for the softmax over the last axis: one thread per row, with the cpu backend's
-// arithmetic (subtract the row maximum, exponentiate, normalize). Rows of attention and of the
-// classifier are short (tens to hundreds of values) and many, so a row per thread keeps the
-// device busy; a warp-per-row kernel is the faster form for long rows, still to be written.
+// cuda kernels for the softmax over the last axis, a block of threads per row
+// (cooperative_reduction.hpp): the forward finds the row's maximum and its sum of exponentials in
+// one pass (partial sums rescaled to the larger maximum as they combine), then writes
+// exp(v − max) / sum; the backward sums dy·y, then writes y·(dy − sum). Attention applies its
+// scale inside, as the cpu backend does.
 #include <cmath>
 #include <cstdint>
 
-#include <thrust/execution_policy.h>
-#include <thrust/for_each.h>
-#include <thrust/iterator/counting_iterator.h>
-
+#include "vediff/backend/cuda/cooperative_reduction.hpp"
 #include "vediff/backend/cuda/runtime.hpp"
 #include "vediff/core/kernels.hpp"
 
@@ -17,43 +15,59 @@ namespace vediff {
 
 namespace cuda_detail {
 
-/// y = softmax(scale·x) over one row of n values; y may alias x.
+/// y = softmax(scale·x) over rows of `dim` values; y may be x.
 template <class T>
-__host__ __device__ inline void softmax_row(T* y, const T* x, std::int64_t n, T scale = T(1)) {
-    T m = x[0];
-    for (std::int64_t j = 1; j < n; ++j) m = x[j] > m ? x[j] : m;
-    T sum = 0;
-    for (std::int64_t j = 0; j < n; ++j) {
-        const T e = exp(scale * (x[j] - m));
-        y[j] = e;
-        sum += e;
-    }
-    const T inv = T(1) / sum;
-    for (std::int64_t j = 0; j < n; ++j) y[j] *= inv;
-}
-
-/// dx = scale·y·(dy − Σ dy·y) over one row; dx may alias dy.
-template <class T>
-__host__ __device__ inline void softmax_backward_row(T* dx, const T* dy, const T* y, std::int64_t n, T scale = T(1)) {
-    T dot = 0;
-    for (std::int64_t j = 0; j < n; ++j) dot += dy[j] * y[j];
-    for (std::int64_t j = 0; j < n; ++j) dx[j] = scale * y[j] * (dy[j] - dot);
-}
-
-template <class T>
-struct softmax_rows_op {
+struct softmax_job {
     T* y;
     const T* x;
     std::int64_t dim;
-    __host__ __device__ void operator()(std::int64_t r) const { softmax_row(y + r * dim, x + r * dim, dim); }
+    T scale;
+
+    struct accumulator {
+        T max;  // the largest scale·x seen
+        T sum;  // Σ exp(scale·x − max); 0 before the first value
+    };
+    struct row_result {
+        T max, inverse_sum;
+    };
+    __host__ __device__ accumulator identity() const { return {T(0), T(0)}; }
+    __host__ __device__ static accumulator combine(accumulator a, accumulator b) {
+        if (a.sum == T(0)) return b;
+        if (b.sum == T(0)) return a;
+        return a.max >= b.max ? accumulator{a.max, a.sum + b.sum * exp(b.max - a.max)}
+                              : accumulator{b.max, b.sum + a.sum * exp(a.max - b.max)};
+    }
+    __host__ __device__ std::int64_t reduce_length(std::int64_t) const { return dim; }
+    __host__ __device__ std::int64_t map_length(std::int64_t) const { return dim; }
+    __host__ __device__ accumulator load(std::int64_t row, std::int64_t j) const { return {scale * x[row * dim + j], T(1)}; }
+    __host__ __device__ row_result finish(std::int64_t, accumulator a) const { return {a.max, T(1) / a.sum}; }
+    __host__ __device__ void save(std::int64_t, const row_result&) const {}
+    __host__ __device__ void store(std::int64_t row, std::int64_t j, const row_result& r) const {
+        y[row * dim + j] = exp(scale * x[row * dim + j] - r.max) * r.inverse_sum;
+    }
 };
 
+/// dx = scale·y·(dy − Σ dy·y) over rows of `dim` values, given the forward's y; dx may be dy.
 template <class T>
-struct softmax_backward_rows_op {
+struct softmax_backward_job {
     T* dx;
     const T *dy, *y;
     std::int64_t dim;
-    __host__ __device__ void operator()(std::int64_t r) const { softmax_backward_row(dx + r * dim, dy + r * dim, y + r * dim, dim); }
+    T scale;
+
+    using accumulator = T;
+    using row_result = T;
+    __host__ __device__ accumulator identity() const { return T(0); }
+    __host__ __device__ static accumulator combine(accumulator a, accumulator b) { return a + b; }
+    __host__ __device__ std::int64_t reduce_length(std::int64_t) const { return dim; }
+    __host__ __device__ std::int64_t map_length(std::int64_t) const { return dim; }
+    __host__ __device__ accumulator load(std::int64_t row, std::int64_t j) const { return dy[row * dim + j] * y[row * dim + j]; }
+    __host__ __device__ row_result finish(std::int64_t, accumulator dot) const { return dot; }
+    __host__ __device__ void save(std::int64_t, const row_result&) const {}
+    __host__ __device__ void store(std::int64_t row, std::int64_t j, const row_result& dot) const {
+        const std::int64_t e = row * dim + j;
+        dx[e] = scale * y[e] * (dy[e] - dot);
+    }
 };
 
 } // namespace cuda_detail
@@ -63,16 +77,12 @@ struct softmax_kernels<cuda> {
     /// y = softmax(x) over each row of (rows, dim).
     template <class T>
     static void forward(T* y, const T* x, std::int64_t rows, std::int64_t dim) {
-        if (rows > 0 && dim > 0)
-            thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                             thrust::counting_iterator<std::int64_t>(rows), cuda_detail::softmax_rows_op<T>{y, x, dim});
+        if (dim > 0) cuda_detail::reduce_rows(cuda_detail::softmax_job<T>{y, x, dim, T(1)}, rows, dim);
     }
     /// dx from dy and the forward's output y, row by row.
     template <class T>
     static void backward(T* dx, const T* dy, const T* y, std::int64_t rows, std::int64_t dim) {
-        if (rows > 0 && dim > 0)
-            thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                             thrust::counting_iterator<std::int64_t>(rows), cuda_detail::softmax_backward_rows_op<T>{dx, dy, y, dim});
+        if (dim > 0) cuda_detail::reduce_rows(cuda_detail::softmax_backward_job<T>{dx, dy, y, dim, T(1)}, rows, dim);
     }
 };
 
