@@ -635,6 +635,21 @@ BOOST_AUTO_TEST_CASE(attention_pointer_tables_and_scaled_softmax) {
     ds = r;
     cuda_detail::reduce_rows_on_host(cuda_detail::softmax_backward_job<double>{ds.data(), ds.data(), p.data(), 4, 0.5}, 3, 4);
     BOOST_TEST(worst_gradient_error(scores, ds, forward) < 1e-8);
+    // The backward's probabilities, recomputed from the scores and the forward's row statistics
+    // (rows of 300 scores far apart, as a steep attention row).
+    const std::int64_t rows = 3, keys = 300;
+    const auto s = random_values(static_cast<std::size_t>(rows * keys), 57, 30.0);
+    std::vector<double> probs(s.size()), log_sum(rows, 0.0), recomputed = s;
+    cuda_detail::reduce_rows_on_host(cuda_detail::softmax_job<double>{probs.data(), s.data(), keys, 0.5, log_sum.data()}, rows, keys);
+    run_on_host(rows * keys, cuda_detail::softmax_from_log_sum_op<double>{recomputed.data(), log_sum.data(), keys, 0.5});
+    for (std::int64_t i = 0; i < rows; ++i) {
+        double direct = 0;
+        for (std::int64_t j = 0; j < keys; ++j) direct += std::exp(0.5 * s[static_cast<std::size_t>(i * keys + j)]);
+        BOOST_TEST(log_sum[static_cast<std::size_t>(i)] == std::log(direct), boost::test_tools::tolerance(1e-13));
+    }
+    double worst = 0;
+    for (std::size_t e = 0; e < s.size(); ++e) worst = std::max(worst, std::abs(recomputed[e] - probs[e]));
+    BOOST_TEST(worst < 1e-14);
 }
 
 BOOST_AUTO_TEST_CASE(im2col_reads_the_convolution_windows_and_col2im_is_its_adjoint) {

@@ -7,7 +7,7 @@
 //   spatial_attention  channels-first q (B, C, Sq), k (B, C, Sk), v (B, Cv, Sk) → (B, Cv, Sq), one
 //                      head over positions: LDM's AttnBlock after its 1×1 q, k, v convolutions.
 // Each forward returns the output and the backend's saved state for its backward (the cpu keeps
-// the probabilities (B, H, Nq, Nk) there; a GPU backend may keep only row statistics);
+// the probabilities (B, H, Nq, Nk) there; the cuda backend only each row's log Σ exp);
 // packed_attention_output computes the output alone, keeping nothing (inference).
 #include <cmath>
 #include <cstdint>

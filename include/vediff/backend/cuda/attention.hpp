@@ -3,8 +3,10 @@
 // O = P·V, as cuBLAS batched products (one call for all B·H pairs, through device tables of
 // pointers, since an operand's batch and head strides differ) and the softmax rows of
 // softmax.hpp's jobs. Operands are addressed by strides, tokens-major or channels-first, as on the cpu.
-// This first version keeps the probabilities for the backward, like the cpu backend; a fused
-// (flash) kernel that keeps only row statistics is future work.
+// The forward keeps only each row's log Σ exp for the backward, which recomputes the
+// probabilities from the scores (one more batched product), so that a training step holds one
+// layer's (B, H, Nq, Nk) at a time rather than every layer's; a fused (flash) kernel that never
+// writes them at all is future work.
 #include <cstdint>
 
 #include <thrust/execution_policy.h>
@@ -94,31 +96,30 @@ batched_matrix<T> operand(const T* base, const attention_operand& o) {
 
 template <>
 struct attention_kernels<cuda> {
-    /// The probabilities (B, H, Nq, Nk), as on the cpu.
+    /// log Σ_k exp(scale·q·kᵀ) per query row (B, H, Nq): the probabilities are recomputed from it.
     template <class T>
     struct saved_state {
-        tensor<T, cuda> probs;
+        tensor<T, cuda> log_sum;
     };
 
     template <bool ChannelsFirst, class T>
     static saved_state<T> forward(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
-        saved_state<T> saved{tensor<T, cuda>(tensor_shape{l.batch, l.heads, l.queries, l.keys})};
-        compute(saved.probs.data(), out, q, k, v, l, scale, std::bool_constant<ChannelsFirst>{});
+        saved_state<T> saved{tensor<T, cuda>(tensor_shape{l.batch, l.heads, l.queries})};
+        compute(saved.log_sum.data(), out, q, k, v, l, scale, std::bool_constant<ChannelsFirst>{});
         return saved;
     }
-    /// out alone (inference): the probabilities live in a scratch tensor released on return.
+    /// out alone (inference).
     template <bool ChannelsFirst, class T>
     static void forward_output(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
-        tensor<T, cuda> probs(tensor_shape{l.batch, l.heads, l.queries, l.keys});
-        compute(probs.data(), out, q, k, v, l, scale, std::bool_constant<ChannelsFirst>{});
+        compute(static_cast<T*>(nullptr), out, q, k, v, l, scale, std::bool_constant<ChannelsFirst>{});
     }
 
     template <class T>
     static void check_saved(const char* op, const saved_state<T>& saved, const attention_layout& l) {
-        const tensor_shape expected{l.batch, l.heads, l.queries, l.keys};
-        if (!(saved.probs.shape() == expected))
-            throw shape_error(fmt::format(fmt::runtime("{}: the saved probabilities must have shape {}, got {}"), op, expected,
-                                          saved.probs.shape()));
+        const tensor_shape expected{l.batch, l.heads, l.queries};
+        if (!(saved.log_sum.shape() == expected))
+            throw shape_error(fmt::format(fmt::runtime("{}: the saved row statistics must have shape {}, got {}"), op, expected,
+                                          saved.log_sum.shape()));
     }
 
     /// dv = Pᵀ·dout; dS = scale·P∘(dP − rowsum(dP∘P)) with dP = dout·vᵀ; dq = dS·k; dk = dSᵀ·q.
@@ -127,31 +128,36 @@ struct attention_kernels<cuda> {
                          const attention_layout& l, T scale) {
         using namespace cuda_detail;
         const std::int64_t B = l.batch, H = l.heads, nq = l.queries, nk = l.keys, pair = nq * nk;
-        const batched_matrix<T> P{saved.probs.data(), H * pair, pair, nk, true};
-        tensor<T, cuda> ds_storage(tensor_shape{B, H, nq, nk});
+        tensor<T, cuda> p_storage(tensor_shape{B, H, nq, nk}), ds_storage(tensor_shape{B, H, nq, nk});
+        const batched_matrix<T> P{p_storage.data(), H * pair, pair, nk, true};
         const batched_matrix<T> dS{ds_storage.data(), H * pair, pair, nk, true};
         const auto Q = operand<ChannelsFirst>(q, l.q), K = operand<ChannelsFirst>(k, l.k), V = operand<ChannelsFirst>(v, l.v);
         const auto dO = operand<ChannelsFirst>(dout, l.out);
         const auto dQ = operand<ChannelsFirst>(dq, l.q), dK = operand<ChannelsFirst>(dk, l.k), dV = operand<ChannelsFirst>(dv, l.v);
+        batched_product(B, H, nq, nk, l.key_dim, Q, K.transposed(), P);       // S = Q·Kᵀ again
+        for_each_element(B * H * pair, softmax_from_log_sum_op<T>{p_storage.data(), saved.log_sum.data(), nk, scale});
         batched_product(B, H, nk, l.value_dim, nq, P.transposed(), dO, dV);   // dV = Pᵀ·dO
         batched_product(B, H, nq, nk, l.value_dim, dO, V.transposed(), dS);   // dP = dO·Vᵀ
-        reduce_rows(softmax_backward_job<T>{ds_storage.data(), ds_storage.data(), saved.probs.data(), nk, scale}, B * H * nq, nk);
+        reduce_rows(softmax_backward_job<T>{ds_storage.data(), ds_storage.data(), p_storage.data(), nk, scale}, B * H * nq, nk);
         batched_product(B, H, nq, l.key_dim, nk, dS, K, dQ);                  // dQ = dS·K
         batched_product(B, H, nk, l.key_dim, nq, dS.transposed(), Q, dK);     // dK = dSᵀ·Q
     }
 
 private:
+    /// out, and log_sum (B, H, Nq) unless null; the probabilities live in a scratch tensor.
     template <class T, bool ChannelsFirst>
-    static void compute(T* probs, T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale,
+    static void compute(T* log_sum, T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale,
                         std::bool_constant<ChannelsFirst>) {
         using namespace cuda_detail;
         const std::int64_t B = l.batch, H = l.heads, nq = l.queries, nk = l.keys, pair = nq * nk;
+        tensor<T, cuda> p_storage(tensor_shape{B, H, nq, nk});
+        T* probs = p_storage.data();
         const batched_matrix<T> P{probs, H * pair, pair, nk, true};
         const auto Q = operand<ChannelsFirst>(q, l.q), K = operand<ChannelsFirst>(k, l.k), V = operand<ChannelsFirst>(v, l.v);
         const auto O = operand<ChannelsFirst>(out, l.out);
         batched_product(B, H, nq, nk, l.key_dim, Q, K.transposed(), P);  // S = Q·Kᵀ
         // The scale is applied inside the softmax's exp, as on the cpu.
-        reduce_rows(softmax_job<T>{probs, probs, nk, scale}, B * H * nq, nk);
+        reduce_rows(softmax_job<T>{probs, probs, nk, scale, log_sum}, B * H * nq, nk);
         batched_product(B, H, nq, l.value_dim, nk, P, V, O);             // O = P·V
     }
 };

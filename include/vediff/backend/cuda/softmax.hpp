@@ -15,13 +15,15 @@ namespace vediff {
 
 namespace cuda_detail {
 
-/// y = softmax(scale·x) over rows of `dim` values; y may be x.
+/// y = softmax(scale·x) over rows of `dim` values; y may be x. With log_sum (non-null), also
+/// log_sum[row] = log Σ exp(scale·x), from which the row can be recomputed (attention's backward).
 template <class T>
 struct softmax_job {
     T* y;
     const T* x;
     std::int64_t dim;
     T scale;
+    T* log_sum = nullptr;
 
     struct accumulator {
         T max;  // the largest scale·x seen
@@ -41,10 +43,23 @@ struct softmax_job {
     __host__ __device__ std::int64_t map_length(std::int64_t) const { return dim; }
     __host__ __device__ accumulator load(std::int64_t row, std::int64_t j) const { return {scale * x[row * dim + j], T(1)}; }
     __host__ __device__ row_result finish(std::int64_t, accumulator a) const { return {a.max, T(1) / a.sum}; }
-    __host__ __device__ void save(std::int64_t, const row_result&) const {}
+    __host__ __device__ void save(std::int64_t row, const row_result& r) const {
+        if (log_sum) log_sum[row] = r.max - log(r.inverse_sum);
+    }
     __host__ __device__ void store(std::int64_t row, std::int64_t j, const row_result& r) const {
         y[row * dim + j] = exp(scale * x[row * dim + j] - r.max) * r.inverse_sum;
     }
+};
+
+/// p = exp(scale·s − log_sum[row]) over rows of `dim` scores, in place: softmax_job's output
+/// recomputed from the scores and the row statistics it saved.
+template <class T>
+struct softmax_from_log_sum_op {
+    T* p;
+    const T* log_sum;
+    std::int64_t dim;
+    T scale;
+    __host__ __device__ void operator()(std::int64_t e) const { p[e] = exp(scale * p[e] - log_sum[e / dim]); }
 };
 
 /// dx = scale·y·(dy − Σ dy·y) over rows of `dim` values, given the forward's y; dx may be dy.
