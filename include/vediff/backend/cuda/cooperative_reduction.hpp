@@ -52,8 +52,8 @@ inline std::int64_t column_chunk_rows(std::int64_t rows) {
     return std::max<std::int64_t>(256, (rows + max_column_chunks - 1) / max_column_chunks);
 }
 
+// nv_exec_check_disable: host-only jobs (tests) instantiate these on the host alone.
 /// One thread's share of a row: j = t, t + threads, ... in order.
-// Host-only jobs (tests) instantiate these on the host alone.
 #pragma nv_exec_check_disable
 template <class Job>
 __host__ __device__ typename Job::accumulator thread_share(const Job& job, std::int64_t row, std::int64_t length, int t, int threads) {
@@ -109,7 +109,6 @@ void reduce_rows_on_host(const Job& job, std::int64_t rows, std::int64_t longest
 }
 
 /// One lane's share of a column within a chunk of rows: i = first + lane, + lanes, ... in order.
-// Host-only jobs (tests) instantiate these on the host alone.
 #pragma nv_exec_check_disable
 template <class Job>
 __host__ __device__ typename Job::accumulator lane_share(const Job& job, std::int64_t j, std::int64_t first, std::int64_t last, int lane) {
