@@ -151,6 +151,8 @@ inline void check_figure(const plot_figure& fig) {
 /// The figure's data as CSV text: a header row, then one row per point.
 inline std::string figure_csv(const plot_figure& fig) {
     check_figure(fig);
+    // fmt::format, not fmt::format_to: under nvcc (the .cu programs include this), format_to's
+    // constexpr path warns that long double is treated as double in device code.
     std::string out = "panel_index,series_index,panel,series,x,y,value\n";
     for (std::size_t p = 0; p < fig.panels.size(); ++p) {
         const auto panel = csv_field(fig.panels[p].title);
@@ -158,8 +160,8 @@ inline std::string figure_csv(const plot_figure& fig) {
             const auto& s = fig.panels[p].series[k];
             const auto name = csv_field(s.name);
             for (std::size_t i = 0; i < s.x.size(); ++i) {
-                fmt::format_to(std::back_inserter(out), "{},{},{},{},{:.9g},{:.9g},", p, k, panel, name, s.x[i], s.y[i]);
-                if (!s.value.empty()) fmt::format_to(std::back_inserter(out), "{:.9g}", s.value[i]);
+                out += fmt::format("{},{},{},{},{:.9g},{:.9g},", p, k, panel, name, s.x[i], s.y[i]);
+                if (!s.value.empty()) out += fmt::format("{:.9g}", s.value[i]);
                 out += '\n';
             }
         }
