@@ -13,6 +13,7 @@ namespace vediff {
 
 template <device D> struct activation_kernels;
 template <device D> struct attention_kernels;
+template <device D> struct batch_norm_kernels;  // cpu only: the frozen FID Inception (models/inception.hpp)
 template <device D> struct broadcast_kernels;
 template <device D> struct concat_kernels;
 template <device D> struct conv_kernels;
@@ -24,10 +25,12 @@ template <device D> struct loss_kernels;
 template <device D> struct norm_kernels;
 template <device D> struct optim_kernels;
 template <device D> struct patchify_kernels;
+template <device D> struct pool_kernels;        // cpu only: the frozen FID Inception (models/inception.hpp)
 template <device D> struct positional_kernels;
 template <device D> struct posterior_kernels;
 template <device D> struct random_kernels;
 template <device D> struct reduce_kernels;
+template <device D> struct resize_kernels;      // cpu only: the frozen FID Inception (models/inception.hpp)
 template <device D> struct softmax_kernels;
 template <device D> struct upsample_kernels;
 
@@ -42,6 +45,13 @@ struct attention_operand {
 struct attention_layout {
     std::int64_t batch = 0, heads = 0, queries = 0, keys = 0, key_dim = 0, value_dim = 0;
     attention_operand q, k, v, out;
+};
+
+/// Sizes of one 2-D pooling call over planes of (H, W): a square window, one stride for both axes,
+/// the same padding on every side (PyTorch's max_pool2d / avg_pool2d with ceil_mode=False).
+struct pool2d_geometry {
+    std::int64_t planes = 0, in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+    std::int64_t kernel = 1, stride = 1, padding = 0;
 };
 
 /// The scalars of one AdamW step, computed once per step in double (as torch.optim.AdamW does in

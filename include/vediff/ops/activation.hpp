@@ -1,5 +1,5 @@
 #pragma once
-// Pointwise activations: SiLU (swish) and GELU with the tanh approximation.
+// Pointwise activations: SiLU (swish), GELU with the tanh approximation, and ReLU.
 #include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
@@ -32,6 +32,29 @@ tensor<T, D> gelu_tanh_backward(const tensor_view<T, D>& dy, const tensor_view<T
     require_same_shape("gelu_tanh_backward", dy, x);
     tensor<T, D> dx(x.shape());
     activation_kernels<D>::gelu_tanh_backward(dx.data(), dy.data(), x.data(), x.numel());
+    return dx;
+}
+
+/// max(x, 0).
+template <class T, device D>
+tensor<T, D> relu(const tensor_view<T, D>& x) {
+    tensor<T, D> y(x.shape());
+    activation_kernels<D>::relu_forward(y.data(), x.data(), x.numel());
+    return y;
+}
+
+/// x = max(x, 0) in place: inference paths rectify their own fresh output without a copy.
+template <class T, device D>
+void relu_inplace(const tensor_view<T, D>& x) {
+    activation_kernels<D>::relu_forward(x.data(), x.data(), x.numel());
+}
+
+/// dy where x > 0, else 0 (PyTorch's subgradient 0 at x = 0).
+template <class T, device D>
+tensor<T, D> relu_backward(const tensor_view<T, D>& dy, const tensor_view<T, D>& x) {
+    require_same_shape("relu_backward", dy, x);
+    tensor<T, D> dx(x.shape());
+    activation_kernels<D>::relu_backward(dx.data(), dy.data(), x.data(), x.numel());
     return dx;
 }
 

@@ -47,6 +47,20 @@ struct activation_kernels<cpu> {
                 dyv * (T(0.5) * (T(1) + th) + T(0.5) * xv * (T(1) - th.square()) * dinner);
         });
     }
+    /// y may be x (in place).
+    template <class T>
+    static void relu_forward(T* y, const T* x, std::int64_t n) {
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            cpu_detail::unaligned_array_map<T>(y + b, m) = cpu_detail::const_array_map<T>(x + b, m).max(T(0));
+        });
+    }
+    template <class T>
+    static void relu_backward(T* dx, const T* dy, const T* x, std::int64_t n) {
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            const cpu_detail::const_array_map<T> xv(x + b, m), dyv(dy + b, m);
+            cpu_detail::unaligned_array_map<T>(dx + b, m) = (xv > T(0)).select(dyv, T(0));
+        });
+    }
 };
 
 } // namespace vediff

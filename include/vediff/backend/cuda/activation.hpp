@@ -42,6 +42,15 @@ struct gelu_tanh_grad_op {
     }
 };
 
+template <class T>
+struct relu_op {
+    __host__ __device__ T operator()(T x) const { return x > T(0) ? x : T(0); }
+};
+template <class T>
+struct relu_grad_op {
+    __host__ __device__ T operator()(T dy, T x) const { return x > T(0) ? dy : T(0); }
+};
+
 } // namespace cuda_detail
 
 template <>
@@ -56,6 +65,11 @@ struct activation_kernels<cuda> {
     static void gelu_tanh_backward(T* dx, const T* dy, const T* x, std::int64_t n) {
         binary(dx, dy, x, n, cuda_detail::gelu_tanh_grad_op<T>{});
     }
+    /// y may be x (in place).
+    template <class T>
+    static void relu_forward(T* y, const T* x, std::int64_t n) { unary(y, x, n, cuda_detail::relu_op<T>{}); }
+    template <class T>
+    static void relu_backward(T* dx, const T* dy, const T* x, std::int64_t n) { binary(dx, dy, x, n, cuda_detail::relu_grad_op<T>{}); }
 
 private:
     template <class T, class F>
