@@ -13,7 +13,9 @@
 // batches in double and merges batches exactly (Chan et al.'s pairwise update), so the statistics
 // of a test set do not depend on how it was batched; they can be saved and loaded as safetensors
 // ("mean" F64 (F), "covariance" F64 (F, F), "count" I64 ()) so that a reference set is
-// featurized once. feature_statistics_of runs any feature extractor (images → (n, F) features,
+// featurized once. The field's .npz files (pytorch-fid's `mu`, `sigma`; ADM's reference batches'
+// `mu`, `sigma`, `mu_s`, `sigma_s`) are read too, as statistics without a sample count when the
+// file records none (from_mean_and_covariance). feature_statistics_of runs any feature extractor (images → (n, F) features,
 // e.g. the Fashion-MNIST classifier's features(), later an InceptionV3) over a set of images in
 // batches.
 #include <algorithm>
@@ -33,6 +35,7 @@
 
 #include "vediff/core/error.hpp"
 #include "vediff/core/tensor.hpp"
+#include "vediff/io/npz.hpp"
 #include "vediff/io/safetensors.hpp"
 
 namespace vediff::metrics {
@@ -57,9 +60,27 @@ public:
         return s;
     }
 
+    /// Statistics from a mean (F) and a covariance (F, F) stored without the number of samples
+    /// behind them (pytorch-fid's and ADM's .npz files): they serve frechet_distance but cannot be
+    /// merged with more samples, and count() is 0.
+    static feature_statistics from_mean_and_covariance(Eigen::VectorXd mean, const Eigen::MatrixXd& covariance) {
+        const auto f = mean.size();
+        if (f < 1 || covariance.rows() != f || covariance.cols() != f)
+            throw shape_error(fmt::format("feature_statistics::from_mean_and_covariance: a mean of {} features and a {}×{} covariance", f,
+                                          covariance.rows(), covariance.cols()));
+        if (!mean.allFinite() || !covariance.allFinite())
+            throw numeric_error("feature_statistics::from_mean_and_covariance: the mean or the covariance holds NaN or infinite values");
+        feature_statistics s;
+        s.uncounted_ = true;
+        s.mean_ = std::move(mean);
+        s.m2_ = covariance;
+        return s;
+    }
+
     /// Adds a batch of features (N, F), float or double, on any device (copied to the host).
     template <class T, device D>
     void add(const tensor_view<T, D>& features) {
+        refuse_uncounted("add");
         if (features.rank() != 2 || features.dim(1) < 1)
             throw shape_error(fmt::format("feature_statistics::add: features must be (N, F) with F ≥ 1, got shape {}", features.shape()));
         if (count_ > 0 && features.dim(1) != dimension())
@@ -79,6 +100,8 @@ public:
 
     /// Adds the samples behind another statistics object (same feature count).
     void merge(const feature_statistics& other) {
+        refuse_uncounted("merge");
+        other.refuse_uncounted("merge");
         if (other.count_ == 0) return;
         if (count_ > 0 && other.dimension() != dimension())
             throw shape_error(fmt::format("feature_statistics::merge: statistics of {} features into statistics of {}",
@@ -86,19 +109,28 @@ public:
         merge_moments(other.count_, other.mean_, other.m2_);
     }
 
+    /// The number of samples added; 0 for statistics read without a count (from_mean_and_covariance).
     std::int64_t count() const { return count_; }
+    /// Whether covariance() has a value: 2 samples or more, or a covariance read as such.
+    bool has_covariance() const { return count_ >= 2 || uncounted_; }
     /// F, the number of features (0 before the first batch).
     std::int64_t dimension() const { return static_cast<std::int64_t>(mean_.size()); }
     const Eigen::VectorXd& mean() const { return mean_; }
 
     /// The unbiased covariance, sum of squared deviations / (count − 1); needs 2 samples or more.
     Eigen::MatrixXd covariance() const {
+        if (uncounted_) return m2_;
         if (count_ < 2)
             throw std::invalid_argument(fmt::format("feature_statistics::covariance: {} sample(s), an unbiased covariance needs at least 2", count_));
         return m2_ / double(count_ - 1);
     }
 
 private:
+    void refuse_uncounted(const char* op) const {
+        if (uncounted_)
+            throw std::invalid_argument(fmt::format("feature_statistics::{}: statistics read without a sample count cannot be merged with samples", op));
+    }
+
     /// Chan et al.'s pairwise update with the moments (count, mean, sum of squared deviations) of more samples.
     void merge_moments(std::int64_t nb, const Eigen::VectorXd& mean_b, const Eigen::MatrixXd& m2_b) {
         if (count_ == 0) {
@@ -117,7 +149,8 @@ private:
 
     std::int64_t count_ = 0;
     Eigen::VectorXd mean_;  // (F)
-    Eigen::MatrixXd m2_;    // (F, F), Σ (x − mean)(x − mean)ᵀ over the samples so far
+    Eigen::MatrixXd m2_;    // (F, F), Σ (x − mean)(x − mean)ᵀ over the samples so far; the covariance itself when uncounted_
+    bool uncounted_ = false;
 };
 
 namespace detail {
@@ -139,7 +172,7 @@ inline Eigen::MatrixXd symmetric_sqrt(const Eigen::MatrixXd& a) {
 
 /// The Fréchet distance between the Gaussians N(μa, Σa) and N(μb, Σb) fitted to two feature sets.
 inline double frechet_distance(const feature_statistics& a, const feature_statistics& b) {
-    if (a.count() < 2 || b.count() < 2)
+    if (!a.has_covariance() || !b.has_covariance())
         throw std::invalid_argument(fmt::format("frechet_distance: statistics of {} and {} samples; each set needs at least 2", a.count(), b.count()));
     if (a.dimension() != b.dimension())
         throw shape_error(fmt::format("frechet_distance: statistics of {} and {} features", a.dimension(), b.dimension()));
@@ -207,6 +240,70 @@ inline feature_statistics load_feature_statistics(const std::filesystem::path& p
     return feature_statistics::from_moments(
         count, Eigen::Map<const Eigen::VectorXd>(mean.data(), f),
         Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(covariance.data(), f, f));
+}
+
+namespace detail {
+/// A mean (F) and covariance (F, F) from an .npz file, any float dtype, checked for shape and finiteness.
+inline std::pair<Eigen::VectorXd, Eigen::MatrixXd> npz_moments(const io::npz_file& file, const std::string& mean_name,
+                                                               const std::string& covariance_name) {
+    const auto mh = file.header(mean_name), ch = file.header(covariance_name);
+    if (mh.shape.rank() != 1 || mh.shape[0] < 1)
+        file.fail_member(mean_name, fmt::format("a mean has shape (F) with F ≥ 1, this one has shape {}", mh.shape));
+    const auto f = mh.shape[0];
+    if (!(ch.shape == tensor_shape{f, f}))
+        file.fail_member(covariance_name, fmt::format("the covariance of a mean '{}' of shape {} has shape ({}, {}), this one {}", mean_name,
+                                                      mh.shape, f, f, ch.shape));
+    const auto mean = file.get<double>(mean_name);
+    const auto covariance = file.get<double>(covariance_name);
+    Eigen::VectorXd m = Eigen::Map<const Eigen::VectorXd>(mean.data(), f);
+    Eigen::MatrixXd c = Eigen::Map<const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>>(covariance.data(), f, f);
+    if (!m.allFinite()) file.fail_member(mean_name, "holds NaN or infinite values");
+    if (!c.allFinite()) file.fail_member(covariance_name, "holds NaN or infinite values");
+    return {std::move(m), std::move(c)};
+}
+} // namespace detail
+
+/// Reads pytorch-fid's statistics file (fid_score.py --save-stats: np.savez(path, mu=..., sigma=...);
+/// float32 or float64): a mean and an unbiased covariance without a sample count.
+inline feature_statistics load_feature_statistics_npz(const std::filesystem::path& path, const std::string& mean_name = "mu",
+                                                      const std::string& covariance_name = "sigma") {
+    const io::npz_file file(path);
+    auto [mean, covariance] = detail::npz_moments(file, mean_name, covariance_name);
+    return feature_statistics::from_mean_and_covariance(std::move(mean), covariance);
+}
+
+/// Writes statistics as pytorch-fid reads them: `mu` f8 (F), `sigma` f8 (F, F) (np.savez, uncompressed).
+inline void save_feature_statistics_npz(const std::filesystem::path& path, const feature_statistics& stats) {
+    const auto f = stats.dimension();
+    const Eigen::MatrixXd cov = stats.covariance();  // throws for statistics without one
+    const Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> rows = cov;
+    io::npz_writer w;
+    w.add("mu", tensor_shape{f}, std::span<const double>(stats.mean().data(), static_cast<std::size_t>(f)));
+    w.add("sigma", tensor_shape{f, f}, std::span<const double>(rows.data(), static_cast<std::size_t>(f * f)));
+    w.write(path);
+}
+
+/// The two statistics ADM's evaluator compares: FID on Inception's pool3 features (2048) and sFID on
+/// the first 7 channels of mixed_6/conv (17·17·7 = 2023 features, flattened height, width, channel).
+struct reference_statistics {
+    feature_statistics pool;
+    feature_statistics spatial;
+};
+
+/// Reads the statistics stored in an ADM reference batch (guided-diffusion evaluations/evaluator.py:
+/// `mu`, `sigma` for FID, `mu_s`, `sigma_s` for sFID), as statistics without a sample count (the
+/// batch's images `arr_0`, where present, are not read).
+inline reference_statistics load_adm_reference_statistics(const std::filesystem::path& path) {
+    const io::npz_file file(path);
+    for (const char* name : {"mu", "sigma", "mu_s", "sigma_s"})
+        if (!file.contains(name))
+            file.fail(fmt::format("no array named '{}': this reference batch stores no precomputed statistics (mu, sigma, mu_s, sigma_s){}", name,
+                                  file.contains("arr_0") ? "; compute them from its images (io::load_image_batch_npz)" : ""));
+    const auto statistics = [&](const char* mean_name, const char* covariance_name) {
+        auto [mean, covariance] = detail::npz_moments(file, mean_name, covariance_name);
+        return feature_statistics::from_mean_and_covariance(std::move(mean), covariance);
+    };
+    return {statistics("mu", "sigma"), statistics("mu_s", "sigma_s")};
 }
 
 } // namespace vediff::metrics
