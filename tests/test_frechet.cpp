@@ -268,6 +268,30 @@ BOOST_AUTO_TEST_CASE(matches_scipy_on_stored_features) {
     BOOST_TEST(metrics::frechet_distance(b, a) == expected, tt::tolerance(1e-6));
 }
 
+BOOST_AUTO_TEST_CASE(fid_matches_pytorch_fid_calculate_frechet_distance) {
+    // tests/fixtures/make_fid_scipy.py: 500 and 400 float32 features of 64 dimensions, numpy's
+    // moments and pytorch-fid's calculate_frechet_distance (scipy.linalg.sqrtm(Σa Σb)), read from
+    // numpy's own .npz.
+    const io::npz_file file(std::string(VEDIFF_FIXTURE_DIR) + "/frechet/fid_scipy.npz");
+    const double expected = file.get<double>("fid").data()[0];
+    metrics::feature_statistics a, b;
+    a.add(file.get<float>("features_a").view());
+    b.add(file.get<float>("features_b").view());
+    BOOST_TEST(a.dimension() == 64);
+    const double from_features = metrics::frechet_distance(a, b);
+    BOOST_TEST_MESSAGE("FID from features " << from_features << ", scipy " << expected << ", relative difference "
+                                            << std::abs(from_features - expected) / expected);
+    BOOST_TEST(from_features == expected, tt::tolerance(1e-6));
+    // The same from the stored mean and covariance (statistics files carry only these).
+    const auto stored = [&](const std::string& mu, const std::string& sigma) {
+        const auto m = file.get<double>(mu), s = file.get<double>(sigma);
+        return metrics::feature_statistics::from_mean_and_covariance(
+            Eigen::Map<const Eigen::VectorXd>(m.data(), 64), Eigen::Map<const Eigen::Matrix<double, 64, 64, Eigen::RowMajor>>(s.data()));
+    };
+    BOOST_TEST(metrics::frechet_distance(stored("mu_a", "sigma_a"), stored("mu_b", "sigma_b")) == expected, tt::tolerance(1e-6));
+    BOOST_TEST(metrics::frechet_distance(stored("mu_b", "sigma_b"), a) == metrics::frechet_distance(b, a), tt::tolerance(1e-9));
+}
+
 BOOST_AUTO_TEST_CASE(errors) {
     const auto a = statistics_of(correlated_features(10, 4, 61));
     const auto b = statistics_of(correlated_features(10, 3, 62));
