@@ -6,10 +6,14 @@
 //                       as is), y (B) integer labels (num_classes: the null class) → out
 //   autoencoder         inputs x (B, C, H, W) → mean, logvar (the posterior after quant_conv,
 //                       logvar clamped to [−30, 20]) and decoded = decoder(post_quant_conv(mean))
+//   inception           config {} (the FID Inception has one architecture); inputs x (N, 3 or 1, H, W)
+//                       in [0, 1] → pool3 (N, 2048), logits (N, 1008), spatial (N, 2023)
+//                       (models/inception.hpp)
 // LightningDiT's four switches select the block policies at compile time; all 16 mixes exist.
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -20,6 +24,7 @@
 #include "vediff/models/autoencoder.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/models/gaussian_posterior.hpp"
+#include "vediff/models/inception.hpp"
 
 namespace vediff::io {
 
@@ -59,7 +64,7 @@ named_tensors pick_mlp(const transformer_flags& f, const models::dit_config& c, 
 
 } // namespace detail
 
-/// Runs `model` ("dit", "lightningdit" or "autoencoder"); errors name the file and the cause.
+/// Runs `model` ("dit", "lightningdit", "autoencoder" or "inception"); errors name the file and the cause.
 inline named_tensors run_forward(const std::string& model, const std::filesystem::path& config_path,
                                  const std::filesystem::path& weights, const std::filesystem::path& inputs_path) {
     const auto json = read_json_file(config_path);
@@ -83,7 +88,20 @@ inline named_tensors run_forward(const std::string& model, const std::filesystem
         out.emplace("logvar", std::move(post.logvar));
         return out;
     }
-    throw io_error(fmt::format("forward: unknown model '{}' (dit, lightningdit, autoencoder)", model));
+    if (model == "inception") {
+        if (!json.is_object() || !json.empty())
+            throw io_error(fmt::format("{}: the FID Inception takes no config keys (write {{}}), got {}", config_path.string(),
+                                       json.dump()));
+        auto net = std::make_unique<models::fid_inception_v3<float>>();  // 24M parameters: off the stack
+        load_state_dict(weights, *net, /*strict=*/true);
+        auto features = net->forward(inputs.get<float>("x"));
+        named_tensors out;
+        out.emplace("pool3", std::move(features.pool3));
+        out.emplace("logits", std::move(features.logits));
+        out.emplace("spatial", std::move(features.spatial));
+        return out;
+    }
+    throw io_error(fmt::format("forward: unknown model '{}' (dit, lightningdit, autoencoder, inception)", model));
 }
 
 } // namespace vediff::io
