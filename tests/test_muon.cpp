@@ -15,6 +15,7 @@
 #include "vediff/backend/cpu.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/optim/muon.hpp"
+#include "vediff/train/checkpoint.hpp"
 
 using namespace vediff;
 using testing::contains;
@@ -247,4 +248,48 @@ BOOST_AUTO_TEST_CASE(invalid_configs_are_named_errors) {
     c = toy_config();
     c.muon_lr = std::nan("");
     BOOST_TEST(contains(message_for(c), "muon_lr"));
+}
+
+BOOST_AUTO_TEST_CASE(checkpoint_round_trip_resumes_bit_exactly) {
+    // The same resume through train::save_checkpoint / load_checkpoint, which take any optimizer
+    // with for_each_state and step_count (the train-dit job's path for --optimizer muon).
+    const regression_problem problem;
+    toy_regression straight;
+    optim::muon<double, cpu> opt_straight(straight, toy_config());
+    for (int i = 0; i < 6; ++i) {
+        problem.loss_and_gradient(straight);
+        opt_straight.step();
+    }
+    testing::temp_dir dir("muon_checkpoint");
+    {
+        toy_regression first_half;
+        optim::muon<double, cpu> opt(first_half, toy_config());
+        for (int i = 0; i < 3; ++i) {
+            problem.loss_and_gradient(first_half);
+            opt.step();
+        }
+        train::train_state state;
+        state.step = 3;
+        train::save_checkpoint(dir.path, first_half, opt, state);
+    }
+    toy_regression resumed;
+    optim::muon<double, cpu> opt(resumed, toy_config());
+    train::train_state state;
+    train::load_checkpoint(dir.path, resumed, opt, state);
+    BOOST_TEST(opt.step_count() == 3);
+    for (int i = 0; i < 3; ++i) {
+        problem.loss_and_gradient(resumed);
+        opt.step();
+    }
+    BOOST_TEST(resumed.weight.value.to_vector() == straight.weight.value.to_vector());
+    BOOST_TEST(resumed.bias.value.to_vector() == straight.bias.value.to_vector());
+    // An AdamW checkpoint's state does not load into Muon (the momentum buffer is missing).
+    testing::temp_dir adam_dir("muon_from_adamw");
+    {
+        toy_regression m;
+        optim::adamw<double, cpu> adam(m);
+        train::save_checkpoint(adam_dir.path, m, adam, train::train_state{});
+    }
+    const auto msg = testing::io_error_message([&] { train::load_checkpoint(adam_dir.path, resumed, opt, state); });
+    BOOST_TEST(contains(msg, "momentum_buffer"));
 }

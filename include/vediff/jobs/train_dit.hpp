@@ -31,6 +31,7 @@
 #include "vediff/optim/adamw.hpp"
 #include "vediff/optim/clip.hpp"
 #include "vediff/optim/ema.hpp"
+#include "vediff/optim/muon.hpp"
 #include "vediff/optim/schedule.hpp"
 #include "vediff/train/checkpoint.hpp"
 #include "vediff/train/dit_run.hpp"
@@ -50,8 +51,18 @@ struct dit_run_options {
 namespace dit_detail {
 namespace fs = std::filesystem;
 
-template <class Design, device D>
-nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
+/// The optimizer a run configuration names: AdamW over every parameter, or Muon + AdamW.
+template <class Optimizer, class Model>
+Optimizer make_optimizer(Model& model, const train::dit_run_config& cfg) {
+    const optim::adamw_config adam{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay};
+    if constexpr (std::same_as<Optimizer, optim::muon<typename Model::value_type, typename Model::device_type>>)
+        return Optimizer(model, optim::muon_config{.muon_lr = cfg.muon_lr, .muon_weight_decay = cfg.weight_decay, .adam = adam});
+    else
+        return Optimizer(model, adam);
+}
+
+template <class Design, device D, class Optimizer>
+nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run) {
     using model_type = models::diffusion_transformer<Design, float, D>;
     const fs::path checkpoint_dir = run.out / "checkpoint";
     fs::create_directories(run.out);
@@ -68,7 +79,7 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
     const data::labeled_images<float> set{normalization.normalize(cache.latents.view()), cache.labels};
 
     model_type model(cfg.model, cfg.seed);
-    optim::adamw<float, D> opt(model, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+    auto opt = make_optimizer<Optimizer>(model, cfg);
     optim::ema<float, D> average(model, {.decay = cfg.ema_decay, .warmup = true});
     train::model_with_ema<model_type> model_and_average{model, average};
     data::batch_loader<float> loader(set, cfg.batch, cfg.seed);
@@ -151,6 +162,12 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
     return summary;
 }
 
+template <class Design, device D>
+nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
+    if (cfg.optimizer == "adamw") return train_with<Design, D, optim::adamw<float, D>>(std::move(cfg), run);
+    if (cfg.optimizer == "muon") return train_with<Design, D, optim::muon<float, D>>(std::move(cfg), run);
+    throw std::invalid_argument(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
+}
 } // namespace dit_detail
 
 
@@ -183,6 +200,8 @@ void add_dit_options(cxxopts::Options& options) {
         ("time-budget", "stop after this many seconds of training (0: no limit)", cxxopts::value<double>()->default_value("0"))
         ("batch", "batch size", cxxopts::value<std::int64_t>()->default_value(dflt(d.batch)))
         ("lr", "learning rate (AdamW)", cxxopts::value<double>()->default_value(dflt(d.lr)))
+        ("optimizer", "adamw | muon (Muon for the blocks' weight matrices, AdamW for the rest)", cxxopts::value<std::string>()->default_value(d.optimizer))
+        ("muon-lr", "Muon's learning rate (scheduled with --lr's warmup)", cxxopts::value<double>()->default_value(dflt(d.muon_lr)))
         ("warmup", "linear warmup steps", cxxopts::value<std::int64_t>()->default_value(dflt(d.warmup)))
         ("clip", "clip the global gradient norm (0: off)", cxxopts::value<double>()->default_value(dflt(d.clip)))
         ("ema", "EMA decay", cxxopts::value<double>()->default_value(dflt(d.ema_decay)))
@@ -228,6 +247,10 @@ std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts
         cfg.time_budget_s = a["time-budget"].as<double>();
         cfg.batch = a["batch"].as<std::int64_t>();
         cfg.lr = a["lr"].as<double>();
+        cfg.optimizer = a["optimizer"].as<std::string>();
+        if (cfg.optimizer != "adamw" && cfg.optimizer != "muon")
+            throw std::invalid_argument(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
+        cfg.muon_lr = a["muon-lr"].as<double>();
         cfg.warmup = a["warmup"].as<std::int64_t>();
         cfg.clip = a["clip"].as<double>();
         cfg.ema_decay = a["ema"].as<double>();

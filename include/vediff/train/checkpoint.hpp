@@ -1,7 +1,8 @@
 #pragma once
 // Checkpoints for an exact resume. A checkpoint is a directory holding
 //   model.safetensors        the model's state_dict (loads in PyTorch, and with io::load_state_dict)
-//   train_state.safetensors  the AdamW moments (tensors named as adamw::for_each_state names them)
+//   train_state.safetensors  the optimizer's state (tensors named as its for_each_state names them:
+//                            adamw's moments, or muon's momentum buffers and moments)
 //                            and, in __metadata__, the step, the optimizer's step count, the
 //                            Philox generators by name, the loader's epoch and position, and the
 //                            run's configuration as a JSON string.
@@ -150,8 +151,8 @@ inline bool checkpoint_exists(const std::filesystem::path& dir) {
 }
 
 /// Saves model, optimizer and state into `dir` (created if needed), replacing the checkpoint there.
-template <class Model, class T, device D>
-void save_checkpoint(const std::filesystem::path& dir, Model& model, optim::adamw<T, D>& optimizer, const train_state& state) {
+template <class Model, class Optimizer, class T = typename Optimizer::value_type, device D = typename Optimizer::device_type>
+void save_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& optimizer, const train_state& state) {
     namespace fs = std::filesystem;
     try {
         [[maybe_unused]] const auto config = nlohmann::json::parse(state.config_json);
@@ -215,8 +216,8 @@ inline train_state read_train_state(const std::filesystem::path& dir) {
 /// caller needs are the keys of state.generators: the file must hold exactly these (seed, stream
 /// and offset are all restored). The moments must match the optimizer's parameters by name and
 /// shape, the weights the model's (io::load_state_dict). Nothing is changed unless all is valid.
-template <class Model, class T, device D>
-void load_checkpoint(const std::filesystem::path& dir, Model& model, optim::adamw<T, D>& optimizer, train_state& state) {
+template <class Model, class Optimizer, class T = typename Optimizer::value_type, device D = typename Optimizer::device_type>
+void load_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& optimizer, train_state& state) {
     const std::filesystem::path model_path = dir / model_file_name, state_path = dir / state_file_name;
     for (const auto& p : {model_path, state_path}) {
         std::error_code ec;

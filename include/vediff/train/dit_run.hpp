@@ -29,13 +29,17 @@ struct dit_run_config {
     std::int64_t steps = 100000, batch = 128, warmup = 200;
     double lr = 5e-4, beta1 = 0.9, beta2 = 0.95, weight_decay = 0.0, clip = 1.0;
     double ema_decay = 0.999;
+    // adamw | muon (optim/muon.hpp: Muon for the blocks' weight matrices at muon_lr, AdamW at lr
+    // with the betas above for the rest; weight_decay for both).
+    std::string optimizer = "adamw";
+    double muon_lr = 0.02;
     std::string time_sampling = "logit_normal";  // uniform | logit_normal
     bool cosine_term = false;
     std::uint64_t seed = 0;
     double time_budget_s = 0;  // > 0: stop once this much training time has passed
 
     nlohmann::json to_json() const {
-        return {{"latents", latents}, {"tokenizer", tokenizer}, {"tokenizer_config", tokenizer_config}, {"latent_mean", latent_mean}, {"latent_std", latent_std},
+        nlohmann::json j = {{"latents", latents}, {"tokenizer", tokenizer}, {"tokenizer_config", tokenizer_config}, {"latent_mean", latent_mean}, {"latent_std", latent_std},
                 {"design", design},
                 {"model", {{"input_size", model.input_size}, {"patch_size", model.patch_size}, {"in_channels", model.in_channels},
                            {"hidden_size", model.hidden_size}, {"depth", model.depth}, {"num_heads", model.num_heads},
@@ -44,6 +48,12 @@ struct dit_run_config {
                 {"steps", steps}, {"batch", batch}, {"warmup", warmup}, {"lr", lr}, {"beta1", beta1}, {"beta2", beta2},
                 {"weight_decay", weight_decay}, {"clip", clip}, {"ema_decay", ema_decay}, {"time_sampling", time_sampling},
                 {"cosine_term", cosine_term}, {"seed", seed}, {"time_budget_s", time_budget_s}};
+        // Recorded only when not the default, so an AdamW run's configuration reads as before.
+        if (optimizer != "adamw") {
+            j["optimizer"] = optimizer;
+            j["muon_lr"] = muon_lr;
+        }
+        return j;
     }
 
     static dit_run_config from_json(const nlohmann::json& j) {
@@ -78,6 +88,8 @@ struct dit_run_config {
         c.cosine_term = j.at("cosine_term").get<bool>();
         c.seed = j.at("seed").get<std::uint64_t>();
         c.time_budget_s = j.at("time_budget_s").get<double>();
+        c.optimizer = j.value("optimizer", std::string("adamw"));  // absent: AdamW (and runs saved before the choice)
+        c.muon_lr = j.value("muon_lr", 0.02);
         return c;
     }
 };
