@@ -268,6 +268,33 @@ BOOST_AUTO_TEST_CASE(matches_scipy_on_stored_features) {
     BOOST_TEST(metrics::frechet_distance(b, a) == expected, tt::tolerance(1e-6));
 }
 
+BOOST_AUTO_TEST_CASE(singular_covariances) {
+    // Rank-deficient, rotated diagonal covariances (zero variances in both, in different
+    // directions): d² = |μa − μb|² + Σ_i (√a_i − √b_i)² still holds.
+    const int f = 8;
+    Eigen::VectorXd mu_a = Eigen::VectorXd::LinSpaced(f, -1.0, 2.0), mu_b = Eigen::VectorXd::Zero(f), var_a(f), var_b(f);
+    var_a << 0, 4, 0, 9, 2, 0, 1, 0.5;
+    var_b << 1, 0, 0, 9, 0.5, 3, 0, 0.5;
+    double expected = (mu_a - mu_b).squaredNorm();
+    for (int i = 0; i < f; ++i) expected += std::pow(std::sqrt(var_a(i)) - std::sqrt(var_b(i)), 2);
+    const Eigen::HouseholderQR<Eigen::MatrixXd> qr(Eigen::MatrixXd::NullaryExpr(f, f, [](Eigen::Index i, Eigen::Index j) {
+        return philox_normal<double>(43, 0, 0, static_cast<std::uint64_t>(i * 8 + j));
+    }));
+    const Eigen::MatrixXd q = qr.householderQ();
+    const auto a = metrics::feature_statistics::from_mean_and_covariance(q * mu_a, q * var_a.asDiagonal() * q.transpose());
+    const auto b = metrics::feature_statistics::from_mean_and_covariance(q * mu_b, q * var_b.asDiagonal() * q.transpose());
+    // Zero eigenvalues of Σa Σb come out as rounding noise ~1e-16, whose roots (~1e-8) enter the trace.
+    BOOST_TEST(metrics::frechet_distance(a, b) == expected, tt::tolerance(1e-7));
+    BOOST_TEST(metrics::frechet_distance(b, a) == expected, tt::tolerance(1e-7));
+    // Fewer samples than features, and a constant feature: a set against itself is still 0.
+    auto x = correlated_features(12, 30, 71, 0.5);
+    for (std::int64_t i = 0; i < 12; ++i) x.at(i, 4) = 3.0;
+    const auto s = statistics_of(x);
+    // 19 of its 30 eigenvalues are 0: their rounding noise's roots bound the accuracy.
+    BOOST_TEST(std::abs(metrics::frechet_distance(s, s)) <= 1e-6 * s.covariance().trace(),
+               metrics::frechet_distance(s, s) << " against a trace of " << s.covariance().trace());
+}
+
 BOOST_AUTO_TEST_CASE(fid_matches_pytorch_fid_calculate_frechet_distance) {
     // tests/fixtures/make_fid_scipy.py: 500 and 400 float32 features of 64 dimensions, numpy's
     // moments and pytorch-fid's calculate_frechet_distance (scipy.linalg.sqrtm(Σa Σb)), read from
