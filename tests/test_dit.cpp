@@ -185,6 +185,75 @@ BOOST_AUTO_TEST_CASE(block_and_final_layer_gradients) {
     check_conditioned_layer_gradients("lightning dit block<float>", block_f, {2, 4, 16}, {2, 16});
 }
 
+namespace {
+
+/// A layer's forward under nn::no_grad against its forward with gradients: the same values bit
+/// for bit (one code path, the attention op's output-only kernel doing the same arithmetic), and
+/// nothing kept: a backward after it throws.
+template <class Layer, class... Inputs>
+void check_no_grad_forward(const std::string& name, Layer& layer, const Inputs&... inputs) {
+    const auto with_grad = layer.forward(inputs.view()...).to_vector();
+    tensor<float> out;
+    {
+        nn::no_grad scope;
+        out = layer.forward(inputs.view()...);
+    }
+    BOOST_TEST(max_abs(with_grad) > 0, name);  // a path that carries no signal would compare zeros
+    BOOST_TEST_CONTEXT(name << ": no_grad forward against the forward with gradients") {
+        BOOST_TEST(out.to_vector() == with_grad, boost::test_tools::per_element());
+    }
+    const auto msg = error_message<std::logic_error>([&] {
+        if constexpr (sizeof...(Inputs) == 1) {
+            (void)layer.backward(out.view());
+        } else {
+            auto dc = tensor<float>::zeros({2, 16});
+            (void)layer.backward(out.view(), dc);
+        }
+    });
+    BOOST_TEST(contains(msg, "backward needs a forward"), name << ": " << msg);
+}
+
+template <class Design>
+void check_block_no_grad(const std::string& name) {
+    const models::dit_block_config c{.dim = 16, .heads = 2, .mlp_ratio = 2.0, .grid = 3};
+    models::dit_block_layer<float, cpu, Design> block(c, 1);
+    randomize_parameters(block, 6, 0.3);  // non-zero modulation: the reference init would zero both branches
+    const auto x = random_tensor<float>({2, 9, 16}, 11), cond = random_tensor<float>({2, 16}, 12);
+    check_no_grad_forward(name, block, x, cond);
+}
+
+template <class Norm>
+void check_final_layer_no_grad(const std::string& name) {
+    models::dit_final_layer<float, cpu, Norm> final_layer(16, 12, 2);
+    randomize_parameters(final_layer, 7, 0.3);
+    const auto x = random_tensor<float>({2, 9, 16}, 13), cond = random_tensor<float>({2, 16}, 14);
+    check_no_grad_forward(name, final_layer, x, cond);
+}
+
+template <class Rope, class QkNorm>
+void check_attention_no_grad(const std::string& name) {
+    models::dit_attention<float, cpu, Rope, QkNorm> attention({.dim = 16, .heads = 2, .grid = 3});
+    randomize_parameters(attention, 4, 0.4);
+    check_no_grad_forward(name, attention, random_tensor<float>({2, 9, 16}, 15));
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(no_grad_forward_is_bit_identical_for_every_layer) {
+    check_attention_no_grad<models::no_rope, models::no_qk_norm>("attention");
+    check_attention_no_grad<models::rope_2d, models::no_qk_norm>("attention + rope");
+    check_attention_no_grad<models::no_rope, models::qk_norm>("attention + qk norm");
+    check_attention_no_grad<models::rope_2d, models::qk_norm>("attention + rope + qk norm");
+    nn::swiglu<float> swiglu(16, 21, 3);
+    check_no_grad_forward("swiglu", swiglu, random_tensor<float>({2, 9, 16}, 16));
+    check_block_no_grad<models::dit_design>("dit block (layer norm, gelu mlp)");
+    check_block_no_grad<models::lightning_dit_design>("lightning dit block (rms norm, swiglu, rope, qk norm)");
+    check_block_no_grad<models::dit_block<models::rms_norm, models::gelu_mlp, models::no_rope, models::qk_norm>>("rms norm, gelu, qk norm");
+    check_block_no_grad<models::dit_block<models::layer_norm, models::swiglu, models::rope_2d, models::no_qk_norm>>("layer norm, swiglu, rope");
+    check_final_layer_no_grad<models::layer_norm>("final layer (layer norm)");
+    check_final_layer_no_grad<models::rms_norm>("final layer (rms norm)");
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(dit_models)
@@ -253,25 +322,43 @@ BOOST_AUTO_TEST_CASE(whole_model_gradients) {
 }
 
 BOOST_AUTO_TEST_CASE(inference_forward_is_the_same_function_and_refuses_backward) {
-    // Evaluation mode runs forward under nn::no_grad: the fused in-place path gives the output
-    // of the training path bit for bit, and a backward after it throws instead of reading stale state.
+    // Evaluation mode runs forward under nn::no_grad: the one forward, keeping nothing, gives the
+    // output of a forward with gradients bit for bit, and a backward after it throws instead of
+    // reading stale state; a training forward after it keeps again and gives the same gradients.
     auto c = tiny_config();
     c.class_dropout_prob = 0.5;
     auto x = random_tensor<float>({2, 3, 4, 4}, 1);
     auto t = tensor<float>::from_host({2}, {0.2f, 0.7f});
     auto y = labels<float>({1, 5});
+    auto null_labels = labels<float>({5, 5});
+    const auto dy = random_tensor<float>({2, 3, 4, 4}, 9);
     const auto check = [&](auto& model, const std::string& name) {
         randomize_parameters(model, 3, 0.3);
+        model.train(true);
+        auto out = model.forward(x, t, null_labels);
+        nn::zero_grad(model);
+        const auto dx_before = model.backward(dy).to_vector();
+        const auto gate_grad_before = model.blocks[0].adaLN_modulation.template get<1>().weight.grad.to_vector();
         model.train(false, /*keep_for_backward=*/true);
         const auto with_grad = model.forward(x, t, y).to_vector();
         model.train(false);
-        const auto out = model.forward(x, t, y);
+        out = model.forward(x, t, y);
         BOOST_TEST(out.to_vector() == with_grad, name);
         const auto msg = error_message<std::logic_error>([&] { (void)model.backward(out); });
         BOOST_TEST(contains(msg, "diffusion_transformer: backward needs a forward run with gradients enabled"), name << ": " << msg);
-        model.train(true);  // training again: forward keeps, backward works
-        (void)model.forward(x, t, y);
-        BOOST_CHECK_NO_THROW((void)model.backward(out));
+        // Training again: forward keeps, and backward gives the gradient of a forward with
+        // gradients from before the inference pass (null labels: label dropout leaves them as they are).
+        model.train(true);
+        (void)model.forward(x, t, null_labels);
+        nn::zero_grad(model);
+        const auto dx_after = model.backward(dy).to_vector();
+        const auto gate_grad_after = model.blocks[0].adaLN_modulation.template get<1>().weight.grad.to_vector();
+        BOOST_TEST(max_abs(dx_after) > 0, name);
+        BOOST_TEST(max_abs(gate_grad_after) > 0, name);
+        BOOST_TEST_CONTEXT(name << ": gradients after an inference pass") {
+            BOOST_TEST(dx_after == dx_before, boost::test_tools::per_element());
+            BOOST_TEST(gate_grad_after == gate_grad_before, boost::test_tools::per_element());
+        }
         {
             nn::no_grad scope;  // the explicit switch, for any layer or model
             BOOST_TEST(!nn::grad_enabled());

@@ -20,6 +20,13 @@
 
 namespace vediff::models {
 
+/// Releases a forward's intermediates now unless backward will need them (keep: the layer's
+/// backward_record said so), so that under nn::no_grad a few activations are alive at a time.
+template <class... Tensors>
+void release_unless(bool keep, Tensors&... intermediates) {
+    if (!keep) ((intermediates = {}), ...);
+}
+
 struct dit_attention_config {
     std::int64_t dim = 0;
     std::int64_t heads = 1;
@@ -65,13 +72,17 @@ struct dit_attention {
     /// x (B, N, D) → (B, N, D).
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
-        if (!record_.keep()) return infer(x);
+        // One path for training and inference: under nn::no_grad each intermediate is released
+        // right after its last reader, and the attention op keeps no probabilities.
+        const bool keep = record_.keep();
         qkv_ = qkv.forward(x);
         if constexpr (!transforms_qk) {
             attended_ = core_.forward(qkv_);
+            release_unless(keep, qkv_);
         } else {
             const std::int64_t B = x.dim(0), N = x.dim(1);
             auto parts = ops::chunk(qkv_.view(), 3, 2);
+            qkv_ = {};  // the pieces are copies; backward reads them, not qkv_
             q_ = std::move(parts[0]).reshape({B, N, cfg.heads, head_dim()});
             k_ = std::move(parts[1]).reshape({B, N, cfg.heads, head_dim()});
             v_ = std::move(parts[2]);
@@ -90,9 +101,15 @@ struct dit_attention {
                 k = k_rotated.view();
             }
             packed_ = ops::concat<T, D>({q.reshape({B, N, cfg.dim}), k.reshape({B, N, cfg.dim}), v_.view()}, 2);
+            release_unless(keep, q_, k_, v_, q_normed_, k_normed_);
+            q_rotated = {};
+            k_rotated = {};
             attended_ = core_.forward(packed_);
+            release_unless(keep, packed_);
         }
-        return proj.forward(attended_);
+        auto out = proj.forward(attended_);
+        release_unless(keep, attended_);
+        return out;
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
@@ -130,31 +147,6 @@ struct dit_attention {
     }
 
 private:
-    /// The forward under nn::no_grad: the same function with every intermediate a local, and the
-    /// attention's probabilities in per-thread scratch.
-    tensor<T, D> infer(const tensor_view<T, D>& x) {
-        for (auto* t : {&qkv_, &q_, &k_, &v_, &q_normed_, &k_normed_, &packed_, &attended_}) *t = {};
-        auto packed = qkv.forward(x);  // (B, N, 3D)
-        if constexpr (transforms_qk) {
-            const std::int64_t B = x.dim(0), N = x.dim(1);
-            auto parts = ops::chunk(packed.view(), 3, 2);
-            auto q = std::move(parts[0]).reshape({B, N, cfg.heads, head_dim()});
-            auto k = std::move(parts[1]).reshape({B, N, cfg.heads, head_dim()});
-            if constexpr (QkNorm::enabled) {
-                q = q_norm.forward(q);
-                k = k_norm.forward(k);
-            }
-            if constexpr (Rope::enabled) {
-                check_tokens(N);
-                q = ops::rope(q.view(), cos_.view(), sin_.view());
-                k = ops::rope(k.view(), cos_.view(), sin_.view());
-            }
-            packed = ops::concat<T, D>({q.reshape({B, N, cfg.dim}), k.reshape({B, N, cfg.dim}), parts[2].view()}, 2);
-        }
-        const auto attended = core_.forward(packed);
-        return proj.forward(attended);
-    }
-
     void check_tokens(std::int64_t n) const {
         if (n != cos_.dim(0))
             throw shape_error(fmt::format("dit_attention: {} tokens, but the RoPE tables are built for a {}x{} grid", n, cfg.grid, cfg.grid));
@@ -163,7 +155,7 @@ private:
     nn::backward_record record_;
     nn::multi_head_attention_core<T, D> core_;
     tensor<T, D> cos_, sin_;  // (N, head_dim) RoPE tables, with RoPE only
-    tensor<T, D> qkv_;        // (B, N, 3D)
+    tensor<T, D> qkv_;        // (B, N, 3D), the attention's input without qk transforms
     tensor<T, D> q_, k_, v_;  // (B, N, heads, head_dim) q and k, (B, N, D) v: cut from qkv_
     tensor<T, D> q_normed_, k_normed_;  // (B, N, heads, head_dim), with qk-norm
     tensor<T, D> packed_;     // (B, N, 3D): transformed q, k and v, the attention's input

@@ -82,17 +82,26 @@ struct dit_block_layer {
     tensor<T, D> forward(const tensor_view<T, D>& x, const tensor_view<T, D>& c) {
         if (x.rank() != 3 || x.dim(2) != cfg.dim || c.rank() != 2 || c.dim(0) != x.dim(0) || c.dim(1) != cfg.dim)
             throw shape_error(fmt::format("dit_block: x {} and c {} must be (B, N, {}) and (B, {})", x.shape(), c.shape(), cfg.dim, cfg.dim));
-        if (!record_.keep()) return infer(x, c);
-        modulation_ = adaLN_modulation.forward(c);
-        chunks_ = modulation_chunks(modulation_.view(), 6);
+        // One path for training and inference: under nn::no_grad each intermediate is released
+        // right after its last reader instead of being kept for backward.
+        const bool keep = record_.keep();
+        chunks_ = modulation_chunks(adaLN_modulation.forward(c).view(), 6);  // copies: the modulation dies here
         normed1_ = norm1.forward(x);
         modulated1_ = ops::modulate(normed1_.view(), chunks_[0].view(), chunks_[1].view());
+        release_unless(keep, normed1_);
         attended_ = attn.forward(modulated1_);
+        release_unless(keep, modulated1_);
         mid_ = ops::addcmul_broadcast(x, attended_.view(), chunks_[2].view());
+        release_unless(keep, attended_);
         normed2_ = norm2.forward(mid_);
         modulated2_ = ops::modulate(normed2_.view(), chunks_[3].view(), chunks_[4].view());
+        release_unless(keep, normed2_);
         mlp_out_ = mlp.forward(modulated2_);
-        return ops::addcmul_broadcast(mid_.view(), mlp_out_.view(), chunks_[5].view());
+        release_unless(keep, modulated2_);
+        auto out = ops::addcmul_broadcast(mid_.view(), mlp_out_.view(), chunks_[5].view());
+        release_unless(keep, mid_, mlp_out_);
+        if (!keep) chunks_.clear();
+        return out;
     }
 
     /// dy (B, N, D) → dx; adds the block's share of the gradient into dc (B, D).
@@ -122,23 +131,7 @@ struct dit_block_layer {
     }
 
 private:
-    /// The forward under nn::no_grad: the same function, with the modulation applied and the
-    /// gated residuals added in place, and every activation released once read.
-    tensor<T, D> infer(const tensor_view<T, D>& x, const tensor_view<T, D>& c) {
-        for (auto* t : {&modulation_, &normed1_, &modulated1_, &attended_, &mid_, &normed2_, &modulated2_, &mlp_out_}) *t = {};
-        chunks_.clear();
-        const auto chunks = modulation_chunks(adaLN_modulation.forward(c).view(), 6);
-        auto h = norm1.forward(x);
-        ops::modulate_in_place(h.view(), chunks[0].view(), chunks[1].view());
-        auto out = ops::addcmul_broadcast(x, attn.forward(h).view(), chunks[2].view());
-        h = norm2.forward(out);
-        ops::modulate_in_place(h.view(), chunks[3].view(), chunks[4].view());
-        ops::addcmul_broadcast_in_place(out.view(), mlp.forward(h).view(), chunks[5].view());
-        return out;
-    }
-
     nn::backward_record record_;
-    tensor<T, D> modulation_;               // (B, 6D)
     std::vector<tensor<T, D>> chunks_;      // 6 × (B, 1, D): shift₁, scale₁, gate₁, shift₂, scale₂, gate₂
     tensor<T, D> normed1_, modulated1_;     // (B, N, D)
     tensor<T, D> attended_;                 // (B, N, D)
@@ -172,19 +165,15 @@ struct dit_final_layer {
     tensor<T, D> forward(const tensor_view<T, D>&, tensor<T, D>&&) = delete;
     /// x (B, N, D), c (B, D) → (B, N, out).
     tensor<T, D> forward(const tensor_view<T, D>& x, const tensor_view<T, D>& c) {
-        if (!record_.keep()) {  // nn::no_grad: modulate in place, keep nothing
-            for (auto* t : {&modulation_, &normed_, &modulated_}) *t = {};
-            chunks_.clear();
-            const auto chunks = modulation_chunks(adaLN_modulation.forward(c).view(), 2);
-            auto h = norm_final.forward(x);
-            ops::modulate_in_place(h.view(), chunks[0].view(), chunks[1].view());
-            return linear.forward(h);
-        }
-        modulation_ = adaLN_modulation.forward(c);
-        chunks_ = modulation_chunks(modulation_.view(), 2);
+        const bool keep = record_.keep();  // one path; under nn::no_grad nothing outlives the call
+        chunks_ = modulation_chunks(adaLN_modulation.forward(c).view(), 2);
         normed_ = norm_final.forward(x);
         modulated_ = ops::modulate(normed_.view(), chunks_[0].view(), chunks_[1].view());
-        return linear.forward(modulated_);
+        release_unless(keep, normed_);
+        auto out = linear.forward(modulated_);
+        release_unless(keep, modulated_);
+        if (!keep) chunks_.clear();
+        return out;
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy, tensor<T, D>& dc) {
@@ -205,7 +194,6 @@ struct dit_final_layer {
 
 private:
     nn::backward_record record_;
-    tensor<T, D> modulation_;           // (B, 2D)
     std::vector<tensor<T, D>> chunks_;  // shift, scale: (B, 1, D)
     tensor<T, D> normed_, modulated_;   // (B, N, D)
 };

@@ -54,13 +54,8 @@ struct multi_head_attention_core : parameterless {
     /// qkv (B, N, 3·D), rows [q | k | v] with heads contiguous → (B, N, D).
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& qkv) {
-        if (!record_.keep()) {
-            input_ = {};
-            saved_ = {};
-            return ops::packed_attention_output(qkv, cfg.heads);
-        }
-        input_ = qkv;
-        auto r = ops::packed_attention(qkv, cfg.heads);
+        input_ = record_.keep() ? qkv : tensor_view<T, D>{};
+        auto r = ops::packed_attention(qkv, cfg.heads);  // under nn::no_grad the op keeps no state
         saved_ = std::move(r.saved);
         return std::move(r.out);
     }

@@ -7,8 +7,9 @@
 //   spatial_attention  channels-first q (B, C, Sq), k (B, C, Sk), v (B, Cv, Sk) → (B, Cv, Sq), one
 //                      head over positions: LDM's AttnBlock after its 1×1 q, k, v convolutions.
 // Each forward returns the output and the backend's saved state for its backward (the cpu keeps
-// the probabilities (B, H, Nq, Nk) there; the cuda backend only each row's log Σ exp);
-// packed_attention_output computes the output alone, keeping nothing (inference).
+// the probabilities (B, H, Nq, Nk) there; the cuda backend only each row's log Σ exp).
+// packed_attention_output computes the output alone, keeping nothing; packed_attention does
+// that itself under nn::no_grad, so a layer has one forward for training and inference.
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -17,6 +18,7 @@
 
 #include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
+#include "vediff/nn/grad_mode.hpp"
 
 namespace vediff::ops {
 
@@ -156,17 +158,6 @@ attention_gradients<T, D> attention_backward(const tensor_view<T, D>& dout, cons
                                              dout, q, k, v, saved, detail::attention_scale(scale, l.key_dim));
 }
 
-/// Multi-head self-attention on a packed qkv (B, N, 3·D) → (B, N, D), heads concatenated.
-template <class T, device D>
-attention_result<T, D> packed_attention(const tensor_view<T, D>& qkv, std::int64_t heads,
-                                        std::optional<double> scale = std::nullopt) {
-    const auto l = detail::packed_layout("packed_attention", qkv, heads);
-    const T* base = qkv.data();
-    const std::int64_t d = l.heads * l.key_dim;
-    return detail::attention_forward<false, T, D>(l, tensor_shape{l.batch, l.queries, d}, base, base + d, base + 2 * d,
-                                                  detail::attention_scale(scale, l.key_dim));
-}
-
 /// packed_attention's output alone, with no state kept for a backward (inference, nn::no_grad).
 template <class T, device D>
 tensor<T, D> packed_attention_output(const tensor_view<T, D>& qkv, std::int64_t heads, std::optional<double> scale = std::nullopt) {
@@ -177,6 +168,20 @@ tensor<T, D> packed_attention_output(const tensor_view<T, D>& qkv, std::int64_t 
     attention_kernels<D>::template forward_output<false>(out.data(), base, base + d, base + 2 * d, l,
                                                          T(detail::attention_scale(scale, l.key_dim)));
     return out;
+}
+
+/// Multi-head self-attention on a packed qkv (B, N, 3·D) → (B, N, D), heads concatenated. Under
+/// nn::no_grad the saved state stays empty: the output-only kernel, the same arithmetic, runs
+/// without storing what a backward would read (on the cpu, every head's probabilities).
+template <class T, device D>
+attention_result<T, D> packed_attention(const tensor_view<T, D>& qkv, std::int64_t heads,
+                                        std::optional<double> scale = std::nullopt) {
+    if (!nn::grad_enabled()) return {packed_attention_output(qkv, heads, scale), {}};
+    const auto l = detail::packed_layout("packed_attention", qkv, heads);
+    const T* base = qkv.data();
+    const std::int64_t d = l.heads * l.key_dim;
+    return detail::attention_forward<false, T, D>(l, tensor_shape{l.batch, l.queries, d}, base, base + d, base + 2 * d,
+                                                  detail::attention_scale(scale, l.key_dim));
 }
 
 /// dqkv (B, N, 3·D) from dout (B, N, D) and the forward's saved state.
