@@ -213,11 +213,11 @@ BOOST_AUTO_TEST_CASE(samples_as_adm_writes_them) {
     // Two grey 2×3 images: the quantization's corners, and values beyond [−1, 1].
     const std::vector<float> grey = {-1.0f, 1.0f, 0.0f, 0.5f, -0.999f, 0.999f,  //
                                      1.5f, -2.0f, 0.003922f, -0.5f, 0.25f, 0.9961f};
-    // (v + 1)·127.5, truncated (ADM) and rounded.
+    // (v + 1)·127.5, truncated (ADM) and rounded half up (vediff's metrics, DiT).
     const std::vector<int> truncated = {0, 255, 127, 191, 0, 254, 255, 0, 128, 63, 159, 254};
     const std::vector<int> rounded = {0, 255, 128, 191, 0, 255, 255, 0, 128, 64, 159, 255};
     const auto images = tensor<float>::from_host({2, 1, 2, 3}, grey);
-    for (auto q : {io::sample_quantization::adm_truncate, io::sample_quantization::round_to_nearest}) {
+    for (auto q : {io::sample_quantization::adm_truncate, io::sample_quantization::round_half_up}) {
         const auto& expected = q == io::sample_quantization::adm_truncate ? truncated : rounded;
         io::save_samples_npz(dir / "grey.npz", images.view(), q);
         const io::npz_file file(dir / "grey.npz");
@@ -228,12 +228,12 @@ BOOST_AUTO_TEST_CASE(samples_as_adm_writes_them) {
             for (int k = 0; k < 3; ++k)
                 BOOST_TEST(int(bytes.data()[p * 3 + std::size_t(k)]) == expected[p], "pixel " << p << " channel " << k << " of " << grey[p]);
     }
-    // Colour (N, 3, H, W) goes to (N, H, W, 3); labels to arr_1 int64.
+    // Colour (N, 3, H, W) goes to (N, H, W, 3), rounded half up by default; labels to arr_1 int64.
     const auto rgb = tensor<double>::from_host({1, 3, 1, 2}, {-1.0, 1.0, 0.0, 0.5, 1.0, -1.0});
     const auto labels = tensor<std::int32_t>::from_host({1}, {7});
     io::save_samples_npz(dir / "rgb.npz", rgb.view(), labels.view());
     const io::npz_file file(dir / "rgb.npz");
-    BOOST_TEST(file.get<std::uint8_t>("arr_0").to_vector() == (std::vector<std::uint8_t>{0, 127, 255, 255, 191, 0}), tt::per_element());
+    BOOST_TEST(file.get<std::uint8_t>("arr_0").to_vector() == (std::vector<std::uint8_t>{0, 128, 255, 255, 191, 0}), tt::per_element());
     BOOST_TEST((file.header("arr_1").dtype == io::npy_dtype::int64));
     BOOST_TEST(file.get<std::int64_t>("arr_1").data()[0] == 7);
     BOOST_TEST(io::load_image_batch_npz(dir / "rgb.npz").to_vector() == file.get<std::uint8_t>("arr_0").to_vector(), tt::per_element());

@@ -9,7 +9,8 @@
 // The field's evaluation files are .npz: pytorch-fid's statistics (`mu`, `sigma`), ADM's reference
 // batches (guided-diffusion evaluations/evaluator.py: `arr_0` uint8 images (N, H, W, 3) and/or
 // `mu`, `sigma`, `mu_s`, `sigma_s`) and ADM's sample batches (`arr_0`, `arr_1` labels), which
-// save_samples_npz writes from vediff's images.
+// save_samples_npz writes from vediff's images (quantized as vediff's metrics quantize, round half
+// up, or as ADM's image_sample.py does, truncating).
 //
 // Read: dtypes <f4, <f8, |u1, <i4, <i8 in C order (fortran_order True is refused by name).
 // Every problem is an io_error naming the file, the member and the cause. No allocation follows a
@@ -473,17 +474,19 @@ private:
 
 /// How save_samples_npz turns an image value v in [−1, 1] into a byte.
 enum class sample_quantization {
+    /// floor(clamp((v + 1)·127.5, 0, 255) + ½), round half up: 0.0 → 128. vediff's metrics rule
+    /// (metrics/eight_bit_images.hpp, quantize_to_8bit) and DiT's / LightningDiT's sample_ddp.py
+    /// (clamp(127.5·v + 128, 0, 255).to(uint8)).
+    round_half_up,
     /// ADM's scripts/image_sample.py: ((v + 1)·127.5).clamp(0, 255).to(uint8), which truncates:
     /// 0.0 → 127, and only v = 1 reaches 255.
-    adm_truncate,
-    /// round((v + 1)·127.5) clamped to [0, 255], half away from zero: 0.0 → 128.
-    round_to_nearest
+    adm_truncate
 };
 
 /// The byte of an image value in [−1, 1] (clamped outside); NaN is the caller's to refuse.
 inline std::uint8_t sample_byte(double v, sample_quantization q) {
     const double u = std::clamp((v + 1.0) * 127.5, 0.0, 255.0);
-    return static_cast<std::uint8_t>(q == sample_quantization::adm_truncate ? u : std::round(u));
+    return static_cast<std::uint8_t>(q == sample_quantization::adm_truncate ? u : std::floor(u + 0.5));
 }
 
 namespace detail {
@@ -519,17 +522,17 @@ void save_samples_npz(const std::filesystem::path& path, const tensor_view<T, D>
 
 /// Writes images (N, C, H, W) with values in [−1, 1] as ADM's sample batches are written
 /// (np.savez, uncompressed): `arr_0` uint8 (N, H, W, 3), one channel replicated to three, three
-/// kept. A NaN or infinite value is a numeric_error naming the image, channel and pixel.
+/// kept; bytes by vediff's metrics rule unless ADM's truncation is asked for. A NaN or infinite value is a numeric_error naming the image, channel and pixel.
 template <class T, device D>
 void save_samples_npz(const std::filesystem::path& path, const tensor_view<T, D>& images,
-                      sample_quantization quantization = sample_quantization::adm_truncate) {
+                      sample_quantization quantization = sample_quantization::round_half_up) {
     detail::save_samples_npz(path, images, nullptr, quantization);
 }
 
 /// The same with the class labels (N) as `arr_1` int64, as ADM's class-conditional sampling adds them.
 template <class T, device D, class Label>
 void save_samples_npz(const std::filesystem::path& path, const tensor_view<T, D>& images, const tensor_view<Label, D>& labels,
-                      sample_quantization quantization = sample_quantization::adm_truncate) {
+                      sample_quantization quantization = sample_quantization::round_half_up) {
     static_assert(std::is_integral_v<Label>, "save_samples_npz: labels are integers");
     if (labels.rank() != 1) throw shape_error(fmt::format("save_samples_npz: labels must be (N), got shape {}", labels.shape()));
     const auto l = labels.to_vector();
