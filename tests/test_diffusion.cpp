@@ -19,6 +19,7 @@
 #include "vediff/diffusion/guidance.hpp"
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/diffusion/samplers.hpp"
+#include "vediff/diffusion/sampling_noise.hpp"
 #include "vediff/ops/random.hpp"
 
 using namespace vediff;
@@ -239,6 +240,34 @@ BOOST_AUTO_TEST_CASE(noise_consumption_and_options) {
     BOOST_CHECK_THROW(sample(g, x0.view(), sampler_config{.kind = sampler_kind::euler_maruyama, .steps = 10, .time_shift = 0.3}, gen),
                       std::invalid_argument);
     BOOST_CHECK_THROW(sample(g, x0.view(), sampler_config{.kind = sampler_kind::euler_maruyama}), std::invalid_argument);
+}
+
+// A sample is the same whatever batch it is drawn in: 7 samples in one batch of 7, in batches of
+// 3 (3, 3, 1) and of 2, bit for bit, for the SDE (initial and step noise) and for Euler (initial
+// noise). 6 elements per sample, so Philox's 4-word blocks straddle samples when a batch is
+// filled from one stream.
+BOOST_AUTO_TEST_CASE(samples_do_not_depend_on_the_batch_size) {
+    const gaussian_target g{{0.5, -1.0}, {0.5, 1.5}};
+    const std::int64_t n = 7;
+    auto run = [&](sampler_kind kind, std::int64_t batch) {
+        const sampler_config cfg{.kind = kind, .steps = 6};
+        philox_generator gen{.seed = 9, .stream = 2};
+        const sampling_noise noise(gen, n, tensor_shape{2, 3, 1}, cfg);
+        auto out = tensor<double, cpu>({n, 2, 3, 1});
+        for (std::int64_t first = 0; first < n; first += batch) {
+            const std::int64_t last = std::min(n, first + batch);
+            const auto x0 = noise.initial<double, cpu>(first, last);
+            const auto x1 = sample(g, x0.view(), cfg, noise.steps<double, cpu>(first));
+            ops::copy(out.slice(first, last), x1.view());
+        }
+        return out;
+    };
+    for (auto kind : {sampler_kind::euler_maruyama, sampler_kind::euler}) {
+        const auto whole = run(kind, 7);
+        for (std::int64_t batch : {3, 2}) BOOST_TEST(bitwise_equal(whole.view(), run(kind, batch).view()), "sampler " << int(kind) << ", batch " << batch);
+    }
+    // The SDE's step noise matters: the SDE and Euler samples of the same initial noise differ.
+    BOOST_TEST(!bitwise_equal(run(sampler_kind::euler_maruyama, 7).view(), run(sampler_kind::euler, 7).view()));
 }
 
 BOOST_AUTO_TEST_SUITE_END()

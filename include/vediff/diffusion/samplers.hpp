@@ -19,10 +19,13 @@
 // it); a shift other than 1 is an error here.
 //
 // The velocity function is any callable v(x, t) with x (B, ...) and t (B) views returning a tensor
-// shaped like x; classifier-free guidance composes by wrapping (guidance.hpp). The SDE's noise is
-// one fill_normal of x's size per step from the philox_generator, so a seed gives the same sample
-// for any thread count.
+// shaped like x; classifier-free guidance composes by wrapping (guidance.hpp). The SDE's noise
+// comes from a step-noise source, noise(out, step), which fills out (B, ...) with the batch's
+// noise of noisy step `step`; diffusion/sampling_noise.hpp's source draws it per sample, so a
+// sample is the same whatever batch it is drawn in and with any thread count.
+#include <algorithm>
 #include <cmath>
+#include <concepts>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
@@ -34,6 +37,7 @@
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/diffusion/flow_matching.hpp"
+#include "vediff/metrics/per_sample_draws.hpp"
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/ops/random.hpp"
 
@@ -73,6 +77,13 @@ inline std::vector<double> sde_time_grid(int steps, double last_step_size = 0.04
     return grid;
 }
 
+/// The noisy steps of a sampler: those that draw noise (steps − 1 for the SDE, none for the ODEs).
+inline int noisy_steps(const sampler_config& cfg) { return cfg.kind == sampler_kind::euler_maruyama ? cfg.steps - 1 : 0; }
+
+/// A step-noise source: noise(out, step) fills out (B, ...) with N(0, I) noise of noisy step `step`.
+template <class Noise, class T, class D>  // D a device (a concept's parameters cannot be constrained)
+concept step_noise_source = std::invocable<Noise&, const tensor_view<T, D>&, int>;
+
 namespace detail {
 template <class T, device D, class Velocity>
 tensor<T, D> evaluate_velocity(Velocity& v, const tensor_view<T, D>& x, double t) {
@@ -93,9 +104,10 @@ void sde_drift_in_place(const tensor_view<T, D>& v, const tensor_view<T, D>& x, 
 }
 } // namespace detail
 
-/// x1 from the noise x0 (B, ...) along v(x, t); gen supplies the SDE's noise (unused by the ODEs).
-template <class T, device D, class Velocity>
-tensor<T, D> sample(Velocity&& v, const tensor_view<T, D>& x0, const sampler_config& cfg, philox_generator& gen) {
+/// x1 from the noise x0 (B, ...) along v(x, t); noise supplies the SDE's step noise (unused by the ODEs).
+template <class T, device D, class Velocity, class Noise>
+    requires step_noise_source<Noise, T, D>
+tensor<T, D> sample(Velocity&& v, const tensor_view<T, D>& x0, const sampler_config& cfg, Noise&& noise) {
     if (x0.rank() < 1 || x0.empty()) throw shape_error(fmt::format("sample: noise of shape {} is empty", x0.shape()));
     auto x = tensor<T, D>::copy_of(x0);
     if (cfg.kind == sampler_kind::euler_maruyama) {
@@ -103,15 +115,15 @@ tensor<T, D> sample(Velocity&& v, const tensor_view<T, D>& x0, const sampler_con
             throw std::invalid_argument(fmt::format("sample: time shift {} is for the ODE samplers; the SDE grid is fixed",
                                                     cfg.time_shift));
         const auto grid = sde_time_grid(cfg.steps, cfg.last_step_size);
-        auto noise = tensor<T, D>(x.shape());
+        auto step_noise = tensor<T, D>(x.shape());
         for (std::size_t i = 0; i + 1 < grid.size(); ++i) {
             const double t = grid[i], dt = grid[i + 1] - t;
             auto drift = detail::evaluate_velocity(v, x.view(), t);
             detail::sde_drift_in_place(drift.view(), x.view(), t);
             ops::axpy(x.view(), drift.view(), T(dt));
             if (i + 2 == grid.size()) break;  // the last step to t = 1 is noise-free
-            ops::fill_normal(noise.view(), gen);
-            ops::axpy(x.view(), noise.view(), T(std::sqrt(2.0 * (1.0 - t) * dt)));
+            noise(step_noise.view(), static_cast<int>(i));
+            ops::axpy(x.view(), step_noise.view(), T(std::sqrt(2.0 * (1.0 - t) * dt)));
         }
         return x;
     }
@@ -132,13 +144,29 @@ tensor<T, D> sample(Velocity&& v, const tensor_view<T, D>& x0, const sampler_con
     return x;
 }
 
+/// The SDE's noise from gen, drawn per sample of this call: the blocks of all B samples' noisy
+/// steps are reserved up front (metrics::per_sample_draws), sample b's step-i noise at its own
+/// block. A job that samples in batches uses sampling_noise.hpp instead, whose samples are those
+/// of the whole run, not of one call.
+template <class T, device D, class Velocity>
+tensor<T, D> sample(Velocity&& v, const tensor_view<T, D>& x0, const sampler_config& cfg, philox_generator& gen) {
+    if (x0.rank() < 1 || x0.empty()) throw shape_error(fmt::format("sample: noise of shape {} is empty", x0.shape()));
+    const std::int64_t batch = x0.dim(0);
+    const metrics::per_sample_draws draws(gen, batch, x0.numel() / batch, std::max(noisy_steps(cfg), 0));
+    return sample(std::forward<Velocity>(v), x0, cfg, [&draws](const tensor_view<T, D>& out, int step) {
+        for (std::int64_t b = 0; b < out.dim(0); ++b) {
+            auto g = draws(b, step);
+            ops::fill_normal(out[b], g);
+        }
+    });
+}
+
 /// The ODE samplers need no generator.
 template <class T, device D, class Velocity>
 tensor<T, D> sample(Velocity&& v, const tensor_view<T, D>& x0, const sampler_config& cfg) {
     if (cfg.kind == sampler_kind::euler_maruyama)
-        throw std::invalid_argument("sample: the Euler–Maruyama sampler needs a philox_generator for its noise");
-    philox_generator unused;
-    return sample(std::forward<Velocity>(v), x0, cfg, unused);
+        throw std::invalid_argument("sample: the Euler–Maruyama sampler needs a source of noise");
+    return sample(std::forward<Velocity>(v), x0, cfg, [](const tensor_view<T, D>&, int) {});
 }
 
 } // namespace vediff::diffusion

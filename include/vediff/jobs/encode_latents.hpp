@@ -18,6 +18,7 @@
 #include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/jobs/device_choice.hpp"
+#include "vediff/jobs/inference.hpp"
 #include "vediff/models/gaussian_posterior.hpp"
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/train/latent_cache.hpp"
@@ -58,8 +59,7 @@ train::latent_cache encode(const encode_job& job) {
     for (std::int64_t begin = 0, step = 0; begin < n; begin += batch, ++step) {
         const std::int64_t end = std::min(n, begin + batch);
         const view_on<float, D> x(images.images.slice(begin, end));
-        const auto moments_of_x = tokenizer.model.encode(x.view());
-        auto post = models::gaussian_posterior<float, D>::from_moments(moments_of_x);
+        auto post = encode_posterior(tokenizer.model, x.view());  // under nn::no_grad
         const auto z = job.posterior_mean ? tensor<float, D>::copy_of(post.mean.view()) : post.sample(posterior);
         const view_on<float, cpu> z_on_host(z.view());
         ops::copy(cache.latents.slice(begin, end), z_on_host.view());

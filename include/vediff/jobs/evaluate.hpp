@@ -9,6 +9,11 @@
 //              ¼·log(λ1/T) (Eq. 14), with the (σ², T) pairs saved for the scatter plot.
 //   samples:   gFD against the test set, precision / recall (k = 3) against as many test images,
 //              the classifier's accuracy on the conditioning labels.
+// Every sample and reconstruction metric is computed on 8-bit images (metrics/eight_bit_images.hpp),
+// as the reference protocols score PNGs. Precision / recall compare m = min(samples, reference)
+// images of each side: a seeded random subset (metrics/random_subset.hpp; --seed, streams
+// "prs"/"prr") of a side that is larger, never its prefix (the samples are ordered by class).
+// Inference passes run under nn::no_grad (jobs/inference.hpp); the Hutchinson probes need backward.
 //   eval --tokenizer runs/exp/ve_0.1/tokenizer --samples runs/exp/ve_0.1/samples_sde --out runs/exp/ve_0.1/eval
 #include <algorithm>
 #include <cmath>
@@ -29,12 +34,15 @@
 #include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/jobs/device_choice.hpp"
+#include "vediff/jobs/inference.hpp"
 #include "vediff/jobs/sample.hpp"
 #include "vediff/metrics/classifier_score.hpp"
 #include "vediff/metrics/decoder_sensitivity.hpp"
+#include "vediff/metrics/eight_bit_images.hpp"
 #include "vediff/metrics/frechet.hpp"
 #include "vediff/metrics/precision_recall.hpp"
 #include "vediff/metrics/psnr.hpp"
+#include "vediff/metrics/random_subset.hpp"
 #include "vediff/metrics/robustness.hpp"
 #include "vediff/metrics/sensitivity_equilibrium.hpp"
 #include "vediff/models/gaussian_posterior.hpp"
@@ -83,15 +91,7 @@ nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifie
     auto tokenizer = train::load_tokenizer_run<D>(job.tokenizer);
     auto& ae = tokenizer.model;
     // The decoder as a host function: latents in, images out (on the cpu, no copies).
-    const auto decode_on_host = [&](const tensor_view<float>& z) -> tensor<float> {
-        if constexpr (std::is_same_v<D, cpu>) {
-            return ae.decode(z);
-        } else {
-            const view_on<float, D> z_on_device(z);
-            const auto x = ae.decode(z_on_device.view());
-            return to<cpu>(x.view());
-        }
-    };
+    const auto decode_on_host = [&](const tensor_view<float>& z) -> tensor<float> { return decode_to_host(ae, z); };
     const std::int64_t n = ref.images.size(), batch = 100;
     const auto latent = ae.latent_shape(n);
     tensor<float> mean(latent), logvar(latent), reconstructions(ref.images.images.shape());
@@ -100,7 +100,7 @@ nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifie
     for (std::int64_t begin = 0; begin < n; begin += batch) {
         const std::int64_t end = std::min(n, begin + batch);
         const view_on<float, D> x(ref.images.images.slice(begin, end));
-        auto post = models::gaussian_posterior<float, D>::from_moments(ae.encode(x.view()));
+        auto post = encode_posterior(ae, x.view());
         const auto z = post.sample(posterior_gen);
         z_moments.add(z.view());
         const view_on<float, cpu> post_mean(post.mean.view()), post_logvar(post.logvar.view());
@@ -109,6 +109,7 @@ nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifie
         const auto x_hat = decode_on_host(post_mean.view());
         ops::copy(reconstructions.slice(begin, end), x_hat.view());
     }
+    reconstructions = metrics::as_8bit_images(reconstructions.view());
     const double psnr = metrics::psnr(ref.images.images.view(), reconstructions.view());
     metrics::feature_statistics rec_stats;
     rec_stats.add(metrics::classifier_features(net, reconstructions.view()).view());
@@ -165,21 +166,29 @@ nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifie
             {"eval_images", n}};
 }
 
-/// Sample metrics against the reference set: gFD, precision / recall, classifier accuracy.
+/// The precision / recall subsets' Philox streams ("prs", "prr") under the eval seed.
+inline constexpr std::uint64_t pr_samples_stream = 0x707273ULL, pr_reference_stream = 0x707272ULL;
+
+/// Sample metrics against the reference set: gFD, precision / recall, classifier accuracy (the
+/// samples as 8-bit images: load_samples quantizes).
 inline nlohmann::json evaluate_samples(const std::filesystem::path& dir, std::int64_t k, models::fashion_classifier<float>& net,
-                                       const reference_set& ref) {
+                                       const reference_set& ref, std::uint64_t seed = 0) {
     const auto s = load_samples(dir / "samples.safetensors");
     const auto features = metrics::classifier_features(net, s.images.view());
     metrics::feature_statistics stats;
     stats.add(features.view());
     const std::int64_t m = std::min(features.dim(0), ref.features.dim(0));
-    const auto pr = metrics::precision_recall(ref.features.slice(0, m), features.slice(0, m), {.k = static_cast<int>(k)});
+    const auto sample_subset = metrics::select_rows(features.view(), metrics::random_subset(features.dim(0), m, seed, pr_samples_stream));
+    const auto reference_subset =
+        metrics::select_rows(ref.features.view(), metrics::random_subset(ref.features.dim(0), m, seed, pr_reference_stream));
+    const auto pr = metrics::precision_recall(reference_subset.view(), sample_subset.view(), {.k = static_cast<int>(k)});
     return {{"samples", dir.string()},
             {"images", s.images.dim(0)},
             {"gfd", metrics::frechet_distance(stats, ref.statistics)},
             {"precision", pr.precision},
             {"recall", pr.recall},
             {"pr_images", m},
+            {"pr_seed", seed},
             {"classifier_accuracy", metrics::classifier_accuracy(net, s.images.view(), s.labels)}};
 }
 
@@ -192,7 +201,7 @@ nlohmann::json evaluate(const eval_job& job) {
     nlohmann::json result = {{"classifier", job.classifier.string()}, {"reference_images", ref.images.size()}};
     if (!job.tokenizer.empty())
         result["tokenizer"] = with_device<Devices>(job.device, [&]<device D>() { return evaluate_tokenizer<D>(job, net, ref); });
-    for (const auto& dir : job.samples) result["samples"][dir.filename().string()] = evaluate_samples(dir, job.k, net, ref);
+    for (const auto& dir : job.samples) result["samples"][dir.filename().string()] = evaluate_samples(dir, job.k, net, ref, job.seed);
     std::filesystem::create_directories(job.out);
     io::write_file_atomically(job.out / "eval.json", [&](io::atomic_file& f) { f.write(result.dump(2) + "\n"); });
     fmt::print("{}\nwrote {}\n", result.dump(2), (job.out / "eval.json").string());
@@ -215,7 +224,7 @@ void add_eval_options(cxxopts::Options& options) {
         ("sensitivity-images", "test images whose decoder Jacobian is probed", cxxopts::value<std::int64_t>()->default_value(dflt(d.sensitivity_images)))
         ("probes", "Hutchinson probes per image", cxxopts::value<std::int64_t>()->default_value(dflt(d.sensitivity_probes)))
         ("k", "neighbours of precision / recall", cxxopts::value<std::int64_t>()->default_value(dflt(d.k)))
-        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
+        ("seed", "random seed (posterior samples, robustness noise, probes, precision / recall subsets)", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
     // clang-format on
     add_device_option<Devices>(options);
 }

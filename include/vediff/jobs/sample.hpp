@@ -4,6 +4,9 @@
 // with classifier-free guidance → de-normalized latents → decoder. Writes a PNG grid (one row per
 // class), the images and labels as safetensors (for metrics), and metrics.json with the
 // Fashion-MNIST classifier's accuracy on the samples against their conditioning labels.
+// The images are 8-bit (metrics/eight_bit_images.hpp), stored as their [−1, 1] float levels.
+// The noise is drawn per sample (diffusion/sampling_noise.hpp): sample i is the same for any
+// --batch. Decoding runs under nn::no_grad (jobs/inference.hpp); the DiT in inference mode too.
 //   sample --dit runs/dit_ve --classifier runs/classifier/classifier.safetensors --out runs/samples_ve
 #include <algorithm>
 #include <chrono>
@@ -22,6 +25,7 @@
 #include "vediff/diffusion/guidance.hpp"
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/diffusion/samplers.hpp"
+#include "vediff/diffusion/sampling_noise.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/image.hpp"
 #include "vediff/io/image_grid.hpp"
@@ -29,7 +33,9 @@
 #include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/jobs/device_choice.hpp"
+#include "vediff/jobs/inference.hpp"
 #include "vediff/metrics/classifier_score.hpp"
+#include "vediff/metrics/eight_bit_images.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/ops/random.hpp"
 #include "vediff/train/checkpoint.hpp"
@@ -51,15 +57,18 @@ struct sample_job {
 
 /// The samples of a sample job as written to OUT/samples.safetensors.
 struct samples {
-    tensor<float> images;  // (N, C, H, W) in [−1, 1]
+    tensor<float> images;  // (N, C, H, W), 8-bit levels b/127.5 − 1 in [−1, 1]
     std::vector<std::int32_t> labels;
 };
 
+/// The samples as 8-bit images: files written before the sample job quantized (raw decodes) are
+/// quantized here, files since are unchanged by it (quantizing twice changes nothing).
 inline samples load_samples(const std::filesystem::path& path) {
     const io::safetensors_file f(path);
     samples s{f.get<float>("images"), f.get<std::int32_t>("labels").to_vector()};
     if (s.images.rank() != 4 || s.images.dim(0) != static_cast<std::int64_t>(s.labels.size()))
         f.fail(fmt::format("images {} and {} labels do not match", s.images.shape(), s.labels.size()));
+    s.images = metrics::as_8bit_images(s.images.view());
     return s;
 }
 
@@ -111,27 +120,27 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
     std::vector<std::int32_t> labels(static_cast<std::size_t>(n));
     for (std::int64_t i = 0; i < n; ++i) labels[std::size_t(i)] = static_cast<std::int32_t>(i / job.per_class);
     tensor<float> images;
-    philox_generator noise_gen{job.seed, 0x6e6f697365ULL, 0}, sde_gen{job.seed, 0x736465ULL, 0};  // "noise", "sde"
+    philox_generator noise_gen{job.seed, 0x6e6f697365ULL, 0};  // "noise"
+    const diffusion::sampling_noise noise(noise_gen, n, latent, job.sampler);
     const auto velocity_model = [&](const tensor_view<float, D>& x, const tensor_view<float, D>& t, const tensor_view<std::int32_t, D>& y) {
         return model.forward(x, t, y);
     };
     const auto start = std::chrono::steady_clock::now();
     for (std::int64_t begin = 0; begin < n; begin += job.batch) {
         const std::int64_t end = std::min(n, begin + job.batch);
-        auto x0 = tensor<float, D>({end - begin, latent[0], latent[1], latent[2]});
-        ops::fill_normal(x0.view(), noise_gen);
+        const auto x0 = noise.initial<float, D>(begin, end);
         auto v = diffusion::make_guided_velocity<float, D>(
             std::cref(velocity_model), std::vector<std::int32_t>(labels.begin() + begin, labels.begin() + end),
             static_cast<std::int32_t>(classes), job.guidance);
-        const auto z_normalized = diffusion::sample(v, x0.view(), job.sampler, sde_gen);
+        const auto z_normalized = diffusion::sample(v, x0.view(), job.sampler, noise.steps<float, D>(begin));
         const auto z = normalization.denormalize(z_normalized.view());
-        const auto decoded_on_device = tokenizer.model.decode(z);
-        const view_on<float, cpu> decoded(decoded_on_device.view());
-        if (!images.defined()) images = tensor<float>({n, decoded.view().dim(1), decoded.view().dim(2), decoded.view().dim(3)});
+        const auto decoded = decode_to_host(tokenizer.model, z.view());
+        if (!images.defined()) images = tensor<float>({n, decoded.dim(1), decoded.dim(2), decoded.dim(3)});
         ops::copy(images.slice(begin, end), decoded.view());
         fmt::print("sampled {}/{}\n", end, n);
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    images = metrics::as_8bit_images(images.view());  // what the PNG shows and every metric scores
 
     fs::create_directories(job.out);
     std::vector<tensor_view<float>> rows;

@@ -4,6 +4,8 @@
 // labels, and its penultimate activations as the feature network of the Fréchet distance and of
 // precision / recall. Images arrive in the tokenizer format (N, 1, 32, 32) in [−1, 1]; the
 // classifier sees Fashion-MNIST's own (N, 1, 28, 28) in [0, 1], the 2-pixel border cut off again.
+// Both run under nn::no_grad: the network keeps nothing (no view of the local classifier-format
+// copy, no activations) after they return.
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -15,6 +17,7 @@
 #include "vediff/core/error.hpp"
 #include "vediff/io/safetensors.hpp"
 #include "vediff/models/fashion_classifier.hpp"
+#include "vediff/nn/grad_mode.hpp"
 #include "vediff/ops/cross_entropy.hpp"
 #include "vediff/ops/elementwise.hpp"
 
@@ -47,6 +50,7 @@ inline models::fashion_classifier<float> load_fashion_classifier(const std::file
 /// The classifier's penultimate features (N, feature_dim) of tokenizer-format images, in batches.
 inline tensor<float> classifier_features(models::fashion_classifier<float>& net, const tensor_view<float>& images,
                                          std::int64_t batch = 500) {
+    const nn::no_grad inference;
     const auto x = to_classifier_format(images);
     tensor<float> out;
     for (std::int64_t begin = 0; begin < x.dim(0); begin += batch) {
@@ -63,6 +67,7 @@ inline double classifier_accuracy(models::fashion_classifier<float>& net, const 
                                   const std::vector<std::int32_t>& labels) {
     if (static_cast<std::int64_t>(labels.size()) != images.dim(0))
         throw std::invalid_argument(fmt::format("classifier_accuracy: {} labels for images {}", labels.size(), images.shape()));
+    const nn::no_grad inference;
     const auto x = to_classifier_format(images);
     std::int64_t correct = 0;
     for (std::int64_t begin = 0; begin < x.dim(0); begin += 500) {

@@ -10,7 +10,8 @@
 // One ε per latent serves every scale (common random numbers: the curve over s is not blurred by
 // fresh noise at each point), and each latent's ε is reserved up front (per_sample_draws), so the
 // values do not depend on the batch size. s = 0 compares decode(z) with itself: PSNR +inf, as
-// metrics/psnr.hpp reports identical images, for a deterministic decoder.
+// metrics/psnr.hpp reports identical images, for a deterministic decoder. The decodes run under
+// nn::no_grad: the decoder keeps no activations and no views of the loop-local perturbed latents.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -24,6 +25,7 @@
 #include "vediff/core/tensor.hpp"
 #include "vediff/metrics/per_sample_draws.hpp"
 #include "vediff/metrics/psnr.hpp"
+#include "vediff/nn/grad_mode.hpp"
 #include "vediff/ops/broadcast.hpp"
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/ops/random.hpp"
@@ -55,6 +57,7 @@ std::vector<double> sampling_robustness(Decoder&& decode, const tensor_view<T, D
             throw std::invalid_argument(fmt::format("sampling_robustness: scales {} must be finite and non-negative", opt.scales));
     if (opt.batch_size < 1) throw std::invalid_argument(fmt::format("sampling_robustness: batch size {} is not positive", opt.batch_size));
 
+    const nn::no_grad inference;
     std::vector<T> std_host(channel_std.begin(), channel_std.end());
     const auto std_c = tensor<T, D>::from_host({1, channels, 1, 1}, std::span<const T>(std_host));
     const per_sample_draws noise(gen, n, latents.numel() / n);
