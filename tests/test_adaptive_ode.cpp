@@ -207,3 +207,17 @@ BOOST_AUTO_TEST_CASE(batch_mates_share_one_error_norm) {
     const auto b = sample_dopri5(affine_field, with_mate.view(), cfg);
     BOOST_TEST(a.stats.function_evaluations != b.stats.function_evaluations);
 }
+
+BOOST_AUTO_TEST_CASE(velocity_is_never_evaluated_past_the_end_time) {
+    // A slow field on a large state makes the first-step rule's probe h0 = 0.01·d0/d1 huge (~10⁴);
+    // the probe and the last step stay inside [0, 1] (torchdiffeq would step past and interpolate).
+    double latest = 0;
+    auto slow = [&](const dview& x, const dview& t) {
+        latest = std::max(latest, t.at(0));
+        return ops::scale(x, -1e-6);
+    };
+    const auto x0 = dtensor::from_host({1, 2}, {1e3, -1e3});
+    const auto result = sample_dopri5(slow, x0.view(), {});
+    BOOST_TEST(latest <= 1.0);
+    BOOST_TEST(std::abs(result.sample.to_vector()[0] - 1e3 * std::exp(-1e-6)) < 1e-3);
+}

@@ -156,7 +156,8 @@ adaptive_ode_result<T, D> sample_dopri5(Velocity&& v, const tensor_view<T, D>& x
         const double d1 = detail::rms_ratio(f.view(), abs_x.view(), cfg.atol, cfg.rtol);
         if (!std::isfinite(d0)) throw non_finite("the initial state", t0);
         if (!std::isfinite(d1)) throw non_finite("the velocity", t0);
-        const double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+        // The probe stays inside [t0, t1] (torchdiffeq does not cut it; v is not evaluated past t1 here).
+        const double h0 = std::min((d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1, t1 - t0);
         auto x_probe = tensor<T, D>::copy_of(x.view());
         ops::axpy(x_probe.view(), f.view(), T(h0));
         const auto f_probe = call(x_probe.view(), t0 + h0);
