@@ -30,26 +30,38 @@ install_missing() {
     fi
 }
 
-configure_and_build() {  # build_dir, extra cmake args...
+configure() {  # build_dir, extra cmake args...
     local dir=$1
     shift
     cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release "$@"
-    cmake --build "$dir" -j "$JOBS"
 }
+
+configure_and_build() {  # build_dir, extra cmake args...
+    configure "$@"
+    cmake --build "$1" -j "$JOBS"
+}
+
+# Prints how long the named part took when the script leaves it (CI's budget is tracked per half).
+started=$SECONDS
+report_duration() { echo "vediff.sh ${1:-}: $((SECONDS - started)) s"; }
 
 case "${1:-}" in
 demo)
     install_missing "${PACKAGES[@]}"
-    configure_and_build "$BUILD"
+    # Only the program the demo runs: the tests, benchmarks and other examples are `test`'s to build.
+    configure "$BUILD"
+    cmake --build "$BUILD" -j "$JOBS" --target vediff_cli
     shift
     "$BUILD/examples/vediff" experiment "$@"
     ;;
 test)
+    trap 'report_duration test' EXIT
     install_missing "${PACKAGES[@]}"
     configure_and_build "$BUILD"
     (cd "$BUILD" && ctest --output-on-failure -j "$JOBS")
     ;;
 sanitize)
+    trap 'report_duration sanitize' EXIT
     install_missing "${PACKAGES[@]}"
     configure_and_build "$BUILD-sanitize" -DVEDIFF_SANITIZE=ON -DVEDIFF_BUILD_EXAMPLES=OFF -DVEDIFF_BUILD_BENCHMARKS=OFF \
         -DVEDIFF_WITH_CUDA=OFF
