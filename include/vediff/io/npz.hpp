@@ -39,6 +39,7 @@
 #include "vediff/core/error.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/metrics/eight_bit_images.hpp"
 
 namespace vediff::io {
 
@@ -484,9 +485,11 @@ enum class sample_quantization {
 };
 
 /// The byte of an image value in [−1, 1] (clamped outside); NaN is the caller's to refuse.
+/// Rounding goes through the metrics' own quantize_to_8bit (of the value as a float), so a
+/// written batch holds exactly the bytes vediff's metrics score.
 inline std::uint8_t sample_byte(double v, sample_quantization q) {
-    const double u = std::clamp((v + 1.0) * 127.5, 0.0, 255.0);
-    return static_cast<std::uint8_t>(q == sample_quantization::adm_truncate ? u : std::floor(u + 0.5));
+    if (q == sample_quantization::round_half_up) return metrics::quantize_to_8bit(static_cast<float>(v));
+    return static_cast<std::uint8_t>(std::clamp((v + 1.0) * 127.5, 0.0, 255.0));
 }
 
 namespace detail {
