@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <numeric>
 #include <span>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 
 #include "vediff/diffusion/guidance.hpp"
 #include "vediff/diffusion/latent_normalization.hpp"
+#include "vediff/diffusion/adaptive_ode.hpp"
 #include "vediff/diffusion/samplers.hpp"
 #include "vediff/diffusion/sampling_noise.hpp"
 #include "vediff/io/atomic_file.hpp"
@@ -48,7 +50,8 @@ struct sample_job {
     std::filesystem::path dit, tokenizer, classifier, out = "runs/samples";
     std::int64_t per_class = 100, batch = 100;
     diffusion::sampler_config sampler{.steps = 50};
-    std::string sampler_name = "euler";  // euler | heun | sde
+    std::string sampler_name = "euler";  // euler | heun | sde | dopri5
+    diffusion::adaptive_ode_config adaptive;  // --sampler dopri5 (SiT's atol 1e-6, rtol 1e-3)
     diffusion::guidance_config guidance{.scale = 4.0};
     std::uint64_t seed = 0;
     bool use_ema = true;
@@ -126,13 +129,21 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
         return model.forward(x, t, y);
     };
     const auto start = std::chrono::steady_clock::now();
+    std::vector<std::int64_t> function_evaluations;  // dopri5: calls of the guided velocity per batch
     for (std::int64_t begin = 0; begin < n; begin += job.batch) {
         const std::int64_t end = std::min(n, begin + job.batch);
         const auto x0 = noise.initial<float, D>(begin, end);
         auto v = diffusion::make_guided_velocity<float, D>(
             std::cref(velocity_model), std::vector<std::int32_t>(labels.begin() + begin, labels.begin() + end),
             static_cast<std::int32_t>(classes), job.guidance);
-        const auto z_normalized = diffusion::sample(v, x0.view(), job.sampler, noise.steps<float, D>(begin));
+        tensor<float, D> z_normalized;
+        if (job.sampler_name == "dopri5") {
+            auto result = diffusion::sample_dopri5(v, x0.view(), job.adaptive);
+            function_evaluations.push_back(result.stats.function_evaluations);
+            z_normalized = std::move(result.sample);
+        } else {
+            z_normalized = diffusion::sample(v, x0.view(), job.sampler, noise.steps<float, D>(begin));
+        }
         const auto z = normalization.denormalize(z_normalized.view());
         const auto decoded = decode_to_host(tokenizer.model, z.view());
         if (!images.defined()) images = tensor<float>({n, decoded.dim(1), decoded.dim(2), decoded.dim(3)});
@@ -157,6 +168,12 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
                               {"cfg_interval", {job.guidance.interval_start, job.guidance.interval_end}}, {"seed", job.seed},
                               {"images", n}, {"per_class", job.per_class}, {"sampling_seconds", seconds},
                               {"images_per_second", double(n) / seconds}, {"threads", omp_get_max_threads()}, {"device", D::name}};
+    if (job.sampler_name == "dopri5") {
+        metrics["atol"] = job.adaptive.atol;
+        metrics["rtol"] = job.adaptive.rtol;
+        metrics["function_evaluations"] = std::accumulate(function_evaluations.begin(), function_evaluations.end(), std::int64_t(0));
+        metrics["function_evaluations_per_batch"] = function_evaluations;
+    }
     if (!job.classifier.empty()) {
         auto net = metrics::load_fashion_classifier(job.classifier);
         metrics["classifier"] = job.classifier.string();
@@ -186,7 +203,7 @@ inline diffusion::sampler_kind parse_sampler(const std::string& name) {
     if (name == "euler") return diffusion::sampler_kind::euler;
     if (name == "heun") return diffusion::sampler_kind::heun;
     if (name == "sde") return diffusion::sampler_kind::euler_maruyama;
-    throw std::invalid_argument(fmt::format("--sampler {}: expected euler, heun or sde", name));
+    throw std::invalid_argument(fmt::format("--sampler {}: expected euler, heun, sde or dopri5", name));
 }
 
 template <class Devices = cpu_only>
@@ -202,9 +219,11 @@ void add_sample_options(cxxopts::Options& options) {
         ("out", "output directory", cxxopts::value<std::string>()->default_value(d.out.string()))
         ("per-class", "images per class", cxxopts::value<std::int64_t>()->default_value(dflt(d.per_class)))
         ("batch", "images per sampling batch", cxxopts::value<std::int64_t>()->default_value(dflt(d.batch)))
-        ("sampler", "euler | heun | sde", cxxopts::value<std::string>()->default_value(d.sampler_name))
+        ("sampler", "euler | heun | sde | dopri5 (adaptive: --atol, --rtol)", cxxopts::value<std::string>()->default_value(d.sampler_name))
         ("steps", "sampler steps", cxxopts::value<int>()->default_value(dflt(d.sampler.steps)))
         ("time-shift", "ODE time shift s (1: none)", cxxopts::value<double>()->default_value(dflt(d.sampler.time_shift)))
+        ("atol", "dopri5: absolute tolerance", cxxopts::value<double>()->default_value(dflt(d.adaptive.atol)))
+        ("rtol", "dopri5: relative tolerance", cxxopts::value<double>()->default_value(dflt(d.adaptive.rtol)))
         ("cfg", "classifier-free guidance scale (1: none)", cxxopts::value<double>()->default_value(dflt(d.guidance.scale)))
         ("cfg-interval", "guide only for t in [a, b], e.g. 0,1", cxxopts::value<std::string>()->default_value("0,1"))
         ("cfg-first-channels", "guide only the first k channels (the reference code's quirk: 3; 0 = all)",
@@ -229,7 +248,13 @@ sample_job read_sample_options(const cxxopts::ParseResult& a) {
     job.per_class = a["per-class"].as<std::int64_t>();
     job.batch = a["batch"].as<std::int64_t>();
     job.sampler_name = a["sampler"].as<std::string>();
-    job.sampler.kind = parse_sampler(job.sampler_name);
+    if (job.sampler_name == "dopri5") {  // adaptive (diffusion/adaptive_ode.hpp): --steps and --time-shift do not apply
+        job.adaptive.atol = a["atol"].as<double>();
+        job.adaptive.rtol = a["rtol"].as<double>();
+        diffusion::validate(job.adaptive);
+    } else {
+        job.sampler.kind = parse_sampler(job.sampler_name);
+    }
     job.sampler.steps = a["steps"].as<int>();
     job.sampler.time_shift = a["time-shift"].as<double>();
     job.guidance.scale = a["cfg"].as<double>();
