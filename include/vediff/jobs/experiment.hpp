@@ -12,7 +12,11 @@
 //   <row>/dit/                    checkpoint (model + EMA), log.jsonl, train.json
 //   <row>/samples_sde/, samples_ode/   samples.png (one row per class), samples.safetensors, metrics.json
 //   <row>/eval/                   eval.json, sensitivity.safetensors
-//   table.md, table.json, figures/*.png (+ .csv, .gp), toy/
+//   table.md                      per run, across seeds (mean ± 95% interval), VE − KL paired by
+//                                 seed with its verdict, the gFD's seed and sampling spread
+//                                 (experiment_table.hpp)
+//   table.json, summary.json      the rows; the summary's numbers
+//   figures/*.png (+ .csv, .gp), toy/
 //
 // Resuming: run the same command again. A stage whose output is complete is reused (tokenizer:
 // metrics.json; latents: the cache file, written atomically; DiT: train.json saying finished;
@@ -37,6 +41,7 @@
 #include "vediff/jobs/encode_latents.hpp"
 #include "vediff/jobs/evaluate.hpp"
 #include "vediff/jobs/experiment_preset.hpp"
+#include "vediff/jobs/experiment_table.hpp"
 #include "vediff/jobs/sample.hpp"
 #include "vediff/jobs/toy.hpp"
 #include "vediff/jobs/train_dit.hpp"
@@ -52,6 +57,7 @@ struct experiment_job {
     std::string data = data::fashion_mnist_default_dir.string();
     std::int64_t stop_after = 0;       // > 0: each training stage stops after this many steps of this run (tests of resuming)
     std::string device = "cpu";        // where the tokenizers and DiTs train, sample and are evaluated
+    std::filesystem::path inception_weights;  // given: the evaluation adds the FID Inception's metrics (eval --features inception)
 };
 
 namespace experiment_detail {
@@ -78,10 +84,15 @@ inline nlohmann::json stopped(const std::string& row, const std::string& what) {
 
 /// The table of the comparison in Markdown.
 inline std::string table_markdown(const experiment_preset& p, const nlohmann::json& rows) {
+    // The FID Inception's columns when the evaluation had its weights (experiment --inception-weights).
+    const bool inception = std::any_of(rows.begin(), rows.end(), [](const nlohmann::json& r) {
+        return r["eval"]["samples"]["samples_sde"].contains("inception");
+    });
     std::string md = fmt::format(
         "| tokenizer | σ² | σ² / Var(z) | PSNR (dB) | rFD | gFD (SDE) | gFD (ODE) | precision | recall | class accuracy | "
-        "robustness PSNR (s = 0.2) | corr(log σ, ¼ log(λ1/T)) |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        "robustness PSNR (s = 0.2) | corr(log σ, ¼ log(λ1/T)) |{}\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|{}\n",
+        inception ? " Inception FID (SDE) | sFID (SDE) | IS (SDE) | rFID |" : "", inception ? "---|---|---|---|" : "");
     for (const auto& r : rows) {
         const auto& t = r["eval"]["tokenizer"];
         const auto& sde = r["eval"]["samples"]["samples_sde"];
@@ -89,15 +100,28 @@ inline std::string table_markdown(const experiment_preset& p, const nlohmann::js
         double rob = NAN;
         for (const auto& e : t["robustness"])
             if (std::abs(e["scale"].get<double>() - 0.2) < 1e-12) rob = e["psnr"].get<double>();
-        md += fmt::format("| {} | {:.3g} | {:.3g} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.2f} | {:.3f} |\n",
+        md += fmt::format("| {} | {:.3g} | {:.3g} | {:.2f} | {:.2f} | {:.2f} | {:.2f} | {:.3f} | {:.3f} | {:.3f} | {:.2f} | {:.3f} |",
                           r["label"].get<std::string>(), t["sigma2_mean"].get<double>(), t["sigma2_relative"].get<double>(),
                           t["psnr"].get<double>(), t["rfd"].get<double>(), sde["gfd"].get<double>(), ode["gfd"].get<double>(),
                           sde["precision"].get<double>(), sde["recall"].get<double>(), sde["classifier_accuracy"].get<double>(), rob,
                           t["equilibrium"]["correlation"].get<double>());
+        if (inception) {
+            if (sde.contains("inception") && t.contains("inception"))
+                md += fmt::format(" {:.2f} | {:.2f} | {:.2f} | {:.2f} |", sde["inception"]["fid"].get<double>(),
+                                  sde["inception"]["sfid"].get<double>(), sde["inception"]["inception_score"].get<double>(),
+                                  t["inception"]["rfid"].get<double>());
+            else
+                md += " – | – | – | – |";
+        }
+        md += "\n";
     }
     md += fmt::format("\nPreset `{}`: {} tokenizer steps, {} DiT steps (batch {}), {} samples per sampler ({} steps, CFG {}), "
-                      "{} test images. Precision, recall and class accuracy are of the SDE samples (k = 3).\n",
-                      p.name, p.tokenizer.steps, p.dit.steps, p.dit.batch, p.per_class * 10, p.sde_steps, p.cfg_scale, p.eval_images);
+                      "{} test images. Precision, recall and class accuracy are of the SDE samples (k = 3). rFD, gFD, precision "
+                      "and recall are on the Fashion-MNIST classifier's features{}; every sample is scored as an 8-bit image.\n",
+                      p.name, p.tokenizer.steps, p.dit.steps, p.dit.batch, p.per_class * 10, p.sde_steps, p.cfg_scale, p.eval_images,
+                      inception ? "; the Inception columns on the FID Inception (FID and rFID: pool3; sFID: Mixed_6d's channels 0–6; "
+                                  "IS: its 1008 logits)"
+                                : "");
     md += "\nSample grids (one row per class, the same noise and classes for every tokenizer): ";
     for (std::size_t i = 0; i < rows.size(); ++i)
         md += fmt::format("{}[{}]({}/samples_sde/samples.png)", i ? ", " : "", rows[i]["label"].get<std::string>(),
@@ -315,6 +339,12 @@ nlohmann::json run_experiment(const experiment_job& job) {
             e.sensitivity_images = preset.sensitivity_images;
             e.sensitivity_probes = preset.sensitivity_probes;
             e.seed = 0;
+            e.fd_bootstrap = preset.fd_bootstrap;
+            e.reference_cache = out / "reference_cache";
+            if (!job.inception_weights.empty()) {
+                e.features = "inception";
+                e.inception_weights = job.inception_weights;
+            }
             e.device = job.device;
             eval = evaluate<Devices>(e);
         }
@@ -322,9 +352,10 @@ nlohmann::json run_experiment(const experiment_job& job) {
                         {"dir", dir.string()}, {"eval", eval}});
     }
 
-    const auto md = table_markdown(preset, rows);
+    const auto md = "### Per run\n\n" + table_markdown(preset, rows) + "\n" + experiment_summary_markdown(rows);
     io::write_file_atomically(out / "table.md", [&](io::atomic_file& f) { f.write(md); });
     io::write_file_atomically(out / "table.json", [&](io::atomic_file& f) { f.write(rows.dump(2) + "\n"); });
+    io::write_file_atomically(out / "summary.json", [&](io::atomic_file& f) { f.write(experiment_summary_json(rows).dump(2) + "\n"); });
     write_figures(out, rows);
     if (preset.toy) {
         const bool toy_done = fs::exists(out / "toy" / "toy.json");
@@ -340,14 +371,16 @@ void add_experiment_options(cxxopts::Options& options) {
     const experiment_job d;
     // clang-format off
     options.add_options()
-        ("preset", "smoke (seconds, for tests) | quick (<= 20 min on 2 cores) | paper (the paper's sweep; about 3 hours)",
+        ("preset", "smoke (seconds, for tests) | quick (<= 20 min on 2 cores) | paper (the paper's sweep, 3 seeds of the compared rows; about 4 hours)",
          cxxopts::value<std::string>()->default_value(d.preset))
         ("out", "output directory (default runs/experiment-<preset>)", cxxopts::value<std::string>()->default_value(""))
         ("classifier", "classifier weights (trained there when missing; default runs/classifier/classifier.safetensors)",
          cxxopts::value<std::string>()->default_value(""))
         ("data", "Fashion-MNIST directory", cxxopts::value<std::string>()->default_value(d.data))
         ("stop-after", "stop each training stage after this many steps of this run (to test resuming)",
-         cxxopts::value<std::int64_t>()->default_value("0"));
+         cxxopts::value<std::int64_t>()->default_value("0"))
+        ("inception-weights", "the FID Inception's weights (tools/convert_inception.py): the table gains Inception FID, sFID and IS "
+         "(rows evaluated before keep theirs; delete a row's eval/ to redo it)", cxxopts::value<std::string>()->default_value(""));
     // clang-format on
     add_device_option<Devices>(options);
 }
@@ -359,7 +392,8 @@ int experiment_main(int argc, char** argv, const std::string& program = "experim
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
         (void)run_experiment<Devices>({.preset = a["preset"].as<std::string>(), .out = a["out"].as<std::string>(),
                                        .classifier = a["classifier"].as<std::string>(), .data = a["data"].as<std::string>(),
-                                       .stop_after = a["stop-after"].as<std::int64_t>(), .device = read_device<Devices>(a)});
+                                       .stop_after = a["stop-after"].as<std::int64_t>(), .device = read_device<Devices>(a),
+                                       .inception_weights = a["inception-weights"].as<std::string>()});
         return 0;
     });
 }
