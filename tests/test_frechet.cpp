@@ -152,8 +152,27 @@ BOOST_AUTO_TEST_CASE(save_and_load) {
     BOOST_TEST(loaded.count() == 64);
     BOOST_TEST((loaded.mean() == s.mean()));
     BOOST_TEST(moments_difference(loaded, s) < 1e-15);
-    BOOST_TEST(metrics::frechet_distance(loaded, s) == metrics::frechet_distance(s, s), tt::tolerance(1e-12));
+    // The loaded statistics serve a comparison with another set as the original ones do (a distance
+    // far from 0, so a wrong covariance would show).
+    const auto other = statistics_of(correlated_features(80, 6, 13, 1.0));
+    const double original_distance = metrics::frechet_distance(s, other);
+    BOOST_TEST(original_distance > 10.0);
+    BOOST_TEST(metrics::frechet_distance(loaded, other) == original_distance, tt::tolerance(1e-12));
     io::safetensors_file file(dir / "stats.safetensors");
+    // The file holds what its format says, checked against a direct computation from the features,
+    // not against the writer's own numbers: the mean and the unbiased (n − 1) covariance.
+    const auto stored_mean = file.get<double>("mean"), stored_covariance = file.get<double>("covariance");
+    for (std::int64_t j = 0; j < 6; ++j) {
+        double m = 0;
+        for (std::int64_t i = 0; i < 64; ++i) m += x.at(i, j) / 64.0;
+        BOOST_TEST(stored_mean.at(j) == m, tt::tolerance(1e-12));
+        for (std::int64_t k = 0; k < 6; ++k) {
+            double c = 0, mk = 0;
+            for (std::int64_t i = 0; i < 64; ++i) mk += x.at(i, k) / 64.0;
+            for (std::int64_t i = 0; i < 64; ++i) c += (x.at(i, j) - m) * (x.at(i, k) - mk) / 63.0;
+            BOOST_TEST(stored_covariance.at(j, k) == c, tt::tolerance(1e-11));
+        }
+    }
     BOOST_TEST(file.entry("mean").dtype == "F64");
     BOOST_TEST(file.entry("covariance").dtype == "F64");
     BOOST_TEST(file.entry("count").dtype == "I64");

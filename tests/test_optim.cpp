@@ -88,6 +88,10 @@ BOOST_AUTO_TEST_CASE(first_two_steps_by_hand) {
     const std::vector<double> p0 = {1, -2, 0.5, 3}, g1 = {0.2, -0.4, 0.0, 2.0}, g2 = {-0.1, 0.3, 0.5, 1.0};
     std::copy(p0.begin(), p0.end(), layer.bias.value.data());
     std::copy(g1.begin(), g1.end(), layer.bias.grad.data());
+    // Non-zero weights with zero gradients: only the decoupled decay can move them.
+    std::vector<double> w0(12);
+    for (std::size_t i = 0; i < w0.size(); ++i) w0[i] = (i % 2 ? -0.25 : 0.5) * double(i + 1);
+    std::copy(w0.begin(), w0.end(), layer.weight.value.data());
     optim::adamw opt(layer, {lr, b1, b2, eps, wd});
     opt.step();
     std::vector<double> p1(4);
@@ -107,8 +111,12 @@ BOOST_AUTO_TEST_CASE(first_two_steps_by_hand) {
         BOOST_TEST(opt.find("bias")->exp_avg.at(i) == m, boost::test_tools::tolerance(1e-14));
         BOOST_TEST(opt.find("bias")->exp_avg_sq.at(i) == v, boost::test_tools::tolerance(1e-14));
     }
-    // The weight had zero gradients: only the decay acted, twice.
-    for (auto w : layer.weight.value.span()) BOOST_TEST(w == 0.0);
+    // The weight had zero gradients, so Adam's step is 0/(0 + eps) = 0 and only the decoupled
+    // decay acted, twice: w0·(1 − lr·wd)². (An L2 penalty added to the gradient instead would have
+    // gone through the normalization and moved each weight by about lr per step.)
+    for (std::size_t i = 0; i < w0.size(); ++i)
+        BOOST_TEST(layer.weight.value.span()[i] == w0[i] * (1 - lr * wd) * (1 - lr * wd),
+                   boost::test_tools::tolerance(1e-15));
 }
 
 BOOST_AUTO_TEST_CASE(matches_torch_double) {
