@@ -98,8 +98,10 @@ inline inception_outputs inception_features_of(const models::fid_inception_v3<fl
     const nn::no_grad inference;
     const auto x = metrics::to_classifier_format(images);
     const std::int64_t n = x.dim(0);
-    inception_outputs out{tensor<float>::empty({n, net.pool3_features}), tensor<float>::empty({n, net.spatial_features}),
-                          tensor<float>::empty({n, net.num_classes})};
+    using network = models::fid_inception_v3<float>;
+    inception_outputs out{tensor<float>::empty(tensor_shape{n, network::pool3_features}),
+                          tensor<float>::empty(tensor_shape{n, network::spatial_features}),
+                          tensor<float>::empty(tensor_shape{n, network::num_classes})};
     for (std::int64_t begin = 0; begin < n; begin += batch) {
         const std::int64_t end = std::min(n, begin + batch);
         const auto f = net.forward(x.slice(begin, end));

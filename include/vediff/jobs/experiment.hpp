@@ -58,6 +58,7 @@ struct experiment_job {
     std::int64_t stop_after = 0;       // > 0: each training stage stops after this many steps of this run (tests of resuming)
     std::string device = "cpu";        // where the tokenizers and DiTs train, sample and are evaluated
     std::filesystem::path inception_weights;  // given: the evaluation adds the FID Inception's metrics (eval --features inception)
+    std::vector<std::string> rows;     // non-empty: run and tabulate only these rows of the preset (by name), in the preset's order
 };
 
 namespace experiment_detail {
@@ -70,6 +71,24 @@ inline nlohmann::json read_json(const fs::path& path) {
     } catch (const nlohmann::json::exception& e) {
         throw io_error(fmt::format("{}: not valid JSON ({}); delete it to redo its stage", path.string(), e.what()));
     }
+}
+
+/// The preset's rows that `--rows` selects (all when it names none), in the preset's order; an
+/// unknown name is an error that lists the preset's rows.
+inline std::vector<tokenizer_row> selected_rows(const experiment_preset& preset, const std::vector<std::string>& names) {
+    if (names.empty()) return preset.rows;
+    for (const auto& name : names) {
+        const bool known = std::any_of(preset.rows.begin(), preset.rows.end(), [&](const tokenizer_row& r) { return r.name == name; });
+        if (!known) {
+            std::string available;
+            for (const auto& r : preset.rows) available += (available.empty() ? "" : ", ") + r.name;
+            throw std::invalid_argument(fmt::format("--rows: the {} preset has no row '{}' (its rows: {})", preset.name, name, available));
+        }
+    }
+    std::vector<tokenizer_row> rows;
+    for (const auto& r : preset.rows)
+        if (std::find(names.begin(), names.end(), r.name) != names.end()) rows.push_back(r);
+    return rows;
 }
 
 inline void stage(const std::string& row, const std::string& what, bool reused) {
@@ -263,7 +282,7 @@ nlohmann::json run_experiment(const experiment_job& job) {
     }
 
     nlohmann::json rows = nlohmann::json::array();
-    for (const auto& row : preset.rows) {
+    for (const auto& row : selected_rows(preset, job.rows)) {
         const fs::path dir = out / row.name;
         // Tokenizer.
         tokenizer_job tok = preset.tokenizer;
@@ -380,7 +399,9 @@ void add_experiment_options(cxxopts::Options& options) {
         ("stop-after", "stop each training stage after this many steps of this run (to test resuming)",
          cxxopts::value<std::int64_t>()->default_value("0"))
         ("inception-weights", "the FID Inception's weights (tools/convert_inception.py): the table gains Inception FID, sFID and IS "
-         "(rows evaluated before keep theirs; delete a row's eval/ to redo it)", cxxopts::value<std::string>()->default_value(""));
+         "(rows evaluated before keep theirs; delete a row's eval/ to redo it)", cxxopts::value<std::string>()->default_value(""))
+        ("rows", "run and tabulate only these rows of the preset, comma-separated names such as kl_1e-06,ve_0.1 (default: all); "
+         "the others can run later into the same --out", cxxopts::value<std::vector<std::string>>());
     // clang-format on
     add_device_option<Devices>(options);
 }
@@ -393,7 +414,8 @@ int experiment_main(int argc, char** argv, const std::string& program = "experim
         (void)run_experiment<Devices>({.preset = a["preset"].as<std::string>(), .out = a["out"].as<std::string>(),
                                        .classifier = a["classifier"].as<std::string>(), .data = a["data"].as<std::string>(),
                                        .stop_after = a["stop-after"].as<std::int64_t>(), .device = read_device<Devices>(a),
-                                       .inception_weights = a["inception-weights"].as<std::string>()});
+                                       .inception_weights = a["inception-weights"].as<std::string>(),
+                                       .rows = a.count("rows") ? a["rows"].as<std::vector<std::string>>() : std::vector<std::string>{}});
         return 0;
     });
 }
