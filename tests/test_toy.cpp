@@ -255,12 +255,3 @@ BOOST_AUTO_TEST_CASE(invalid_configs_are_rejected) {
     cfg.velocity.dim = 3;
     BOOST_TEST(contains(error_message<std::invalid_argument>([&] { (void)jobs::run_toy(cfg); }), "differs from the latent dim 2"));
 }
-
-// The full experiment (the figure of docs/results.md), not part of ctest:
-//   OMP_NUM_THREADS=2 test_toy --run_test=full_toy_run   (writes to $VEDIFF_TOY_OUT, default runs/toy)
-BOOST_AUTO_TEST_CASE(full_toy_run, *boost::unit_test::disabled()) {
-    const char* out = std::getenv("VEDIFF_TOY_OUT");
-    const auto r = jobs::run_toy({}, [](const std::string& line) { fmt::print("{}\n", line); });
-    const auto files = jobs::write_toy(r, out ? out : "runs/toy");
-    fmt::print("{}\n{}\n", r.to_json().dump(2), files.rendered ? files.png.string() : files.note);
-}
