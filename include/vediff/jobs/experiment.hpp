@@ -20,7 +20,9 @@
 //
 // Resuming: run the same command again. A stage whose output is complete is reused (tokenizer:
 // metrics.json; latents: the cache file, written atomically; DiT: train.json saying finished;
-// samples and eval: their json); a training stage cut short continues from its last checkpoint.
+// samples and eval: their json); a training stage cut short continues from its last checkpoint. A
+// row whose eval/eval.json exists is reused whole, so finished rows can be carried to another
+// machine (and --rows run elsewhere) as their eval/ directories alone.
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -284,6 +286,18 @@ nlohmann::json run_experiment(const experiment_job& job) {
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& row : selected_rows(preset, job.rows)) {
         const fs::path dir = out / row.name;
+        auto add_row = [&](const nlohmann::json& eval) {
+            rows.push_back({{"name", row.name}, {"label", row.label()}, {"loss", row.loss}, {"weight", row.weight}, {"seed", row.seed},
+                            {"dir", dir.string()}, {"eval", eval}});
+        };
+        // The evaluation is a row's last stage: once it exists the row's numbers are final and its
+        // earlier stages' files (checkpoints, latents, samples) are not read again, so a finished
+        // row can be carried to another machine as its eval/ directory alone.
+        if (fs::exists(dir / "eval" / "eval.json")) {
+            stage(row.name, "evaluated row", true);
+            add_row(read_json(dir / "eval" / "eval.json"));
+            continue;
+        }
         // Tokenizer.
         tokenizer_job tok = preset.tokenizer;
         tok.data = job.data;
@@ -340,12 +354,8 @@ nlohmann::json run_experiment(const experiment_job& job) {
         }
         // Evaluation.
         const fs::path eval_dir = dir / "eval";
-        const bool eval_done = fs::exists(eval_dir / "eval.json");
-        stage(row.name, "evaluation", eval_done);
-        nlohmann::json eval;
-        if (eval_done) {
-            eval = read_json(eval_dir / "eval.json");
-        } else {
+        stage(row.name, "evaluation", false);
+        {
             eval_job e;
             e.tokenizer = dir / "tokenizer";
             e.samples = {dir / "samples_sde", dir / "samples_ode"};
@@ -365,10 +375,8 @@ nlohmann::json run_experiment(const experiment_job& job) {
                 e.inception_weights = job.inception_weights;
             }
             e.device = job.device;
-            eval = evaluate<Devices>(e);
+            add_row(evaluate<Devices>(e));
         }
-        rows.push_back({{"name", row.name}, {"label", row.label()}, {"loss", row.loss}, {"weight", row.weight}, {"seed", row.seed},
-                        {"dir", dir.string()}, {"eval", eval}});
     }
 
     const auto md = "### Per run\n\n" + table_markdown(preset, rows) + "\n" + experiment_summary_markdown(rows);
