@@ -1,5 +1,5 @@
 # Copies the Fashion-MNIST files, truncates the training images, and expects the classifier to
-# fail with a message naming that file and the truncation. Variables: PROGRAM, DATA, WORK.
+# fail with a message naming that file and the truncation. Variables: PROGRAM, SUBCOMMAND (the vediff program and its subcommand), DATA, WORK.
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 foreach(name train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
@@ -11,7 +11,7 @@ file(SIZE ${WORK}/train-images-idx3-ubyte.gz size)
 if(NOT size EQUAL 100000)
   message(FATAL_ERROR "could not make the truncated copy (${size} bytes)")
 endif()
-execute_process(COMMAND ${PROGRAM} --data ${WORK} --out ${WORK}/out RESULT_VARIABLE rc ERROR_VARIABLE err OUTPUT_VARIABLE out)
+execute_process(COMMAND ${PROGRAM} ${SUBCOMMAND} --data ${WORK} --out ${WORK}/out RESULT_VARIABLE rc ERROR_VARIABLE err OUTPUT_VARIABLE out)
 message(STATUS "exit ${rc}: ${err}")
 if(rc EQUAL 0)
   message(FATAL_ERROR "the classifier accepted a truncated image file")

@@ -13,7 +13,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 TOKENIZER=${1:-runs/experiments/table_ve}
 OUT=${OUT:-runs/dit_experiment}
 mkdir -p "$OUT"
-[[ -f runs/classifier/classifier.safetensors ]] || build/examples/classify_fashion_mnist --out runs/classifier
-build/examples/encode_latents --tokenizer "$TOKENIZER" --out "$OUT/latents.safetensors"
-build/examples/train_dit --latents "$OUT/latents.safetensors" --out "$OUT/dit" --time-budget 1200
-build/examples/sample --dit "$OUT/dit" --per-class 100 --sampler euler --steps 50 --cfg 4 --seed 0 --out "$OUT/samples"
+[[ -f runs/classifier/classifier.safetensors ]] || build/examples/vediff classifier --out runs/classifier
+build/examples/vediff encode --tokenizer "$TOKENIZER" --out "$OUT/latents.safetensors"
+build/examples/vediff train-dit --latents "$OUT/latents.safetensors" --out "$OUT/dit" --time-budget 1200
+build/examples/vediff sample --dit "$OUT/dit" --per-class 100 --sampler euler --steps 50 --cfg 4 --seed 0 --out "$OUT/samples"

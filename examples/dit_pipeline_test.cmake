@@ -1,7 +1,7 @@
 # The generator pipeline end to end on a tiny scale: a tokenizer trained for a few steps, its
 # latent cache, a DiT trained 6 steps straight and again interrupted at step 3 and resumed (the
 # loss trajectories must be identical, and so must the final weights and EMA), then samples with
-# guidance. Variables: TOKENIZER, ENCODE, TRAIN, SAMPLE (the programs), WORK.
+# guidance. Variables: VEDIFF (the program), WORK.
 # The tensors of a safetensors file: its header without __metadata__ (which holds a per-save
 # checkpoint id) and its data section as hex, for a byte-for-byte comparison.
 function(read_tensors file header_var data_var)
@@ -39,16 +39,16 @@ function(run what)
     message(FATAL_ERROR "${what} failed (${rc}):\n${out}\n${err}")
   endif()
 endfunction()
-run("the tokenizer" ${TOKENIZER} --ch 32 --ch-mult 1,2 --norm-groups 8 --z-channels 4 --batch 4 --steps 2 --warmup 1
+run("the tokenizer" ${VEDIFF} train-tokenizer --ch 32 --ch-mult 1,2 --norm-groups 8 --z-channels 4 --batch 4 --steps 2 --warmup 1
     --eval-images 10 --out ${WORK}/tokenizer)
-run("encode_latents" ${ENCODE} --tokenizer ${WORK}/tokenizer --max-images 256 --out ${WORK}/latents.safetensors)
+run("encoding the latents" ${VEDIFF} encode --tokenizer ${WORK}/tokenizer --max-images 256 --out ${WORK}/latents.safetensors)
 set(common --latents ${WORK}/latents.safetensors --hidden 32 --depth 2 --heads 2 --patch 2 --batch 8 --steps 6 --warmup 2
            --log-every 1 --checkpoint-every 100 --seed 5)
-run("the uninterrupted DiT run" ${TRAIN} ${common} --out ${WORK}/straight)
-run("the first half" ${TRAIN} ${common} --out ${WORK}/resumed --stop-after 3)
+run("the uninterrupted DiT run" ${VEDIFF} train-dit ${common} --out ${WORK}/straight)
+run("the first half" ${VEDIFF} train-dit ${common} --out ${WORK}/resumed --stop-after 3)
 # The weights after 3 steps, to show below that the comparison sees a difference of values alone.
 file(COPY_FILE ${WORK}/resumed/checkpoint/model.safetensors ${WORK}/model_at_step_3.safetensors)
-run("the resumed half" ${TRAIN} --out ${WORK}/resumed --resume --log-every 1)
+run("the resumed half" ${VEDIFF} train-dit --out ${WORK}/resumed --resume --log-every 1)
 file(STRINGS ${WORK}/straight/log.jsonl straight)
 file(STRINGS ${WORK}/resumed/log.jsonl resumed)
 list(LENGTH straight n_straight)
@@ -85,7 +85,7 @@ compare_tensors(${WORK}/straight/checkpoint/model.safetensors ${WORK}/model_at_s
 if(NOT difference MATCHES "tensor values differ")
   message(FATAL_ERROR "the comparison did not see that the weights after 3 and 6 steps differ (${difference})")
 endif()
-run("sampling" ${SAMPLE} --dit ${WORK}/straight --per-class 2 --batch 7 --steps 3 --cfg 2 --no-classifier --out ${WORK}/samples)
+run("sampling" ${VEDIFF} sample --dit ${WORK}/straight --per-class 2 --batch 7 --steps 3 --cfg 2 --no-classifier --out ${WORK}/samples)
 foreach(f samples.png samples.safetensors metrics.json)
   if(NOT EXISTS ${WORK}/samples/${f})
     message(FATAL_ERROR "sample wrote no ${f}")

@@ -1,10 +1,10 @@
 # A diverging run (lr 1e20) must stop at the first non-finite loss with an error that names the
 # term and the step, and leave the last good checkpoint intact: resuming from it loads strictly and
-# meets the same failure at the same step. Variables: PROGRAM, WORK.
+# meets the same failure at the same step. Variables: PROGRAM, SUBCOMMAND (the vediff program and its subcommand), WORK.
 file(REMOVE_RECURSE ${WORK})
 set(args --ch 32 --ch-mult 1,2 --norm-groups 8 --z-channels 4 --batch 4 --steps 10 --warmup 1 --lr 1e20
          --log-every 1 --checkpoint-every 1 --eval-images 20 --seed 3 --out ${WORK}/run)
-execute_process(COMMAND ${PROGRAM} ${args} RESULT_VARIABLE rc ERROR_VARIABLE err OUTPUT_QUIET)
+execute_process(COMMAND ${PROGRAM} ${SUBCOMMAND} ${args} RESULT_VARIABLE rc ERROR_VARIABLE err OUTPUT_QUIET)
 if(rc EQUAL 0)
   message(FATAL_ERROR "a run with lr 1e20 finished without error")
 endif()
@@ -19,7 +19,7 @@ endif()
 if(step LESS 1)
   message(FATAL_ERROR "failed at step ${step}, before any checkpoint; raise the steps before divergence")
 endif()
-execute_process(COMMAND ${PROGRAM} ${args} --resume RESULT_VARIABLE rc ERROR_VARIABLE err2 OUTPUT_VARIABLE out2)
+execute_process(COMMAND ${PROGRAM} ${SUBCOMMAND} ${args} --resume RESULT_VARIABLE rc ERROR_VARIABLE err2 OUTPUT_VARIABLE out2)
 if(NOT out2 MATCHES "resumed from .* at step ${step}")
   message(FATAL_ERROR "the checkpoint did not resume at step ${step}:\n${out2}\n${err2}")
 endif()

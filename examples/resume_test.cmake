@@ -1,17 +1,17 @@
 # Trains the tokenizer for STEPS steps straight, and again interrupted halfway then resumed; the
-# loss trajectories (every term, every step) must be identical. Variables: PROGRAM, WORK.
+# loss trajectories (every term, every step) must be identical. Variables: PROGRAM, SUBCOMMAND (the vediff program and its subcommand), WORK.
 file(REMOVE_RECURSE ${WORK})
 set(common --ch 32 --ch-mult 1,2 --norm-groups 8 --z-channels 4 --batch 4 --steps 6 --warmup 2 --log-every 1
            --checkpoint-every 100 --eval-images 20 --seed 3)
-execute_process(COMMAND ${PROGRAM} ${common} --out ${WORK}/straight RESULT_VARIABLE rc)
+execute_process(COMMAND ${PROGRAM} ${SUBCOMMAND} ${common} --out ${WORK}/straight RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "the uninterrupted run failed: ${rc}")
 endif()
-execute_process(COMMAND ${PROGRAM} ${common} --out ${WORK}/resumed --stop-after 3 RESULT_VARIABLE rc)
+execute_process(COMMAND ${PROGRAM} ${SUBCOMMAND} ${common} --out ${WORK}/resumed --stop-after 3 RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "the first half failed: ${rc}")
 endif()
-execute_process(COMMAND ${PROGRAM} ${common} --out ${WORK}/resumed --resume RESULT_VARIABLE rc)
+execute_process(COMMAND ${PROGRAM} ${SUBCOMMAND} ${common} --out ${WORK}/resumed --resume RESULT_VARIABLE rc)
 if(rc)
   message(FATAL_ERROR "the resumed half failed: ${rc}")
 endif()

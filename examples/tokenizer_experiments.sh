@@ -4,18 +4,18 @@
 #   examples/tokenizer_experiments.sh sweeps    lambda1, beta and lr sweeps, 800 steps each (~7 x 5.5 min)
 #   examples/tokenizer_experiments.sh summary   one line per finished run under runs/experiments
 # Runs use 2 threads (OMP_NUM_THREADS=2): a run is deterministic for a given thread count, so the
-# numbers repeat exactly on the same thread count. TRAIN=path/to/train_tokenizer overrides the binary.
+# numbers repeat exactly on the same thread count. VEDIFF=path/to/vediff overrides the program.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TRAIN=${TRAIN:-build/examples/train_tokenizer}
+VEDIFF=${VEDIFF:-build/examples/vediff}
 OUT=${OUT:-runs/experiments}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 run() {  # name, flags...
     local name=$1
     shift
-    echo "== $name: $TRAIN $* --out $OUT/$name"
-    "$TRAIN" "$@" --out "$OUT/$name"
+    echo "== $name: $VEDIFF train-tokenizer $* --out $OUT/$name"
+    "$VEDIFF" train-tokenizer "$@" --out "$OUT/$name"
 }
 
 field() {  # metrics.json, key -> the number after "key":
@@ -32,7 +32,7 @@ summary() {
     done
 }
 
-[[ -x $TRAIN || ${1:-} == summary ]] || { echo "no $TRAIN: build first (./vediff.sh test)" >&2; exit 1; }
+[[ -x $VEDIFF || ${1:-} == summary ]] || { echo "no $VEDIFF: build first (./vediff.sh test)" >&2; exit 1; }
 
 case "${1:-}" in
 table)

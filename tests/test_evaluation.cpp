@@ -18,21 +18,12 @@
 #include "vediff/metrics/eight_bit_images.hpp"
 #include "vediff/metrics/random_subset.hpp"
 #include "vediff/ops/random.hpp"
+#include "support/scratch_dir.hpp"
 
 using namespace vediff;
 namespace fs = std::filesystem;
 
 namespace {
-
-/// A scratch directory under the system's temp directory, removed at the end of the test.
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& name) : path(fs::temp_directory_path() / ("vediff_test_evaluation_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~scratch_dir() { fs::remove_all(path); }
-};
 
 void write_samples(const fs::path& dir, const tensor<float>& images, const std::vector<std::int32_t>& labels) {
     fs::create_directories(dir);
@@ -128,7 +119,7 @@ BOOST_AUTO_TEST_CASE(sample_metrics_are_those_of_the_8bit_images) {
     for (std::int64_t i = 0; i < n; ++i) labels[std::size_t(i)] = std::int32_t(i % 10);
     const auto quantized = metrics::as_8bit_images(raw.view());
 
-    scratch_dir dir("8bit");
+    vediff::testing::scratch_dir dir("test_evaluation_8bit");
     write_samples(dir.path / "raw", raw, labels);
     write_samples(dir.path / "quantized", quantized, labels);
     const auto a = jobs::evaluate_samples(dir.path / "raw", 3, net, ref, 7);

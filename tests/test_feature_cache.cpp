@@ -14,21 +14,13 @@
 #include "vediff/io/safetensors.hpp"
 #include "vediff/jobs/evaluate.hpp"
 #include "vediff/metrics/feature_cache.hpp"
+#include "support/scratch_dir.hpp"
 
 using namespace vediff;
 using namespace vediff::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& name) : path(fs::temp_directory_path() / ("vediff_test_feature_cache_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~scratch_dir() { fs::remove_all(path); }
-};
 
 tensor<float> images_with(float value) {
     auto x = tensor<float>::zeros({3, 1, 4, 4});
@@ -45,7 +37,7 @@ void write_weights(const fs::path& path, float value) {
 } // namespace
 
 BOOST_AUTO_TEST_CASE(reused_only_for_the_same_weights_and_images) {
-    scratch_dir dir("keys");
+    vediff::testing::scratch_dir dir("test_feature_cache_keys");
     write_weights(dir.path / "a.safetensors", 1.0f);
     write_weights(dir.path / "b.safetensors", 2.0f);
     int computed = 0;
@@ -84,7 +76,7 @@ BOOST_AUTO_TEST_CASE(reused_only_for_the_same_weights_and_images) {
 }
 
 BOOST_AUTO_TEST_CASE(a_damaged_or_foreign_file_is_recomputed_and_replaced) {
-    scratch_dir dir("damaged");
+    vediff::testing::scratch_dir dir("test_feature_cache_damaged");
     int computed = 0;
     const auto compute = [&] {
         ++computed;

@@ -18,6 +18,7 @@
 #include "vediff/jobs/evaluate.hpp"
 #include "vediff/metrics/eight_bit_images.hpp"
 #include "vediff/ops/random.hpp"
+#include "support/scratch_dir.hpp"
 
 using namespace vediff;
 using namespace vediff::testing;
@@ -25,15 +26,6 @@ namespace fs = std::filesystem;
 namespace tt = boost::test_tools;
 
 namespace {
-
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& name) : path(fs::temp_directory_path() / ("vediff_test_inception_eval_" + name)) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~scratch_dir() { fs::remove_all(path); }
-};
 
 tensor<float> random_8bit_images(std::int64_t n, std::uint64_t seed) {
     philox_generator gen{.seed = seed};
@@ -60,7 +52,7 @@ metrics::feature_statistics stats_of(const tensor<float>& f) {
 } // namespace
 
 BOOST_AUTO_TEST_CASE(sample_metrics_equal_those_of_the_network_outputs) {
-    scratch_dir dir("samples");
+    vediff::testing::scratch_dir dir("test_inception_eval_samples");
     // A network with its default initialization, saved and loaded as a user's converted weights.
     {
         models::fid_inception_v3<float> net;
@@ -124,7 +116,7 @@ BOOST_AUTO_TEST_CASE(sample_metrics_equal_those_of_the_network_outputs) {
 }
 
 BOOST_AUTO_TEST_CASE(weights_with_a_missing_tensor_are_refused_by_name) {
-    scratch_dir dir("missing");
+    vediff::testing::scratch_dir dir("test_inception_eval_missing");
     models::fid_inception_v3<float> net;
     io::safetensors_writer w;
     for (auto& [name, p] : nn::named_parameters(net))

@@ -13,26 +13,13 @@
 #include <unistd.h>
 
 #include "vediff/io/plot.hpp"
+#include "support/scratch_dir.hpp"
 
 // Without the cpu backend (support/errors.hpp pulls it in): this test only needs the plot header.
 using namespace vediff;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct scratch_dir {
-    fs::path path;
-    explicit scratch_dir(const std::string& tag) : path(fs::temp_directory_path() / ("vediff_plot_" + tag + "_" + std::to_string(::getpid()))) {
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    scratch_dir(const scratch_dir&) = delete;
-    scratch_dir& operator=(const scratch_dir&) = delete;
-    ~scratch_dir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-};
 
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -141,7 +128,7 @@ BOOST_AUTO_TEST_CASE(script_describes_the_layout) {
 }
 
 BOOST_AUTO_TEST_CASE(without_gnuplot_the_data_and_script_are_written_with_a_note) {
-    scratch_dir dir("missing");
+    vediff::testing::scratch_dir dir("plot_missing");
     const auto files = io::write_figure(sample_figure(), dir.path / "fig.png", {.gnuplot = "vediff-no-such-gnuplot"});
     BOOST_TEST(!files.rendered);
     BOOST_TEST(contains(files.note, "vediff-no-such-gnuplot is not installed"));
@@ -152,7 +139,7 @@ BOOST_AUTO_TEST_CASE(without_gnuplot_the_data_and_script_are_written_with_a_note
 }
 
 BOOST_AUTO_TEST_CASE(a_failing_gnuplot_is_an_error_and_leaves_no_png) {
-    scratch_dir dir("failing");
+    vediff::testing::scratch_dir dir("plot_failing");
     const auto fake = dir.path / "fake-gnuplot";
     {
         std::ofstream out(fake);
@@ -176,7 +163,7 @@ BOOST_AUTO_TEST_CASE(gnuplot_draws_a_png) {
         BOOST_TEST_MESSAGE("gnuplot is not installed: PNG checks skipped");
         return;
     }
-    scratch_dir dir("png");
+    vediff::testing::scratch_dir dir("plot_png");
     // A path with a space and a quote, to exercise the quoting end to end.
     const auto png = dir.path / "it's a fig.png";
     const auto files = io::write_figure(sample_figure(), png);
@@ -201,7 +188,7 @@ BOOST_AUTO_TEST_CASE(empty_series_and_panels_still_draw) {
         BOOST_TEST_MESSAGE("gnuplot is not installed: skipped");
         return;
     }
-    scratch_dir dir("empty");
+    vediff::testing::scratch_dir dir("plot_empty");
     io::plot_figure fig;
     io::plot_panel some{.title = "one empty series"};
     some.series.push_back({.name = "points", .x = {0, 1}, .y = {1, 0}});

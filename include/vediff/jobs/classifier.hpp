@@ -1,5 +1,5 @@
 #pragma once
-// The classifier job (`vediff classifier`, examples/classify_fashion_mnist): trains the small CNN of
+// The classifier job (`vediff classifier`): trains the small CNN of
 // models/fashion_classifier.hpp on Fashion-MNIST and reports test accuracy. Its weights
 // (OUT/classifier.safetensors) are the feature network of the Fréchet distance and of precision /
 // recall, and score class-conditional samples (metrics/classifier_score.hpp).
@@ -182,7 +182,7 @@ classifier_job read_classifier_options(const cxxopts::ParseResult& a) {
 }
 
 template <class Devices = cpu_only>
-int classifier_main(int argc, char** argv, const std::string& program = "classify_fashion_mnist") {
+int classifier_main(int argc, char** argv, const std::string& program = "vediff classifier") {
     cxxopts::Options options(program, "Train a small CNN classifier on Fashion-MNIST (the feature network of the metrics)");
     add_classifier_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

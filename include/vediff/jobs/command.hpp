@@ -1,9 +1,9 @@
 #pragma once
-// The command-line shell every job shares: the example executables (train_tokenizer, sample, ...)
-// and the `vediff` subcommands parse their flags with cxxopts, print `--help` with every default,
-// reject unknown flags and stray arguments, and turn any error into "<program>: <message>" on
-// stderr with exit code 1. A job = an options struct, `add_options` / `read_options`, and a run
-// function that returns its metrics as JSON; this header only wires them to argv.
+// The command-line shell every job shares: the `vediff` subcommands (train-tokenizer, sample, ...)
+// parse their flags with cxxopts, print `--help` with every default, reject unknown flags and stray
+// arguments, and turn any error into "<program>: <message>" on stderr with exit code 1. A job = an
+// options struct, `add_options` / `read_options`, and a run function that returns its metrics as
+// JSON; this header only wires them to argv.
 #include <cstdio>
 #include <exception>
 #include <filesystem>

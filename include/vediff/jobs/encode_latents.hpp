@@ -111,7 +111,7 @@ encode_job read_encode_options(const cxxopts::ParseResult& a) {
 }
 
 template <class Devices = cpu_only>
-int encode_latents_main(int argc, char** argv, const std::string& program = "encode_latents") {
+int encode_latents_main(int argc, char** argv, const std::string& program = "vediff encode") {
     cxxopts::Options options(program, "Encode a data set with a trained tokenizer into a latent cache");
     add_encode_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

@@ -415,7 +415,7 @@ eval_job read_eval_options(const cxxopts::ParseResult& a) {
 }
 
 template <class Devices = cpu_only>
-int evaluate_main(int argc, char** argv, const std::string& program = "eval") {
+int evaluate_main(int argc, char** argv, const std::string& program = "vediff eval") {
     cxxopts::Options options(program, "Tokenizer and sample metrics against the Fashion-MNIST test set");
     add_eval_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

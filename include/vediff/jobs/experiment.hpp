@@ -415,7 +415,7 @@ void add_experiment_options(cxxopts::Options& options) {
 }
 
 template <class Devices = cpu_only>
-int experiment_main(int argc, char** argv, const std::string& program = "experiment") {
+int experiment_main(int argc, char** argv, const std::string& program = "vediff experiment") {
     cxxopts::Options options(program, "KL against VE tokenizers end to end: train, sample, evaluate, tabulate, plot (resumable)");
     add_experiment_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

@@ -1,5 +1,5 @@
 #pragma once
-// The sample job (`vediff sample`, examples/sample): N images per class from a trained diffusion
+// The sample job (`vediff sample`): N images per class from a trained diffusion
 // transformer (its EMA weights by default) and the tokenizer it was trained with: noise → sampler
 // with classifier-free guidance → de-normalized latents → decoder. Writes a PNG grid (one row per
 // class), the images and labels as safetensors (for metrics), and metrics.json with the
@@ -7,7 +7,7 @@
 // The images are 8-bit (metrics/eight_bit_images.hpp), stored as their [−1, 1] float levels.
 // The noise is drawn per sample (diffusion/sampling_noise.hpp): sample i is the same for any
 // --batch. Decoding runs under nn::no_grad (jobs/inference.hpp); the DiT in inference mode too.
-//   sample --dit runs/dit_ve --classifier runs/classifier/classifier.safetensors --out runs/samples_ve
+//   vediff sample --dit runs/dit_ve --classifier runs/classifier/classifier.safetensors --out runs/samples_ve
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -269,7 +269,7 @@ sample_job read_sample_options(const cxxopts::ParseResult& a) {
 }
 
 template <class Devices = cpu_only>
-int sample_main(int argc, char** argv, const std::string& program = "sample") {
+int sample_main(int argc, char** argv, const std::string& program = "vediff sample") {
     cxxopts::Options options(program, "Class-conditional samples of a trained diffusion transformer, decoded by its tokenizer");
     add_sample_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

@@ -495,7 +495,7 @@ inline toy_job read_toy_options(const cxxopts::ParseResult& a) {
 }
 
 /// `vediff toy` as a command line.
-inline int toy_main(int argc, char** argv, const std::string& program = "toy") {
+inline int toy_main(int argc, char** argv, const std::string& program = "vediff toy") {
     cxxopts::Options options(program, "The 2-D toy of the VE paper's Figure 1: KL against VE tokenizers on a spiral");
     add_toy_options(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

@@ -264,7 +264,7 @@ std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts
 }
 
 template <class Devices = cpu_only>
-int train_dit_main(int argc, char** argv, const std::string& program = "train_dit") {
+int train_dit_main(int argc, char** argv, const std::string& program = "vediff train-dit") {
     cxxopts::Options options(program, "Train a class-conditional diffusion transformer on a latent cache (flow matching)");
     add_dit_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

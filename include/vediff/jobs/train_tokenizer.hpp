@@ -410,7 +410,7 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
 
 /// `train-tokenizer` as a command line, for a program built for Devices.
 template <class Devices = cpu_only>
-int train_tokenizer_main(int argc, char** argv, const std::string& program = "train_tokenizer") {
+int train_tokenizer_main(int argc, char** argv, const std::string& program = "vediff train-tokenizer") {
     cxxopts::Options options(program, "Train the VAE tokenizer with the Variance Expansion loss (or KL)");
     add_tokenizer_options<Devices>(options);
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {

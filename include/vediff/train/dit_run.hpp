@@ -1,5 +1,5 @@
 #pragma once
-// What examples/train_dit saves and examples/sample reads back: the run configuration (model
+// What `vediff train-dit` saves and `vediff sample` reads back: the run configuration (model
 // sizes, block design, optimization, the latent cache's normalization and tokenizer), and the
 // model together with its EMA in one state_dict (the model's names, then the average under "ema.").
 #include <cstdint>

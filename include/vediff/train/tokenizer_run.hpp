@@ -1,5 +1,5 @@
 #pragma once
-// A trained tokenizer, read back from the output directory of examples/train_tokenizer: the model
+// A trained tokenizer, read back from the output directory of `vediff train-tokenizer`: the model
 // sizes from the run configuration in DIR/checkpoint/train_state.safetensors, the weights from
 // DIR/checkpoint/model.safetensors (strictly).
 #include <filesystem>
@@ -28,7 +28,7 @@ template <device D = cpu>
 tokenizer_run<D> load_tokenizer_run(const std::filesystem::path& dir) {
     const auto checkpoint = dir / "checkpoint";
     if (!checkpoint_exists(checkpoint))
-        throw io_error(fmt::format("tokenizer {}: no checkpoint in {} (train one with train_tokenizer --out {})", dir.string(),
+        throw io_error(fmt::format("tokenizer {}: no checkpoint in {} (train one with vediff train-tokenizer --out {})", dir.string(),
                                    checkpoint.string(), dir.string()));
     const auto config = nlohmann::json::parse(read_train_state(checkpoint).config_json);
     models::autoencoder_config c;
