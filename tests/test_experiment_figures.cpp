@@ -37,3 +37,20 @@ BOOST_AUTO_TEST_CASE(rows_out_of_order_are_sorted_as_pairs) {
     BOOST_TEST(series[0].x == (std::vector<double>{1e-6, 1e-2, 1.0}), boost::test_tools::per_element());
     BOOST_TEST(series[0].y == (std::vector<double>{1.0, 2.0, 3.0}), boost::test_tools::per_element());
 }
+
+BOOST_AUTO_TEST_CASE(seeds_of_one_configuration_share_a_colour_and_configurations_differ) {
+    // Eleven configurations: more than the palette's ten, so the colours wrap once.
+    nlohmann::json rows = {row("kl", 1e-6, 0, 1), row("ve", 0.1, 0, 1), row("kl", 1e-6, 1, 1), row("ve", 0.1, 1, 1),
+                           row("ve", 0.01, 0, 1)};
+    for (int k = 0; k < 8; ++k) rows.push_back(row("kl", 1.0 + k, 0, 1));
+    const auto colors = jobs::experiment_detail::configuration_colors(rows);
+    BOOST_REQUIRE_EQUAL(colors.size(), rows.size());
+    BOOST_TEST(colors[0] == colors[2]);  // KL 1e-6, seeds 0 and 1
+    BOOST_TEST(colors[1] == colors[3]);  // VE 0.1, seeds 0 and 1
+    BOOST_TEST(colors[0] != colors[1]);
+    BOOST_TEST(colors[4] != colors[0]);
+    BOOST_TEST(colors[4] != colors[1]);
+    for (std::size_t i = 4; i < 12; ++i)  // the first ten configurations all differ
+        for (std::size_t j = i + 1; j < 12; ++j) BOOST_TEST(colors[i] != colors[j]);
+    BOOST_TEST(colors[12] == colors[0]);  // the eleventh configuration wraps to the first colour
+}
