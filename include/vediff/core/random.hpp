@@ -87,18 +87,43 @@ constexpr T training_time(double v, bool logistic, double shift) {
     return r;
 }
 
+/// Which part of every draw one process takes in data-parallel training: the draws of a global
+/// batch split into `count` equal consecutive slices, this process taking slice `index` (its
+/// rank). A batch-shaped draw (batch outermost) then gives each rank exactly the rows of the
+/// global batch it trains on, and the union over ranks is the single-process draw.
+struct batch_shard {
+    std::uint64_t index = 0;
+    std::uint64_t count = 1;
+};
+
+/// Where a fill's n elements lie in the Philox stream: element i of the fill is element
+/// first + i of the draw that starts at block `offset`.
+struct philox_range {
+    std::uint64_t offset = 0;
+    std::uint64_t first = 0;
+};
+
 /// A stream of draws: (seed, stream) fixed, offset advancing by the blocks each draw consumes.
-/// Saving `offset` is enough to resume the stream exactly.
+/// Saving `offset` is enough to resume the stream exactly. `shard` is not part of the stream's
+/// state: the training loop sets it from the process's rank, and a checkpoint taken by any
+/// number of processes resumes on any other number.
 struct philox_generator {
     std::uint64_t seed = 0;
     std::uint64_t stream = 0;
     std::uint64_t offset = 0;
+    batch_shard shard{};
 
     /// Reserves the blocks for n elements and returns the offset at which they start.
     std::uint64_t advance(std::uint64_t n) {
         const std::uint64_t start = offset;
         offset += (n + 3) / 4;
         return start;
+    }
+
+    /// Reserves a draw of n · shard.count elements and returns where this shard's n lie in it.
+    philox_range reserve_slice(std::uint64_t n) {
+        const std::uint64_t start = advance(n * shard.count);
+        return {start, n * shard.index};
     }
 };
 

@@ -158,15 +158,17 @@ struct random_horizontal_flip {
         return philox_uniform<double>(seed, flip_stream + step, 0, static_cast<std::uint64_t>(index)) < probability;
     }
 
-    /// Flips the chosen images of batch (B, C, H, W) in place; returns how many flipped.
+    /// Flips the chosen images of batch (B, C, H, W) in place; returns how many flipped. Row i is
+    /// row first_row + i of the step's global batch (a data-parallel shard's offset), whose draw
+    /// decides.
     template <class T, device D>
-    std::int64_t operator()(const tensor_view<T, D>& batch, std::uint64_t step) const {
+    std::int64_t operator()(const tensor_view<T, D>& batch, std::uint64_t step, std::int64_t first_row = 0) const {
         require_rank("random_horizontal_flip", batch, 4, "batch");
         if (!(probability >= 0.0 && probability <= 1.0))
             throw std::invalid_argument(fmt::format("random_horizontal_flip: probability {} is outside [0, 1]", probability));
         std::vector<std::int64_t> chosen;
         for (std::int64_t i = 0; i < batch.dim(0); ++i)
-            if (flips(step, i)) chosen.push_back(i);
+            if (flips(step, first_row + i)) chosen.push_back(i);
         if (chosen.empty()) return 0;
         // Host work on the batch, staged through host memory on other devices.
         const std::int64_t rows = batch.dim(1) * batch.dim(2), w = batch.dim(3), per_image = rows * w;

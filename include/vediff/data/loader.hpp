@@ -48,17 +48,23 @@ struct batch {
     tensor_view<T, D> images;              // (B, C, H, W), B = batch size (smaller only for a kept last batch)
     std::span<const std::int32_t> labels;  // (B)
     std::int64_t epoch = 0;
-    std::int64_t position = 0;  // index in the epoch's order of the first sample
+    std::int64_t position = 0;   // index in the epoch's order of the global batch's first sample
+    std::int64_t first_row = 0;  // row of the global batch that images[0] is (a shard's offset)
 };
 
 /// Shuffled minibatches of a labeled image set, gathered into a preallocated tensor on device D.
 /// It keeps views of the images and labels: the data set must outlive the loader.
+///
+/// Data parallel: batch_size is the global batch, and a loader with shard {rank, world size}
+/// gathers only its consecutive batch_size / count rows of each global batch (the order is the
+/// same on every process), so the shards of one step are disjoint and their union is the
+/// single-process batch.
 template <class T = float, device D = cpu>
 class batch_loader {
 public:
     batch_loader(const tensor_view<T, cpu>& images, std::span<const std::int32_t> labels, std::int64_t batch_size,
-                 std::uint64_t seed, bool drop_last = true)
-        : images_(images), labels_(labels), batch_size_(batch_size), seed_(seed), drop_last_(drop_last) {
+                 std::uint64_t seed, bool drop_last = true, batch_shard shard = {})
+        : images_(images), labels_(labels), batch_size_(batch_size), seed_(seed), drop_last_(drop_last), shard_(shard) {
         if (images.rank() < 1 || images.dim(0) != static_cast<std::int64_t>(labels.size()))
             throw shape_error(fmt::format("batch_loader: images {} and {} labels differ in count", images.shape(), labels.size()));
         if (labels.empty()) throw std::invalid_argument("batch_loader: the data set is empty");
@@ -66,24 +72,33 @@ public:
         if (drop_last && batch_size > size())
             throw std::invalid_argument(
                 fmt::format("batch_loader: batch size {} exceeds the {} samples, and the last partial batch is dropped", batch_size, size()));
+        if (shard.count < 1 || shard.index >= shard.count)
+            throw std::invalid_argument(fmt::format("batch_loader: shard {} of {} does not exist", shard.index, shard.count));
+        if (shard.count > 1 && (!drop_last || batch_size % static_cast<std::int64_t>(shard.count) != 0))
+            throw std::invalid_argument(fmt::format("batch_loader: the global batch {} does not split into {} equal shards{}", batch_size,
+                                                    shard.count, drop_last ? "" : " (and a kept partial last batch would not)"));
+        local_size_ = batch_size / static_cast<std::int64_t>(shard.count);
         tensor_shape shape = images.shape();
-        shape[0] = batch_size;
+        shape[0] = local_size_;
         batch_images_ = tensor<T, D>(shape);
         if constexpr (!D::host_accessible) staging_ = tensor<T, cpu>(shape);
         batch_labels_.resize(static_cast<std::size_t>(batch_size));
         seek(0, 0);
     }
-    batch_loader(const labeled_images<T>& data, std::int64_t batch_size, std::uint64_t seed, bool drop_last = true)
-        : batch_loader(data.images, std::span<const std::int32_t>(data.labels), batch_size, seed, drop_last) {}
+    batch_loader(const labeled_images<T>& data, std::int64_t batch_size, std::uint64_t seed, bool drop_last = true, batch_shard shard = {})
+        : batch_loader(data.images, std::span<const std::int32_t>(data.labels), batch_size, seed, drop_last, shard) {}
 
     /// The next minibatch, starting a new epoch (and a new order) when the current one is used up.
     batch<T, D> next() {
         const std::int64_t left = size() - position_;
         if (left <= 0 || (drop_last_ && left < batch_size_)) seek(epoch_ + 1, 0);
-        const std::int64_t b = std::min(batch_size_, size() - position_);
+        const std::int64_t global = std::min(batch_size_, size() - position_);
+        // Without sharding the whole (possibly partial last) batch; with it, equal shards.
+        const std::int64_t b = shard_.count > 1 ? local_size_ : global;
+        const std::int64_t first_row = static_cast<std::int64_t>(shard_.index) * local_size_;
         const auto gather_into = [&](const auto& dst) {
             for (std::int64_t r = 0; r < b; ++r) {
-                const std::int64_t src = order_[static_cast<std::size_t>(position_ + r)];
+                const std::int64_t src = order_[static_cast<std::size_t>(position_ + first_row + r)];
                 const auto row = images_[src];
                 memory<cpu>::copy(dst[r].data(), row.data(), static_cast<std::size_t>(row.numel()) * sizeof(T));
                 batch_labels_[static_cast<std::size_t>(r)] = labels_[static_cast<std::size_t>(src)];
@@ -96,8 +111,8 @@ public:
             memory<D>::copy_from_host(batch_images_.data(), staging_.data(), staging_.bytes());
         }
         batch<T, D> out{batch_images_.slice(0, b), std::span<const std::int32_t>(batch_labels_.data(), static_cast<std::size_t>(b)),
-                        epoch_, position_};
-        position_ += b;
+                        epoch_, position_, first_row};
+        position_ += global;
         return out;
     }
 
@@ -116,6 +131,9 @@ public:
     std::int64_t position() const { return position_; }
     std::int64_t size() const { return static_cast<std::int64_t>(labels_.size()); }
     std::int64_t batch_size() const { return batch_size_; }
+    /// Rows this process gets of each global batch.
+    std::int64_t local_batch_size() const { return local_size_; }
+    batch_shard shard() const { return shard_; }
     std::int64_t batches_per_epoch() const { return drop_last_ ? size() / batch_size_ : (size() + batch_size_ - 1) / batch_size_; }
     /// The sample order of the current epoch.
     std::span<const std::int64_t> order() const { return order_; }
@@ -126,11 +144,13 @@ private:
     std::int64_t batch_size_;
     std::uint64_t seed_;
     bool drop_last_;
+    batch_shard shard_;
+    std::int64_t local_size_ = 0;
     std::int64_t epoch_ = 0;
     std::int64_t position_ = 0;
     std::vector<std::int64_t> order_;
-    tensor<T, D> batch_images_;  // (batch_size, C, H, W)
-    tensor<T, cpu> staging_;     // (batch_size, C, H, W), host side of a device batch
+    tensor<T, D> batch_images_;  // (local batch size, C, H, W)
+    tensor<T, cpu> staging_;     // (local batch size, C, H, W), host side of a device batch
     std::vector<std::int32_t> batch_labels_;
 };
 

@@ -1,9 +1,10 @@
 #pragma once
-// The DiT job (`vediff train-dit`, examples/train_dit): class-conditional flow matching of a
-// diffusion transformer on a latent cache (encode), with an EMA of the weights, exact-resume
-// checkpoints (model + EMA + AdamW + random streams + loader position) and a JSON-lines log.
+// The DiT job (`vediff train-dit`): class-conditional flow matching of a diffusion transformer on
+// a latent cache (encode), with an EMA of the weights, exact-resume checkpoints (model + EMA +
+// AdamW + random streams + loader position) and a JSON-lines log; data-parallel under mpirun.
 //   train-dit --latents runs/ve/latents.safetensors --out runs/dit_ve --time-budget 1200
 //   train-dit --out runs/dit_ve --resume
+//   mpirun -np 4 vediff train-dit --latents ... --batch 256   (64 per rank)
 // The latents are normalized per channel with the cache's mean and std (the run keeps them, and
 // `sample` inverts them before decoding). t = 0 is noise, t = 1 data (diffusion/flow_matching.hpp).
 #include <algorithm>
@@ -25,6 +26,8 @@
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/core/transfer.hpp"
+#include "vediff/distributed/data_parallel.hpp"
+#include "vediff/distributed/launch.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/jobs/device_choice.hpp"
 #include "vediff/models/dit.hpp"
@@ -37,6 +40,7 @@
 #include "vediff/train/dit_run.hpp"
 #include "vediff/train/jsonl_log.hpp"
 #include "vediff/train/latent_cache.hpp"
+#include "vediff/train/loop.hpp"
 #include "vediff/util/progress.hpp"
 
 namespace vediff::jobs {
@@ -46,6 +50,7 @@ struct dit_run_options {
     bool resume = false;
     std::int64_t log_every = 25, checkpoint_every = 250, stop_after = 0;
     std::string device = "cpu";  // where to compute (a checkpoint resumes on any device)
+    double comm_timeout_s = 600;  // under mpirun: the longest wait for another rank before the job is ended
 };
 
 namespace dit_detail {
@@ -61,11 +66,12 @@ Optimizer make_optimizer(Model& model, const train::dit_run_config& cfg) {
         return Optimizer(model, adam);
 }
 
-template <class Design, device D, class Optimizer>
-nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run) {
+template <class Design, device D, class Optimizer, class Comm>
+nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run, Comm& comm) {
     using model_type = models::diffusion_transformer<Design, float, D>;
     const fs::path checkpoint_dir = run.out / "checkpoint";
-    fs::create_directories(run.out);
+    const bool root = comm.rank() == 0;
+    if (root) fs::create_directories(run.out);
 
     auto cache = train::load_latent_cache(cfg.latents);
     cfg.tokenizer = cache.tokenizer;
@@ -79,10 +85,13 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run)
     const data::labeled_images<float> set{normalization.normalize(cache.latents.view()), cache.labels};
 
     model_type model(cfg.model, cfg.seed);
+    distributed::data_parallel<Comm, model_type> parallel(comm, model);
+    if (cfg.batch % comm.size() != 0)
+        throw std::invalid_argument(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
     auto opt = make_optimizer<Optimizer>(model, cfg);
     optim::ema<float, D> average(model, {.decay = cfg.ema_decay, .warmup = true});
     train::model_with_ema<model_type> model_and_average{model, average};
-    data::batch_loader<float> loader(set, cfg.batch, cfg.seed);
+    data::batch_loader<float> loader(set, cfg.batch, cfg.seed, true, parallel.shard());
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
     const diffusion::flow_matching_config flow{
         .times = cfg.time_sampling == "uniform" ? diffusion::time_sampling::uniform() : diffusion::time_sampling::logit_normal(),
@@ -97,87 +106,94 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run)
         train::load_checkpoint(checkpoint_dir, model_and_average, opt, state);
         model.y_embedder.generator = state.generators.at("labels");
         loader.seek(state.loader_epoch, state.loader_position);
-        fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
+        if (root) fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
     }
-    fmt::print("{}: {} parameters, {} tokens of {}, latents {} ({} images, {} classes), on {} ({} threads)\n", cfg.design,
-               nn::parameter_count(model), cfg.model.tokens(), cfg.model.hidden_size, cache.latents.shape().to_string(),
-               cache.size(), cfg.model.num_classes, D::name, omp_get_max_threads());
+    // Every rank starts from rank 0's weights, and draws its shard of each batch-shaped draw.
+    parallel.broadcast_parameters(model);
+    auto& noise = state.generators.at("noise");
+    noise.shard = model.y_embedder.generator.shard = parallel.shard();
+    if (root)
+        fmt::print("{}: {} parameters, {} tokens of {}, latents {} ({} images, {} classes), on {} ({} threads){}\n", cfg.design,
+                   nn::parameter_count(model), cfg.model.tokens(), cfg.model.hidden_size, cache.latents.shape().to_string(), cache.size(),
+                   cfg.model.num_classes, D::name, omp_get_max_threads(),
+                   comm.size() > 1 ? fmt::format(", {} ranks of batch {}", comm.size(), loader.local_batch_size()) : std::string());
 
-    const fs::path log_path = run.out / "log.jsonl";
-    if (run.resume) train::truncate_log(log_path, state.step);
-    else fs::remove(log_path);
-    std::ofstream log(log_path, std::ios::app);
     const auto save = [&] {
         state.loader_epoch = loader.epoch();
         state.loader_position = loader.position();
         state.generators["labels"] = model.y_embedder.generator;
         train::save_checkpoint(checkpoint_dir, model_and_average, opt, state);
     };
-    util::progress_bar bar(cfg.steps, {.label = "dit", .items_per_step = double(cfg.batch), .unit = "samples", .start_step = state.step});
-    const auto start = std::chrono::steady_clock::now();
-    const std::int64_t first_step = state.step;
-    double smoothed = 0;
-    for (; state.step < cfg.steps; ++state.step) {
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if ((run.stop_after > 0 && state.step - first_step == run.stop_after) || (cfg.time_budget_s > 0 && elapsed >= cfg.time_budget_s)) break;
+    const auto step = [&](std::int64_t index) {
         auto b = loader.next();
         const view_on<float, D> images(b.images);
-        const auto pair = diffusion::make_training_pair(images.view(), state.generators.at("noise"), flow);
+        const auto pair = diffusion::make_training_pair(images.view(), noise, flow);
         const auto labels = tensor<std::int32_t, D>::from_host({static_cast<std::int64_t>(b.labels.size())}, b.labels);
-        opt.set_lr(schedule(state.step));
+        opt.set_lr(schedule(index));
         opt.zero_grad();
         const auto v = model.forward(pair.x_t, pair.t, labels);
         const auto loss = diffusion::flow_matching_loss(v.view(), pair.target.view(), flow);
-        if (!std::isfinite(loss.value))
-            throw numeric_error(fmt::format("train_dit: the loss is {} at step {}; the last good checkpoint in {} is untouched", loss.value,
-                                            state.step, checkpoint_dir.string()));
+        // The step's loss over the global batch: each rank's is the mean over its equal shard.
+        const auto global = parallel.mean({loss.value, loss.mse, loss.cosine}, fmt::format("the loss of step {}", index));
+        if (!std::isfinite(global[0]))
+            throw numeric_error(fmt::format("train_dit: the loss is {} at step {}; the last good checkpoint in {} is untouched", global[0],
+                                            index, checkpoint_dir.string()));
         (void)model.backward(loss.dv);
+        parallel.reduce_gradients(model, index);
         const double grad_norm = cfg.clip > 0 ? optim::clip_grad_norm(model, cfg.clip) : 0.0;
         opt.step();
-        average.update(model, state.step);
-        smoothed = state.step == first_step ? loss.value : 0.98 * smoothed + 0.02 * loss.value;
-        bar.update(state.step + 1, {{"loss", smoothed}});
-        if ((state.step + 1) % run.log_every == 0 || state.step + 1 == cfg.steps) {
-            nlohmann::json line = {{"step", state.step + 1}, {"loss", loss.value}, {"mse", loss.mse}, {"lr", opt.lr()}, {"epoch", b.epoch}};
-            if (cfg.cosine_term) line["cosine"] = loss.cosine;
-            if (cfg.clip > 0) line["grad_norm"] = grad_norm;
-            log << line.dump() << "\n" << std::flush;
-        }
-        if ((state.step + 1) % run.checkpoint_every == 0) {
-            ++state.step;  // the checkpoint holds the steps completed
-            save();
-            --state.step;
-        }
+        average.update(model, index);
+        train::step_report report;
+        report.loss = global[0];
+        report.log = {{"loss", global[0]}, {"mse", global[1]}, {"lr", opt.lr()}, {"epoch", b.epoch}};
+        if (cfg.cosine_term) report.log["cosine"] = global[2];
+        if (cfg.clip > 0) report.log["grad_norm"] = grad_norm;
+        return report;
+    };
+    const train::loop_options loop{.steps = cfg.steps, .time_budget_s = cfg.time_budget_s, .stop_after = run.stop_after,
+                                   .log_every = run.log_every, .checkpoint_every = run.checkpoint_every,
+                                   .progress = {.label = "dit", .items_per_step = double(cfg.batch), .unit = "samples"}};
+    const auto result = train::run_training_loop(state.step, loop, comm, run.out / "log.jsonl", run.resume, step, save);
+
+    nlohmann::json summary = result.to_json();
+    summary["samples_per_second"] = double(result.steps_this_run() * cfg.batch) / result.seconds;
+    summary["threads"] = omp_get_max_threads();
+    summary["device"] = D::name;
+    summary["ranks"] = comm.size();
+    summary["config"] = cfg.to_json();
+    if (root) {
+        io::write_file_atomically(run.out / "train.json", [&](io::atomic_file& f) { f.write(summary.dump(2) + "\n"); });
+        fmt::print("{} steps ({} this run, {:.0f} s, {:.1f} samples/s), smoothed loss {:.4f}; checkpoint in {}\n", result.steps,
+                   result.steps_this_run(), result.seconds, summary["samples_per_second"].get<double>(), result.smoothed_loss,
+                   checkpoint_dir.string());
     }
-    bar.finish();
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    save();
-    const nlohmann::json summary = {{"finished", state.step >= cfg.steps || cfg.time_budget_s > 0}, {"steps", state.step}, {"steps_this_run", state.step - first_step}, {"train_seconds", seconds},
-                                    {"samples_per_second", double((state.step - first_step) * cfg.batch) / seconds},
-                                    {"final_loss_smoothed", smoothed}, {"threads", omp_get_max_threads()}, {"device", D::name},
-                                    {"config", cfg.to_json()}};
-    io::write_file_atomically(run.out / "train.json", [&](io::atomic_file& f) { f.write(summary.dump(2) + "\n"); });
-    fmt::print("{} steps ({} this run, {:.0f} s, {:.1f} samples/s), smoothed loss {:.4f}; checkpoint in {}\n", state.step,
-               state.step - first_step, seconds, summary["samples_per_second"].get<double>(), smoothed, checkpoint_dir.string());
     return summary;
 }
 
-template <class Design, device D>
-nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run) {
-    if (cfg.optimizer == "adamw") return train_with<Design, D, optim::adamw<float, D>>(std::move(cfg), run);
-    if (cfg.optimizer == "muon") return train_with<Design, D, optim::muon<float, D>>(std::move(cfg), run);
+template <class Design, device D, class Comm>
+nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run, Comm& comm) {
+    if (cfg.optimizer == "adamw") return train_with<Design, D, optim::adamw<float, D>>(std::move(cfg), run, comm);
+    if (cfg.optimizer == "muon") return train_with<Design, D, optim::muon<float, D>>(std::move(cfg), run, comm);
     throw std::invalid_argument(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
 }
 } // namespace dit_detail
 
 
 /// Trains (or continues, with run.resume: then the saved configuration is the run) a DiT into
-/// run.out on run.device (one of Devices). Returns the summary written to OUT/train.json.
+/// run.out on run.device (one of Devices), data-parallel over comm's ranks (--batch is the global
+/// batch). Returns the summary written to OUT/train.json (by rank 0).
+template <class Devices = cpu_only, class Comm>
+nlohmann::json train_dit(const train::dit_run_config& cfg, const dit_run_options& run, Comm& comm) {
+    return with_device<Devices>(run.device, [&]<device D>() {
+        return train::with_dit_design(cfg.design, [&]<class Design>() { return dit_detail::train<Design, D>(cfg, run, comm); });
+    });
+}
+
+/// The same in the communicator this process was launched for (distributed/launch.hpp): one
+/// process, or one rank of `mpirun -np N`.
 template <class Devices = cpu_only>
 nlohmann::json train_dit(const train::dit_run_config& cfg, const dit_run_options& run) {
-    return with_device<Devices>(run.device, [&]<device D>() {
-        return train::with_dit_design(cfg.design, [&]<class Design>() { return dit_detail::train<Design, D>(cfg, run); });
-    });
+    return distributed::with_launch_communicator(run.comm_timeout_s, [&](auto& comm) { return train_dit<Devices>(cfg, run, comm); });
 }
 
 template <class Devices = cpu_only>
@@ -213,7 +229,8 @@ void add_dit_options(cxxopts::Options& options) {
         ("resume", "continue from OUT/checkpoint with its saved configuration")
         ("log-every", "steps between log lines", cxxopts::value<std::int64_t>()->default_value("25"))
         ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value("250"))
-        ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value("0"));
+        ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value("0"))
+        ("comm-timeout", "under mpirun: seconds to wait for another rank before ending the job", cxxopts::value<double>()->default_value("600"));
     // clang-format on
     add_device_option<Devices>(options, "training");
 }
@@ -224,7 +241,8 @@ template <class Devices = cpu_only>
 std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts::ParseResult& a) {
     dit_run_options run{.out = a["out"].as<std::string>(), .resume = a.count("resume") > 0, .log_every = a["log-every"].as<std::int64_t>(),
                         .checkpoint_every = a["checkpoint-every"].as<std::int64_t>(), .stop_after = a["stop-after"].as<std::int64_t>(),
-                        .device = read_device<Devices>(a)};
+                        .device = read_device<Devices>(a), .comm_timeout_s = a["comm-timeout"].as<double>()};
+    if (!(run.comm_timeout_s > 0)) throw std::invalid_argument(fmt::format("--comm-timeout {}: must be > 0 seconds", run.comm_timeout_s));
     train::dit_run_config cfg;
     if (run.resume) {
         // The saved configuration is the run; only the run-length knobs may change.

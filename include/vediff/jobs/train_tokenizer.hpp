@@ -27,6 +27,8 @@
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/image_grid.hpp"
 #include "vediff/core/transfer.hpp"
+#include "vediff/distributed/data_parallel.hpp"
+#include "vediff/distributed/launch.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/jobs/device_choice.hpp"
 #include "vediff/loss/kl.hpp"
@@ -43,6 +45,7 @@
 #include "vediff/optim/schedule.hpp"
 #include "vediff/train/checkpoint.hpp"
 #include "vediff/train/jsonl_log.hpp"
+#include "vediff/train/loop.hpp"
 #include "vediff/util/progress.hpp"
 
 namespace vediff::jobs {
@@ -70,6 +73,7 @@ struct tokenizer_job {
     double time_budget_s = 0;  // > 0: stop training once this much wall time has passed
     bool resume = false;
     std::string device = "cpu";  // where to compute (not part of the run: a checkpoint resumes on any device)
+    double comm_timeout_s = 600;  // under mpirun: the longest wait for another rank before the job is ended
 
     nlohmann::json to_json() const {
         return {{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
@@ -155,11 +159,36 @@ nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const data::labele
             {"eval_images", n}};
 }
 
-template <device D, class Loss>
-nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
+/// The step's latent statistics over the global batch, from every rank's (equal) shard: σ² is a
+/// mean of means; each channel's std comes from the means of z and z² (then made unbiased over
+/// the global count).
+template <class Parallel>
+std::pair<double, std::vector<double>> global_latent_statistics(Parallel& parallel, const loss::latent_statistics& local, std::int64_t step) {
+    const std::size_t channels = local.channel_std.size();
+    std::vector<double> values{local.sigma2_mean};
+    const double n = double(local.per_channel);
+    for (std::size_t c = 0; c < channels; ++c) {
+        const double m = local.channel_mean[c], var = n > 1 ? local.channel_std[c] * local.channel_std[c] * (n - 1) / n : 0.0;
+        values.push_back(m);
+        values.push_back(var + m * m);
+    }
+    if (parallel.size() == 1) return {local.sigma2_mean, local.channel_std};
+    const auto global = parallel.mean(std::move(values), fmt::format("the latent statistics of step {}", step));
+    const double count = n * double(parallel.size());
+    std::vector<double> stds(channels);
+    for (std::size_t c = 0; c < channels; ++c) {
+        const double m = global[1 + 2 * c], second = global[2 + 2 * c];
+        stds[c] = count > 1 ? std::sqrt(std::max(0.0, second - m * m) * count / (count - 1)) : 0.0;
+    }
+    return {global[0], stds};
+}
+
+template <device D, class Loss, class Comm>
+nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     const fs::path out_dir = cfg.out;
     const fs::path checkpoint_dir = out_dir / "checkpoint";
-    fs::create_directories(out_dir);
+    const bool root = comm.rank() == 0;
+    if (root) fs::create_directories(out_dir);
 
     train::train_state state;
     state.generators["posterior"] = philox_generator{cfg.seed, 1, 0};
@@ -168,127 +197,130 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn) {
             throw io_error(fmt::format("--resume: no checkpoint in {}", checkpoint_dir.string()));
         // The saved configuration wins (model sizes, loss, schedule), except the run-length knobs.
         const auto saved = nlohmann::json::parse(train::read_train_state(checkpoint_dir).config_json);
-        if (saved != nlohmann::json(cfg.to_json()))
+        if (root && saved != nlohmann::json(cfg.to_json()))
             fmt::print("note: resuming with the flags given now; the checkpoint was saved with {}\n", saved.dump());
     }
 
     const auto sets = load_data(cfg);
     cfg.model.in_channels = cfg.model.out_channels = sets.train.images.dim(1);
     cfg.model.resolution = sets.train.images.dim(2);
-    models::autoencoder_kl<float, D> ae(cfg.model, cfg.seed);
+    using model_type = models::autoencoder_kl<float, D>;
+    model_type ae(cfg.model, cfg.seed);
+    distributed::data_parallel<Comm, model_type> parallel(comm, ae);
+    if (cfg.batch % comm.size() != 0)
+        throw std::invalid_argument(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
     optim::adamw<float, D> opt(ae, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
-    data::batch_loader<float> loader(sets.train, cfg.batch, cfg.seed);
+    data::batch_loader<float> loader(sets.train, cfg.batch, cfg.seed, true, parallel.shard());
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
     state.config_json = cfg.to_json().dump();
     if (cfg.resume) {
         train::load_checkpoint(checkpoint_dir, ae, opt, state);
         loader.seek(state.loader_epoch, state.loader_position);
-        fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
+        if (root) fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
     }
+    parallel.broadcast_parameters(ae);
+    auto& posterior_noise = state.generators.at("posterior");
+    posterior_noise.shard = parallel.shard();
     const data::random_horizontal_flip flip{.seed = cfg.seed};
     const bool augment = !cfg.image_folder.empty();
 
-    fmt::print("tokenizer: {} parameters, latents {}, {} training images, loss {} ({}), on {} ({} threads)\n", nn::parameter_count(ae),
-               ae.latent_shape(cfg.batch).to_string(), sets.train.size(), cfg.loss, to_string(loss_fn.mode), D::name, omp_get_max_threads());
-
-    const fs::path log_path = out_dir / "log.jsonl";
-    if (cfg.resume) train::truncate_log(log_path, state.step);
-    else fs::remove(log_path);
-    std::ofstream log(log_path, std::ios::app);
+    if (root)
+        fmt::print("tokenizer: {} parameters, latents {}, {} training images, loss {} ({}), on {} ({} threads){}\n", nn::parameter_count(ae),
+                   ae.latent_shape(cfg.batch).to_string(), sets.train.size(), cfg.loss, to_string(loss_fn.mode), D::name,
+                   omp_get_max_threads(), comm.size() > 1 ? fmt::format(", {} ranks of batch {}", comm.size(), loader.local_batch_size()) : std::string());
 
     const auto save = [&] {
         state.loader_epoch = loader.epoch();
         state.loader_position = loader.position();
         train::save_checkpoint(checkpoint_dir, ae, opt, state);
     };
-
-    util::progress_bar bar(cfg.steps, {.label = "tokenizer", .items_per_step = double(cfg.batch), .unit = "img",
-                                       .start_step = state.step});
-    const auto start = std::chrono::steady_clock::now();
-    const std::int64_t first_step = state.step;
-    std::int64_t steps_this_run = 0;
-    for (; state.step < cfg.steps; ++state.step) {
-        const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if ((cfg.stop_after > 0 && steps_this_run == cfg.stop_after) || (cfg.time_budget_s > 0 && elapsed >= cfg.time_budget_s)) break;
+    const auto step = [&](std::int64_t index) {
         auto b = loader.next();
-        if (augment) flip(b.images, static_cast<std::uint64_t>(state.step));
+        if (augment) flip(b.images, static_cast<std::uint64_t>(index), b.first_row);
         const view_on<float, D> images(b.images);
-        opt.set_lr(schedule(state.step));
+        opt.set_lr(schedule(index));
         opt.zero_grad();
 
         auto moments = ae.encode(images.view());
         auto post = models::gaussian_posterior<float, D>::from_moments(moments);
-        auto z = post.sample(state.generators.at("posterior"));
+        auto z = post.sample(posterior_noise);
         auto x_hat = ae.decode(z);
         auto r = loss_fn.evaluate(loss::tokenizer_outputs<float, D>{images.view(), x_hat, post.mean, post.logvar, z});
-        if (!r.finite())
+        // Every term is a mean over the batch's images, so the global value is the ranks' mean.
+        std::vector<double> terms{r.total};
+        for (const auto& [name, value] : r.breakdown) terms.push_back(value);
+        terms = parallel.mean(std::move(terms), fmt::format("the loss of step {}", index));
+        if (!std::isfinite(terms[0])) {
+            std::string term = "total";
+            for (std::size_t k = 0; k < r.breakdown.size(); ++k)
+                if (!std::isfinite(terms[k + 1])) {
+                    term = std::string(r.breakdown[k].first);
+                    break;
+                }
             throw numeric_error(fmt::format("tokenizer: the '{}' term is not finite at step {} (loss {}); the last good checkpoint "
                                             "in {} is untouched",
-                                            *r.first_nonfinite_term(), state.step, r.total, checkpoint_dir.string()));
+                                            term, index, terms[0], checkpoint_dir.string()));
+        }
+        const auto [sigma2_mean, channel_std] = global_latent_statistics(parallel, r.latent, index);
         auto dz = ae.decode_backward(r.gradients.dx_hat);
         ops::axpy(dz.view(), r.gradients.dz.view());
         post.sample_backward(dz, r.gradients.dmean, r.gradients.dlogvar);
         (void)ae.encode_backward(post.moments_backward(r.gradients.dmean, r.gradients.dlogvar));
+        parallel.reduce_gradients(ae, index);
         const double grad_norm = cfg.clip > 0 ? optim::clip_grad_norm(ae, cfg.clip) : 0.0;
         opt.step();
-        ++steps_this_run;
 
-        std::vector<util::progress_field> fields;
-        for (const auto& [name, value] : r.breakdown) fields.emplace_back(name, value);
-        fields.emplace_back("sigma2", r.latent.sigma2_mean);
-        bar.update(state.step + 1, fields);
-        if ((state.step + 1) % cfg.log_every == 0 || state.step + 1 == cfg.steps) {
-            nlohmann::json line = {{"step", state.step + 1}, {"loss", r.total}, {"sigma2_mean", r.latent.sigma2_mean},
-                                   {"latent_channel_std", r.latent.channel_std}, {"lr", opt.lr()}, {"epoch", b.epoch}};
-            for (const auto& [name, value] : r.breakdown) line[std::string(name)] = value;
-            if (cfg.clip > 0) line["grad_norm"] = grad_norm;
-            log << line.dump() << "\n" << std::flush;
-        }
-        if ((state.step + 1) % cfg.checkpoint_every == 0) {
-            ++state.step;  // the checkpoint holds the steps completed
-            save();
-            --state.step;
-        }
-    }
-    bar.finish();
-    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    save();
-    if (state.step < cfg.steps && cfg.time_budget_s <= 0) {
-        fmt::print("stopped after {} steps at step {}; continue with --resume\n", steps_this_run, state.step);
-        return {{"finished", false}, {"steps", state.step}};
+        train::step_report report;
+        report.loss = terms[0];
+        for (std::size_t k = 0; k < r.breakdown.size(); ++k) report.progress.emplace_back(r.breakdown[k].first, terms[k + 1]);
+        report.progress.emplace_back("sigma2", sigma2_mean);
+        report.log = {{"loss", terms[0]}, {"sigma2_mean", sigma2_mean}, {"latent_channel_std", channel_std}, {"lr", opt.lr()}, {"epoch", b.epoch}};
+        for (std::size_t k = 0; k < r.breakdown.size(); ++k) report.log[std::string(r.breakdown[k].first)] = terms[k + 1];
+        if (cfg.clip > 0) report.log["grad_norm"] = grad_norm;
+        return report;
+    };
+    const train::loop_options loop{.steps = cfg.steps, .time_budget_s = cfg.time_budget_s, .stop_after = cfg.stop_after,
+                                   .log_every = cfg.log_every, .checkpoint_every = cfg.checkpoint_every,
+                                   .progress = {.label = "tokenizer", .items_per_step = double(cfg.batch), .unit = "img"}};
+    const auto result = train::run_training_loop(state.step, loop, comm, out_dir / "log.jsonl", cfg.resume, step, save);
+    if (!result.finished()) {
+        if (root) fmt::print("stopped after {} steps at step {}; continue with --resume\n", result.steps_this_run(), result.steps);
+        return result.to_json();
     }
 
-    fmt::print("evaluating on {} test images\n", std::min(cfg.eval_images, sets.test.size()));
-    nlohmann::json metrics = evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png");
-    metrics["train_seconds"] = train_seconds;
-    metrics["steps"] = state.step;
-    metrics["steps_this_run"] = state.step - first_step;
-    metrics["images_per_second"] = double((state.step - first_step) * cfg.batch) / train_seconds;
-    metrics["threads"] = omp_get_max_threads();
-    metrics["device"] = D::name;
-    metrics["finished"] = true;
-    metrics["config"] = cfg.to_json();
-    io::write_file_atomically(out_dir / "metrics.json", [&](io::atomic_file& f) { f.write(metrics.dump(2) + "\n"); });
-    fmt::print("PSNR {:.2f} dB (sampled z: {:.2f}), SSIM {:.4f}, mean sigma^2 {:.3g}; wrote {}\n", metrics["psnr"].get<double>(),
-               metrics["psnr_sampled"].get<double>(), metrics["ssim"].get<double>(), metrics["sigma2_mean"].get<double>(),
-               (out_dir / "metrics.json").string());
+    // The test-set evaluation is rank 0's (every rank holds the same weights).
+    nlohmann::json metrics = result.to_json();
+    if (root) {
+        fmt::print("evaluating on {} test images\n", std::min(cfg.eval_images, sets.test.size()));
+        metrics.update(evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png"));
+        metrics["images_per_second"] = double(result.steps_this_run() * cfg.batch) / result.seconds;
+        metrics["threads"] = omp_get_max_threads();
+        metrics["device"] = D::name;
+        metrics["ranks"] = comm.size();
+        metrics["config"] = cfg.to_json();
+        io::write_file_atomically(out_dir / "metrics.json", [&](io::atomic_file& f) { f.write(metrics.dump(2) + "\n"); });
+        fmt::print("PSNR {:.2f} dB (sampled z: {:.2f}), SSIM {:.4f}, mean sigma^2 {:.3g}; wrote {}\n", metrics["psnr"].get<double>(),
+                   metrics["psnr_sampled"].get<double>(), metrics["ssim"].get<double>(), metrics["sigma2_mean"].get<double>(),
+                   (out_dir / "metrics.json").string());
+    }
+    comm.barrier("the tokenizer's evaluation (rank 0)");
     return metrics;
 }
 
-template <class Norm, device D>
-nlohmann::json train_with(const tokenizer_job& cfg) {
+template <class Norm, device D, class Comm>
+nlohmann::json train_with(const tokenizer_job& cfg, Comm& comm) {
     const auto mode = loss::parse_reduction(cfg.reduction);
     const loss::reconstruction<Norm> rec;
     const loss::variance_expansion ve({.weight = cfg.ve_weight, .delta = cfg.delta});
     const loss::magnitude_regularizer mag({.weight = cfg.magnitude_weight, .tau = cfg.tau});
     const loss::kl_divergence kl({.weight = cfg.kl_weight});
     if (cfg.loss == "ve")
-        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer>{{rec, ve, mag}, mode});
+        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer>{{rec, ve, mag}, mode}, comm);
     if (cfg.loss == "ve+kl")
         return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer,
-                                                  loss::kl_divergence>{{rec, ve, mag, kl}, mode});
-    if (cfg.loss == "kl") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode});
-    if (cfg.loss == "none") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode});
+                                                  loss::kl_divergence>{{rec, ve, mag, kl}, mode}, comm);
+    if (cfg.loss == "kl") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode}, comm);
+    if (cfg.loss == "none") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode}, comm);
     throw std::invalid_argument(fmt::format("--loss {}: expected ve, kl, ve+kl or none", cfg.loss));
 }
 
@@ -308,13 +340,21 @@ inline std::vector<std::int64_t> parse_list(const std::string& text, const char*
 /// Trains (or, with cfg.resume, continues) a tokenizer into cfg.out on cfg.device (one of Devices).
 /// Returns the metrics written to OUT/metrics.json, or {"finished": false, "steps": N} when
 /// --stop-after cut the run short.
-template <class Devices = cpu_only>
-nlohmann::json train_tokenizer(const tokenizer_job& cfg) {
+/// Data-parallel over comm's ranks (--batch is the global batch); rank 0 writes the files and
+/// evaluates (the other ranks return the loop's summary only).
+template <class Devices = cpu_only, class Comm>
+nlohmann::json train_tokenizer(const tokenizer_job& cfg, Comm& comm) {
     return with_device<Devices>(cfg.device, [&]<device D>() {
-        if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1, D>(cfg);
-        if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2, D>(cfg);
+        if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1, D>(cfg, comm);
+        if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2, D>(cfg, comm);
         throw std::invalid_argument(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
     });
+}
+
+/// The same in the communicator this process was launched for (one process, or a rank of mpirun).
+template <class Devices = cpu_only>
+nlohmann::json train_tokenizer(const tokenizer_job& cfg) {
+    return distributed::with_launch_communicator(cfg.comm_timeout_s, [&](auto& comm) { return train_tokenizer<Devices>(cfg, comm); });
 }
 
 template <class Devices = cpu_only>
@@ -361,7 +401,8 @@ void add_tokenizer_options(cxxopts::Options& options) {
         ("log-every", "steps between log lines", cxxopts::value<std::int64_t>()->default_value(dflt(d.log_every)))
         ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value(dflt(d.checkpoint_every)))
         ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value(dflt(d.stop_after)))
-        ("eval-images", "test images to evaluate", cxxopts::value<std::int64_t>()->default_value(dflt(d.eval_images)));
+        ("eval-images", "test images to evaluate", cxxopts::value<std::int64_t>()->default_value(dflt(d.eval_images)))
+        ("comm-timeout", "under mpirun: seconds to wait for another rank before ending the job", cxxopts::value<double>()->default_value(dflt(d.comm_timeout_s)));
     // clang-format on
     add_device_option<Devices>(options, "training");
 }
@@ -405,6 +446,8 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.stop_after = a["stop-after"].as<std::int64_t>();
     cfg.eval_images = a["eval-images"].as<std::int64_t>();
     cfg.device = read_device<Devices>(a);
+    cfg.comm_timeout_s = a["comm-timeout"].as<double>();
+    if (!(cfg.comm_timeout_s > 0)) throw std::invalid_argument(fmt::format("--comm-timeout {}: must be > 0 seconds", cfg.comm_timeout_s));
     return cfg;
 }
 

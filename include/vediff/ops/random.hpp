@@ -1,6 +1,7 @@
 #pragma once
 // Random fills from a philox_generator. Each call reserves ⌈n/4⌉ Philox blocks of the generator
-// (advancing its offset), and element i of the view takes draw i of the reserved range
+// (advancing its offset; ⌈n·count/4⌉ for a generator sharded over `count` processes, element i
+// then being draw index·n + i), and element i of the view takes draw i of the reserved range
 // (philox_normal / philox_uniform of core/random.hpp): the numbers depend on (seed, stream,
 // offset) only, never on the device or the thread count, and saving `offset` replays them.
 // Scalars are taken as T without deduction, so fill_normal(float_view, gen, 0.0, 0.02) compiles.
@@ -22,15 +23,15 @@ using scalar_of = std::type_identity_t<T>;
 /// t[i] = mean + stddev · N(0, 1).
 template <class T, device D>
 void fill_normal(const tensor_view<T, D>& t, philox_generator& gen, scalar_of<T> mean = T(0), scalar_of<T> stddev = T(1)) {
-    const auto offset = gen.advance(static_cast<std::uint64_t>(t.numel()));
-    random_kernels<D>::normal(t.data(), t.numel(), gen.seed, gen.stream, offset, mean, stddev);
+    const auto r = gen.reserve_slice(static_cast<std::uint64_t>(t.numel()));
+    random_kernels<D>::normal(t.data(), t.numel(), gen.seed, gen.stream, r.offset, r.first, mean, stddev);
 }
 
 /// t[i] uniform in (lo, hi).
 template <class T, device D>
 void fill_uniform(const tensor_view<T, D>& t, philox_generator& gen, scalar_of<T> lo = T(0), scalar_of<T> hi = T(1)) {
-    const auto offset = gen.advance(static_cast<std::uint64_t>(t.numel()));
-    random_kernels<D>::uniform(t.data(), t.numel(), gen.seed, gen.stream, offset, lo, hi);
+    const auto r = gen.reserve_slice(static_cast<std::uint64_t>(t.numel()));
+    random_kernels<D>::uniform(t.data(), t.numel(), gen.seed, gen.stream, r.offset, r.first, lo, hi);
 }
 
 /// t[i] = value with probability p, else 0 (element i is kept when draw i < p). A dropout mask
@@ -39,8 +40,8 @@ template <class T, device D>
 void fill_bernoulli(const tensor_view<T, D>& t, philox_generator& gen, double p, scalar_of<T> value = T(1)) {
     if (!(p >= 0.0 && p <= 1.0))
         throw std::invalid_argument(fmt::format("fill_bernoulli: probability {} is outside [0, 1]", p));
-    const auto offset = gen.advance(static_cast<std::uint64_t>(t.numel()));
-    random_kernels<D>::bernoulli(t.data(), t.numel(), gen.seed, gen.stream, offset, p, value);
+    const auto r = gen.reserve_slice(static_cast<std::uint64_t>(t.numel()));
+    random_kernels<D>::bernoulli(t.data(), t.numel(), gen.seed, gen.stream, r.offset, r.first, p, value);
 }
 
 /// t[i] = value with probability p, else t[i] as it was (element i is replaced when draw i < p):
@@ -49,8 +50,8 @@ template <class T, device D>
 void replace_with_probability(const tensor_view<T, D>& t, philox_generator& gen, double p, scalar_of<T> value) {
     if (!(p >= 0.0 && p <= 1.0))
         throw std::invalid_argument(fmt::format("replace_with_probability: probability {} is outside [0, 1]", p));
-    const auto offset = gen.advance(static_cast<std::uint64_t>(t.numel()));
-    random_kernels<D>::replace(t.data(), t.numel(), gen.seed, gen.stream, offset, p, value);
+    const auto r = gen.reserve_slice(static_cast<std::uint64_t>(t.numel()));
+    random_kernels<D>::replace(t.data(), t.numel(), gen.seed, gen.stream, r.offset, r.first, p, value);
 }
 
 /// A new tensor of N(mean, stddev²) draws.

@@ -37,6 +37,7 @@ enum class progress_style {
     automatic,  // redraw on a terminal, lines otherwise
     redraw,
     lines,
+    silent,  // prints nothing (the ranks other than 0 of a data-parallel run)
 };
 
 struct progress_options {
@@ -72,6 +73,7 @@ public:
     /// Reports that `step` steps are done; draws when the interval has passed (or at the end).
     void update(std::int64_t step, std::span<const progress_field> fields) {
         last_step_ = step;
+        if (opt_.style == progress_style::silent) return;
         last_fields_.assign(fields.begin(), fields.end());
         const auto now = clock::now();
         const double since_draw = std::chrono::duration<double>(now - last_draw_).count();
@@ -82,6 +84,7 @@ public:
 
     /// Prints a message on a line of its own (e.g. an evaluation result) without breaking the bar.
     void note(std::string_view message) {
+        if (opt_.style == progress_style::silent) return;
         if (redraw_ && drawn_) fmt::print(out_, "\r\x1b[K{}\n", message);
         else fmt::print(out_, "{}\n", message);
         if (redraw_ && drawn_) draw(clock::now());
@@ -91,6 +94,10 @@ public:
     /// Draws the final state (with the last fields unless new ones are given) and ends the line.
     void finish(std::initializer_list<progress_field> fields = {}) {
         if (finished_) return;
+        if (opt_.style == progress_style::silent) {
+            finished_ = true;
+            return;
+        }
         if (fields.size()) last_fields_.assign(fields.begin(), fields.end());
         if (!drawn_ || drawn_step_ != last_step_ || fields.size()) draw(clock::now());
         if (redraw_) std::fputc('\n', out_);
