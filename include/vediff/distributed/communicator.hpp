@@ -9,8 +9,8 @@
 //   broadcast(T* data, n, root, what);
 //   decide(code, what)                 rank 0's code, handed to every rank (the loop's stop
 //                                      decision), or a failure naming rank 0 when it does not come;
-//   arrive(step, what)                 every rank reports it reached `what` of `step`; rank 0
-//                                      waits for all and fails naming those that did not come;
+//   arrive(what)                       every rank reports it reached `what`; rank 0 waits for
+//                                      all and fails naming those that did not come;
 //   barrier(what).
 // Every wait is bounded by the communicator's timeout; a communicator that times out ends the
 // whole job with a message naming the rank and the step (distributed/mpi.hpp).
@@ -30,7 +30,7 @@ concept communicator = requires(C& c, float* f, double* d, std::size_t n, std::s
     c.all_reduce_sum(d, n, what);
     c.broadcast(f, n, 0, what);
     { c.decide(0, what) } -> std::convertible_to<int>;
-    c.arrive(std::int64_t{0}, what);
+    c.arrive(what);
     c.barrier(what);
 };
 
@@ -47,7 +47,7 @@ struct single_process {
     template <class T>
     void broadcast(T*, std::size_t, int, std::string_view) {}
     int decide(int code, std::string_view) { return code; }
-    void arrive(std::int64_t, std::string_view) {}
+    void arrive(std::string_view) {}
     void barrier(std::string_view) {}
 };
 

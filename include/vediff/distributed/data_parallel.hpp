@@ -99,7 +99,7 @@ public:
     /// clipping and the optimizer). `step` names the step in a timeout's message.
     void reduce_gradients(Model& model, std::int64_t step) {
         if constexpr (Comm::is_distributed) {
-            comm_.arrive(step, "the gradient all-reduce");
+            comm_.arrive(fmt::format("the gradient all-reduce of step {}", step));
             const auto bytes = sizeof(value_type);
             std::size_t k = 0;
             visit_trainable(model, [&](nn::parameter<value_type, device_type>& p) {
@@ -125,6 +125,7 @@ public:
     /// The mean over ranks of each value (a step's loss terms, for the log).
     std::vector<double> mean(std::vector<double> values, std::string_view what) {
         if constexpr (Comm::is_distributed) {
+            comm_.arrive(fmt::format("the all-reduce of {}", what));
             comm_.all_reduce_sum(values.data(), values.size(), what);
             for (auto& v : values) v /= double(comm_.size());
         }

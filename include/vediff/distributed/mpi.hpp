@@ -122,35 +122,37 @@ public:
         return code;
     }
 
-    /// Every rank reports reaching `what` of `step` to rank 0, which waits for all of them and
-    /// names the ranks that do not come; then rank 0 lets them go on.
-    void arrive(std::int64_t step, std::string_view what) {
+    /// Every rank reports reaching `what` (its n-th check-in) to rank 0, which waits for all of
+    /// them and names the ranks that do not come; then rank 0 lets them go on. Called before a
+    /// collective, it turns a lost rank into an error that says which rank and where.
+    void arrive(std::string_view what) {
         constexpr int arrive_tag = 7101, release_tag = 7102;
-        std::int64_t token = step;
+        std::int64_t token = ++arrivals_;
         if (rank_ == 0) {
             std::vector<std::int64_t> tokens(static_cast<std::size_t>(size_));
             std::vector<MPI_Request> requests(static_cast<std::size_t>(size_ - 1));
             for (int r = 1; r < size_; ++r)
                 MPI_Irecv(&tokens[static_cast<std::size_t>(r)], 1, MPI_INT64_T, r, arrive_tag, world_, &requests[static_cast<std::size_t>(r - 1)]);
             wait_all(requests, [&](const std::vector<int>& missing) {
-                return fmt::format("rank{} {} did not reach {} of step {}", missing.size() > 1 ? "s" : "", fmt::join(missing, ", "), what, step);
+                return fmt::format("rank{} {} did not reach {}", missing.size() > 1 ? "s" : "", fmt::join(missing, ", "), what);
             });
             for (int r = 1; r < size_; ++r)
-                if (tokens[static_cast<std::size_t>(r)] != step)
-                    fail(fmt::format("rank {} reached {} of step {} while rank 0 is at step {}", r, what, tokens[static_cast<std::size_t>(r)], step));
+                if (tokens[static_cast<std::size_t>(r)] != token)
+                    fail(fmt::format("rank {} is at its check-in {} while rank 0 is at {} ({}): the ranks are out of step", r,
+                                     tokens[static_cast<std::size_t>(r)], token, what));
             std::vector<MPI_Request> releases(static_cast<std::size_t>(size_ - 1));
             for (int r = 1; r < size_; ++r)
                 MPI_Isend(&token, 1, MPI_INT64_T, r, release_tag, world_, &releases[static_cast<std::size_t>(r - 1)]);
             wait_all(releases, [&](const std::vector<int>& missing) {
-                return fmt::format("ranks {} did not take the release of {} of step {}", fmt::join(missing, ", "), what, step);
+                return fmt::format("ranks {} did not take the release of {}", fmt::join(missing, ", "), what);
             });
         } else {
             MPI_Request request;
             MPI_Isend(&token, 1, MPI_INT64_T, 0, arrive_tag, world_, &request);
-            wait(request, [&] { return fmt::format("rank 0 did not take this rank's arrival at {} of step {}", what, step); });
+            wait(request, [&] { return fmt::format("rank 0 did not take this rank's arrival at {}", what); });
             std::int64_t released = -1;
             MPI_Irecv(&released, 1, MPI_INT64_T, 0, release_tag, world_, &request);
-            wait(request, [&] { return fmt::format("rank 0 did not release {} of step {} (rank 0 or another rank is dead or hung)", what, step); });
+            wait(request, [&] { return fmt::format("rank 0 did not release {} (rank 0 or another rank is dead or hung)", what); });
         }
     }
 
@@ -215,6 +217,7 @@ private:
     }
 
     MPI_Comm world_ = MPI_COMM_NULL;
+    std::int64_t arrivals_ = 0;
     int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
     double timeout_s_;
 };
