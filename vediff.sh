@@ -11,8 +11,9 @@ JOBS=${JOBS:-$(nproc)}
 BUILD=${BUILD:-build}
 
 # Debian packages the build, the tests and the demo need.
+# OpenMPI: data-parallel training under mpirun, and its tests.
 PACKAGES=(build-essential cmake g++ libeigen3-dev libfmt-dev libcxxopts-dev libboost-test-dev zlib1g-dev
-          nlohmann-json3-dev libstb-dev libzip-dev pkg-config dataset-fashion-mnist gnuplot-nox)
+          nlohmann-json3-dev libstb-dev libzip-dev pkg-config dataset-fashion-mnist gnuplot-nox libopenmpi-dev openmpi-bin)
 # The benchmarks also run the peers: OpenBLAS sgemm and PyTorch.
 BENCH_PACKAGES=(libopenblas-dev libopenblas0-pthread python3-torch)
 
@@ -57,7 +58,8 @@ demo)
 test)
     trap 'report_duration test' EXIT
     install_missing "${PACKAGES[@]}"
-    configure_and_build "$BUILD"
+    # MPI is required here, so that its tests cannot be left out silently.
+    configure_and_build "$BUILD" -DVEDIFF_WITH_MPI=ON
     (cd "$BUILD" && ctest --output-on-failure -j "$JOBS")
     ;;
 sanitize)

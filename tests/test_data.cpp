@@ -246,6 +246,41 @@ BOOST_AUTO_TEST_CASE(drop_last_and_resume) {
     BOOST_TEST(contains(msg, "9 labels"), msg);
 }
 
+// Data parallel: with shard {r, 3} a loader of global batch 6 gathers rows 2r, 2r + 1 of each
+// global batch, so that the three shards of a step, in rank order, are the one-process batch,
+// across epoch boundaries and after a seek.
+BOOST_AUTO_TEST_CASE(shards_partition_each_global_batch) {
+    const auto d = indexed_set(20);
+    data::batch_loader<float> whole(d, 6, 9);
+    std::vector<data::batch_loader<float>> shards;
+    for (std::uint64_t r = 0; r < 3; ++r) shards.emplace_back(d, 6, 9, true, batch_shard{r, 3});
+    for (int step = 0; step < 7; ++step) {  // 3 batches per epoch: crosses two epoch boundaries
+        const auto expected = labels_of(whole.next());
+        std::vector<std::int32_t> joined;
+        for (std::size_t r = 0; r < 3; ++r) {
+            const auto b = shards[r].next();
+            BOOST_TEST(b.labels.size() == 2u);
+            BOOST_TEST(b.first_row == std::int64_t(2 * r));
+            BOOST_TEST(b.epoch == step / 3);
+            for (std::size_t k = 0; k < b.labels.size(); ++k) BOOST_TEST(b.images.at(std::int64_t(k), 0, 1, 1) == float(b.labels[k]));
+            joined.insert(joined.end(), b.labels.begin(), b.labels.end());
+        }
+        BOOST_TEST(joined == expected);
+        // Every rank counts the global position, so a checkpoint of any rank resumes any world size.
+        BOOST_TEST(shards[1].position() == whole.position());
+    }
+    data::batch_loader<float> resumed(d, 6, 9, true, batch_shard{2, 3});
+    resumed.seek(whole.epoch(), whole.position());
+    const auto expected = labels_of(whole.next());
+    const auto tail = labels_of(resumed.next());
+    BOOST_TEST((tail == std::vector<std::int32_t>(expected.begin() + 4, expected.end())));
+
+    const auto uneven = error_message<std::invalid_argument>([&] { data::batch_loader<float>(d, 7, 9, true, batch_shard{0, 3}); });
+    BOOST_TEST(contains(uneven, "global batch 7 does not split into 3 equal shards"), uneven);
+    BOOST_CHECK_THROW((data::batch_loader<float>(d, 6, 9, false, batch_shard{0, 3})), std::invalid_argument);
+    BOOST_CHECK_THROW((data::batch_loader<float>(d, 6, 9, true, batch_shard{3, 3})), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(progress)

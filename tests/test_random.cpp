@@ -164,3 +164,35 @@ BOOST_AUTO_TEST_CASE(training_times_stay_inside_the_open_unit_interval) {
     BOOST_TEST(t.at(1) == training_time<float>(0.0, true, 0.3));
     BOOST_TEST(t.at(2) == training_time<float>(3.0, true, 0.3));
 }
+
+// Data parallel: a generator sharded {r, count} fills its n elements with elements r·n .. r·n + n − 1
+// of the draw an unsharded generator makes of n·count elements, for every kind of fill, for
+// shard boundaries inside a Philox block (n = 7), and over consecutive fills (the offsets
+// advance alike on every rank, so the next fill lines up too).
+BOOST_AUTO_TEST_CASE(sharded_fills_are_slices_of_the_one_process_draw) {
+    const std::int64_t n = 7, count = 3;
+    philox_generator whole{21, 4, 5};
+    std::vector<philox_generator> ranks(count, whole);
+    for (std::int64_t r = 0; r < count; ++r) ranks[static_cast<std::size_t>(r)].shard = {static_cast<std::uint64_t>(r), static_cast<std::uint64_t>(count)};
+    for (int kind = 0; kind < 4; ++kind) {
+        auto fill = [&](const tensor<float>& t, philox_generator& g) {
+            switch (kind) {
+            case 0: ops::fill_normal(t.view(), g, 0.5f, 2.0f); break;
+            case 1: ops::fill_uniform(t.view(), g, -1.0f, 1.0f); break;
+            case 2: ops::fill_bernoulli(t.view(), g, 0.4, 3.0f); break;
+            default: ops::replace_with_probability(t.view(), g, 0.3, -7.0f); break;
+            }
+        };
+        auto all = tensor<float>::zeros({n * count});
+        fill(all, whole);
+        for (std::int64_t r = 0; r < count; ++r) {
+            auto part = tensor<float>::zeros({n});
+            fill(part, ranks[static_cast<std::size_t>(r)]);
+            for (std::int64_t i = 0; i < n; ++i) BOOST_TEST(part.at(i) == all.at(r * n + i), "kind " << kind << " rank " << r << " i " << i);
+            BOOST_TEST(ranks[static_cast<std::size_t>(r)].offset == whole.offset);
+        }
+    }
+    // Four fills of the 21-element global draw, ⌈21/4⌉ blocks each.
+    BOOST_TEST(whole.offset == 5u + 4u * ((n * count + 3) / 4));
+}
+

@@ -23,11 +23,13 @@ using namespace vediff;
 
 namespace {
 
+// Elements first .. first + n − 1 of the draw at `offset` (first > 0: a data-parallel rank's slice).
 template <class T, class Write>
-std::vector<T> draw_on_host(std::int64_t n, std::uint64_t offset, Write write) {
+std::vector<T> draw_on_host(std::int64_t n, std::uint64_t offset, Write write, std::uint64_t first = 0) {
     std::vector<T> out(static_cast<std::size_t>(n), T(-999));
-    const cuda_detail::philox_block_op<T, Write> op{out.data(), n, 42, 3, offset, write};
-    thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>((n + 3) / 4), op);
+    const cuda_detail::philox_block_op<T, Write> op{out.data(), n, 42, 3, offset, first, write};
+    const auto blocks = static_cast<std::int64_t>((first + static_cast<std::uint64_t>(n) + 3) / 4 - first / 4);
+    thrust::for_each(thrust::host, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(blocks), op);
     return out;
 }
 
@@ -49,6 +51,25 @@ BOOST_AUTO_TEST_CASE(philox_functors_give_the_host_streams) {
             const auto r = draw_on_host<std::int32_t>(n, 7, cuda_detail::replace_write<std::int32_t>{0.3, 10});
             for (std::int64_t i = 0; i < n; ++i)
                 BOOST_TEST(r[i] == (philox_uniform<double>(42, 3, 7, static_cast<std::uint64_t>(i)) < 0.3 ? 10 : -999));
+        }
+    }
+}
+
+// A slice that starts and ends inside Philox blocks (e.g. first = 5, n = 7: word 1 of block 1 to
+// word 3 of block 2, splitting the normals' Box–Muller pairs) holds the draw's elements.
+BOOST_AUTO_TEST_CASE(philox_functors_give_a_slice_of_the_draw) {
+    for (std::uint64_t first : {1, 3, 5, 6}) {
+        BOOST_TEST_CONTEXT("first " << first) {
+            const std::int64_t n = 7;
+            const auto u = draw_on_host<float>(n, 7, cuda_detail::uniform_write<float>{-2.0f, 3.0f}, first);
+            const auto z = draw_on_host<double>(n, 7, cuda_detail::normal_write<double>{1.0, 0.5}, first);
+            const auto r = draw_on_host<std::int32_t>(n, 7, cuda_detail::replace_write<std::int32_t>{0.3, 10}, first);
+            for (std::int64_t i = 0; i < n; ++i) {
+                const auto g = first + static_cast<std::uint64_t>(i);
+                BOOST_TEST(u[i] == std::fma(5.0f, philox_uniform<float>(42, 3, 7, g), -2.0f));
+                BOOST_TEST(z[i] == std::fma(0.5, philox_normal<double>(42, 3, 7, g), 1.0));
+                BOOST_TEST(r[i] == (philox_uniform<double>(42, 3, 7, g) < 0.3 ? 10 : -999));
+            }
         }
     }
 }

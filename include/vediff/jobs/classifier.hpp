@@ -16,6 +16,7 @@
 #include <omp.h>
 
 #include "vediff/data/fashion_mnist.hpp"
+#include "vediff/distributed/communicator.hpp"
 #include "vediff/data/loader.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"
@@ -26,6 +27,7 @@
 #include "vediff/ops/cross_entropy.hpp"
 #include "vediff/optim/adamw.hpp"
 #include "vediff/optim/schedule.hpp"
+#include "vediff/train/loop.hpp"
 #include "vediff/util/progress.hpp"
 
 namespace vediff::jobs {
@@ -85,12 +87,10 @@ nlohmann::json train(const classifier_job& cfg) {
     const auto schedule = optim::cosine_with_warmup(cfg.lr, std::min(cfg.warmup, total_steps / 5), total_steps, cfg.lr * 0.01);
 
     nlohmann::json history = nlohmann::json::array();
-    util::progress_bar bar(total_steps, {.label = "classifier", .items_per_step = double(cfg.batch), .unit = "img"});
-    const auto start = std::chrono::steady_clock::now();
     double eval_seconds = 0;  // spent on per-epoch test evaluations, not counted as training
     double test_accuracy = 0;
-    double smoothed_loss = 0;
-    for (std::int64_t step = 0; step < total_steps; ++step) {
+    double smoothed_loss = 0;  // the 0.98 average the loop keeps too, for the per-epoch history
+    const auto train_step = [&](std::int64_t step) {
         auto b = loader.next();
         const view_on<float, D> images(b.images);
         auto labels = tensor<std::int32_t, D>::from_host({b.images.dim(0)}, b.labels);
@@ -102,17 +102,24 @@ nlohmann::json train(const classifier_job& cfg) {
         (void)model.backward(ops::cross_entropy_backward(logits.view(), labels.view()));
         opt.step();
         smoothed_loss = step == 0 ? loss : 0.98 * smoothed_loss + 0.02 * loss;
-        bar.update(step + 1, {{"loss", smoothed_loss}, {"epoch", b.epoch + 1}});
+        train::step_report report;
+        report.loss = loss;
+        report.progress = {{"epoch", b.epoch + 1}};
         if ((step + 1) % loader.batches_per_epoch() == 0 || step + 1 == total_steps) {
             const auto eval_start = std::chrono::steady_clock::now();
             test_accuracy = evaluate(model, test, 500);
             eval_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count();
             history.push_back({{"epoch", b.epoch + 1}, {"step", step + 1}, {"train_loss", smoothed_loss}, {"test_accuracy", test_accuracy}});
-            bar.note(fmt::format("epoch {}: train loss {:.4f}, test accuracy {:.4f}", b.epoch + 1, smoothed_loss, test_accuracy));
+            report.note = fmt::format("epoch {}: train loss {:.4f}, test accuracy {:.4f}", b.epoch + 1, smoothed_loss, test_accuracy);
         }
-    }
-    bar.finish();
-    const double train_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() - eval_seconds;
+        return report;
+    };
+    // The shared loop (train/loop.hpp), one process: no log file; the weights are written below.
+    distributed::single_process one;
+    std::int64_t step = 0;
+    const train::loop_options loop{.steps = total_steps, .progress = {.label = "classifier", .items_per_step = double(cfg.batch), .unit = "img"}};
+    const auto result = train::run_training_loop(step, loop, one, {}, false, train_step, [] {});
+    const double train_seconds = result.seconds - eval_seconds;
 
     const auto weights = cfg.out_dir / "classifier.safetensors";
     io::save_state_dict(weights, model, {{"model", "fashion_classifier"}, {"width", std::to_string(cfg.width)},
@@ -130,6 +137,7 @@ nlohmann::json train(const classifier_job& cfg) {
         {"seed", cfg.seed},
         {"weights", weights.string()},
         {"history", history},
+        {"final_loss_smoothed", result.smoothed_loss},
     };
     io::write_file_atomically(cfg.out_dir / "metrics.json", [&](io::atomic_file& file) { file.write(metrics.dump(2) + "\n"); });
     fmt::print("test accuracy {:.4f}, {:.1f} s of training, {:.0f} images/s; wrote {}\n", test_accuracy, train_seconds,

@@ -54,6 +54,7 @@
 #include "vediff/diffusion/flow_matching.hpp"
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/diffusion/samplers.hpp"
+#include "vediff/distributed/communicator.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/io/plot.hpp"
@@ -69,6 +70,7 @@
 #include "vediff/nn/init.hpp"
 #include "vediff/optim/adamw.hpp"
 #include "vediff/optim/schedule.hpp"
+#include "vediff/train/loop.hpp"
 
 namespace vediff::jobs {
 
@@ -201,6 +203,16 @@ inline double median(std::vector<double> v) {
     return *mid;
 }
 
+/// The shared training loop (train/loop.hpp) for the toy's in-memory runs: one process, no log
+/// file, no checkpoints (a toy run takes seconds), progress through the job's own callback.
+template <class Step>
+void run_quietly(std::int64_t steps, Step&& step_fn) {
+    distributed::single_process one;
+    std::int64_t step = 0;
+    const train::loop_options options{.steps = steps, .progress = {.label = "toy", .style = util::progress_style::silent}};
+    (void)train::run_training_loop(step, options, one, {}, false, step_fn, [] {});
+}
+
 /// Trains tok with `loss_fn` on fresh spiral batches; returns the tail mean of the loss.
 template <class Loss>
 double train_toy_tokenizer(models::toy_tokenizer<float>& tok, const Loss& loss_fn, const toy_config& cfg, const toy_progress& log,
@@ -211,7 +223,7 @@ double train_toy_tokenizer(models::toy_tokenizer<float>& tok, const Loss& loss_f
     philox_generator posterior_gen{nn::parameter_key(cfg.seed, "toy.posterior"), 0, 0};
     const std::uint64_t data_seed = nn::parameter_key(cfg.seed, "toy.tokenizer_data");
     std::vector<double> losses;
-    for (std::int64_t step = 0; step < cfg.tokenizer_steps; ++step) {
+    const auto train_step = [&](std::int64_t step) {
         const auto batch = data::sample_spiral<float>(cfg.curve, cfg.tokenizer_batch, data_seed, std::uint64_t(step), cfg.data_noise);
         const auto& x = batch.points;
         auto moments = tok.encode(x);
@@ -234,7 +246,11 @@ double train_toy_tokenizer(models::toy_tokenizer<float>& tok, const Loss& loss_f
         if (log && (step + 1) % 1000 == 0)
             log(fmt::format("{} tokenizer: step {}/{}, loss {:.4g}, σ² {:.3g}", name, step + 1, cfg.tokenizer_steps, r.total,
                             r.latent.sigma2_mean));
-    }
+        train::step_report report;
+        report.loss = r.total;
+        return report;
+    };
+    run_quietly(cfg.tokenizer_steps, train_step);
     return tail_mean(losses);
 }
 
@@ -258,7 +274,7 @@ inline double train_toy_flow(models::toy_velocity<float>& model, models::toy_tok
     philox_generator flow_gen{nn::parameter_key(cfg.seed, "toy.flow"), 0, 0};
     const std::uint64_t data_seed = nn::parameter_key(cfg.seed, "toy.flow_data");
     std::vector<double> losses;
-    for (std::int64_t step = 0; step < cfg.flow_steps; ++step) {
+    const auto train_step = [&](std::int64_t step) {
         const auto z = toy_latents(tok, cfg, cfg.flow_batch, data_seed, std::uint64_t(step), latent_gen);
         const auto x1 = norm.normalize(z);
         auto pair = diffusion::make_training_pair(x1.view(), flow_gen);
@@ -273,7 +289,11 @@ inline double train_toy_flow(models::toy_velocity<float>& model, models::toy_tok
         opt.zero_grad();
         if (log && (step + 1) % 1000 == 0)
             log(fmt::format("{} flow: step {}/{}, mse {:.4g}", name, step + 1, cfg.flow_steps, r.value));
-    }
+        train::step_report report;
+        report.loss = r.value;
+        return report;
+    };
+    run_quietly(cfg.flow_steps, train_step);
     return tail_mean(losses);
 }
 

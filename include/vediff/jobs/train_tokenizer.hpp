@@ -77,10 +77,7 @@ struct tokenizer_job {
 
     nlohmann::json to_json() const {
         return {{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
-                {"model", {{"in_channels", model.in_channels}, {"out_channels", model.out_channels}, {"ch", model.ch},
-                           {"ch_mult", model.ch_mult}, {"num_res_blocks", model.num_res_blocks}, {"z_channels", model.z_channels},
-                           {"embed_dim", model.embed_dim}, {"resolution", model.resolution},
-                           {"attn_resolutions", model.attn_resolutions}, {"norm_groups", model.norm_groups}}},
+                {"model", model},
                 {"loss", loss}, {"reconstruction", reconstruction}, {"ve_weight", ve_weight}, {"delta", delta},
                 {"magnitude_weight", magnitude_weight}, {"tau", tau}, {"kl_weight", kl_weight}, {"reduction", reduction},
                 {"steps", steps}, {"batch", batch}, {"warmup", warmup}, {"lr", lr}, {"beta1", beta1}, {"beta2", beta2},

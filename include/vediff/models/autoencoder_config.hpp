@@ -10,6 +10,7 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 namespace vediff::models {
 
@@ -52,5 +53,10 @@ struct autoencoder_config {
                              downsampling_factor()));
     }
 };
+
+// The fields a tokenizer run saves ("model" of its configuration), one list for writing and
+// reading; norm_eps is the reference's constant and is not saved.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(autoencoder_config, in_channels, out_channels, ch, ch_mult, num_res_blocks, z_channels, embed_dim,
+                                   resolution, attn_resolutions, norm_groups)
 
 } // namespace vediff::models

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "vediff/core/error.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/optim/ema.hpp"
 
@@ -38,61 +39,43 @@ struct dit_run_config {
     std::uint64_t seed = 0;
     double time_budget_s = 0;  // > 0: stop once this much training time has passed
 
-    nlohmann::json to_json() const {
-        nlohmann::json j = {{"latents", latents}, {"tokenizer", tokenizer}, {"tokenizer_config", tokenizer_config}, {"latent_mean", latent_mean}, {"latent_std", latent_std},
-                {"design", design},
-                {"model", {{"input_size", model.input_size}, {"patch_size", model.patch_size}, {"in_channels", model.in_channels},
-                           {"hidden_size", model.hidden_size}, {"depth", model.depth}, {"num_heads", model.num_heads},
-                           {"mlp_ratio", model.mlp_ratio}, {"class_dropout_prob", model.class_dropout_prob},
-                           {"num_classes", model.num_classes}, {"learn_sigma", model.learn_sigma}}},
-                {"steps", steps}, {"batch", batch}, {"warmup", warmup}, {"lr", lr}, {"beta1", beta1}, {"beta2", beta2},
-                {"weight_decay", weight_decay}, {"clip", clip}, {"ema_decay", ema_decay}, {"time_sampling", time_sampling},
-                {"cosine_term", cosine_term}, {"seed", seed}, {"time_budget_s", time_budget_s}};
-        // Recorded only when not the default, so an AdamW run's configuration reads as before.
-        if (optimizer != "adamw") {
-            j["optimizer"] = optimizer;
-            j["muon_lr"] = muon_lr;
-        }
-        return j;
-    }
-
-    static dit_run_config from_json(const nlohmann::json& j) {
-        dit_run_config c;
-        c.latents = j.at("latents").get<std::string>();
-        c.tokenizer = j.at("tokenizer").get<std::string>();
-        c.tokenizer_config = j.value("tokenizer_config", std::string("{}"));  // absent in runs saved before it was kept
-        c.latent_mean = j.at("latent_mean").get<std::vector<double>>();
-        c.latent_std = j.at("latent_std").get<std::vector<double>>();
-        c.design = j.at("design").get<std::string>();
-        const auto& m = j.at("model");
-        c.model.input_size = m.at("input_size").get<std::int64_t>();
-        c.model.patch_size = m.at("patch_size").get<std::int64_t>();
-        c.model.in_channels = m.at("in_channels").get<std::int64_t>();
-        c.model.hidden_size = m.at("hidden_size").get<std::int64_t>();
-        c.model.depth = m.at("depth").get<std::int64_t>();
-        c.model.num_heads = m.at("num_heads").get<std::int64_t>();
-        c.model.mlp_ratio = m.at("mlp_ratio").get<double>();
-        c.model.class_dropout_prob = m.at("class_dropout_prob").get<double>();
-        c.model.num_classes = m.at("num_classes").get<std::int64_t>();
-        c.model.learn_sigma = m.at("learn_sigma").get<bool>();
-        c.steps = j.at("steps").get<std::int64_t>();
-        c.batch = j.at("batch").get<std::int64_t>();
-        c.warmup = j.at("warmup").get<std::int64_t>();
-        c.lr = j.at("lr").get<double>();
-        c.beta1 = j.at("beta1").get<double>();
-        c.beta2 = j.at("beta2").get<double>();
-        c.weight_decay = j.at("weight_decay").get<double>();
-        c.clip = j.at("clip").get<double>();
-        c.ema_decay = j.at("ema_decay").get<double>();
-        c.time_sampling = j.at("time_sampling").get<std::string>();
-        c.cosine_term = j.at("cosine_term").get<bool>();
-        c.seed = j.at("seed").get<std::uint64_t>();
-        c.time_budget_s = j.at("time_budget_s").get<double>();
-        c.optimizer = j.value("optimizer", std::string("adamw"));  // absent: AdamW (and runs saved before the choice)
-        c.muon_lr = j.value("muon_lr", 0.02);
-        return c;
-    }
+    nlohmann::json to_json() const;
+    /// The configuration a checkpoint saved; a missing or mistyped field is an error naming it,
+    /// except the fields runs saved before they existed lack (tokenizer_config, optimizer,
+    /// muon_lr), which take their defaults.
+    static dit_run_config from_json(nlohmann::json j);
 };
+
+} // namespace vediff::train
+
+// One field list each: nlohmann's macros write to_json and from_json from it (a field missing in
+// the JSON throws, naming it).
+namespace vediff::models {
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_config, input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
+                                   class_dropout_prob, num_classes, learn_sigma)
+} // namespace vediff::models
+
+namespace vediff::train {
+
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_run_config, latents, tokenizer, tokenizer_config, latent_mean, latent_std, design, model, steps,
+                                   batch, warmup, lr, beta1, beta2, weight_decay, clip, ema_decay, optimizer, muon_lr, time_sampling,
+                                   cosine_term, seed, time_budget_s)
+
+inline nlohmann::json dit_run_config::to_json() const { return *this; }
+
+inline dit_run_config dit_run_config::from_json(nlohmann::json j) {
+    const dit_run_config defaults;
+    if (j.is_object()) {
+        if (!j.contains("tokenizer_config")) j["tokenizer_config"] = defaults.tokenizer_config;
+        if (!j.contains("optimizer")) j["optimizer"] = defaults.optimizer;
+        if (!j.contains("muon_lr")) j["muon_lr"] = defaults.muon_lr;
+    }
+    try {
+        return j.get<dit_run_config>();
+    } catch (const nlohmann::json::exception& e) {
+        throw io_error(fmt::format("DiT run configuration: {}", e.what()));
+    }
+}
 
 /// Calls f.template operator()<Design>() with the block design named by `design`.
 template <class F>

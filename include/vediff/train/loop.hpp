@@ -54,12 +54,15 @@ struct loop_options {
     util::progress_options progress{};  // label, items per step, unit
 };
 
-/// What a step reports: its (global) loss, the fields of the progress bar, and the fields of
-/// its log line (the loop adds "step").
+/// What a step reports: its (global) loss (the bar shows its smoothed value), more fields for the
+/// progress bar, the fields of its
+/// log line (the loop adds "step"), and a message to print on a line of its own (e.g. an
+/// evaluation's result).
 struct step_report {
     double loss = 0;
     std::vector<util::progress_field> progress;
     nlohmann::json log = nlohmann::json::object();
+    std::string note;
 };
 
 struct loop_result {
@@ -108,13 +111,13 @@ inline void apply_fault(int rank, std::int64_t step) {
 /// invocation ends. do_step(step) trains one step and returns its report; save() writes a
 /// checkpoint of `step` completed steps (called on rank 0 only, at every checkpoint_every steps
 /// and at the end). The log at log_path continues a resumed run (lines past `step` dropped) or
-/// starts anew.
+/// starts anew; an empty log_path writes no log.
 template <class Comm, class Step, class Save>
 loop_result run_training_loop(std::int64_t& step, const loop_options& opt, Comm& comm, const std::filesystem::path& log_path,
                               bool resume, Step&& do_step, Save&& save) {
     const bool root = comm.rank() == 0;
     std::ofstream log;
-    if (root) {
+    if (root && !log_path.empty()) {
         if (resume) truncate_log(log_path, step);
         else std::filesystem::remove(log_path);
         log.open(log_path, std::ios::app);
@@ -145,8 +148,11 @@ loop_result run_training_loop(std::int64_t& step, const loop_options& opt, Comm&
         result.smoothed_loss = step == result.first_step ? report.loss : 0.98 * result.smoothed_loss + 0.02 * report.loss;
         ++step;
         if (root) {
-            bar.update(step, report.progress);
-            if (step % std::max<std::int64_t>(opt.log_every, 1) == 0 || step == opt.steps) {
+            std::vector<util::progress_field> fields{{"loss", result.smoothed_loss}};
+            fields.insert(fields.end(), report.progress.begin(), report.progress.end());
+            bar.update(step, fields);
+            if (!report.note.empty()) bar.note(report.note);
+            if (log.is_open() && (step % std::max<std::int64_t>(opt.log_every, 1) == 0 || step == opt.steps)) {
                 nlohmann::json line = {{"step", step}};
                 line.update(report.log);
                 log << line.dump() << "\n" << std::flush;

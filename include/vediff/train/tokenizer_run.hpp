@@ -33,17 +33,7 @@ tokenizer_run<D> load_tokenizer_run(const std::filesystem::path& dir) {
     const auto config = nlohmann::json::parse(read_train_state(checkpoint).config_json);
     models::autoencoder_config c;
     try {
-        const auto& m = config.at("model");
-        c.in_channels = m.at("in_channels").get<std::int64_t>();
-        c.out_channels = m.at("out_channels").get<std::int64_t>();
-        c.ch = m.at("ch").get<std::int64_t>();
-        c.ch_mult = m.at("ch_mult").get<std::vector<std::int64_t>>();
-        c.num_res_blocks = m.at("num_res_blocks").get<std::int64_t>();
-        c.z_channels = m.at("z_channels").get<std::int64_t>();
-        c.embed_dim = m.at("embed_dim").get<std::int64_t>();
-        c.resolution = m.at("resolution").get<std::int64_t>();
-        c.attn_resolutions = m.at("attn_resolutions").get<std::vector<std::int64_t>>();
-        c.norm_groups = m.at("norm_groups").get<std::int64_t>();
+        c = config.at("model").get<models::autoencoder_config>();
     } catch (const nlohmann::json::exception& e) {
         throw io_error(fmt::format("tokenizer {}: the run configuration lacks a model size: {}", dir.string(), e.what()));
     }

@@ -1,0 +1,246 @@
+#define BOOST_TEST_MODULE training_loop
+#include <boost/test/unit_test.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "support/errors.hpp"
+#include "support/scratch_dir.hpp"
+#include "vediff/backend/cpu.hpp"
+#include "vediff/distributed/communicator.hpp"
+#include "vediff/distributed/data_parallel.hpp"
+#include "vediff/nn/compose.hpp"
+#include "vediff/nn/linear.hpp"
+#include "vediff/train/loop.hpp"
+
+using namespace vediff;
+using namespace vediff::testing;
+
+namespace {
+
+std::vector<std::int64_t> logged_steps(const std::filesystem::path& log) {
+    std::vector<std::int64_t> steps;
+    std::ifstream in(log);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty()) steps.push_back(nlohmann::json::parse(line).at("step").get<std::int64_t>());
+    return steps;
+}
+
+train::step_report report_of(std::int64_t step) {
+    train::step_report r;
+    r.loss = double(step);
+    r.log = {{"loss", double(step)}};
+    return r;
+}
+
+/// Rank 1 of 2 whose stop decisions come from a script (rank 0's), as decide() hands them out.
+struct scripted_rank1 {
+    static constexpr bool is_distributed = true;
+    std::vector<int> decisions;
+    std::size_t next = 0;
+    int barriers = 0;
+    int rank() const { return 1; }
+    int size() const { return 2; }
+    int local_rank() const { return 1; }
+    template <class T>
+    void all_reduce_sum(T*, std::size_t, std::string_view) {}
+    template <class T>
+    void broadcast(T*, std::size_t, int, std::string_view) {}
+    int decide(int, std::string_view) { return decisions.at(next++); }
+    void arrive(std::string_view) {}
+    void barrier(std::string_view) { ++barriers; }
+};
+static_assert(distributed::communicator<scripted_rank1>);
+
+/// One of two ranks whose partner always holds three times this rank's values: an all-reduce
+/// sum multiplies by 4, so a mean over the ranks doubles every value in place.
+struct partner_holds_three_times {
+    static constexpr bool is_distributed = true;
+    int arrivals = 0, reductions = 0;
+    int rank() const { return 0; }
+    int size() const { return 2; }
+    int local_rank() const { return 0; }
+    template <class T>
+    void all_reduce_sum(T* data, std::size_t n, std::string_view) {
+        ++reductions;
+        for (std::size_t i = 0; i < n; ++i) data[i] *= T(4);
+    }
+    template <class T>
+    void broadcast(T*, std::size_t, int, std::string_view) {}
+    int decide(int code, std::string_view) { return code; }
+    void arrive(std::string_view) { ++arrivals; }
+    void barrier(std::string_view) {}
+};
+static_assert(distributed::communicator<partner_holds_three_times>);
+
+using two_layers = nn::sequential<nn::linear<float>, nn::linear<float>>;
+
+two_layers make_model() { return two_layers(nn::linear<float>(3, 4, true, 1), nn::linear<float>(4, 2, true, 2)); }
+
+/// Gives every gradient element a distinct value (100·parameter + element).
+std::vector<std::vector<float>> set_distinct_gradients(two_layers& model) {
+    std::vector<std::vector<float>> values;
+    model.for_each_parameter([&](const std::string&, nn::parameter<float, cpu>& p) {
+        std::vector<float> v(static_cast<std::size_t>(p.grad.numel()));
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = float(100 * values.size() + i);
+        memory<cpu>::copy(p.grad.data(), v.data(), v.size() * sizeof(float));
+        values.push_back(v);
+    }, std::string{});
+    return values;
+}
+
+std::vector<std::vector<float>> gradients(two_layers& model) {
+    std::vector<std::vector<float>> values;
+    model.for_each_parameter([&](const std::string&, nn::parameter<float, cpu>& p) { values.push_back(p.grad.to_vector()); }, std::string{});
+    return values;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(runs_to_the_end_with_checkpoints_and_log_lines_at_their_intervals) {
+    scratch_dir dir("training_loop_end");
+    distributed::single_process one;
+    std::int64_t step = 0;
+    std::vector<std::int64_t> saves;
+    const train::loop_options opt{.steps = 10, .log_every = 3, .checkpoint_every = 4, .progress = {.label = "test", .style = util::progress_style::silent}};
+    const auto r = train::run_training_loop(step, opt, one, dir.path / "log.jsonl", false, report_of, [&] { saves.push_back(step); });
+    BOOST_TEST(r.finished());
+    BOOST_TEST(train::to_string(r.reason) == "steps");
+    BOOST_TEST(step == 10);
+    BOOST_TEST(r.steps_this_run() == 10);
+    BOOST_TEST((saves == std::vector<std::int64_t>{4, 8, 10}));
+    BOOST_TEST((logged_steps(dir.path / "log.jsonl") == std::vector<std::int64_t>{3, 6, 9, 10}));
+    // The smoothed loss is the 0.98 average of the losses 0 .. 9.
+    double smoothed = 0;
+    for (int k = 1; k < 10; ++k) smoothed = 0.98 * smoothed + 0.02 * k;
+    BOOST_TEST(r.smoothed_loss == smoothed, boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(stop_after_leaves_the_run_unfinished_and_a_resume_continues_its_log) {
+    scratch_dir dir("training_loop_resume");
+    distributed::single_process one;
+    std::int64_t step = 0;
+    int saves = 0;
+    train::loop_options opt{.steps = 10, .stop_after = 4, .log_every = 1, .progress = {.label = "test", .style = util::progress_style::silent}};
+    const auto first = train::run_training_loop(step, opt, one, dir.path / "log.jsonl", false, report_of, [&] { ++saves; });
+    BOOST_TEST(!first.finished());
+    BOOST_TEST(first.to_json().at("stopped_by").get<std::string>() == "stop_after");
+    BOOST_TEST(step == 4);
+    BOOST_TEST(saves == 1);  // at the end only
+    // A line past the checkpoint (a crash after logging step 5, before its checkpoint) is dropped.
+    std::ofstream(dir.path / "log.jsonl", std::ios::app) << R"({"step":5,"loss":5})" << "\n";
+    opt.stop_after = 0;
+    const auto second = train::run_training_loop(step, opt, one, dir.path / "log.jsonl", true, report_of, [&] { ++saves; });
+    BOOST_TEST(second.finished());
+    BOOST_TEST(second.first_step == 4);
+    BOOST_TEST(second.steps_this_run() == 6);
+    BOOST_TEST((logged_steps(dir.path / "log.jsonl") == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+}
+
+// The time budget is part of the run's definition: a run it ends is finished.
+BOOST_AUTO_TEST_CASE(a_spent_time_budget_finishes_the_run) {
+    scratch_dir dir("training_loop_budget");
+    distributed::single_process one;
+    std::int64_t step = 0;
+    const train::loop_options opt{.steps = 100000, .time_budget_s = 0.05, .progress = {.label = "test", .style = util::progress_style::silent}};
+    const auto r = train::run_training_loop(step, opt, one, dir.path / "log.jsonl", false, [](std::int64_t s) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        return report_of(s);
+    }, [] {});
+    BOOST_TEST(r.finished());
+    BOOST_TEST(train::to_string(r.reason) == "time_budget");
+    BOOST_TEST(step > 0);
+    BOOST_TEST(step < 100000);
+}
+
+// Another rank stops when rank 0 says so, whatever its own count, and writes nothing.
+BOOST_AUTO_TEST_CASE(other_ranks_follow_rank_0s_decision_and_write_nothing) {
+    scratch_dir dir("training_loop_rank1");
+    scripted_rank1 comm{.decisions = {0, 0, 0, 1 + int(train::stop_reason::time_budget)}};
+    std::int64_t step = 0;
+    int saves = 0;
+    const train::loop_options opt{.steps = 10, .log_every = 1, .checkpoint_every = 1};
+    const auto r = train::run_training_loop(step, opt, comm, dir.path / "log.jsonl", false, report_of, [&] { ++saves; });
+    BOOST_TEST(step == 3);
+    BOOST_TEST(train::to_string(r.reason) == "time_budget");
+    BOOST_TEST(saves == 0);
+    BOOST_TEST(!std::filesystem::exists(dir.path / "log.jsonl"));
+    BOOST_TEST(comm.barriers == 1);  // waits for rank 0's last checkpoint
+}
+
+BOOST_AUTO_TEST_CASE(a_malformed_fault_request_is_an_error) {
+    ::setenv("VEDIFF_FAULT", "explode:1:3", 1);
+    const auto kind = error_message<std::invalid_argument>([] { (void)train::loop_detail::injected_fault(1, 3); });
+    BOOST_TEST(contains(kind, "'explode', not kill or hang"), kind);
+    ::setenv("VEDIFF_FAULT", "kill-1-3", 1);
+    const auto form = error_message<std::invalid_argument>([] { (void)train::loop_detail::injected_fault(1, 3); });
+    BOOST_TEST(contains(form, "expected kill:RANK:STEP"), form);
+    ::setenv("VEDIFF_FAULT", "hang:1:3", 1);
+    BOOST_TEST(!train::loop_detail::injected_fault(0, 3).has_value());
+    BOOST_TEST(!train::loop_detail::injected_fault(1, 2).has_value());
+    BOOST_TEST(*train::loop_detail::injected_fault(1, 3) == "hang");
+    ::unsetenv("VEDIFF_FAULT");
+    BOOST_TEST(!train::loop_detail::injected_fault(1, 3).has_value());
+}
+
+BOOST_AUTO_TEST_CASE(buckets_fill_in_reverse_registration_order) {
+    const std::vector<std::size_t> sizes{4, 10, 3, 6};
+    const auto slots = distributed::plan_buckets(sizes, 10);
+    // 6 and 3 share bucket 0; 10 fills bucket 1; 4 starts bucket 2.
+    BOOST_TEST(slots[3].bucket == 0u);
+    BOOST_TEST(slots[3].offset == 0u);
+    BOOST_TEST(slots[2].bucket == 0u);
+    BOOST_TEST(slots[2].offset == 6u);
+    BOOST_TEST(slots[1].bucket == 1u);
+    BOOST_TEST(slots[1].offset == 0u);
+    BOOST_TEST(slots[0].bucket == 2u);
+    BOOST_TEST(slots[0].size == 4u);
+    // A gradient larger than a bucket gets one of its own.
+    const std::vector<std::size_t> large{25, 2};
+    const auto big = distributed::plan_buckets(large, 10);
+    BOOST_TEST(big[1].bucket == 0u);
+    BOOST_TEST(big[0].bucket == 1u);
+    BOOST_TEST(big[0].size == 25u);
+}
+
+// Through buckets of 10 floats, every element comes back to its own place, averaged with the
+// partner's. The 3→4→2 model's gradients hold 12, 4, 8 and 2 values (registration order); in
+// reverse they fill bucket 0 with 2 + 8 (the second at offset 2), bucket 1 with 4, bucket 2 with
+// the 12 (larger than a bucket, alone).
+BOOST_AUTO_TEST_CASE(gradients_come_back_averaged_to_their_own_places) {
+    auto model = make_model();
+    partner_holds_three_times comm;
+    distributed::data_parallel<partner_holds_three_times, two_layers> parallel(comm, model, 10 * sizeof(float));
+    BOOST_TEST(parallel.bucket_count() == 3u);
+    BOOST_TEST(parallel.slots()[2].bucket == 0u);
+    BOOST_TEST(parallel.slots()[2].offset == 2u);
+    const auto before = set_distinct_gradients(model);
+    parallel.reduce_gradients(model, 7);
+    const auto after = gradients(model);
+    BOOST_TEST_REQUIRE(after.size() == before.size());
+    for (std::size_t p = 0; p < before.size(); ++p)
+        for (std::size_t i = 0; i < before[p].size(); ++i) BOOST_TEST(after[p][i] == 2 * before[p][i]);
+    BOOST_TEST(comm.arrivals == 1);
+    BOOST_TEST(comm.reductions == int(parallel.bucket_count()));
+    BOOST_TEST((parallel.mean({1.5, -3.0}, "values") == std::vector<double>{3.0, -6.0}));
+    BOOST_TEST(parallel.shard().index == 0u);
+    BOOST_TEST(parallel.shard().count == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(one_process_leaves_gradients_alone) {
+    auto model = make_model();
+    distributed::single_process one;
+    distributed::data_parallel<distributed::single_process, two_layers> parallel(one, model);
+    BOOST_TEST(parallel.bucket_count() == 0u);
+    const auto before = set_distinct_gradients(model);
+    parallel.reduce_gradients(model, 0);
+    BOOST_TEST((gradients(model) == before));
+    BOOST_TEST(parallel.mean(2.5, "value") == 2.5);
+}
