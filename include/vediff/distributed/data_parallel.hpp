@@ -99,6 +99,7 @@ public:
     /// clipping and the optimizer). `step` names the step in a timeout's message.
     void reduce_gradients(Model& model, std::int64_t step) {
         if constexpr (Comm::is_distributed) {
+            if (comm_.size() == 1) return;  // mpirun -np 1: nothing to average
             comm_.arrive(fmt::format("the gradient all-reduce of step {}", step));
             const auto bytes = sizeof(value_type);
             std::size_t k = 0;
@@ -125,6 +126,7 @@ public:
     /// The mean over ranks of each value (a step's loss terms, for the log).
     std::vector<double> mean(std::vector<double> values, std::string_view what) {
         if constexpr (Comm::is_distributed) {
+            if (comm_.size() == 1) return values;
             comm_.arrive(fmt::format("the all-reduce of {}", what));
             comm_.all_reduce_sum(values.data(), values.size(), what);
             for (auto& v : values) v /= double(comm_.size());
