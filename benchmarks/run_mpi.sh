@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-parallel scaling on this machine: the same steps on 1 and 2 MPI ranks, one OpenMP thread
-# each (docs/benchmarks.md). Usage: benchmarks/run_mpi.sh [build dir, default build]
+# each, then 2 ranks with AdamW sharded (ZeRO-1) (docs/benchmarks.md). Usage: benchmarks/run_mpi.sh [build dir, default build]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${1:-build}
@@ -11,3 +11,4 @@ echo "host: $(lscpu | sed -n 's/^Model name: *//p'), $cores cores; load average 
 for ranks in 1 2; do
     mpirun -np "$ranks" --bind-to core "$BUILD/benchmarks/bench_data_parallel"
 done
+mpirun -np 2 --bind-to core "$BUILD/benchmarks/bench_data_parallel" --zero1

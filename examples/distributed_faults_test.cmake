@@ -5,6 +5,7 @@
 #     the uninterrupted two-rank run exactly (same world size, same order of sums).
 #  2. Rank 1 hangs (SIGSTOP) at step 7: rank 0 ends the job within --comm-timeout (3 s) plus
 #     start-up, naming rank 1 and the step; the checkpoint of step 5 resumes (in one process).
+#  3. A command that runs in one process (sample) refuses to run as two MPI ranks.
 file(REMOVE_RECURSE ${WORK})
 file(MAKE_DIRECTORY ${WORK})
 set(ENV{OMPI_ALLOW_RUN_AS_ROOT} 1)
@@ -65,4 +66,10 @@ run("resuming the hung run in one process" TRUE ${VEDIFF} train-dit --out ${WORK
 if(NOT output MATCHES "resumed from [^\n]* at step 5")
   message(FATAL_ERROR "the hung run did not resume from its checkpoint of step 5:\n${output}")
 endif()
-message(STATUS "killed rank: named, resumed exactly; hung rank: named after ${seconds} s, resumed")
+# 3. A one-process command under mpirun is refused, not run twice into the same files.
+run("sampling under mpirun" FALSE ${two_ranks} ${VEDIFF} sample --dit ${WORK}/straight --per-class 1 --steps 2 --no-classifier
+    --out ${WORK}/samples)
+if(NOT output MATCHES "runs in one process" OR EXISTS ${WORK}/samples/samples.png)
+  message(FATAL_ERROR "sample under mpirun was not refused:\n${output}")
+endif()
+message(STATUS "killed rank: named, resumed exactly; hung rank: named after ${seconds} s, resumed; one-process command refused")

@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "program_devices.hpp"
+#include "vediff/distributed/launch.hpp"
 #include "vediff/jobs/classifier.hpp"
 #include "vediff/jobs/encode_latents.hpp"
 #include "vediff/jobs/evaluate.hpp"
@@ -27,14 +28,17 @@ struct subcommand {
     const char* name;
     const char* summary;
     int (*main)(int, char**, const std::string&);
+    bool data_parallel = false;  // runs as the ranks of `mpirun -np N` (the trainers); the others run as one process
 };
 
 constexpr subcommand subcommands[] = {
     {"experiment", "KL against VE end to end: tokenizers, DiTs, SDE/ODE samples, metrics, table, figures",
      vediff::jobs::experiment_main<program_devices>},
-    {"train-tokenizer", "train the VAE tokenizer with the VE loss (or KL)", vediff::jobs::train_tokenizer_main<program_devices>},
+    {"train-tokenizer", "train the VAE tokenizer with the VE loss (or KL); data-parallel under mpirun",
+     vediff::jobs::train_tokenizer_main<program_devices>, true},
     {"encode", "encode Fashion-MNIST with a tokenizer into a latent cache", vediff::jobs::encode_latents_main<program_devices>},
-    {"train-dit", "train a class-conditional DiT / LightningDiT on a latent cache", vediff::jobs::train_dit_main<program_devices>},
+    {"train-dit", "train a class-conditional DiT / LightningDiT on a latent cache; data-parallel under mpirun",
+     vediff::jobs::train_dit_main<program_devices>, true},
     {"sample", "class-conditional samples of a trained DiT, decoded", vediff::jobs::sample_main<program_devices>},
     {"eval", "tokenizer and sample metrics: PSNR, rFD, gFD, precision/recall, robustness, equilibrium",
      vediff::jobs::evaluate_main<program_devices>},
@@ -61,8 +65,16 @@ int main(int argc, char** argv) {
         print_usage(stdout);
         return 0;
     }
-    for (const auto& c : subcommands)
-        if (command == c.name) return c.main(argc - 1, argv + 1, fmt::format("vediff {}", c.name));
+    for (const auto& c : subcommands) {
+        if (command != c.name) continue;
+        // N copies of a one-process job would each do all of it and write the same files.
+        if (const int ranks = vediff::distributed::launcher_world_size(); ranks > 1 && !c.data_parallel) {
+            fmt::print(stderr, "vediff {}: started as one of {} MPI processes, but this command runs in one process (only "
+                               "train-tokenizer and train-dit are data-parallel); run it without mpirun\n", c.name, ranks);
+            return 2;
+        }
+        return c.main(argc - 1, argv + 1, fmt::format("vediff {}", c.name));
+    }
     fmt::print(stderr, "vediff: unknown command '{}'\n\n", command);
     print_usage(stderr);
     return 2;

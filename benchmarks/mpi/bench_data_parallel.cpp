@@ -5,10 +5,11 @@
 //              16 tokens), global batch 64;
 //   tokenizer  a VE tokenizer step of the default f4 autoencoder on 1×32×32 images, global batch 32;
 // each split into compute (forward, loss, backward), the gradient all-reduce (bucketed, after
-// backward: nothing overlaps it yet) and the optimizer. Then the all-reduce alone over message
+// backward: nothing overlaps it yet) and the optimizer (AdamW; with --zero1 sharded over the
+// ranks, ZeRO stage 1, its time including the all-gather of the updated parameters). Then the all-reduce alone over message
 // sizes from 4 KiB to 64 MiB: latency and bandwidth, the inputs of docs/benchmarks.md's scaling
 // model. Times are medians over the steps; every phase starts after a barrier.
-//   bench_data_parallel [--steps S] [--warmup W]
+//   bench_data_parallel [--steps S] [--warmup W] [--zero1]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +25,7 @@
 #include "vediff/diffusion/flow_matching.hpp"
 #include "vediff/distributed/data_parallel.hpp"
 #include "vediff/distributed/mpi.hpp"
+#include "vediff/distributed/zero.hpp"
 #include "vediff/loss/magnitude.hpp"
 #include "vediff/loss/reconstruction.hpp"
 #include "vediff/loss/tokenizer_loss.hpp"
@@ -78,14 +80,16 @@ phases time_steps(distributed::mpi& comm, int warmup, int steps, Compute&& compu
     return p;
 }
 
+bool zero1 = false;
+
 void report(distributed::mpi& comm, const char* name, const phases& p, std::int64_t global_batch, std::size_t gradient_bytes,
             std::size_t buckets) {
     if (comm.rank() != 0) return;
     const double total = median(p.total), reduce = median(p.reduce);
-    fmt::print("{:<10} ranks {}  global batch {:>3}  step {:8.1f} ms  compute {:8.1f}  all-reduce {:6.2f} ({:4.1f}%)  optimizer {:6.2f}  "
+    fmt::print("{:<10} ranks {}  global batch {:>3}  step {:8.1f} ms  compute {:8.1f}  all-reduce {:6.2f} ({:4.1f}%)  optimizer{} {:6.2f}  "
                "{:7.1f} samples/s  gradients {:.1f} MiB in {} buckets, overlapped with backward: 0%\n",
-               name, comm.size(), global_batch, total, median(p.compute), reduce, 100.0 * reduce / total, median(p.optimizer),
-               double(global_batch) / (total / 1000.0), double(gradient_bytes) / (1 << 20), buckets);
+               name, comm.size(), global_batch, total, median(p.compute), reduce, 100.0 * reduce / total, zero1 ? " (ZeRO-1)" : "",
+               median(p.optimizer), double(global_batch) / (total / 1000.0), double(gradient_bytes) / (1 << 20), buckets);
     std::fflush(stdout);
 }
 
@@ -107,7 +111,8 @@ void bench_dit(distributed::mpi& comm, int warmup, int steps) {
     const std::int64_t global_batch = 64, local = global_batch / comm.size();
     models::dit<float> model(c, 0);
     distributed::data_parallel<distributed::mpi, models::dit<float>> parallel(comm, model);
-    optim::adamw<float> opt(model, {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0});
+    distributed::sharded_adamw<distributed::mpi, float, cpu> opt(model, {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0},
+                                                                 comm, zero1);
     philox_generator data{.seed = 1}, noise{.seed = 3};
     data.shard = noise.shard = parallel.shard();
     const auto x1 = ops::normal<float>({local, 4, 8, 8}, data);
@@ -129,7 +134,8 @@ void bench_tokenizer(distributed::mpi& comm, int warmup, int steps) {
     const std::int64_t global_batch = 32, local = global_batch / comm.size();
     models::autoencoder_kl<float> ae(cfg, 0);
     distributed::data_parallel<distributed::mpi, models::autoencoder_kl<float>> parallel(comm, ae);
-    optim::adamw<float> opt(ae, {.lr = 1e-4, .beta1 = 0.5, .beta2 = 0.9, .eps = 1e-8, .weight_decay = 1e-2});
+    distributed::sharded_adamw<distributed::mpi, float, cpu> opt(ae, {.lr = 1e-4, .beta1 = 0.5, .beta2 = 0.9, .eps = 1e-8, .weight_decay = 1e-2},
+                                                                 comm, zero1);
     loss::tokenizer_loss<loss::reconstruction<loss::l1>, loss::variance_expansion, loss::magnitude_regularizer> objective;
     philox_generator data{.seed = 1}, noise{.seed = 2};
     data.shard = noise.shard = parallel.shard();
@@ -175,12 +181,13 @@ void bench_all_reduce(distributed::mpi& comm) {
 
 int main(int argc, char** argv) {
     int steps = 20, warmup = 3;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
-        if (flag == "--steps") steps = std::atoi(argv[i + 1]);
-        else if (flag == "--warmup") warmup = std::atoi(argv[i + 1]);
+        if (flag == "--zero1") zero1 = true;
+        else if (flag == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
+        else if (flag == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
         else {
-            std::fprintf(stderr, "usage: bench_data_parallel [--steps S] [--warmup W]\n");
+            std::fprintf(stderr, "usage: bench_data_parallel [--steps S] [--warmup W] [--zero1]\n");
             return 2;
         }
     }
@@ -190,10 +197,10 @@ int main(int argc, char** argv) {
     }
     distributed::mpi comm(120.0);
     if (comm.rank() == 0)
-        fmt::print("bench_data_parallel: {} rank(s), {} OpenMP thread(s) each; median of {} steps after {} warm-up\n", comm.size(),
-                   omp_get_max_threads(), steps, warmup);
+        fmt::print("bench_data_parallel: {} rank(s), {} OpenMP thread(s) each; median of {} steps after {} warm-up{}\n", comm.size(),
+                   omp_get_max_threads(), steps, warmup, zero1 ? "; AdamW sharded (ZeRO-1)" : "");
     bench_dit(comm, warmup, steps);
     bench_tokenizer(comm, warmup, steps);
-    bench_all_reduce(comm);
+    if (!zero1) bench_all_reduce(comm);
     return 0;
 }

@@ -108,6 +108,24 @@ BOOST_AUTO_TEST_CASE(two_ranks_run) {
     BOOST_TEST_REQUIRE(world().size() == 2, "run this test as mpirun -np 2");
 }
 
+BOOST_AUTO_TEST_CASE(zero1_keeps_half_of_the_moments_on_each_rank) {
+    auto& comm = world();
+    models::dit_config c;
+    c.input_size = 8;
+    c.in_channels = 4;
+    c.num_classes = 4;
+    c.hidden_size = 32;
+    c.depth = 2;
+    c.num_heads = 2;
+    models::dit<float> model(c, 1);
+    distributed::sharded_adamw<distributed::mpi, float, cpu> sharded(model, {}, comm, true), whole(model, {}, comm, false);
+    std::int64_t owned = sharded.owned_values();
+    comm.all_reduce_sum(&owned, 1, "owned values");
+    BOOST_TEST(owned == sharded.total_values());
+    BOOST_TEST(sharded.owned_values() <= sharded.total_values() / 2 + 1);
+    BOOST_TEST(whole.owned_values() == whole.total_values());
+}
+
 BOOST_AUTO_TEST_CASE(dit_on_two_ranks_follows_one_process) {
     auto& comm = world();
     const auto dir = shared_dir("dit");
@@ -132,6 +150,12 @@ BOOST_AUTO_TEST_CASE(dit_on_two_ranks_follows_one_process) {
         return jobs::dit_run_options{.out = dir / name, .log_every = 1, .checkpoint_every = 1000};
     };
     const auto summary = jobs::train_dit<jobs::cpu_only>(cfg, options("two_ranks"), comm);
+    // ZeRO-1: each rank updates half of the weights and keeps half of the moments; AdamW's update
+    // is elementwise, so the run is the plain data-parallel one bit for bit.
+    auto zero1 = options("two_ranks_zero1");
+    zero1.zero1 = true;
+    const auto sharded = jobs::train_dit<jobs::cpu_only>(cfg, zero1, comm);
+    BOOST_TEST(sharded.at("zero1").get<bool>());
     BOOST_TEST(summary.at("ranks").get<int>() == 2);
     BOOST_TEST(summary.at("steps").get<std::int64_t>() == 20);
     if (comm.rank() == 0) {
@@ -144,6 +168,9 @@ BOOST_AUTO_TEST_CASE(dit_on_two_ranks_follows_one_process) {
         const auto two = read_run(dir / "two_ranks");
         BOOST_TEST(two.log.size() == 20u);
         BOOST_TEST(two.weights.count("ema.x_embedder.proj.weight") == 1u);
+        const auto with_zero1 = compare(two, read_run(dir / "two_ranks_zero1"));
+        BOOST_TEST(with_zero1.loss_rel == 0.0);
+        BOOST_TEST(with_zero1.weight_abs == 0.0);
         const auto same = compare(two, read_run(dir / "one_process"));
         BOOST_TEST_MESSAGE("DiT, 2 ranks vs 1 process: loss rel " << same.loss_rel << ", weights abs " << same.weight_abs << " ("
                                                                   << same.worst_weight << ")");
@@ -189,12 +216,18 @@ BOOST_AUTO_TEST_CASE(tokenizer_on_two_ranks_follows_one_process) {
     const auto summary = run_in("two_ranks", comm, 8);
     BOOST_TEST(summary.at("finished").get<bool>());
     BOOST_TEST(summary.at("steps").get<std::int64_t>() == 20);
+    cfg.zero1 = true;
+    run_in("two_ranks_zero1", comm, 8);
+    cfg.zero1 = false;
     if (comm.rank() == 0) {
         distributed::single_process one;
         run_in("one_process", one, 8);
         run_in("one_process_half_batch", one, 4);
         const auto two = read_run(dir / "two_ranks");
         const auto one_run = read_run(dir / "one_process");
+        const auto with_zero1 = compare(two, read_run(dir / "two_ranks_zero1"));
+        BOOST_TEST(with_zero1.loss_rel == 0.0);
+        BOOST_TEST(with_zero1.weight_abs == 0.0);
         // The attention blocks' key biases are apart: softmax over keys ignores a shift that is the
         // same for every key, so their gradient is zero in exact arithmetic and pure rounding noise
         // in floats, which Adam normalizes into steps of up to lr each (measured: 3.7e-3 after 20
@@ -223,8 +256,10 @@ BOOST_AUTO_TEST_CASE(tokenizer_on_two_ranks_follows_one_process) {
     comm.barrier("the comparison");
 }
 
-// A checkpoint is one file set whatever the world size: two ranks stop at step 10, one process
-// resumes to step 20 and lands where the uninterrupted two-rank run did.
+// A checkpoint is one file set whatever the world size, ZeRO-1's sharded moments included (they
+// are gathered into it): two ranks with --zero1 stop at step 10, one process resumes to step 20
+// and lands where the uninterrupted two-rank run did. Moments lost or misplaced in the gather
+// would send the resumed run elsewhere at once.
 BOOST_AUTO_TEST_CASE(a_two_rank_checkpoint_resumes_in_one_process) {
     auto& comm = world();
     const auto dir = shared_dir("dit_resume");
@@ -244,7 +279,8 @@ BOOST_AUTO_TEST_CASE(a_two_rank_checkpoint_resumes_in_one_process) {
     cfg.warmup = 2;
     cfg.seed = 5;
     jobs::train_dit<jobs::cpu_only>(cfg, {.out = dir / "straight", .log_every = 1, .checkpoint_every = 1000}, comm);
-    const auto first = jobs::train_dit<jobs::cpu_only>(cfg, {.out = dir / "resumed", .log_every = 1, .checkpoint_every = 1000, .stop_after = 10}, comm);
+    const auto first = jobs::train_dit<jobs::cpu_only>(
+        cfg, {.out = dir / "resumed", .log_every = 1, .checkpoint_every = 1000, .stop_after = 10, .zero1 = true}, comm);
     BOOST_TEST(!first.at("finished").get<bool>());
     BOOST_TEST(first.at("stopped_by").get<std::string>() == "stop_after");
     if (comm.rank() == 0) {

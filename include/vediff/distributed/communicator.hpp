@@ -7,6 +7,7 @@
 //   rank(), size(), local_rank()       this process among all, and among those on its node;
 //   all_reduce_sum(T* data, n, what)   in place over host memory (T = float or double);
 //   broadcast(T* data, n, root, what);
+//   all_gather(T* data, counts, displacements, what)   every rank's block on every rank, in place;
 //   decide(code, what)                 rank 0's code, handed to every rank (the loop's stop
 //                                      decision), or a failure naming rank 0 when it does not come;
 //   arrive(what)                       every rank reports it reached `what`; rank 0 waits for
@@ -17,6 +18,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 namespace vediff::distributed {
@@ -46,6 +48,8 @@ struct single_process {
     void all_reduce_sum(T*, std::size_t, std::string_view) {}
     template <class T>
     void broadcast(T*, std::size_t, int, std::string_view) {}
+    template <class T>
+    void all_gather(T*, std::span<const int>, std::span<const int>, std::string_view) {}
     int decide(int code, std::string_view) { return code; }
     void arrive(std::string_view) {}
     void barrier(std::string_view) {}

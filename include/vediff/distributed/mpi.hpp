@@ -8,6 +8,7 @@
 // the job with MPI_Abort, which makes mpirun stop every rank. (A rank killed outright is
 // reported by mpirun itself at once: "mpirun noticed that process rank R ... exited on signal 9".)
 #include <chrono>
+#include <span>
 #include <cstdint>
 #include <cstdio>
 #include <stdexcept>
@@ -114,6 +115,15 @@ public:
         MPI_Request request;
         MPI_Ibcast(data, static_cast<int>(n), mpi_detail::datatype<T>(), root, world_, &request);
         wait(request, [&] { return fmt::format("the broadcast of {} from rank {} did not arrive", what, root); });
+    }
+
+    /// Each rank's block of data (counts[r] values at displacements[r]) on every rank, in place.
+    template <class T>
+    void all_gather(T* data, std::span<const int> counts, std::span<const int> displacements, std::string_view what) {
+        MPI_Request request;
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displacements.data(), mpi_detail::datatype<T>(), world_,
+                        &request);
+        wait(request, [&] { return fmt::format("the all-gather of {} did not complete", what); });
     }
 
     /// Rank 0's code on every rank.

@@ -28,6 +28,7 @@
 #include "vediff/core/transfer.hpp"
 #include "vediff/distributed/data_parallel.hpp"
 #include "vediff/distributed/launch.hpp"
+#include "vediff/distributed/zero.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/jobs/device_choice.hpp"
 #include "vediff/models/dit.hpp"
@@ -51,20 +52,25 @@ struct dit_run_options {
     std::int64_t log_every = 25, checkpoint_every = 250, stop_after = 0;
     std::string device = "cpu";  // where to compute (a checkpoint resumes on any device)
     double comm_timeout_s = 600;  // under mpirun: the longest wait for another rank before the job is ended
+    bool zero1 = false;           // under mpirun: shard AdamW's moments over the ranks (ZeRO stage 1)
 };
 
 namespace dit_detail {
 namespace fs = std::filesystem;
 
-/// The optimizer a run configuration names: AdamW over every parameter, or Muon + AdamW.
-template <class Optimizer, class Model>
-Optimizer make_optimizer(Model& model, const train::dit_run_config& cfg) {
+/// The optimizer a run configuration names: AdamW over every parameter (under MPI the sharded
+/// AdamW of distributed/zero.hpp, sharding its state with --zero1), or Muon + AdamW.
+template <class Optimizer, class Model, class Comm>
+Optimizer make_optimizer(Model& model, const train::dit_run_config& cfg, Comm& comm, bool zero1) {
     const optim::adamw_config adam{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay};
     if constexpr (std::same_as<Optimizer, optim::muon<typename Model::value_type, typename Model::device_type>>)
         return Optimizer(model, optim::muon_config{.muon_lr = cfg.muon_lr, .muon_weight_decay = cfg.weight_decay, .adam = adam});
+    else if constexpr (std::same_as<Optimizer, distributed::sharded_adamw<Comm, typename Model::value_type, typename Model::device_type>>)
+        return Optimizer(model, adam, comm, zero1);
     else
         return Optimizer(model, adam);
 }
+
 
 template <class Design, device D, class Optimizer, class Comm>
 nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run, Comm& comm) {
@@ -88,7 +94,7 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     distributed::data_parallel<Comm, model_type> parallel(comm, model);
     if (cfg.batch % comm.size() != 0)
         throw std::invalid_argument(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
-    auto opt = make_optimizer<Optimizer>(model, cfg);
+    auto opt = make_optimizer<Optimizer>(model, cfg, comm, run.zero1);
     optim::ema<float, D> average(model, {.decay = cfg.ema_decay, .warmup = true});
     train::model_with_ema<model_type> model_and_average{model, average};
     data::batch_loader<float> loader(set, cfg.batch, cfg.seed, true, parallel.shard());
@@ -104,6 +110,7 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     state.config_json = cfg.to_json().dump();
     if (run.resume) {
         train::load_checkpoint(checkpoint_dir, model_and_average, opt, state);
+        distributed::adopt_optimizer_state(opt);
         model.y_embedder.generator = state.generators.at("labels");
         loader.seek(state.loader_epoch, state.loader_position);
         if (root) fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
@@ -125,6 +132,7 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
         train::save_checkpoint(checkpoint_dir, model_and_average, opt, state);
     };
     const auto step = [&](std::int64_t index) {
+        distributed::release_optimizer_state(opt);  // the full moments a checkpoint gathered
         auto b = loader.next();
         const view_on<float, D> images(b.images);
         const auto pair = diffusion::make_training_pair(images.view(), noise, flow);
@@ -153,13 +161,16 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     const train::loop_options loop{.steps = cfg.steps, .time_budget_s = cfg.time_budget_s, .stop_after = run.stop_after,
                                    .log_every = run.log_every, .checkpoint_every = run.checkpoint_every,
                                    .progress = {.label = "dit", .items_per_step = double(cfg.batch), .unit = "samples"}};
-    const auto result = train::run_training_loop(state.step, loop, comm, run.out / "log.jsonl", run.resume, step, save);
+    const auto result = train::run_training_loop(state.step, loop, comm, run.out / "log.jsonl", run.resume, step, save,
+                                                 [&] { distributed::gather_optimizer_state(opt); });
+    distributed::release_optimizer_state(opt);
 
     nlohmann::json summary = result.to_json();
     summary["samples_per_second"] = double(result.steps_this_run() * cfg.batch) / result.seconds;
     summary["threads"] = omp_get_max_threads();
     summary["device"] = D::name;
     summary["ranks"] = comm.size();
+    summary["zero1"] = run.zero1 && comm.size() > 1;
     summary["config"] = cfg.to_json();
     if (root) {
         io::write_file_atomically(run.out / "train.json", [&](io::atomic_file& f) { f.write(summary.dump(2) + "\n"); });
@@ -172,8 +183,14 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
 
 template <class Design, device D, class Comm>
 nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run, Comm& comm) {
-    if (cfg.optimizer == "adamw") return train_with<Design, D, optim::adamw<float, D>>(std::move(cfg), run, comm);
-    if (cfg.optimizer == "muon") return train_with<Design, D, optim::muon<float, D>>(std::move(cfg), run, comm);
+    if (cfg.optimizer == "adamw") {
+        if constexpr (Comm::is_distributed) return train_with<Design, D, distributed::sharded_adamw<Comm, float, D>>(std::move(cfg), run, comm);
+        else return train_with<Design, D, optim::adamw<float, D>>(std::move(cfg), run, comm);
+    }
+    if (cfg.optimizer == "muon") {
+        if (run.zero1 && comm.size() > 1) throw std::invalid_argument("--zero1 shards AdamW's state; use it with --optimizer adamw");
+        return train_with<Design, D, optim::muon<float, D>>(std::move(cfg), run, comm);
+    }
     throw std::invalid_argument(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
 }
 } // namespace dit_detail
@@ -230,7 +247,8 @@ void add_dit_options(cxxopts::Options& options) {
         ("log-every", "steps between log lines", cxxopts::value<std::int64_t>()->default_value("25"))
         ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value("250"))
         ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value("0"))
-        ("comm-timeout", "under mpirun: seconds to wait for another rank before ending the job", cxxopts::value<double>()->default_value("600"));
+        ("comm-timeout", "under mpirun: seconds to wait for another rank before ending the job", cxxopts::value<double>()->default_value("600"))
+        ("zero1", "under mpirun: shard AdamW's moments over the ranks (ZeRO stage 1)");
     // clang-format on
     add_device_option<Devices>(options, "training");
 }
@@ -241,7 +259,8 @@ template <class Devices = cpu_only>
 std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts::ParseResult& a) {
     dit_run_options run{.out = a["out"].as<std::string>(), .resume = a.count("resume") > 0, .log_every = a["log-every"].as<std::int64_t>(),
                         .checkpoint_every = a["checkpoint-every"].as<std::int64_t>(), .stop_after = a["stop-after"].as<std::int64_t>(),
-                        .device = read_device<Devices>(a), .comm_timeout_s = a["comm-timeout"].as<double>()};
+                        .device = read_device<Devices>(a), .comm_timeout_s = a["comm-timeout"].as<double>(),
+                        .zero1 = a.count("zero1") > 0};
     if (!(run.comm_timeout_s > 0)) throw std::invalid_argument(fmt::format("--comm-timeout {}: must be > 0 seconds", run.comm_timeout_s));
     train::dit_run_config cfg;
     if (run.resume) {

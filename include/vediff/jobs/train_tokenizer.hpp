@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <cxxopts.hpp>
@@ -29,6 +30,7 @@
 #include "vediff/core/transfer.hpp"
 #include "vediff/distributed/data_parallel.hpp"
 #include "vediff/distributed/launch.hpp"
+#include "vediff/distributed/zero.hpp"
 #include "vediff/jobs/command.hpp"
 #include "vediff/jobs/device_choice.hpp"
 #include "vediff/loss/kl.hpp"
@@ -74,6 +76,7 @@ struct tokenizer_job {
     bool resume = false;
     std::string device = "cpu";  // where to compute (not part of the run: a checkpoint resumes on any device)
     double comm_timeout_s = 600;  // under mpirun: the longest wait for another rank before the job is ended
+    bool zero1 = false;           // under mpirun: shard AdamW's moments over the ranks (ZeRO stage 1)
 
     nlohmann::json to_json() const {
         return {{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
@@ -206,12 +209,19 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     distributed::data_parallel<Comm, model_type> parallel(comm, ae);
     if (cfg.batch % comm.size() != 0)
         throw std::invalid_argument(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
-    optim::adamw<float, D> opt(ae, {.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay});
+    // AdamW; under MPI the sharded AdamW of distributed/zero.hpp (its state sharded with --zero1).
+    const optim::adamw_config adam{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay};
+    using optimizer_type = std::conditional_t<Comm::is_distributed, distributed::sharded_adamw<Comm, float, D>, optim::adamw<float, D>>;
+    auto opt = [&] {
+        if constexpr (Comm::is_distributed) return optimizer_type(ae, adam, comm, cfg.zero1);
+        else return optimizer_type(ae, adam);
+    }();
     data::batch_loader<float> loader(sets.train, cfg.batch, cfg.seed, true, parallel.shard());
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
     state.config_json = cfg.to_json().dump();
     if (cfg.resume) {
         train::load_checkpoint(checkpoint_dir, ae, opt, state);
+        distributed::adopt_optimizer_state(opt);
         loader.seek(state.loader_epoch, state.loader_position);
         if (root) fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
     }
@@ -232,6 +242,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
         train::save_checkpoint(checkpoint_dir, ae, opt, state);
     };
     const auto step = [&](std::int64_t index) {
+        distributed::release_optimizer_state(opt);  // the full moments a checkpoint gathered
         auto b = loader.next();
         if (augment) flip(b.images, static_cast<std::uint64_t>(index), b.first_row);
         const view_on<float, D> images(b.images);
@@ -279,7 +290,9 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     const train::loop_options loop{.steps = cfg.steps, .time_budget_s = cfg.time_budget_s, .stop_after = cfg.stop_after,
                                    .log_every = cfg.log_every, .checkpoint_every = cfg.checkpoint_every,
                                    .progress = {.label = "tokenizer", .items_per_step = double(cfg.batch), .unit = "img"}};
-    const auto result = train::run_training_loop(state.step, loop, comm, out_dir / "log.jsonl", cfg.resume, step, save);
+    const auto result = train::run_training_loop(state.step, loop, comm, out_dir / "log.jsonl", cfg.resume, step, save,
+                                                 [&] { distributed::gather_optimizer_state(opt); });
+    distributed::release_optimizer_state(opt);
     if (!result.finished()) {
         if (root) fmt::print("stopped after {} steps at step {}; continue with --resume\n", result.steps_this_run(), result.steps);
         return result.to_json();
@@ -294,6 +307,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
         metrics["threads"] = omp_get_max_threads();
         metrics["device"] = D::name;
         metrics["ranks"] = comm.size();
+        metrics["zero1"] = cfg.zero1 && comm.size() > 1;
         metrics["config"] = cfg.to_json();
         io::write_file_atomically(out_dir / "metrics.json", [&](io::atomic_file& f) { f.write(metrics.dump(2) + "\n"); });
         fmt::print("PSNR {:.2f} dB (sampled z: {:.2f}), SSIM {:.4f}, mean sigma^2 {:.3g}; wrote {}\n", metrics["psnr"].get<double>(),
@@ -399,7 +413,8 @@ void add_tokenizer_options(cxxopts::Options& options) {
         ("checkpoint-every", "steps between checkpoints", cxxopts::value<std::int64_t>()->default_value(dflt(d.checkpoint_every)))
         ("stop-after", "stop after this many steps of this run (then --resume)", cxxopts::value<std::int64_t>()->default_value(dflt(d.stop_after)))
         ("eval-images", "test images to evaluate", cxxopts::value<std::int64_t>()->default_value(dflt(d.eval_images)))
-        ("comm-timeout", "under mpirun: seconds to wait for another rank before ending the job", cxxopts::value<double>()->default_value(dflt(d.comm_timeout_s)));
+        ("comm-timeout", "under mpirun: seconds to wait for another rank before ending the job", cxxopts::value<double>()->default_value(dflt(d.comm_timeout_s)))
+        ("zero1", "under mpirun: shard AdamW's moments over the ranks (ZeRO stage 1)");
     // clang-format on
     add_device_option<Devices>(options, "training");
 }
@@ -444,6 +459,7 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.eval_images = a["eval-images"].as<std::int64_t>();
     cfg.device = read_device<Devices>(a);
     cfg.comm_timeout_s = a["comm-timeout"].as<double>();
+    cfg.zero1 = a.count("zero1") > 0;
     if (!(cfg.comm_timeout_s > 0)) throw std::invalid_argument(fmt::format("--comm-timeout {}: must be > 0 seconds", cfg.comm_timeout_s));
     return cfg;
 }

@@ -112,9 +112,12 @@ inline void apply_fault(int rank, std::int64_t step) {
 /// checkpoint of `step` completed steps (called on rank 0 only, at every checkpoint_every steps
 /// and at the end). The log at log_path continues a resumed run (lines past `step` dropped) or
 /// starts anew; an empty log_path writes no log.
-template <class Comm, class Step, class Save>
+///
+/// prepare_save() runs on every rank right before each save (a collective the checkpoint needs,
+/// e.g. gathering a sharded optimizer's state: distributed/zero.hpp).
+template <class Comm, class Step, class Save, class PrepareSave>
 loop_result run_training_loop(std::int64_t& step, const loop_options& opt, Comm& comm, const std::filesystem::path& log_path,
-                              bool resume, Step&& do_step, Save&& save) {
+                              bool resume, Step&& do_step, Save&& save, PrepareSave&& prepare_save) {
     const bool root = comm.rank() == 0;
     std::ofstream log;
     if (root && !log_path.empty()) {
@@ -157,15 +160,25 @@ loop_result run_training_loop(std::int64_t& step, const loop_options& opt, Comm&
                 line.update(report.log);
                 log << line.dump() << "\n" << std::flush;
             }
-            if (opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) save();
+        }
+        if (opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) {
+            prepare_save();
+            if (root) save();
         }
     }
     bar.finish();
     result.seconds = elapsed();
     result.steps = step;
+    prepare_save();
     if (root) save();
     comm.barrier("the end of training (rank 0 saves the last checkpoint)");
     return result;
+}
+
+template <class Comm, class Step, class Save>
+loop_result run_training_loop(std::int64_t& step, const loop_options& opt, Comm& comm, const std::filesystem::path& log_path,
+                              bool resume, Step&& do_step, Save&& save) {
+    return run_training_loop(step, opt, comm, log_path, resume, std::forward<Step>(do_step), std::forward<Save>(save), [] {});
 }
 
 } // namespace vediff::train
