@@ -102,6 +102,21 @@ void write_latent_cache(const fs::path& path) {
     save_latent_cache(path, cache);
 }
 
+/// A LightningDiT of hidden 32, depth 2, 2 heads on the cache, 20 steps of global batch 8.
+train::dit_run_config small_dit(const fs::path& latents, std::uint64_t seed) {
+    train::dit_run_config cfg;
+    cfg.latents = latents.string();
+    cfg.model.hidden_size = 32;
+    cfg.model.depth = 2;
+    cfg.model.num_heads = 2;
+    cfg.model.patch_size = 2;
+    cfg.steps = 20;
+    cfg.batch = 8;
+    cfg.warmup = 2;
+    cfg.seed = seed;
+    return cfg;
+}
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(two_ranks_run) {
@@ -135,17 +150,8 @@ BOOST_AUTO_TEST_CASE(dit_on_two_ranks_follows_one_process) {
         write_latent_cache(dir / "latents.safetensors");
     }
     comm.barrier("the latent cache");
-    train::dit_run_config cfg;
-    cfg.latents = (dir / "latents.safetensors").string();
-    cfg.model.hidden_size = 32;
-    cfg.model.depth = 2;
-    cfg.model.num_heads = 2;
-    cfg.model.patch_size = 2;
+    auto cfg = small_dit(dir / "latents.safetensors", 3);
     cfg.model.class_dropout_prob = 0.25;  // label dropout draws are sharded too
-    cfg.steps = 20;
-    cfg.batch = 8;
-    cfg.warmup = 2;
-    cfg.seed = 3;
     const auto options = [&](const std::string& name) {
         return jobs::dit_run_options{.out = dir / name, .log_every = 1, .checkpoint_every = 1000};
     };
@@ -269,15 +275,7 @@ BOOST_AUTO_TEST_CASE(a_two_rank_checkpoint_resumes_in_one_process) {
         write_latent_cache(dir / "latents.safetensors");
     }
     comm.barrier("the latent cache");
-    train::dit_run_config cfg;
-    cfg.latents = (dir / "latents.safetensors").string();
-    cfg.model.hidden_size = 32;
-    cfg.model.depth = 2;
-    cfg.model.num_heads = 2;
-    cfg.steps = 20;
-    cfg.batch = 8;
-    cfg.warmup = 2;
-    cfg.seed = 5;
+    const auto cfg = small_dit(dir / "latents.safetensors", 5);
     jobs::train_dit<jobs::cpu_only>(cfg, {.out = dir / "straight", .log_every = 1, .checkpoint_every = 1000}, comm);
     const auto first = jobs::train_dit<jobs::cpu_only>(
         cfg, {.out = dir / "resumed", .log_every = 1, .checkpoint_every = 1000, .stop_after = 10, .zero1 = true}, comm);

@@ -52,10 +52,7 @@ public:
     template <class Model>
     sharded_adamw(Model& model, optim::adamw_config config, Comm& comm, bool enabled)
         : config_(config), comm_(comm), enabled_(enabled && comm.size() > 1) {
-        if (!(config.lr >= 0) || !(config.beta1 >= 0 && config.beta1 < 1) || !(config.beta2 >= 0 && config.beta2 < 1) ||
-            !(config.eps >= 0) || !(config.weight_decay >= 0))
-            throw std::invalid_argument(fmt::format("sharded_adamw: invalid configuration (lr {}, betas {} {}, eps {}, weight decay {})",
-                                                    config.lr, config.beta1, config.beta2, config.eps, config.weight_decay));
+        optim::validate_adamw_config(config);
         for (auto& [name, p] : nn::named_parameters(model)) {
             if (!p->trainable) continue;
             for (const auto& other : slots_)
@@ -90,14 +87,7 @@ public:
 
     void step() {
         ++step_count_;
-        const double t = static_cast<double>(step_count_);
-        adamw_scalars s;
-        s.decay_factor = 1.0 - config_.lr * config_.weight_decay;
-        s.beta1 = config_.beta1;
-        s.beta2 = config_.beta2;
-        s.eps = config_.eps;
-        s.step_size = config_.lr / (1.0 - std::pow(config_.beta1, t));
-        s.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(config_.beta2, t));
+        const adamw_scalars s = optim::adamw_step_scalars(config_, step_count_);
         for (auto& sl : slots_) {
             if (sl.own_end <= sl.own_begin) continue;
             optim_kernels<D>::adamw_update(sl.param->value.data() + sl.own_begin, sl.exp_avg.data(), sl.exp_avg_sq.data(),

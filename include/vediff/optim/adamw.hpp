@@ -26,6 +26,30 @@ struct adamw_config {
     double weight_decay = 1e-2;
 };
 
+/// The scalars of AdamW's update at step t (1-based), as torch.optim.AdamW computes them; shared
+/// by every optimizer that runs the AdamW kernel (adamw, muon's AdamW part, sharded_adamw).
+inline adamw_scalars adamw_step_scalars(const adamw_config& c, std::int64_t step) {
+    const double t = static_cast<double>(step);
+    adamw_scalars s;
+    s.decay_factor = 1.0 - c.lr * c.weight_decay;
+    s.beta1 = c.beta1;
+    s.beta2 = c.beta2;
+    s.eps = c.eps;
+    s.step_size = c.lr / (1.0 - std::pow(c.beta1, t));
+    s.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(c.beta2, t));
+    return s;
+}
+
+/// Throws std::invalid_argument naming the first value of c outside its range.
+inline void validate_adamw_config(const adamw_config& c) {
+    auto bad = [](const char* what, double v) { return std::invalid_argument(fmt::format("adamw: invalid {} {}", what, v)); };
+    if (!(c.lr >= 0) || !std::isfinite(c.lr)) throw bad("learning rate", c.lr);
+    if (!(c.beta1 >= 0 && c.beta1 < 1)) throw bad("beta1", c.beta1);
+    if (!(c.beta2 >= 0 && c.beta2 < 1)) throw bad("beta2", c.beta2);
+    if (!(c.eps >= 0)) throw bad("eps", c.eps);
+    if (!(c.weight_decay >= 0)) throw bad("weight_decay", c.weight_decay);
+}
+
 /// AdamW over the trainable parameters of a model. It keeps pointers to the parameters, so the
 /// model must outlive the optimizer and stay where it is (not be moved) while it is attached.
 /// Moments are kept per parameter *name*, so a checkpoint can store and restore them
@@ -48,7 +72,7 @@ public:
     template <class Model>
         requires std::same_as<typename Model::value_type, T> && std::same_as<typename Model::device_type, D>
     explicit adamw(Model& model, adamw_config config = {}) : config_(config) {
-        validate(config_);
+        validate_adamw_config(config_);
         for (auto& [name, p] : nn::named_parameters(model)) {
             if (!p->trainable) continue;
             if (find(name))
@@ -60,14 +84,7 @@ public:
     /// One update of every trainable parameter from its current gradient.
     void step() {
         ++step_count_;
-        const double t = static_cast<double>(step_count_);
-        adamw_scalars s;
-        s.decay_factor = 1.0 - config_.lr * config_.weight_decay;
-        s.beta1 = config_.beta1;
-        s.beta2 = config_.beta2;
-        s.eps = config_.eps;
-        s.step_size = config_.lr / (1.0 - std::pow(config_.beta1, t));
-        s.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(config_.beta2, t));
+        const adamw_scalars s = adamw_step_scalars(config_, step_count_);
         for (auto& sl : slots_) {
             require_same_shape("adamw: parameter and gradient", sl.param->value, sl.param->grad);
             optim_kernels<D>::adamw_update(sl.param->value.data(), sl.exp_avg.data(), sl.exp_avg_sq.data(),
@@ -115,17 +132,6 @@ public:
     }
 
 private:
-    static void validate(const adamw_config& c) {
-        auto bad = [](const char* what, double v) {
-            return std::invalid_argument(fmt::format("adamw: invalid {} {}", what, v));
-        };
-        if (!(c.lr >= 0) || !std::isfinite(c.lr)) throw bad("learning rate", c.lr);
-        if (!(c.beta1 >= 0 && c.beta1 < 1)) throw bad("beta1", c.beta1);
-        if (!(c.beta2 >= 0 && c.beta2 < 1)) throw bad("beta2", c.beta2);
-        if (!(c.eps >= 0)) throw bad("eps", c.eps);
-        if (!(c.weight_decay >= 0)) throw bad("weight_decay", c.weight_decay);
-    }
-
     adamw_config config_;
     std::vector<slot> slots_;
     std::int64_t step_count_ = 0;

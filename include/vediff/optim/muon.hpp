@@ -126,15 +126,7 @@ public:
 
     void step() {
         ++step_count_;
-        const double t = static_cast<double>(step_count_);
-        const auto& a = config_.adam;
-        adamw_scalars s;
-        s.decay_factor = 1.0 - a.lr * a.weight_decay;
-        s.beta1 = a.beta1;
-        s.beta2 = a.beta2;
-        s.eps = a.eps;
-        s.step_size = a.lr / (1.0 - std::pow(a.beta1, t));
-        s.bias_correction2_sqrt = std::sqrt(1.0 - std::pow(a.beta2, t));
+        const adamw_scalars s = adamw_step_scalars(config_.adam, step_count_);
         for (auto& sl : adam_slots_) {
             require_same_shape("muon (AdamW part): parameter and gradient", sl.param->value, sl.param->grad);
             optim_kernels<D>::adamw_update(sl.param->value.data(), sl.exp_avg.data(), sl.exp_avg_sq.data(), sl.param->grad.data(),
