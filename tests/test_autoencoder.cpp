@@ -11,6 +11,7 @@
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
+#include "support/gradient_announcements.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/io/safetensors.hpp"
 #include "vediff/models/autoencoder.hpp"
@@ -374,6 +375,34 @@ BOOST_AUTO_TEST_CASE(tiny_model_gradients_double) {
     check_layer_gradients("encode<double>", enc, {1, 1, 8, 8}, opt);
     half_autoencoder<double, false> dec{ae};
     check_layer_gradients("decode<double>", dec, {1, 2, 4, 4}, opt);
+}
+
+// Data parallelism sends a bucket when backward announces its gradients final: over a training
+// step's two backward passes (decode, then encode) every trainable parameter is announced once,
+// with the gradient the step ends with.
+BOOST_AUTO_TEST_CASE(backward_announces_every_gradient_once_when_final) {
+    models::autoencoder_kl<float> ae(tiny_grad_config(), 1);
+    philox_generator gen{.seed = 9};
+    auto x = random_tensor<float>({2, 1, 8, 8}, 5, 0, 0.5);
+    nn::zero_grad(ae);
+    auto moments = ae.encode(x);
+    auto post = models::gaussian_posterior<float>::from_moments(moments);
+    auto z = post.sample(gen);
+    auto x_hat = ae.decode(z);
+    auto dx_hat = ops::sub(x_hat.view(), x.view());
+    announcement_recorder<float, cpu> recorder;
+    {
+        nn::scoped_gradient_listener listening(&recorder);
+        auto dz = ae.decode_backward(dx_hat);
+        auto dmean = post.mode();
+        auto dlogvar = tensor<float>::zeros(post.logvar.shape());
+        post.sample_backward(dz, dmean, dlogvar);
+        (void)ae.encode_backward(post.moments_backward(dmean, dlogvar));
+    }
+    const auto problems = announcement_problems(ae, recorder);
+    BOOST_TEST(problems.empty(), (problems.empty() ? std::string() : problems.front()));
+    // decoder: head, 2 levels, mid, conv_in; post_quant_conv; quant_conv; encoder: head, mid, 2 levels, conv_in
+    BOOST_TEST(recorder.layers == 5 + 1 + 1 + 5);
 }
 
 BOOST_AUTO_TEST_CASE(training_steps_reduce_the_reconstruction_error) {

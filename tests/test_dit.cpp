@@ -13,6 +13,7 @@
 #include "support/distinct_parameters.hpp"
 #include "support/errors.hpp"
 #include "support/gradcheck.hpp"
+#include "support/gradient_announcements.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/io/forward_pass.hpp"
 #include "vediff/io/safetensors.hpp"
@@ -319,6 +320,33 @@ BOOST_AUTO_TEST_CASE(whole_model_gradients) {
     models::lightning_dit<double> lightning(c, 1);
     randomize_parameters(lightning, 2, 0.3);
     check_model_gradients("lightning dit, patch 1, learned sigma", lightning);
+}
+
+// Data parallelism sends a bucket when backward announces its gradients final: every trainable
+// parameter of both designs is announced once, with the gradient backward ends with.
+BOOST_AUTO_TEST_CASE(backward_announces_every_gradient_once_when_final) {
+    const auto check = [](auto& model, const std::string& what) {
+        randomize_parameters(model, 2, 0.3);
+        const auto& c = model.config;
+        auto x = random_tensor<float>({2, c.in_channels, c.input_size, c.input_size}, 5, 1);
+        auto t = tensor<float>::from_host({2}, {0.3f, 0.8f});
+        auto y = labels<float>({1, 2});
+        auto out = model.forward(x, t, y);
+        auto r = random_tensor<float>(out.shape(), 5, 2);
+        nn::zero_grad(model);
+        announcement_recorder<float, cpu> recorder;
+        {
+            nn::scoped_gradient_listener listening(&recorder);
+            (void)model.backward(r);
+        }
+        const auto problems = announcement_problems(model, recorder);
+        BOOST_TEST(problems.empty(), what << ": " << (problems.empty() ? std::string() : problems.front()));
+        BOOST_TEST(recorder.layers == 1 + int(c.depth) + 3, what);  // final layer, blocks, t, y and x embedders
+    };
+    models::dit<float> dit(tiny_config(), 1);
+    check(dit, "dit");
+    models::lightning_dit<float> lightning(tiny_config(), 1);
+    check(lightning, "lightning dit");
 }
 
 BOOST_AUTO_TEST_CASE(inference_forward_is_the_same_function_and_refuses_backward) {

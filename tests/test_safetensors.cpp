@@ -17,6 +17,7 @@
 #include "vediff/backend/cpu.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"
+#include "vediff/train/latent_cache.hpp"
 
 using namespace vediff;
 using namespace vediff::testing;
@@ -158,6 +159,76 @@ BOOST_AUTO_TEST_CASE(half_and_bfloat16_conversion) {
     BOOST_TEST(bfloat16_to_float(0xc049) == -3.140625f);
 }
 
+// A mapped file hands out its tensors in place: the values are the file's, a view needs the
+// tensor's own dtype, and writing through a view never reaches the file (the mapping is private).
+BOOST_AUTO_TEST_CASE(mapped_views_are_the_files_values_in_place) {
+    temp_dir dir("safetensors_map");
+    const auto path = dir / "t.safetensors";
+    io::safetensors_writer w;
+    w.add("a", tensor<float>::from_host({2, 3}, {1.5f, -2.0f, 3.25f, 0.0f, 7.0f, -0.125f}).view());
+    w.add("b", tensor<double>::from_host({3}, {0.1, 0.2, 0.3}).view());
+    w.add("c", tensor<std::int32_t>::from_host({3}, {4, -5, 6}).view());
+    w.write(path);
+
+    const io::safetensors_file mapped(path, io::safetensors_access::map);
+    const io::safetensors_file read(path);
+    const auto a = mapped.view<float>("a");
+    BOOST_TEST(a.shape() == (tensor_shape{2, 3}));
+    BOOST_TEST(a.to_vector() == read.get<float>("a").to_vector(), boost::test_tools::per_element());
+    BOOST_TEST(mapped.view<double>("b").to_vector() == read.get<double>("b").to_vector(), boost::test_tools::per_element());
+    BOOST_TEST(mapped.view<std::int32_t>("c").to_vector() == (std::vector<std::int32_t>{4, -5, 6}), boost::test_tools::per_element());
+    // get() converts from a mapped file as from a read one.
+    BOOST_TEST(mapped.get<double>("a").to_vector() == read.get<double>("a").to_vector(), boost::test_tools::per_element());
+
+    const auto wrong = io_error_message([&] { (void)mapped.view<double>("a"); });
+    BOOST_TEST(contains(wrong, "tensor 'a' is F32; it can be used in place only as F64"), wrong);
+
+    a.data()[0] = 99.0f;  // this process's copy of the page only
+    BOOST_TEST(mapped.view<float>("a").data()[0] == 99.0f);
+    BOOST_TEST(io::safetensors_file(path).get<float>("a").data()[0] == 1.5f);
+}
+
+namespace {
+/// This process's resident memory (VmRSS), in bytes.
+std::int64_t resident_bytes() {
+    std::ifstream in("/proc/self/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    throw std::runtime_error("no VmRSS in /proc/self/status");
+}
+} // namespace
+
+// Loading a latent cache must not copy it (an ImageNet cache is larger than memory): the
+// resident memory grows by far less than the cache's 48 MiB until batches touch its pages, and
+// the latents read through the mapping are the ones written.
+BOOST_AUTO_TEST_CASE(a_loaded_latent_cache_maps_its_latents_instead_of_copying_them) {
+    temp_dir dir("latent_cache_map");
+    const auto path = dir / "latents.safetensors";
+    const std::int64_t n = 3072;
+    {
+        train::latent_cache cache;
+        tensor<float> z({n, 4, 32, 32});
+        for (std::int64_t i = 0; i < z.numel(); ++i) z.data()[i] = float(i % 1000) * 0.001f;
+        cache.adopt_latents(std::move(z));
+        for (std::int64_t i = 0; i < n; ++i) cache.labels.push_back(std::int32_t(i % 10));
+        cache.channel_mean.assign(4, 0.5);
+        cache.channel_std.assign(4, 0.25);
+        cache.tokenizer = "synthetic";
+        train::save_latent_cache(path, cache);
+    }
+    const auto before = resident_bytes();
+    const auto cache = train::load_latent_cache(path);
+    const auto growth = resident_bytes() - before;
+    const std::int64_t cache_bytes = n * 4 * 32 * 32 * 4;
+    BOOST_TEST(cache_bytes == 48 << 20);
+    BOOST_TEST(growth < cache_bytes / 8, "resident memory grew by " << growth << " bytes loading a " << cache_bytes << "-byte cache");
+    BOOST_TEST(cache.latents.shape() == (tensor_shape{n, 4, 32, 32}));
+    for (const std::int64_t i : {std::int64_t{0}, std::int64_t{12345}, cache.latents.numel() - 1})
+        BOOST_TEST(cache.latents.data()[i] == float(i % 1000) * 0.001f);
+    BOOST_TEST(cache.labels[7] == 7);
+    BOOST_TEST(cache.channel_std[2] == 0.25);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(malformed)
@@ -192,10 +263,19 @@ BOOST_AUTO_TEST_CASE(each_problem_is_a_named_io_error) {
     for (const auto& c : cases) {
         const auto path = dir / (c.name + ".safetensors");
         write_text(path, c.content);
-        const auto msg = io_error_message([&] { io::safetensors_file f(path); });
-        BOOST_TEST(contains(msg, path.string()), c.name << ": " << msg);
-        BOOST_TEST(contains(msg, c.phrase), c.name << ": " << msg);
+        for (const auto access : {io::safetensors_access::read, io::safetensors_access::map}) {
+            const auto msg = io_error_message([&] { io::safetensors_file f(path, access); });
+            BOOST_TEST(contains(msg, path.string()), c.name << ": " << msg);
+            BOOST_TEST(contains(msg, c.phrase), c.name << ": " << msg);
+        }
     }
+    // Mapping has failures of its own: an empty file cannot be mapped, a directory is no file.
+    write_text(dir / "empty.safetensors", "");
+    const auto empty = io_error_message([&] { io::safetensors_file f(dir / "empty.safetensors", io::safetensors_access::map); });
+    BOOST_TEST(contains(empty, "file is 0 bytes"), empty);
+    fs::create_directories(dir / "folder.safetensors");
+    const auto folder = io_error_message([&] { io::safetensors_file f(dir / "folder.safetensors", io::safetensors_access::map); });
+    BOOST_TEST(contains(folder, "folder.safetensors: not a regular file"), folder);
     // The same header, well-formed, loads: the cases above fail for their stated reason.
     write_text(dir / "good.safetensors", st_file("{" + ok_entry + "}", f32x2));
     BOOST_TEST(io::safetensors_file(dir / "good.safetensors").entry("a").shape == tensor_shape{2});

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -61,9 +62,10 @@ static_assert(distributed::communicator<scripted_rank1>);
 
 /// One of two ranks whose partner always holds three times this rank's values: an all-reduce
 /// sum multiplies by 4, so a mean over the ranks doubles every value in place.
+/// A started all-reduce completes only in wait(), as over a slow network.
 struct partner_holds_three_times {
     static constexpr bool is_distributed = true;
-    int arrivals = 0, reductions = 0;
+    int arrivals = 0, reductions = 0, started = 0;
     int rank() const { return 0; }
     int size() const { return 2; }
     int local_rank() const { return 0; }
@@ -71,6 +73,19 @@ struct partner_holds_three_times {
     void all_reduce_sum(T* data, std::size_t n, std::string_view) {
         ++reductions;
         for (std::size_t i = 0; i < n; ++i) data[i] *= T(4);
+    }
+    struct request {
+        std::function<void()> complete;
+    };
+    template <class T>
+    request start_all_reduce_sum(T* data, std::size_t n, std::string_view what) {
+        ++started;
+        return {[this, data, n, what = std::string(what)] { all_reduce_sum(data, n, what); }};
+    }
+    bool test(request&) { return false; }
+    void wait(request& r) {
+        if (r.complete) r.complete();
+        r.complete = nullptr;
     }
     template <class T>
     void broadcast(T*, std::size_t, int, std::string_view) {}
@@ -232,6 +247,65 @@ BOOST_AUTO_TEST_CASE(gradients_come_back_averaged_to_their_own_places) {
     BOOST_TEST((parallel.mean({1.5, -3.0}, "values") == std::vector<double>{3.0, -6.0}));
     BOOST_TEST(parallel.shard().index == 0u);
     BOOST_TEST(parallel.shard().count == 2u);
+}
+
+// Announced as backward finishes them (nn::announce_final_gradients), buckets start at once:
+// bucket 0 (the second layer's 8 + 2) when the second layer is announced, the others when the
+// first is; the averages are those of the all-at-the-end reduction, and nothing is sent twice.
+BOOST_AUTO_TEST_CASE(buckets_start_as_backward_announces_their_gradients) {
+    auto model = make_model();
+    partner_holds_three_times comm;
+    distributed::data_parallel<partner_holds_three_times, two_layers> parallel(comm, model, 10 * sizeof(float));
+    const auto before = set_distinct_gradients(model);
+    parallel.begin_backward(model, 3);
+    BOOST_TEST(comm.started == 0);
+    nn::announce_final_gradients(std::get<1>(model.layers));
+    BOOST_TEST(comm.started == 1);
+    nn::announce_final_gradients(std::get<0>(model.layers));
+    BOOST_TEST(comm.started == 3);
+    BOOST_TEST(comm.reductions == 0);  // in flight until reduce_gradients waits
+    parallel.reduce_gradients(model, 3);
+    BOOST_TEST(comm.started == 3);
+    BOOST_TEST(comm.reductions == 3);
+    BOOST_TEST(parallel.last_reduction().started_during_backward == 3u);
+    const auto after = gradients(model);
+    for (std::size_t p = 0; p < before.size(); ++p)
+        for (std::size_t i = 0; i < before[p].size(); ++i) BOOST_TEST(after[p][i] == 2 * before[p][i]);
+    // Outside begin_backward … reduce_gradients nobody listens: announcing starts nothing.
+    nn::announce_final_gradients(std::get<1>(model.layers));
+    BOOST_TEST(comm.started == 3);
+}
+
+// What backward did not announce is still sent by reduce_gradients; overlap off sends all there;
+// a layer announced twice in one backward (shared weights, accumulation) is an error.
+BOOST_AUTO_TEST_CASE(unannounced_buckets_are_sent_at_the_end_and_double_announcements_refused) {
+    auto model = make_model();
+    partner_holds_three_times comm;
+    distributed::data_parallel<partner_holds_three_times, two_layers> parallel(comm, model, 10 * sizeof(float));
+    auto before = set_distinct_gradients(model);
+    parallel.begin_backward(model, 4);
+    nn::announce_final_gradients(std::get<1>(model.layers));
+    parallel.reduce_gradients(model, 4);
+    BOOST_TEST(parallel.last_reduction().started_during_backward == 1u);
+    BOOST_TEST(comm.reductions == 3);
+    auto after = gradients(model);
+    for (std::size_t p = 0; p < before.size(); ++p)
+        for (std::size_t i = 0; i < before[p].size(); ++i) BOOST_TEST(after[p][i] == 2 * before[p][i]);
+
+    distributed::data_parallel<partner_holds_three_times, two_layers> later(comm, model, 10 * sizeof(float), false);
+    comm.started = 0;
+    later.begin_backward(model, 5);
+    nn::announce_final_gradients(std::get<1>(model.layers));
+    BOOST_TEST(comm.started == 0);
+    later.reduce_gradients(model, 5);
+    BOOST_TEST(comm.started == 3);
+
+    parallel.begin_backward(model, 6);
+    nn::announce_final_gradients(std::get<1>(model.layers));
+    const auto twice = [&] { nn::announce_final_gradients(std::get<1>(model.layers)); };
+    BOOST_CHECK_EXCEPTION(twice(), std::logic_error, [](const std::logic_error& e) {
+        return std::string(e.what()).find("announced final twice in the backward of step 6") != std::string::npos;
+    });
 }
 
 BOOST_AUTO_TEST_CASE(one_process_leaves_gradients_alone) {

@@ -94,7 +94,7 @@ difference compare(const run_record& a, const run_record& b, const std::string& 
 void write_latent_cache(const fs::path& path) {
     train::latent_cache cache;
     philox_generator gen{11, 0, 0};
-    cache.latents = ops::normal<float>({64, 4, 8, 8}, gen);
+    cache.adopt_latents(ops::normal<float>({64, 4, 8, 8}, gen));
     for (int i = 0; i < 64; ++i) cache.labels.push_back(i % 4);
     cache.channel_mean.assign(4, 0.0);
     cache.channel_std.assign(4, 1.0);

@@ -5,11 +5,17 @@
 // the global batch (up to the order of the floating-point sums).
 //
 // Gradients travel in buckets, as PyTorch DDP's: the trainable parameters in reverse
-// registration order (the order backward finishes them), packed into flat buffers of about
-// bucket_bytes (25 MiB by default), one all-reduce per bucket. With single_process every call is
-// a no-op and nothing is allocated.
+// registration order (about the order backward finishes them), packed into flat buffers of about
+// bucket_bytes (25 MiB by default), one all-reduce per bucket. A bucket is sent as soon as
+// backward has announced all its gradients final (nn/gradient_listener.hpp), so its
+// communication overlaps the rest of backward; reduce_gradients sends what is left and waits.
+// With single_process every call is a no-op and nothing is allocated.
 #include <cstddef>
+#include <chrono>
 #include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <unordered_map>
 #include <span>
 #include <string>
 #include <vector>
@@ -20,6 +26,7 @@
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/distributed/communicator.hpp"
+#include "vediff/nn/gradient_listener.hpp"
 #include "vediff/nn/layer.hpp"
 
 namespace vediff::distributed {
@@ -50,13 +57,37 @@ inline std::vector<bucket_slot> plan_buckets(std::span<const std::size_t> sizes,
     return slots;
 }
 
+namespace detail {
+template <class Comm>
+struct request_of {
+    using type = int;  // single_process: nothing is ever in flight
+};
+template <class Comm>
+    requires requires { typename Comm::request; }
+struct request_of<Comm> {
+    using type = typename Comm::request;
+};
+} // namespace detail
+
+/// What the last step's gradient reduction cost the step: the time reduce_gradients took (the
+/// communication backward did not hide, plus packing), and how many buckets backward started.
+struct reduction_timing {
+    double exposed_seconds = 0;
+    std::size_t buckets = 0;
+    std::size_t started_during_backward = 0;
+};
+
 template <class Comm, class Model>
-class data_parallel {
+class data_parallel final : private nn::gradient_listener {
 public:
     using value_type = typename Model::value_type;
     using device_type = typename Model::device_type;
 
-    data_parallel(Comm& comm, Model& model, std::size_t bucket_bytes = default_bucket_bytes) : comm_(comm) {
+    /// overlap: all-reduce each bucket as soon as backward announces its gradients final
+    /// (between begin_backward and reduce_gradients); without it every bucket waits for
+    /// reduce_gradients. The result is the same bit for bit: only when a bucket starts differs.
+    data_parallel(Comm& comm, Model& model, std::size_t bucket_bytes = default_bucket_bytes, bool overlap = true)
+        : comm_(comm), overlap_(overlap) {
         if constexpr (Comm::is_distributed) {
             if (bucket_bytes < sizeof(value_type))
                 throw std::invalid_argument(fmt::format("data_parallel: bucket size {} bytes holds no gradient", bucket_bytes));
@@ -64,15 +95,24 @@ public:
             visit_trainable(model, [&](nn::parameter<value_type, device_type>& p) { sizes.push_back(static_cast<std::size_t>(p.grad.numel())); });
             slots_ = plan_buckets(sizes, bucket_bytes / sizeof(value_type));
             std::vector<std::size_t> elements;
-            for (const auto& s : slots_) {
-                if (elements.size() <= s.bucket) elements.resize(s.bucket + 1, 0);
+            for (std::size_t k = 0; k < slots_.size(); ++k) {
+                const auto& s = slots_[k];
+                if (elements.size() <= s.bucket) {
+                    elements.resize(s.bucket + 1, 0);
+                    members_.resize(s.bucket + 1);
+                }
                 elements[s.bucket] += s.size;
+                members_[s.bucket].push_back(k);
             }
             for (auto n : elements) buckets_.emplace_back(tensor_shape{static_cast<std::int64_t>(n)});
             if constexpr (!device_type::host_accessible)
                 for (auto n : elements) staging_.emplace_back(n);
+            final_.resize(slots_.size());
+            requests_.resize(buckets_.size());
         }
     }
+    data_parallel(const data_parallel&) = delete;  // the listener of backward is this object
+    data_parallel& operator=(const data_parallel&) = delete;
 
     Comm& comm() { return comm_; }
     int rank() const { return comm_.rank(); }
@@ -82,6 +122,8 @@ public:
     batch_shard shard() const { return {static_cast<std::uint64_t>(comm_.rank()), static_cast<std::uint64_t>(comm_.size())}; }
     std::size_t bucket_count() const { return buckets_.size(); }
     const std::vector<bucket_slot>& slots() const { return slots_; }
+    bool overlaps() const { return overlap_; }
+    const reduction_timing& last_reduction() const { return timing_; }
 
     /// Rank 0's parameters (trainable or not) on every rank: ranks that start from their own
     /// initialization (or a checkpoint only rank 0 read) then agree.
@@ -95,31 +137,59 @@ public:
         }
     }
 
+    /// Call right before the step's backward: from here until reduce_gradients, each bucket is
+    /// all-reduced as soon as backward has announced all its gradients final
+    /// (nn::announce_final_gradients), while the rest of backward runs. With gradient
+    /// accumulation, call it before the last micro-batch's backward only: a layer announced twice
+    /// is an error. Also the step's check-in: a rank that does not come is named here.
+    void begin_backward(Model& model, std::int64_t step) {
+        if constexpr (Comm::is_distributed) {
+            if (comm_.size() == 1 || in_step_) return;
+            comm_.arrive(fmt::format("the backward of step {}", step));
+            step_ = step;
+            params_.clear();
+            index_of_.clear();
+            visit_trainable(model, [&](nn::parameter<value_type, device_type>& p) {
+                index_of_.emplace(static_cast<const void*>(&p), params_.size());
+                params_.push_back(&p);
+            });
+            if (params_.size() != slots_.size())
+                throw std::logic_error(fmt::format("data_parallel: the model has {} trainable parameters, the buckets were planned for {}",
+                                                   params_.size(), slots_.size()));
+            std::fill(final_.begin(), final_.end(), char{0});
+            missing_.assign(members_.size(), 0);
+            for (std::size_t b = 0; b < members_.size(); ++b) missing_[b] = members_[b].size();
+            started_.assign(buckets_.size(), char{0});
+            order_.clear();
+            timing_ = {.buckets = buckets_.size()};
+            in_step_ = true;
+            if (overlap_) listener_.emplace(static_cast<nn::gradient_listener*>(this));
+        }
+    }
+
     /// The mean over ranks of every trainable gradient, in place (call after backward, before
-    /// clipping and the optimizer). `step` names the step in a timeout's message.
+    /// clipping and the optimizer): starts the buckets backward did not, and waits for all.
+    /// `step` names the step in a timeout's message.
     void reduce_gradients(Model& model, std::int64_t step) {
         if constexpr (Comm::is_distributed) {
             if (comm_.size() == 1) return;  // mpirun -np 1: nothing to average
-            comm_.arrive(fmt::format("the gradient all-reduce of step {}", step));
-            const auto bytes = sizeof(value_type);
-            std::size_t k = 0;
-            visit_trainable(model, [&](nn::parameter<value_type, device_type>& p) {
-                const auto& s = slots_[k++];
-                memory<device_type>::copy(buckets_[s.bucket].data() + s.offset, p.grad.data(), s.size * bytes);
-            });
+            if (!in_step_) begin_backward(model, step);
+            listener_.reset();
+            const auto started = std::chrono::steady_clock::now();
+            for (std::size_t b = 0; b < buckets_.size(); ++b)
+                if (!started_[b]) start_bucket(b);
             const value_type inverse = value_type(1) / value_type(comm_.size());
-            for (std::size_t b = 0; b < buckets_.size(); ++b) {
+            for (const auto b : order_) {
+                comm_.wait(requests_[b]);
                 auto& bucket = buckets_[b];
-                on_host(bucket.data(), static_cast<std::size_t>(bucket.numel()), [&](value_type* data, std::size_t n) {
-                    comm_.all_reduce_sum(data, n, fmt::format("gradient bucket {} of step {}", b, step));
-                }, b);
+                if constexpr (!device_type::host_accessible)
+                    memory<device_type>::copy_from_host(bucket.data(), staging_[b].data(), staging_[b].size() * sizeof(value_type));
                 elementwise_kernels<device_type>::scale(bucket.data(), bucket.data(), inverse, bucket.numel());
+                for (const auto k : members_[b])
+                    memory<device_type>::copy(params_[k]->grad.data(), bucket.data() + slots_[k].offset, slots_[k].size * sizeof(value_type));
             }
-            k = 0;
-            visit_trainable(model, [&](nn::parameter<value_type, device_type>& p) {
-                const auto& s = slots_[k++];
-                memory<device_type>::copy(p.grad.data(), buckets_[s.bucket].data() + s.offset, s.size * bytes);
-            });
+            timing_.exposed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+            in_step_ = false;
         }
     }
 
@@ -136,6 +206,49 @@ public:
     double mean(double value, std::string_view what) { return mean(std::vector<double>{value}, what)[0]; }
 
 private:
+    void gradient_final(const void* parameter) override {
+        const auto it = index_of_.find(parameter);
+        if (it == index_of_.end()) return;  // not this model's (or a fixed) parameter
+        const auto k = it->second;
+        if (final_[k])
+            throw std::logic_error(fmt::format(
+                "data_parallel: a parameter's gradient was announced final twice in the backward of step {}: its layer ran backward "
+                "twice (shared weights, or gradient accumulation: call begin_backward before the last backward only)",
+                step_));
+        final_[k] = 1;
+        --missing_[slots_[k].bucket];
+    }
+
+    void layer_done() override {
+        if constexpr (Comm::is_distributed) {
+            for (std::size_t b = 0; b < buckets_.size(); ++b)
+                if (!started_[b] && missing_[b] == 0) {
+                    start_bucket(b);
+                    ++timing_.started_during_backward;
+                }
+            for (const auto b : order_) (void)comm_.test(requests_[b]);  // MPI progresses only inside its calls
+        }
+    }
+
+    // Packs bucket b's gradients and starts its all-reduce (on the host copy for a device MPI
+    // cannot read).
+    void start_bucket(std::size_t b)
+        requires Comm::is_distributed
+    {
+        auto& bucket = buckets_[b];
+        for (const auto k : members_[b])
+            memory<device_type>::copy(bucket.data() + slots_[k].offset, params_[k]->grad.data(), slots_[k].size * sizeof(value_type));
+        value_type* data = bucket.data();
+        if constexpr (!device_type::host_accessible) {
+            memory<device_type>::copy_to_host(staging_[b].data(), bucket.data(), staging_[b].size() * sizeof(value_type));
+            data = staging_[b].data();
+        }
+        requests_[b] = comm_.start_all_reduce_sum(data, static_cast<std::size_t>(bucket.numel()),
+                                                  fmt::format("gradient bucket {} of step {}", b, step_));
+        started_[b] = 1;
+        order_.push_back(b);
+    }
+
     template <class F>
     static void visit_trainable(Model& model, F&& f) {
         model.for_each_parameter([&](const std::string&, nn::parameter<value_type, device_type>& p) {
@@ -146,13 +259,11 @@ private:
     // f(host pointer, n) over data of the model's device: itself on the host, else staged
     // through a host copy (MPI takes host memory).
     template <class F>
-    void on_host(value_type* data, std::size_t n, F&& f, std::size_t staging_index = ~std::size_t{0}) {
+    void on_host(value_type* data, std::size_t n, F&& f) {
         if constexpr (device_type::host_accessible) {
             f(data, n);
         } else {
-            std::vector<value_type> scratch;
-            auto& host = staging_index < staging_.size() ? staging_[staging_index] : scratch;
-            host.resize(n);
+            std::vector<value_type> host(n);
             memory<device_type>::copy_to_host(host.data(), data, n * sizeof(value_type));
             f(host.data(), n);
             memory<device_type>::copy_from_host(data, host.data(), n * sizeof(value_type));
@@ -160,9 +271,24 @@ private:
     }
 
     Comm& comm_;
-    std::vector<bucket_slot> slots_;
+    bool overlap_;
+    std::vector<bucket_slot> slots_;                 // per trainable parameter, registration order
+    std::vector<std::vector<std::size_t>> members_;  // per bucket: its parameters
     std::vector<tensor<value_type, device_type>> buckets_;
-    std::vector<std::vector<value_type>> staging_;
+    std::vector<std::vector<value_type>> staging_;   // host copies of the buckets (devices MPI cannot read)
+
+    // The step in progress (begin_backward … reduce_gradients).
+    bool in_step_ = false;
+    std::int64_t step_ = 0;
+    std::vector<nn::parameter<value_type, device_type>*> params_;
+    std::unordered_map<const void*, std::size_t> index_of_;
+    std::vector<char> final_;          // per parameter: announced
+    std::vector<std::size_t> missing_; // per bucket: parameters not yet announced
+    std::vector<char> started_;        // per bucket
+    std::vector<typename detail::request_of<Comm>::type> requests_;
+    std::vector<std::size_t> order_;   // buckets in the order they were started (and are waited for)
+    reduction_timing timing_;
+    std::optional<nn::scoped_gradient_listener> listener_;
 };
 
 } // namespace vediff::distributed

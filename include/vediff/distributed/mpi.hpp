@@ -103,10 +103,35 @@ public:
     /// data[i] = Σ over ranks of data[i], in place.
     template <class T>
     void all_reduce_sum(T* data, std::size_t n, std::string_view what) {
-        if (n == 0) return;
-        MPI_Request request;
-        MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), mpi_detail::datatype<T>(), MPI_SUM, world_, &request);
-        wait(request, [&] { return fmt::format("the all-reduce of {} ({} values) did not complete", what, n); });
+        auto r = start_all_reduce_sum(data, n, what);
+        wait(r);
+    }
+
+    /// A collective in flight: started by start_all_reduce_sum, finished by test or wait.
+    struct request {
+        MPI_Request handle = MPI_REQUEST_NULL;
+        std::string what;
+    };
+    /// Starts data[i] = Σ over ranks of data[i]; data must stay untouched until test() says done
+    /// or wait() returns. Every rank must start its collectives in the same order.
+    template <class T>
+    request start_all_reduce_sum(T* data, std::size_t n, std::string_view what) {
+        request r{MPI_REQUEST_NULL, fmt::format("the all-reduce of {} ({} values)", what, n)};
+        if (n > 0) MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), mpi_detail::datatype<T>(), MPI_SUM, world_, &r.handle);
+        return r;
+    }
+    /// Lets the collective progress (MPI moves non-blocking collectives on only inside MPI calls);
+    /// true once it is complete.
+    bool test(request& r) {
+        if (r.handle == MPI_REQUEST_NULL) return true;
+        int done = 0;
+        MPI_Test(&r.handle, &done, MPI_STATUS_IGNORE);
+        return done != 0;
+    }
+    /// Waits for the collective, within the timeout.
+    void wait(request& r) {
+        if (r.handle == MPI_REQUEST_NULL) return;
+        wait_for(r.handle, [&] { return fmt::format("{} did not complete", r.what); });
     }
 
     template <class T>
@@ -114,7 +139,7 @@ public:
         if (n == 0) return;
         MPI_Request request;
         MPI_Ibcast(data, static_cast<int>(n), mpi_detail::datatype<T>(), root, world_, &request);
-        wait(request, [&] { return fmt::format("the broadcast of {} from rank {} did not arrive", what, root); });
+        wait_for(request, [&] { return fmt::format("the broadcast of {} from rank {} did not arrive", what, root); });
     }
 
     /// Each rank's block of data (counts[r] values at displacements[r]) on every rank, in place.
@@ -123,7 +148,7 @@ public:
         MPI_Request request;
         MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, data, counts.data(), displacements.data(), mpi_detail::datatype<T>(), world_,
                         &request);
-        wait(request, [&] { return fmt::format("the all-gather of {} did not complete", what); });
+        wait_for(request, [&] { return fmt::format("the all-gather of {} did not complete", what); });
     }
 
     /// Rank 0's code on every rank.
@@ -159,17 +184,17 @@ public:
         } else {
             MPI_Request request;
             MPI_Isend(&token, 1, MPI_INT64_T, 0, arrive_tag, world_, &request);
-            wait(request, [&] { return fmt::format("rank 0 did not take this rank's arrival at {}", what); });
+            wait_for(request, [&] { return fmt::format("rank 0 did not take this rank's arrival at {}", what); });
             std::int64_t released = -1;
             MPI_Irecv(&released, 1, MPI_INT64_T, 0, release_tag, world_, &request);
-            wait(request, [&] { return fmt::format("rank 0 did not release {} (rank 0 or another rank is dead or hung)", what); });
+            wait_for(request, [&] { return fmt::format("rank 0 did not release {} (rank 0 or another rank is dead or hung)", what); });
         }
     }
 
     void barrier(std::string_view what) {
         MPI_Request request;
         MPI_Ibarrier(world_, &request);
-        wait(request, [&] { return fmt::format("not every rank reached {}", what); });
+        wait_for(request, [&] { return fmt::format("not every rank reached {}", what); });
     }
 
     /// Prints "vediff: rank R of N: message" and ends every rank of the job.
@@ -186,7 +211,7 @@ private:
     // Polls with a short spin, then sleeps of up to 1 ms (a waiting rank should not take the core
     // a computing rank needs); past the deadline, fails with describe()'s text.
     template <class Describe>
-    void wait(MPI_Request& request, Describe&& describe) {
+    void wait_for(MPI_Request& request, Describe&& describe) {
         const auto deadline = clock::now() + std::chrono::duration<double>(timeout_s_);
         for (int polls = 0;; ++polls) {
             int done = 0;

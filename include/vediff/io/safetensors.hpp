@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -28,6 +29,7 @@
 #include "vediff/core/error.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/io/mapped_file.hpp"
 #include "vediff/nn/layer.hpp"
 
 namespace vediff::io {
@@ -91,19 +93,36 @@ struct safetensors_entry {
     std::size_t end = 0;
 };
 
-/// A safetensors file read and validated in memory.
+/// How a safetensors file's bytes are held: read into memory, or mapped (io/mapped_file.hpp), so
+/// that a data set larger than memory is paged in as it is used and shared by the processes of a
+/// node.
+enum class safetensors_access { read, map };
+
+/// A safetensors file, validated completely on opening.
 class safetensors_file {
 public:
-    explicit safetensors_file(std::filesystem::path path) : path_(std::move(path)) {
+    explicit safetensors_file(std::filesystem::path path, safetensors_access access = safetensors_access::read) : path_(std::move(path)) {
+        if (access == safetensors_access::map) {
+            std::shared_ptr<mapped_file> mapping;
+            try {
+                mapping = std::make_shared<mapped_file>(path_);
+            } catch (const io_error& e) {
+                throw io_error(fmt::format("safetensors: {}", e.what()));
+            }
+            parse(mapping->data(), mapping->size());
+            storage_ = std::move(mapping);
+            return;
+        }
         std::FILE* f = std::fopen(path_.c_str(), "rb");
         if (!f) fail(fmt::format("cannot open: {}", std::strerror(errno)));
-        std::vector<char> bytes;
+        auto bytes = std::make_shared<std::vector<char>>();
         char buf[1 << 16];
-        for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) bytes.insert(bytes.end(), buf, buf + n);
+        for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) bytes->insert(bytes->end(), buf, buf + n);
         const int read_errno = std::ferror(f) ? errno : 0;
         std::fclose(f);
         if (read_errno) fail(fmt::format("read error: {}", std::strerror(read_errno)));
-        parse(std::move(bytes));
+        parse(bytes->data(), bytes->size());
+        storage_ = std::move(bytes);
     }
 
     const std::filesystem::path& path() const { return path_; }
@@ -132,13 +151,29 @@ public:
         return t;
     }
 
+    /// The tensor `name` where it lies in the file's bytes, without a copy: its dtype must be T's
+    /// own and its data aligned for T. Valid while storage() is held (a mapped file then reads
+    /// pages on first touch; writes go to this process's private copy of a page, never the file).
+    template <class T>
+    tensor_view<T, cpu> view(const std::string& name) const {
+        const auto& e = entry(name);
+        if (e.dtype != detail::safetensors_native_dtype<T>())
+            fail(fmt::format("tensor '{}' is {}; it can be used in place only as {}", name, e.dtype, detail::safetensors_native_dtype<T>()));
+        char* p = data_ + e.begin;
+        if (reinterpret_cast<std::uintptr_t>(p) % alignof(T) != 0)
+            fail(fmt::format("tensor '{}' starts at byte {} of the data section, not aligned for {}-byte elements", name, e.begin, alignof(T)));
+        return tensor_view<T, cpu>(reinterpret_cast<T*>(p), e.shape);
+    }
+    /// What owns the bytes that view() points into.
+    std::shared_ptr<const void> storage() const { return storage_; }
+
     /// Copies the tensor `name`, converted to T, into dst; the shapes must be equal.
     template <class T, device D>
     void read_into(const std::string& name, const tensor_view<T, D>& dst) const {
         const auto& e = entry(name);
         if (!(e.shape == dst.shape()))
             fail(fmt::format("tensor '{}' has shape {} in the file, the destination has shape {}", name, e.shape, dst.shape()));
-        const char* src = data_.data() + e.begin;
+        const char* src = data_ + e.begin;
         const std::size_t n = static_cast<std::size_t>(e.shape.numel());
         std::vector<T> host(n);
         if (e.dtype == detail::safetensors_native_dtype<T>()) {
@@ -178,13 +213,12 @@ private:
         return v;
     }
 
-    void parse(std::vector<char> bytes) {
-        const std::size_t size = bytes.size();
+    void parse(char* bytes, std::size_t size) {
         if (size < 8) fail(fmt::format("file is {} bytes, shorter than the 8-byte header length", size));
-        const std::uint64_t header_len = load<std::uint64_t>(bytes.data());
+        const std::uint64_t header_len = load<std::uint64_t>(bytes);
         if (header_len > size - 8)
             fail(fmt::format("header length {} exceeds the {} bytes that follow it (file size {})", header_len, size - 8, size));
-        const char* header_begin = bytes.data() + 8;
+        const char* header_begin = bytes + 8;
         nlohmann::json header;
         try {
             header = nlohmann::json::parse(header_begin, header_begin + header_len);
@@ -206,9 +240,7 @@ private:
             entries_.emplace(name, parse_entry(name, value, data_size));
         }
         check_layout(data_size);
-
-        bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(8 + header_len));
-        data_ = std::move(bytes);
+        data_ = bytes + 8 + header_len;
     }
 
     safetensors_entry parse_entry(const std::string& name, const nlohmann::json& v, std::size_t data_size) const {
@@ -273,7 +305,8 @@ private:
     std::filesystem::path path_;
     std::map<std::string, safetensors_entry> entries_;
     metadata_map metadata_;
-    std::vector<char> data_;  // the data section
+    std::shared_ptr<const void> storage_;  // the file's bytes: a std::vector<char> or a mapped_file
+    char* data_ = nullptr;                 // the data section, inside storage_
 };
 
 /// Collects named tensors (copied to the host as F32, F64, I32 or I64) and writes them atomically.

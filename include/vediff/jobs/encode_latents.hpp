@@ -51,7 +51,7 @@ train::latent_cache encode(const encode_job& job) {
     train::latent_cache cache;
     cache.tokenizer = std::filesystem::absolute(tokenizer.dir).lexically_normal().string();
     cache.tokenizer_config = tokenizer.config.dump();
-    cache.latents = tensor<float>(tokenizer.model.latent_shape(n));
+    cache.adopt_latents(tensor<float>(tokenizer.model.latent_shape(n)));
     cache.labels.assign(images.labels.begin(), images.labels.begin() + n);
     diffusion::latent_moments moments;
     philox_generator posterior{job.seed, 0x6c6174656e74ULL, 0};  // "latent"

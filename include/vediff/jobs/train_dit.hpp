@@ -87,8 +87,8 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     cfg.model.input_size = cache.latents.dim(2);
     cfg.model.in_channels = cache.latents.dim(1);
     cfg.model.num_classes = *std::max_element(cache.labels.begin(), cache.labels.end()) + 1;
+    // The cache stays mapped (train/latent_cache.hpp); each batch is normalized as it is drawn.
     const diffusion::latent_normalization<float> normalization(cfg.latent_mean, cfg.latent_std);
-    const data::labeled_images<float> set{normalization.normalize(cache.latents.view()), cache.labels};
 
     model_type model(cfg.model, cfg.seed);
     distributed::data_parallel<Comm, model_type> parallel(comm, model);
@@ -97,7 +97,7 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     auto opt = make_optimizer<Optimizer>(model, cfg, comm, run.zero1);
     optim::ema<float, D> average(model, {.decay = cfg.ema_decay, .warmup = true});
     train::model_with_ema<model_type> model_and_average{model, average};
-    data::batch_loader<float> loader(set, cfg.batch, cfg.seed, true, parallel.shard());
+    data::batch_loader<float> loader(cache.latents, cache.labels, cfg.batch, cfg.seed, true, parallel.shard());
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
     const diffusion::flow_matching_config flow{
         .times = cfg.time_sampling == "uniform" ? diffusion::time_sampling::uniform() : diffusion::time_sampling::logit_normal(),
@@ -134,7 +134,8 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     const auto step = [&](std::int64_t index) {
         distributed::release_optimizer_state(opt);  // the full moments a checkpoint gathered
         auto b = loader.next();
-        const view_on<float, D> images(b.images);
+        const auto normalized = normalization.normalize(b.images);
+        const view_on<float, D> images(normalized.view());
         const auto pair = diffusion::make_training_pair(images.view(), noise, flow);
         const auto labels = tensor<std::int32_t, D>::from_host({static_cast<std::int64_t>(b.labels.size())}, b.labels);
         opt.set_lr(schedule(index));
@@ -146,6 +147,7 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
         if (!std::isfinite(global[0]))
             throw numeric_error(fmt::format("train_dit: the loss is {} at step {}; the last good checkpoint in {} is untouched", global[0],
                                             index, checkpoint_dir.string()));
+        parallel.begin_backward(model, index);  // buckets leave as backward finishes them
         (void)model.backward(loss.dv);
         parallel.reduce_gradients(model, index);
         const double grad_norm = cfg.clip > 0 ? optim::clip_grad_norm(model, cfg.clip) : 0.0;

@@ -270,6 +270,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
                                             term, index, terms[0], checkpoint_dir.string()));
         }
         const auto [sigma2_mean, channel_std] = global_latent_statistics(parallel, r.latent, index);
+        parallel.begin_backward(ae, index);  // buckets leave as backward finishes them
         auto dz = ae.decode_backward(r.gradients.dx_hat);
         ops::axpy(dz.view(), r.gradients.dz.view());
         post.sample_backward(dz, r.gradients.dmean, r.gradients.dlogvar);

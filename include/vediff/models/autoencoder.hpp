@@ -12,6 +12,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/nn/gradient_listener.hpp"
 #include "vediff/models/autoencoder_config.hpp"
 #include "vediff/models/decoder.hpp"
 #include "vediff/models/encoder.hpp"
@@ -58,7 +59,11 @@ struct autoencoder_kl {
     }
 
     /// dmoments (B, 2·embed_dim, h, w) → dx; accumulates the encoder's and quant_conv's gradients.
-    tensor<T, D> encode_backward(const tensor_view<T, D>& dmoments) { return encoder.backward(quant_conv.backward(dmoments)); }
+    tensor<T, D> encode_backward(const tensor_view<T, D>& dmoments) {
+        auto dh = quant_conv.backward(dmoments);
+        nn::announce_final_gradients(quant_conv);
+        return encoder.backward(dh);  // announces its parts
+    }
 
     /// z (B, embed_dim, h, w) → x̂ (B, out, h·f, w·f).
     tensor<T, D> decode(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
@@ -70,7 +75,12 @@ struct autoencoder_kl {
     }
 
     /// dx̂ (B, out, H, W) → dz; accumulates the decoder's and post_quant_conv's gradients.
-    tensor<T, D> decode_backward(const tensor_view<T, D>& dx_hat) { return post_quant_conv.backward(decoder.backward(dx_hat)); }
+    tensor<T, D> decode_backward(const tensor_view<T, D>& dx_hat) {
+        auto dz_post = decoder.backward(dx_hat);  // announces its parts
+        auto dz = post_quant_conv.backward(dz_post);
+        nn::announce_final_gradients(post_quant_conv);
+        return dz;
+    }
 
     template <class F>
     void for_each_parameter(F&& f, const std::string& prefix = {}) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "vediff/nn/gradient_listener.hpp"
 #include "vediff/models/autoencoder_config.hpp"
 #include "vediff/models/mid_block.hpp"
 #include "vediff/models/output_head.hpp"
@@ -67,9 +68,18 @@ struct decoder {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        // Each part's gradients are final after its backward: announced for data parallelism.
         auto d = head.backward(dy);
-        for (std::size_t i = 0; i < up.size(); ++i) d = up[i].backward(d);
-        return conv_in.backward(mid.backward(d));
+        nn::announce_final_gradients(head);
+        for (std::size_t i = 0; i < up.size(); ++i) {
+            d = up[i].backward(d);
+            nn::announce_final_gradients(up[i]);
+        }
+        d = mid.backward(d);
+        nn::announce_final_gradients(mid);
+        d = conv_in.backward(d);
+        nn::announce_final_gradients(conv_in);
+        return d;
     }
 
     template <class F>

@@ -25,6 +25,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/nn/gradient_listener.hpp"
 #include "vediff/models/dit_block.hpp"
 #include "vediff/models/dit_config.hpp"
 #include "vediff/models/dit_embedders.hpp"
@@ -128,10 +129,15 @@ struct diffusion_transformer {
         auto dout_tokens = ops::unpatchify_backward(dout, config.patch_size);
         auto dconditioning = tensor<T, D>::zeros(conditioning_.shape());
         auto dhidden = final_layer.backward(dout_tokens, dconditioning);
-        auto dtokens = blocks.backward(dhidden, dconditioning);
+        nn::announce_final_gradients(final_layer);  // each announcement lets data parallelism send it
+        auto dtokens = blocks.backward(dhidden, dconditioning);  // announces each block
         t_embedder.backward(dconditioning);
+        nn::announce_final_gradients(t_embedder);
         y_embedder.backward(dconditioning);
-        return x_embedder.backward(dtokens);  // pos_embed is fixed: no gradient
+        nn::announce_final_gradients(y_embedder);
+        auto dx = x_embedder.backward(dtokens);  // pos_embed is fixed: no gradient
+        nn::announce_final_gradients(x_embedder);
+        return dx;
     }
 
     /// Training (on) or evaluation (off). Evaluation turns label dropout off and runs forward under

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "vediff/nn/gradient_listener.hpp"
 #include "vediff/models/autoencoder_config.hpp"
 #include "vediff/models/mid_block.hpp"
 #include "vediff/models/output_head.hpp"
@@ -64,9 +65,18 @@ struct encoder {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        auto d = mid.backward(head.backward(dy));
-        for (std::size_t i = down.size(); i-- > 0;) d = down[i].backward(d);
-        return conv_in.backward(d);
+        // Each part's gradients are final after its backward: announced for data parallelism.
+        auto d = head.backward(dy);
+        nn::announce_final_gradients(head);
+        d = mid.backward(d);
+        nn::announce_final_gradients(mid);
+        for (std::size_t i = down.size(); i-- > 0;) {
+            d = down[i].backward(d);
+            nn::announce_final_gradients(down[i]);
+        }
+        d = conv_in.backward(d);
+        nn::announce_final_gradients(conv_in);
+        return d;
     }
 
     template <class F>

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "vediff/nn/gradient_listener.hpp"
 #include "vediff/nn/layer.hpp"
 #include "vediff/ops/elementwise.hpp"
 
@@ -69,7 +70,11 @@ struct conditioned_stack {
     tensor_type backward(const view_type& dy, tensor_type& dc) {
         if (blocks.empty()) return tensor_type::copy_of(dy);
         auto d = blocks.back().backward(dy, dc);
-        for (std::size_t i = blocks.size() - 1; i-- > 0;) d = blocks[i].backward(d, dc);
+        announce_final_gradients(blocks.back());
+        for (std::size_t i = blocks.size() - 1; i-- > 0;) {
+            d = blocks[i].backward(d, dc);
+            announce_final_gradients(blocks[i]);
+        }
         return d;
     }
 
