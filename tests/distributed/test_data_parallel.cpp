@@ -26,6 +26,7 @@
 
 #include "vediff/distributed/mpi.hpp"
 #include "vediff/io/safetensors.hpp"
+#include "vediff/ops/random.hpp"
 #include "vediff/jobs/train_dit.hpp"
 #include "vediff/jobs/train_tokenizer.hpp"
 #include "vediff/train/latent_cache.hpp"
@@ -139,6 +140,64 @@ BOOST_AUTO_TEST_CASE(zero1_keeps_half_of_the_moments_on_each_rank) {
     BOOST_TEST(owned == sharded.total_values());
     BOOST_TEST(sharded.owned_values() <= sharded.total_values() / 2 + 1);
     BOOST_TEST(whole.owned_values() == whole.total_values());
+}
+
+// Buckets sent while backward runs (overlap) give the gradients of buckets sent after it, bit
+// for bit: only when each all-reduce starts differs. With 8 KiB buckets the tiny DiT has many, and
+// every one of them must leave during backward (its last announcement is the x embedder's).
+BOOST_AUTO_TEST_CASE(buckets_sent_during_backward_give_the_same_gradients) {
+    auto& comm = world();
+    models::dit_config c;
+    c.input_size = 8;
+    c.in_channels = 4;
+    c.num_classes = 4;
+    c.hidden_size = 32;
+    c.depth = 3;
+    c.num_heads = 2;
+    std::map<bool, std::vector<std::vector<float>>> gradients;
+    std::size_t buckets = 0, started = 0;
+    for (const bool overlap : {false, true}) {
+        models::dit<float> model(c, 1);
+        // Random weights everywhere: adaLN-Zero's zero gates would leave most gradients zero.
+        philox_generator weights{.seed = 9};
+        model.for_each_parameter([&](const std::string&, nn::parameter<float, cpu>& p) {
+            const auto w = ops::normal<float>(p.value.shape(), weights);
+            elementwise_kernels<cpu>::scale(p.value.data(), w.data(), 0.2f, w.numel());
+        }, std::string{});
+        distributed::data_parallel<distributed::mpi, models::dit<float>> parallel(comm, model, 8 << 10, overlap);
+        philox_generator data{.seed = 5}, noise{.seed = 6};
+        data.shard = noise.shard = parallel.shard();
+        const auto x1 = ops::normal<float>({4, 4, 8, 8}, data);
+        const auto y = tensor<std::int32_t>::from_host({4}, {0, 1, 2, 3});
+        for (std::int64_t step = 0; step < 2; ++step) {  // twice: the per-step state must reset
+            nn::zero_grad(model);
+            const auto pair = diffusion::make_training_pair(x1.view(), noise);
+            const auto v = model.forward(pair.x_t, pair.t, y);
+            const auto loss = diffusion::flow_matching_loss(v.view(), pair.target.view());
+            parallel.begin_backward(model, step);
+            (void)model.backward(loss.dv);
+            parallel.reduce_gradients(model, step);
+        }
+        auto& g = gradients[overlap];
+        model.for_each_parameter([&](const std::string&, nn::parameter<float, cpu>& p) {
+            if (p.trainable) g.push_back(p.grad.to_vector());
+        }, std::string{});
+        if (overlap) {
+            buckets = parallel.bucket_count();
+            started = parallel.last_reduction().started_during_backward;
+        } else {
+            BOOST_TEST(parallel.last_reduction().started_during_backward == 0u);
+        }
+    }
+    BOOST_TEST(buckets > 4u);
+    BOOST_TEST(started == buckets);
+    BOOST_TEST_REQUIRE(gradients[false].size() == gradients[true].size());
+    std::size_t nonzero = 0;
+    for (std::size_t k = 0; k < gradients[false].size(); ++k) {
+        BOOST_TEST(gradients[false][k] == gradients[true][k]);
+        nonzero += std::any_of(gradients[true][k].begin(), gradients[true][k].end(), [](float g) { return g != 0.0f; });
+    }
+    BOOST_TEST(nonzero > gradients[true].size() * 3 / 4, nonzero << " of " << gradients[true].size() << " gradients are not all zero");
 }
 
 BOOST_AUTO_TEST_CASE(dit_on_two_ranks_follows_one_process) {

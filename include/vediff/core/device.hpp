@@ -32,6 +32,14 @@ struct device_check {
     static void require_available() {}
 };
 
+/// Which of a machine's devices of kind D this process uses: a data-parallel rank takes the one
+/// of its local rank (one GPU per process). Nothing to select by default; the cuda backend
+/// specializes it (cudaSetDevice), and trainers call it before their first tensor on D.
+template <class D>
+struct device_selection {
+    static void use(int /*local_rank*/) {}
+};
+
 /// Memory management per device (allocate, release, fill, copy to and from the host).
 /// Compute kernels live in one struct per op family, `<family>_kernels<D>`, declared by the
 /// op header and specialized in backend/<device>/<family>.hpp.

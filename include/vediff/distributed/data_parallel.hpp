@@ -69,6 +69,15 @@ struct request_of<Comm> {
 };
 } // namespace detail
 
+/// Whether Comm takes buffers of device D as they are (the host, or cuda for NCCL); otherwise
+/// data_parallel stages them through host copies (MPI reads host memory).
+template <class Comm, class D>
+constexpr bool takes_memory_of() {
+    if constexpr (D::host_accessible) return true;
+    else if constexpr (requires { Comm::template takes_memory_of<D>; }) return Comm::template takes_memory_of<D>;
+    else return false;
+}
+
 /// What the last step's gradient reduction cost the step: the time reduce_gradients took (the
 /// communication backward did not hide, plus packing), and how many buckets backward started.
 struct reduction_timing {
@@ -82,6 +91,8 @@ class data_parallel final : private nn::gradient_listener {
 public:
     using value_type = typename Model::value_type;
     using device_type = typename Model::device_type;
+    /// Buckets go to the communicator as they are, without host staging.
+    static constexpr bool direct = takes_memory_of<Comm, device_type>();
 
     /// overlap: all-reduce each bucket as soon as backward announces its gradients final
     /// (between begin_backward and reduce_gradients); without it every bucket waits for
@@ -105,7 +116,7 @@ public:
                 members_[s.bucket].push_back(k);
             }
             for (auto n : elements) buckets_.emplace_back(tensor_shape{static_cast<std::int64_t>(n)});
-            if constexpr (!device_type::host_accessible)
+            if constexpr (!direct)
                 for (auto n : elements) staging_.emplace_back(n);
             final_.resize(slots_.size());
             requests_.resize(buckets_.size());
@@ -182,7 +193,7 @@ public:
             for (const auto b : order_) {
                 comm_.wait(requests_[b]);
                 auto& bucket = buckets_[b];
-                if constexpr (!device_type::host_accessible)
+                if constexpr (!direct)
                     memory<device_type>::copy_from_host(bucket.data(), staging_[b].data(), staging_[b].size() * sizeof(value_type));
                 elementwise_kernels<device_type>::scale(bucket.data(), bucket.data(), inverse, bucket.numel());
                 for (const auto k : members_[b])
@@ -239,7 +250,7 @@ private:
         for (const auto k : members_[b])
             memory<device_type>::copy(bucket.data() + slots_[k].offset, params_[k]->grad.data(), slots_[k].size * sizeof(value_type));
         value_type* data = bucket.data();
-        if constexpr (!device_type::host_accessible) {
+        if constexpr (!direct) {
             memory<device_type>::copy_to_host(staging_[b].data(), bucket.data(), staging_[b].size() * sizeof(value_type));
             data = staging_[b].data();
         }
@@ -260,7 +271,7 @@ private:
     // through a host copy (MPI takes host memory).
     template <class F>
     void on_host(value_type* data, std::size_t n, F&& f) {
-        if constexpr (device_type::host_accessible) {
+        if constexpr (direct) {
             f(data, n);
         } else {
             std::vector<value_type> host(n);

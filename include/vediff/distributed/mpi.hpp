@@ -34,6 +34,7 @@ MPI_Datatype datatype() {
     else if constexpr (std::is_same_v<T, double>) return MPI_DOUBLE;
     else if constexpr (std::is_same_v<T, std::int32_t>) return MPI_INT32_T;
     else if constexpr (std::is_same_v<T, std::int64_t>) return MPI_INT64_T;
+    else if constexpr (std::is_same_v<T, std::uint8_t>) return MPI_UINT8_T;
     else static_assert(sizeof(T) == 0, "no MPI datatype for this element type");
 }
 

@@ -77,6 +77,7 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     using model_type = models::diffusion_transformer<Design, float, D>;
     const fs::path checkpoint_dir = run.out / "checkpoint";
     const bool root = comm.rank() == 0;
+    if (comm.size() > 1) device_selection<D>::use(comm.local_rank());  // one GPU per rank, before the first tensor on D
     if (root) fs::create_directories(run.out);
 
     auto cache = train::load_latent_cache(cfg.latents);

@@ -358,6 +358,7 @@ inline std::vector<std::int64_t> parse_list(const std::string& text, const char*
 template <class Devices = cpu_only, class Comm>
 nlohmann::json train_tokenizer(const tokenizer_job& cfg, Comm& comm) {
     return with_device<Devices>(cfg.device, [&]<device D>() {
+        if (comm.size() > 1) device_selection<D>::use(comm.local_rank());  // one GPU per rank, before the first tensor on D
         if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1, D>(cfg, comm);
         if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2, D>(cfg, comm);
         throw std::invalid_argument(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));

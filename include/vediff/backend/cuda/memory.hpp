@@ -1,9 +1,10 @@
 #pragma once
 // Device memory for vediff::cuda: stream-ordered allocations (cudaMallocAsync on the backend's
-// stream) recycled through a size-keyed cache, so that a training step, which allocates the same
+// stream) recycled through a size-keyed cache (one per device), so that a training step, which allocates the same
 // activations every iteration, calls cudaMallocAsync only in its first iteration. The counters
 // (allocation_count) let tests and benchmarks check that. Transfers are explicit: copy_to_host
 // and copy_from_host wait for the stream, since the host buffer is the caller's.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -112,9 +113,11 @@ private:
         std::size_t cached_bytes = 0;
         std::size_t allocations = 0;
     };
+    // One cache per device: a block goes back to the cache of the device current when it is
+    // released, which is its own as long as each thread keeps to one device (one GPU per process).
     static block_cache& cache() {
-        static block_cache c;
-        return c;
+        static std::array<block_cache, cuda_detail::max_devices> caches;
+        return caches[static_cast<std::size_t>(cuda_detail::current_device())];
     }
     static std::size_t round_up(std::size_t bytes) { return (bytes + alignment - 1) / alignment * alignment; }
     static double mib(std::size_t bytes) { return double(bytes) / double(1 << 20); }

@@ -1,8 +1,10 @@
 #pragma once
-// The cuda device's runtime: errors that name the failing call, the one stream on which the
-// backend orders every kernel, copy and allocation, the cuBLAS handle bound to that stream, the
-// TF32 switch, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
+// The cuda device's runtime: errors that name the failing call, the stream (one per device) on
+// which the backend orders every kernel, copy and allocation, the cuBLAS handle bound to that
+// stream, the TF32 switch, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
+#include <array>
 #include <atomic>
+#include <mutex>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -44,15 +46,40 @@ inline void check(cublasStatus_t status, const char* what) {
         throw cuda_error(fmt::format(fmt::runtime("cuBLAS: {} failed: {}"), what, cublasGetStatusString(status)));
 }
 
-/// The backend's stream. Everything of the backend runs on it in order, so a block released by
-/// one op and handed to the next by the caching allocator is never used by two kernels at once.
+inline constexpr int max_devices = 64;
+
+/// The device current on this thread (cudaSetDevice; device 0 unless set).
+inline int current_device() {
+    int d = 0;
+    check(cudaGetDevice(&d), "cudaGetDevice");
+    if (d < 0 || d >= max_devices) throw cuda_error(fmt::format(fmt::runtime("cuda: device {} is beyond the {} vediff supports"), d, max_devices));
+    return d;
+}
+
+/// Per device, created on first use while that device is current: a process that drives GPU
+/// local_rank (distributed training sets it before anything else) gets that GPU's stream and
+/// cuBLAS handle, and a process that switches devices gets each device's own.
+template <class Resource, class Create>
+Resource per_device(Create&& create) {
+    struct slots {
+        std::array<std::once_flag, max_devices> once;
+        std::array<Resource, max_devices> value{};
+    };
+    static slots all;
+    const int d = current_device();
+    std::call_once(all.once[static_cast<std::size_t>(d)], [&] { all.value[static_cast<std::size_t>(d)] = create(); });
+    return all.value[static_cast<std::size_t>(d)];
+}
+
+/// The backend's stream on the current device. Everything of the backend runs on it in order, so
+/// a block released by one op and handed to the next by the caching allocator is never used by
+/// two kernels at once.
 inline cudaStream_t stream() {
-    static const cudaStream_t s = [] {
+    return per_device<cudaStream_t>([] {
         cudaStream_t created = nullptr;
         check(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
         return created;
-    }();
-    return s;
+    });
 }
 
 /// f(i) for i in [0, n), one thread each, on the backend's stream.
@@ -66,15 +93,14 @@ void for_each_element(std::int64_t n, F f) {
 /// Waits until all work queued on the backend's stream has finished.
 inline void synchronize() { check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize"); }
 
-/// The cuBLAS handle, bound to the backend's stream.
+/// The cuBLAS handle of the current device, bound to its backend stream.
 inline cublasHandle_t cublas() {
-    static const cublasHandle_t h = [] {
+    return per_device<cublasHandle_t>([] {
         cublasHandle_t created = nullptr;
         check(cublasCreate(&created), "cublasCreate");
         check(cublasSetStream(created, stream()), "cublasSetStream");
         return created;
-    }();
-    return h;
+    });
 }
 
 inline std::atomic<bool>& tf32_flag() {
@@ -100,6 +126,19 @@ inline bool cuda_available() noexcept { return cuda_device_count() > 0; }
 /// Off by default, so that cuda results match the cpu backend's within float rounding.
 inline void set_cuda_tf32(bool enabled) noexcept { cuda_detail::tf32_flag() = enabled; }
 inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
+
+template <>
+struct device_selection<cuda> {
+    /// GPU local_rank of this node; fails, naming both numbers, when there are fewer GPUs.
+    static void use(int local_rank) {
+        int n = 0;
+        cuda_detail::check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
+        if (local_rank >= n)
+            throw cuda_error(fmt::format(fmt::runtime("local rank {} has no GPU of its own: this node has {} (start at most one rank per GPU)"),
+                                         local_rank, n));
+        cuda_detail::check(cudaSetDevice(local_rank), "cudaSetDevice");
+    }
+};
 
 template <>
 struct device_check<cuda> {
