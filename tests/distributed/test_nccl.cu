@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <cstdint>
+#include <filesystem>
 #include <vector>
 
 #include "vediff/backend/cuda.hpp"
@@ -116,8 +117,12 @@ BOOST_AUTO_TEST_CASE(data_parallel_reduces_cuda_gradients) {
 int main(int argc, char* argv[]) {
     int devices = 0;
     const cudaError_t status = cudaGetDeviceCount(&devices);
-    if (status == cudaErrorNoDevice || (status == cudaSuccess && devices == 0)) {
-        std::printf("nccl: no CUDA device: skipped\n");
+    // No GPU: no device, or no NVIDIA driver loaded at all (CUDA then says "insufficient
+    // driver"). A machine with the driver's device node whose CUDA still fails is a failure.
+    const bool driver_loaded = std::filesystem::exists("/dev/nvidiactl");
+    if (status == cudaErrorNoDevice || (status == cudaSuccess && devices == 0) ||
+        (status == cudaErrorInsufficientDriver && !driver_loaded)) {
+        std::printf("nccl: no CUDA device (%s): skipped\n", status == cudaSuccess ? "none found" : cudaGetErrorName(status));
         return 77;
     }
     if (status != cudaSuccess) {

@@ -172,7 +172,8 @@ public:
             for (std::size_t b = 0; b < members_.size(); ++b) missing_[b] = members_[b].size();
             started_.assign(buckets_.size(), char{0});
             order_.clear();
-            timing_ = {.buckets = buckets_.size()};
+            timing_ = reduction_timing{};
+            timing_.buckets = buckets_.size();
             in_step_ = true;
             if (overlap_) listener_.emplace(static_cast<nn::gradient_listener*>(this));
         }

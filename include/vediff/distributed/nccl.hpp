@@ -161,7 +161,7 @@ public:
         if (!nccl_detail::is_device_pointer(data)) return host_.broadcast(data, n, root, what);
         after_backend_stream();
         nccl_detail::check(ncclBroadcast(data, data, n, nccl_detail::datatype<T>(), root, comm_, stream_), "ncclBroadcast");
-        request r{record_on_nccl_stream(), {}, fmt::format("the broadcast of {} from rank {}", what, root)};
+        auto r = device_request(fmt::format("the broadcast of {} from rank {}", what, root));
         wait(r);
     }
 
@@ -179,7 +179,7 @@ public:
                                "ncclBroadcast (all-gather)");
         }
         nccl_detail::check(ncclGroupEnd(), "ncclGroupEnd");
-        request r{record_on_nccl_stream(), {}, fmt::format("the all-gather of {}", what)};
+        auto r = device_request(fmt::format("the all-gather of {}", what));
         wait(r);
     }
 
@@ -200,6 +200,13 @@ private:
         auto ready = nccl_detail::make_event();
         cuda_detail::check(cudaEventRecord(ready.get(), cuda_detail::stream()), "cudaEventRecord");
         cuda_detail::check(cudaStreamWaitEvent(stream_, ready.get(), 0), "cudaStreamWaitEvent");
+    }
+    // A request for what was just queued on NCCL's stream.
+    request device_request(std::string what) {
+        request r;
+        r.done = record_on_nccl_stream();
+        r.what = std::move(what);
+        return r;
     }
     nccl_detail::event record_on_nccl_stream() {
         auto done = nccl_detail::make_event();
