@@ -78,6 +78,17 @@ constexpr bool takes_memory_of() {
     else return false;
 }
 
+/// Whether data_parallel overlaps the bucket all-reduces with backward unless told: where the
+/// communicator says (Comm::overlaps_backward), else not. NCCL moves data on the GPU while
+/// backward's kernels run; MPI over shared memory on busy CPU cores measured slower with overlap
+/// (its copies and sums take the cores backward needs, and it progresses only inside MPI calls:
+/// docs/benchmarks.md).
+template <class Comm>
+constexpr bool overlaps_backward_by_default() {
+    if constexpr (requires { Comm::overlaps_backward; }) return Comm::overlaps_backward;
+    else return false;
+}
+
 /// What the last step's gradient reduction cost the step: the time reduce_gradients took (the
 /// communication backward did not hide, plus packing), and how many buckets backward started.
 struct reduction_timing {
@@ -97,7 +108,8 @@ public:
     /// overlap: all-reduce each bucket as soon as backward announces its gradients final
     /// (between begin_backward and reduce_gradients); without it every bucket waits for
     /// reduce_gradients. The result is the same bit for bit: only when a bucket starts differs.
-    data_parallel(Comm& comm, Model& model, std::size_t bucket_bytes = default_bucket_bytes, bool overlap = true)
+    data_parallel(Comm& comm, Model& model, std::size_t bucket_bytes = default_bucket_bytes,
+                  bool overlap = overlaps_backward_by_default<Comm>())
         : comm_(comm), overlap_(overlap) {
         if constexpr (Comm::is_distributed) {
             if (bucket_bytes < sizeof(value_type))
@@ -171,6 +183,7 @@ public:
             missing_.assign(members_.size(), 0);
             for (std::size_t b = 0; b < members_.size(); ++b) missing_[b] = members_[b].size();
             started_.assign(buckets_.size(), char{0});
+            done_.assign(buckets_.size(), char{0});
             order_.clear();
             timing_ = reduction_timing{};
             timing_.buckets = buckets_.size();
@@ -188,18 +201,16 @@ public:
             if (!in_step_) begin_backward(model, step);
             listener_.reset();
             const auto started = std::chrono::steady_clock::now();
+            // The buckets sent during backward first, then the others one at a time: several
+            // 25 MiB all-reduces in flight together measured 6× slower over shared memory than
+            // the same sent in turn (docs/benchmarks.md).
+            const std::vector<std::size_t> in_flight = order_;
+            for (const auto b : in_flight) finish_bucket(b);
             for (std::size_t b = 0; b < buckets_.size(); ++b)
-                if (!started_[b]) start_bucket(b);
-            const value_type inverse = value_type(1) / value_type(comm_.size());
-            for (const auto b : order_) {
-                comm_.wait(requests_[b]);
-                auto& bucket = buckets_[b];
-                if constexpr (!direct)
-                    memory<device_type>::copy_from_host(bucket.data(), staging_[b].data(), staging_[b].size() * sizeof(value_type));
-                elementwise_kernels<device_type>::scale(bucket.data(), bucket.data(), inverse, bucket.numel());
-                for (const auto k : members_[b])
-                    memory<device_type>::copy(params_[k]->grad.data(), bucket.data() + slots_[k].offset, slots_[k].size * sizeof(value_type));
-            }
+                if (!started_[b]) {
+                    start_bucket(b);
+                    finish_bucket(b);
+                }
             timing_.exposed_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
             in_step_ = false;
         }
@@ -233,13 +244,35 @@ private:
 
     void layer_done() override {
         if constexpr (Comm::is_distributed) {
+            // MPI moves non-blocking collectives on only inside its calls: test those in flight.
+            for (const auto b : order_)
+                if (!done_[b]) done_[b] = comm_.test(requests_[b]);
+            // Then start at most one bucket per announced layer, the lowest-numbered ready one.
+            // The choice depends on the announcements alone, never on timing (whether a test
+            // said done): every rank must start the same collectives in the same order, or MPI
+            // matches one rank's bucket with another's (a truncation error, seen when the choice
+            // waited for completions). One per layer spaces the buckets out: several large
+            // all-reduces in flight together thrash shared memory (docs/benchmarks.md).
             for (std::size_t b = 0; b < buckets_.size(); ++b)
                 if (!started_[b] && missing_[b] == 0) {
                     start_bucket(b);
                     ++timing_.started_during_backward;
+                    break;
                 }
-            for (const auto b : order_) (void)comm_.test(requests_[b]);  // MPI progresses only inside its calls
         }
+    }
+
+    // Waits for bucket b's all-reduce and hands the means back to the gradients.
+    void finish_bucket(std::size_t b)
+        requires Comm::is_distributed
+    {
+        comm_.wait(requests_[b]);
+        auto& bucket = buckets_[b];
+        if constexpr (!direct)
+            memory<device_type>::copy_from_host(bucket.data(), staging_[b].data(), staging_[b].size() * sizeof(value_type));
+        elementwise_kernels<device_type>::scale(bucket.data(), bucket.data(), value_type(1) / value_type(comm_.size()), bucket.numel());
+        for (const auto k : members_[b])
+            memory<device_type>::copy(params_[k]->grad.data(), bucket.data() + slots_[k].offset, slots_[k].size * sizeof(value_type));
     }
 
     // Packs bucket b's gradients and starts its all-reduce (on the host copy for a device MPI
@@ -297,6 +330,7 @@ private:
     std::vector<char> final_;          // per parameter: announced
     std::vector<std::size_t> missing_; // per bucket: parameters not yet announced
     std::vector<char> started_;        // per bucket
+    std::vector<char> done_;           // per bucket: its all-reduce was seen complete
     std::vector<typename detail::request_of<Comm>::type> requests_;
     std::vector<std::size_t> order_;   // buckets in the order they were started (and are waited for)
     reduction_timing timing_;

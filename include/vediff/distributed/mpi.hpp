@@ -68,6 +68,9 @@ class mpi {
 public:
     static constexpr const char* name = "mpi";
     static constexpr bool is_distributed = true;
+    /// Gradient buckets wait for the end of backward unless data_parallel is told otherwise:
+    /// overlapping measured slower on CPU ranks (docs/benchmarks.md, distributed/data_parallel.hpp).
+    static constexpr bool overlaps_backward = false;
     static constexpr double default_timeout_s = 600;
 
     /// Joins MPI_COMM_WORLD (initializing MPI if needed). timeout_s bounds every wait.

@@ -80,6 +80,8 @@ class nccl {
 public:
     static constexpr const char* name = "nccl";
     static constexpr bool is_distributed = true;
+    /// data_parallel sends gradient buckets while backward runs (NCCL works beside the kernels).
+    static constexpr bool overlaps_backward = true;
     /// data_parallel hands this communicator cuda buffers as they are (no host staging).
     template <class D>
     static constexpr bool takes_memory_of = std::is_same_v<D, cuda> || D::host_accessible;
