@@ -28,12 +28,12 @@ struct subcommand {
     const char* name;
     const char* summary;
     int (*main)(int, char**, const std::string&);
-    bool data_parallel = false;  // runs as the ranks of `mpirun -np N` (the trainers); the others run as one process
+    bool data_parallel = false;  // runs as the ranks of `mpirun -np N` (the trainers, experiment); the others run as one process
 };
 
 constexpr subcommand subcommands[] = {
-    {"experiment", "KL against VE end to end: tokenizers, DiTs, SDE/ODE samples, metrics, table, figures",
-     vediff::jobs::experiment_main<program_devices>},
+    {"experiment", "KL against VE end to end: tokenizers, DiTs, SDE/ODE samples, metrics, table, figures; trains data-parallel under mpirun",
+     vediff::jobs::experiment_main<program_devices>, true},
     {"train-tokenizer", "train the VAE tokenizer with the VE loss (or KL); data-parallel under mpirun",
      vediff::jobs::train_tokenizer_main<program_devices>, true},
     {"encode", "encode Fashion-MNIST with a tokenizer into a latent cache", vediff::jobs::encode_latents_main<program_devices>},
@@ -70,7 +70,7 @@ int main(int argc, char** argv) {
         // N copies of a one-process job would each do all of it and write the same files.
         if (const int ranks = vediff::distributed::launcher_world_size(); ranks > 1 && !c.data_parallel) {
             fmt::print(stderr, "vediff {}: started as one of {} MPI processes, but this command runs in one process (only "
-                               "train-tokenizer and train-dit are data-parallel); run it without mpirun\n", c.name, ranks);
+                               "train-tokenizer, train-dit and experiment are data-parallel); run it without mpirun\n", c.name, ranks);
             return 2;
         }
         return c.main(argc - 1, argv + 1, fmt::format("vediff {}", c.name));

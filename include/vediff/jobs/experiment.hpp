@@ -61,6 +61,7 @@ struct experiment_job {
     std::string device = "cpu";        // where the tokenizers and DiTs train, sample and are evaluated
     std::filesystem::path inception_weights;  // given: the evaluation adds the FID Inception's metrics (eval --features inception)
     std::vector<std::string> rows;     // non-empty: run and tabulate only these rows of the preset (by name), in the preset's order
+    double comm_timeout_s = 600;       // under mpirun: the longest wait for another rank inside a training stage
 };
 
 namespace experiment_detail {
@@ -95,6 +96,19 @@ inline std::vector<tokenizer_row> selected_rows(const experiment_preset& preset,
 
 inline void stage(const std::string& row, const std::string& what, bool reused) {
     fmt::print("== {}: {}{}\n", row, what, reused ? " (reused)" : "");
+}
+
+/// Under mpirun the other ranks wait while rank 0 runs a one-process stage (the classifier, the
+/// latent cache, sampling, evaluation): as long as that takes, not the communicator's timeout,
+/// which bounds waits inside a training stage. A rank 0 that fails ends the job (mpirun).
+template <class Comm>
+void wait_for_rank0(Comm& comm, std::string_view what) {
+    if constexpr (Comm::is_distributed) {
+        const double bound = comm.timeout_s();
+        comm.set_timeout(7 * 24 * 3600.0);
+        comm.barrier(what);
+        comm.set_timeout(bound);
+    }
 }
 
 /// What run_experiment returns when --stop-after cut a training stage short.
@@ -275,36 +289,52 @@ inline void write_figures(const fs::path& out, const nlohmann::json& rows) {
 /// Runs (or resumes) the experiment, its models on job.device (one of Devices); returns the table as
 /// JSON (also written to OUT/table.json), or {"stopped": "<row>/<stage>"} when job.stop_after cut a
 /// training stage short. A run may resume on another device than it started on.
-template <class Devices = cpu_only>
-nlohmann::json run_experiment(const experiment_job& job) {
+///
+/// Under `mpirun -np N` (comm of N ranks) the tokenizer and DiT stages train data-parallel on
+/// every rank; rank 0 alone runs the others (classifier, latent cache, samples, evaluation,
+/// tables) while the other ranks wait, and every choice of which stage to run or reuse is rank
+/// 0's view of the files, handed to all ranks. The ranks share the output directory's file
+/// system. Only rank 0's return value holds the table.
+template <class Devices = cpu_only, class Comm>
+nlohmann::json run_experiment(const experiment_job& job, Comm& comm) {
     require_device<Devices>(job.device);
     namespace fs = std::filesystem;
     using namespace experiment_detail;
+    const bool root = comm.rank() == 0;
+    const auto decided = [&](bool value, std::string_view what) { return comm.decide(value ? 1 : 0, what) != 0; };
+    const auto stage_note = [&](const std::string& row, const std::string& what, bool reused) {
+        if (root) stage(row, what, reused);
+    };
     const auto preset = make_preset(job.preset);
     const fs::path out = job.out.empty() ? fs::path("runs") / ("experiment-" + job.preset) : job.out;
-    fs::create_directories(out);
     const auto preset_json = preset.to_json();
-    if (fs::exists(out / "preset.json")) {
-        if (read_json(out / "preset.json") != preset_json)
-            throw std::invalid_argument(fmt::format("{} holds an experiment of another preset or version (its preset.json differs); "
-                                                    "choose another --out or delete it",
-                                                    out.string()));
-    } else {
-        io::write_file_atomically(out / "preset.json", [&](io::atomic_file& f) { f.write(preset_json.dump(2) + "\n"); });
+    if (root) {
+        fs::create_directories(out);
+        if (fs::exists(out / "preset.json")) {
+            if (read_json(out / "preset.json") != preset_json)
+                throw std::invalid_argument(fmt::format("{} holds an experiment of another preset or version (its preset.json differs); "
+                                                        "choose another --out or delete it",
+                                                        out.string()));
+        } else {
+            io::write_file_atomically(out / "preset.json", [&](io::atomic_file& f) { f.write(preset_json.dump(2) + "\n"); });
+        }
     }
 
     // The feature network: one cache for all experiments, trained when missing.
     fs::path classifier = job.classifier;
     if (classifier.empty())
         classifier = job.preset == "smoke" ? out / "classifier" / "classifier.safetensors" : fs::path("runs/classifier/classifier.safetensors");
-    stage("classifier", classifier.string(), fs::exists(classifier));
-    if (!fs::exists(classifier)) {
-        auto c = preset.classifier;
-        c.data_dir = job.data;
-        c.out_dir = classifier.parent_path();
-        c.device = job.device;
-        (void)train_classifier<Devices>(c);
+    if (root) {
+        stage("classifier", classifier.string(), fs::exists(classifier));
+        if (!fs::exists(classifier)) {
+            auto c = preset.classifier;
+            c.data_dir = job.data;
+            c.out_dir = classifier.parent_path();
+            c.device = job.device;
+            (void)train_classifier<Devices>(c);
+        }
     }
+    wait_for_rank0(comm, "rank 0's classifier and preset");
 
     nlohmann::json rows = nlohmann::json::array();
     for (const auto& row : selected_rows(preset, job.rows)) {
@@ -316,9 +346,9 @@ nlohmann::json run_experiment(const experiment_job& job) {
         // The evaluation is a row's last stage: once it exists the row's numbers are final and its
         // earlier stages' files (checkpoints, latents, samples) are not read again, so a finished
         // row can be carried to another machine as its eval/ directory alone.
-        if (fs::exists(dir / "eval" / "eval.json")) {
-            stage(row.name, "evaluated row", true);
-            add_row(read_json(dir / "eval" / "eval.json"));
+        if (decided(fs::exists(dir / "eval" / "eval.json"), "whether the row is evaluated")) {
+            stage_note(row.name, "evaluated row", true);
+            if (root) add_row(read_json(dir / "eval" / "eval.json"));
             continue;
         }
         // Tokenizer.
@@ -329,32 +359,47 @@ nlohmann::json run_experiment(const experiment_job& job) {
         tok.seed = row.seed;
         tok.out = (dir / "tokenizer").string();
         tok.device = job.device;
-        const bool tokenizer_done = fs::exists(dir / "tokenizer" / "metrics.json");
-        stage(row.name, "tokenizer", tokenizer_done);
+        tok.comm_timeout_s = job.comm_timeout_s;
+        const bool tokenizer_done = decided(fs::exists(dir / "tokenizer" / "metrics.json"), "whether the tokenizer is trained");
+        stage_note(row.name, "tokenizer", tokenizer_done);
         if (!tokenizer_done) {
-            tok.resume = train::checkpoint_exists(dir / "tokenizer" / "checkpoint");
+            tok.resume = decided(train::checkpoint_exists(dir / "tokenizer" / "checkpoint"), "whether the tokenizer resumes");
             tok.stop_after = job.stop_after;
-            if (!train_tokenizer<Devices>(tok).value("finished", false)) return stopped(row.name, "tokenizer");
+            // Every rank trains; rank 0 then evaluates and writes metrics.json while the others wait.
+            const bool finished = train_tokenizer<Devices>(tok, comm).value("finished", false);
+            wait_for_rank0(comm, "rank 0's tokenizer evaluation");
+            if (!finished) return root ? stopped(row.name, "tokenizer") : nlohmann::json{{"stopped", row.name + "/tokenizer"}};
         }
         // Latent cache.
         const fs::path latents = dir / "latents.safetensors";
-        stage(row.name, "latent cache", fs::exists(latents));
-        if (!fs::exists(latents))
-            (void)encode_latents<Devices>({.tokenizer = dir / "tokenizer", .out = latents, .data = job.data, .split = "train",
-                                           .max_images = preset.encode_images, .seed = row.seed, .device = job.device});
+        if (root) {
+            stage(row.name, "latent cache", fs::exists(latents));
+            if (!fs::exists(latents))
+                (void)encode_latents<Devices>({.tokenizer = dir / "tokenizer", .out = latents, .data = job.data, .split = "train",
+                                               .max_images = preset.encode_images, .seed = row.seed, .device = job.device});
+        }
+        wait_for_rank0(comm, "rank 0's latent cache");
         // DiT.
         const fs::path dit_dir = dir / "dit";
-        const bool dit_done = fs::exists(dit_dir / "train.json") && read_json(dit_dir / "train.json").value("finished", false);
-        stage(row.name, "DiT", dit_done);
+        const bool dit_done = decided(fs::exists(dit_dir / "train.json") && read_json(dit_dir / "train.json").value("finished", false),
+                                      "whether the DiT is trained");
+        stage_note(row.name, "DiT", dit_done);
         if (!dit_done) {
             auto cfg = preset.dit;
             cfg.latents = latents.string();
             cfg.seed = row.seed;
-            dit_run_options run{.out = dit_dir, .resume = train::checkpoint_exists(dit_dir / "checkpoint"), .log_every = 25,
-                                      .checkpoint_every = std::max<std::int64_t>(1, std::min<std::int64_t>(250, cfg.steps / 4))};
+            dit_run_options run{.out = dit_dir, .resume = decided(train::checkpoint_exists(dit_dir / "checkpoint"), "whether the DiT resumes"),
+                                .log_every = 25, .checkpoint_every = std::max<std::int64_t>(1, std::min<std::int64_t>(250, cfg.steps / 4))};
             run.stop_after = job.stop_after;
             run.device = job.device;
-            if (!train_dit<Devices>(cfg, run).value("finished", false)) return stopped(row.name, "DiT");
+            run.comm_timeout_s = job.comm_timeout_s;
+            const bool finished = train_dit<Devices>(cfg, run, comm).value("finished", false);
+            wait_for_rank0(comm, "rank 0's DiT summary");
+            if (!finished) return root ? stopped(row.name, "DiT") : nlohmann::json{{"stopped", row.name + "/DiT"}};
+        }
+        if (!root) {  // samples and evaluation are rank 0's
+            wait_for_rank0(comm, "rank 0's samples and evaluation");
+            continue;
         }
         // Samples: the same seed for every row, so the grids show the same noise and classes.
         for (const auto& [name, kind, steps] : {std::tuple{"samples_sde", diffusion::sampler_kind::euler_maruyama, preset.sde_steps},
@@ -400,7 +445,9 @@ nlohmann::json run_experiment(const experiment_job& job) {
             e.device = job.device;
             add_row(evaluate<Devices>(e));
         }
+        wait_for_rank0(comm, "rank 0's samples and evaluation");
     }
+    if (!root) return nlohmann::json::array();  // the table is rank 0's
 
     const auto md = "### Per run\n\n" + table_markdown(preset, rows) + "\n" + experiment_summary_markdown(rows);
     io::write_file_atomically(out / "table.md", [&](io::atomic_file& f) { f.write(md); });
@@ -414,6 +461,12 @@ nlohmann::json run_experiment(const experiment_job& job) {
     }
     fmt::print("\n{}\nwrote {}\n", md, (out / "table.md").string());
     return rows;
+}
+
+/// The same in the communicator this process was launched for (one process, or a rank of mpirun).
+template <class Devices = cpu_only>
+nlohmann::json run_experiment(const experiment_job& job) {
+    return distributed::with_launch_communicator(job.comm_timeout_s, [&](auto& comm) { return run_experiment<Devices>(job, comm); });
 }
 
 template <class Devices = cpu_only>
@@ -432,7 +485,9 @@ void add_experiment_options(cxxopts::Options& options) {
         ("inception-weights", "the FID Inception's weights (tools/convert_inception.py): the table gains Inception FID, sFID and IS "
          "(rows evaluated before keep theirs; delete a row's eval/ to redo it)", cxxopts::value<std::string>()->default_value(""))
         ("rows", "run and tabulate only these rows of the preset, comma-separated names such as kl_1e-06,ve_0.1 (default: all); "
-         "the others can run later into the same --out", cxxopts::value<std::vector<std::string>>());
+         "the others can run later into the same --out", cxxopts::value<std::vector<std::string>>())
+        ("comm-timeout", "under mpirun: seconds to wait for another rank inside a training stage before ending the job",
+         cxxopts::value<double>()->default_value("600"));
     // clang-format on
     add_device_option<Devices>(options);
 }
@@ -446,7 +501,8 @@ int experiment_main(int argc, char** argv, const std::string& program = "vediff 
                                        .classifier = a["classifier"].as<std::string>(), .data = a["data"].as<std::string>(),
                                        .stop_after = a["stop-after"].as<std::int64_t>(), .device = read_device<Devices>(a),
                                        .inception_weights = a["inception-weights"].as<std::string>(),
-                                       .rows = a.count("rows") ? a["rows"].as<std::vector<std::string>>() : std::vector<std::string>{}});
+                                       .rows = a.count("rows") ? a["rows"].as<std::vector<std::string>>() : std::vector<std::string>{},
+                                       .comm_timeout_s = a["comm-timeout"].as<double>()});
         return 0;
     });
 }
