@@ -10,6 +10,7 @@
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/backend/cpu.hpp"
+#include "vediff/nn/batch_norm.hpp"
 #include "vediff/nn/norm.hpp"
 #include "vediff/ops/norm.hpp"
 
@@ -392,6 +393,102 @@ BOOST_AUTO_TEST_CASE(layer_and_rms_norm_shapes) {
     const auto smsg = shape_error_message([&] { (void)ops::layer_norm_backward(x.view(), x.view(), wrong_stats.view(), r.rstd.view()); });
     BOOST_TEST(contains(smsg, "layer_norm_backward"));
     BOOST_TEST(contains(smsg, "(4)"));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(batch_norm)
+
+static_assert(nn::layer<nn::batch_norm2d<float>>);
+
+/// A batch norm with random affine parameters and running statistics (variances in [0.5, 1.5]).
+template <class T>
+nn::batch_norm2d<T> random_batch_norm(std::int64_t channels, std::uint64_t seed) {
+    nn::batch_norm2d<T> bn({.channels = channels});
+    ops::copy(bn.weight.value.view(), random_tensor<T>({channels}, seed, 1).view());
+    ops::copy(bn.bias.value.view(), random_tensor<T>({channels}, seed, 2).view());
+    ops::copy(bn.running_mean.value.view(), random_tensor<T>({channels}, seed, 3).view());
+    for (std::int64_t c = 0; c < channels; ++c) bn.running_var.value.data()[c] = T(0.5 + 0.1 * double(c % 11));
+    return bn;
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(batch_norm_gradients_in_training_and_evaluation, T, real_types) {
+    auto bn = random_batch_norm<T>(5, 7);
+    testing::check_layer_gradients("batch_norm2d (training)", bn, {3, 5, 4, 3});
+    bn.train(false);
+    testing::check_layer_gradients("batch_norm2d (evaluation)", bn, {3, 5, 4, 3});
+}
+
+// torch.nn.BatchNorm2d's definition, written out in double: training normalizes with the batch's
+// mean and biased variance and moves the running statistics by momentum 0.1 toward the batch's
+// mean and unbiased variance, three times here; evaluation then uses the running statistics.
+BOOST_AUTO_TEST_CASE(batch_norm_follows_its_definition_over_three_steps) {
+    const std::int64_t n = 2, c = 3, h = 4, w = 5, count = n * h * w;
+    auto bn = random_batch_norm<double>(c, 9);
+    std::vector<double> running_mean = bn.running_mean.value.to_vector(), running_var = bn.running_var.value.to_vector();
+    const auto weight = bn.weight.value.to_vector(), bias = bn.bias.value.to_vector();
+    for (int step = 0; step < 3; ++step) {
+        const auto x = random_tensor<double>({n, c, h, w}, 20 + step, 1, 2.0);
+        const auto y = bn.forward(x);
+        for (std::int64_t ch = 0; ch < c; ++ch) {
+            double sum = 0, squares = 0;
+            for (std::int64_t b = 0; b < n; ++b)
+                for (std::int64_t i = 0; i < h * w; ++i) sum += x.data()[(b * c + ch) * h * w + i];
+            const double mean = sum / double(count);
+            for (std::int64_t b = 0; b < n; ++b)
+                for (std::int64_t i = 0; i < h * w; ++i) squares += std::pow(x.data()[(b * c + ch) * h * w + i] - mean, 2);
+            const double var = squares / double(count);
+            for (std::int64_t b = 0; b < n; ++b)
+                for (std::int64_t i = 0; i < h * w; ++i) {
+                    const auto k = (b * c + ch) * h * w + i;
+                    BOOST_TEST(y.data()[k] == (x.data()[k] - mean) / std::sqrt(var + 1e-5) * weight[ch] + bias[ch],
+                               boost::test_tools::tolerance(1e-12));
+                }
+            running_mean[ch] = 0.9 * running_mean[ch] + 0.1 * mean;
+            running_var[ch] = 0.9 * running_var[ch] + 0.1 * var * double(count) / double(count - 1);
+        }
+    }
+    for (std::int64_t ch = 0; ch < c; ++ch) {
+        BOOST_TEST(bn.running_mean.value.data()[ch] == running_mean[ch], boost::test_tools::tolerance(1e-12));
+        BOOST_TEST(bn.running_var.value.data()[ch] == running_var[ch], boost::test_tools::tolerance(1e-12));
+    }
+    BOOST_TEST(bn.num_batches_tracked.value.data()[0] == 3.0);
+
+    bn.train(false);
+    const auto x = random_tensor<double>({n, c, h, w}, 30, 1);
+    const auto y = bn.forward(x);
+    for (std::int64_t k = 0; k < x.numel(); ++k) {
+        const auto ch = (k / (h * w)) % c;
+        BOOST_TEST(y.data()[k] == (x.data()[k] - running_mean[ch]) / std::sqrt(running_var[ch] + 1e-5) * weight[ch] + bias[ch],
+                   boost::test_tools::tolerance(1e-12));
+    }
+    BOOST_TEST(bn.num_batches_tracked.value.data()[0] == 3.0);  // evaluation leaves the statistics alone
+    BOOST_TEST(bn.running_mean.value.data()[1] == running_mean[1], boost::test_tools::tolerance(1e-12));
+}
+
+BOOST_AUTO_TEST_CASE(batch_norm_names_and_errors) {
+    nn::batch_norm2d<float> bn({.channels = 4});
+    std::vector<std::string> names;
+    std::vector<bool> trainable;
+    bn.for_each_parameter([&](const std::string& name, nn::parameter<float, cpu>& p) {
+        names.push_back(name);
+        trainable.push_back(p.trainable);
+    }, "net.1");
+    BOOST_TEST(names == (std::vector<std::string>{"net.1.weight", "net.1.bias", "net.1.running_mean", "net.1.running_var",
+                                                   "net.1.num_batches_tracked"}),
+               boost::test_tools::per_element());
+    BOOST_TEST(trainable == (std::vector<bool>{true, true, false, false, false}), boost::test_tools::per_element());
+    const tensor<float> three_channels({2, 3, 2, 2}), one_value({1, 4, 1, 1});
+    const auto wrong = testing::shape_error_message([&] { (void)bn.forward(three_channels); });
+    BOOST_TEST(testing::contains(wrong, "must be (N, 4, H, W)"), wrong);
+    const auto single = testing::shape_error_message([&] { (void)bn.forward(one_value); });
+    BOOST_TEST(testing::contains(single, "more than one value per channel"), single);
+    const tensor<float> x = random_tensor<float>({2, 4, 2, 2}, 3, 1);
+    {
+        nn::no_grad off;
+        (void)bn.forward(x);
+    }
+    BOOST_CHECK_THROW((void)bn.backward(x), std::logic_error);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
