@@ -1,5 +1,5 @@
 #pragma once
-// Activation layers (no parameters): identity, SiLU, GELU (tanh approximation).
+// Activation layers (no parameters): identity, SiLU, GELU (tanh approximation), LeakyReLU.
 #include "vediff/nn/layer.hpp"
 #include "vediff/ops/activation.hpp"
 
@@ -45,6 +45,30 @@ struct gelu : parameterless {
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         record_.require("gelu");
         return ops::gelu_tanh_backward(dy, input_);
+    }
+
+private:
+    backward_record record_;
+    tensor_view<T, D> input_;  // (any shape), owned by the caller
+};
+
+/// torch.nn.LeakyReLU(negative_slope): x where x > 0, else slope·x.
+template <class T = float, device D = cpu>
+struct leaky_relu : parameterless {
+    using value_type = T;
+    using device_type = D;
+    T slope = T(0.01);
+
+    leaky_relu() = default;
+    explicit leaky_relu(T negative_slope) : slope(negative_slope) {}
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        input_ = record_.keep() ? x : tensor_view<T, D>{};
+        return ops::leaky_relu(x, slope);
+    }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("leaky_relu");
+        return ops::leaky_relu_backward(dy, input_, slope);
     }
 
 private:

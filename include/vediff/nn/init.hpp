@@ -53,7 +53,9 @@ void draw(parameter<T, D>& p, std::uint64_t key) {
         case init_rule::distribution::uniform:
             host[i] = static_cast<T>(p.init.scale * (2.0 * philox_uniform<double>(key, 0, 0, i) - 1.0));
             break;
-        case init_rule::distribution::normal: host[i] = static_cast<T>(p.init.scale * philox_normal<double>(key, 0, 0, i)); break;
+        case init_rule::distribution::normal:
+            host[i] = static_cast<T>(p.init.mean + p.init.scale * philox_normal<double>(key, 0, 0, i));
+            break;
         default: host[i] = static_cast<T>(p.init.scale); break;
         }
     }

@@ -27,9 +27,10 @@ struct init_rule {
     enum class distribution { none, uniform, normal, constant };
     distribution kind = distribution::none;
     double scale = 0;
+    double mean = 0;  // normal only: N(mean, scale²) (taming's BatchNorm weights: N(1, 0.02²))
 
     static constexpr init_rule uniform(double bound) { return {distribution::uniform, bound}; }
-    static constexpr init_rule normal(double stddev) { return {distribution::normal, stddev}; }
+    static constexpr init_rule normal(double stddev, double mean = 0) { return {distribution::normal, stddev, mean}; }
     static constexpr init_rule constant(double value) { return {distribution::constant, value}; }
 };
 

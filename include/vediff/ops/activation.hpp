@@ -58,4 +58,21 @@ tensor<T, D> relu_backward(const tensor_view<T, D>& dy, const tensor_view<T, D>&
     return dx;
 }
 
+/// x where x > 0, else slope·x (torch.nn.LeakyReLU; the PatchGAN discriminator's slope is 0.2).
+template <class T, device D>
+tensor<T, D> leaky_relu(const tensor_view<T, D>& x, T slope) {
+    tensor<T, D> y(x.shape());
+    activation_kernels<D>::leaky_relu_forward(y.data(), x.data(), slope, x.numel());
+    return y;
+}
+
+/// dy where x > 0, else slope·dy (PyTorch's choice at x = 0).
+template <class T, device D>
+tensor<T, D> leaky_relu_backward(const tensor_view<T, D>& dy, const tensor_view<T, D>& x, T slope) {
+    require_same_shape("leaky_relu_backward", dy, x);
+    tensor<T, D> dx(x.shape());
+    activation_kernels<D>::leaky_relu_backward(dx.data(), dy.data(), x.data(), slope, x.numel());
+    return dx;
+}
+
 } // namespace vediff::ops

@@ -61,6 +61,21 @@ struct activation_kernels<cpu> {
             cpu_detail::unaligned_array_map<T>(dx + b, m) = (xv > T(0)).select(dyv, T(0));
         });
     }
+    /// x where x > 0, else slope·x.
+    template <class T>
+    static void leaky_relu_forward(T* y, const T* x, T slope, std::int64_t n) {
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            const cpu_detail::const_array_map<T> xv(x + b, m);
+            cpu_detail::unaligned_array_map<T>(y + b, m) = (xv > T(0)).select(xv, xv * slope);
+        });
+    }
+    template <class T>
+    static void leaky_relu_backward(T* dx, const T* dy, const T* x, T slope, std::int64_t n) {
+        cpu_detail::parallel_chunks(n, [=](std::int64_t b, std::int64_t m) {
+            const cpu_detail::const_array_map<T> xv(x + b, m), dyv(dy + b, m);
+            cpu_detail::unaligned_array_map<T>(dx + b, m) = (xv > T(0)).select(dyv, dyv * slope);
+        });
+    }
 };
 
 } // namespace vediff

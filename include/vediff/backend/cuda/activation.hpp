@@ -51,6 +51,17 @@ struct relu_grad_op {
     __host__ __device__ T operator()(T dy, T x) const { return x > T(0) ? dy : T(0); }
 };
 
+template <class T>
+struct leaky_relu_op {
+    T slope;
+    __host__ __device__ T operator()(T x) const { return x > T(0) ? x : slope * x; }
+};
+template <class T>
+struct leaky_relu_grad_op {
+    T slope;
+    __host__ __device__ T operator()(T dy, T x) const { return x > T(0) ? dy : slope * dy; }
+};
+
 } // namespace cuda_detail
 
 template <>
@@ -70,6 +81,12 @@ struct activation_kernels<cuda> {
     static void relu_forward(T* y, const T* x, std::int64_t n) { unary(y, x, n, cuda_detail::relu_op<T>{}); }
     template <class T>
     static void relu_backward(T* dx, const T* dy, const T* x, std::int64_t n) { binary(dx, dy, x, n, cuda_detail::relu_grad_op<T>{}); }
+    template <class T>
+    static void leaky_relu_forward(T* y, const T* x, T slope, std::int64_t n) { unary(y, x, n, cuda_detail::leaky_relu_op<T>{slope}); }
+    template <class T>
+    static void leaky_relu_backward(T* dx, const T* dy, const T* x, T slope, std::int64_t n) {
+        binary(dx, dy, x, n, cuda_detail::leaky_relu_grad_op<T>{slope});
+    }
 
 private:
     template <class T, class F>
