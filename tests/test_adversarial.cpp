@@ -11,7 +11,10 @@
 #include "vediff/backend/cpu.hpp"
 #include "vediff/loss/adversarial.hpp"
 #include "vediff/models/patchgan_discriminator.hpp"
+#include "vediff/models/lpips.hpp"
 #include "vediff/nn/activation.hpp"
+#include "vediff/nn/pool.hpp"
+#include "vediff/ops/channel_norm.hpp"
 
 using namespace vediff;
 using namespace vediff::testing;
@@ -145,4 +148,68 @@ BOOST_AUTO_TEST_CASE(patchgan_matches_pytorch_in_training_and_evaluation) {
     nn::zero_grad(d);
     check_close(d.backward(f.get<double>("eval_dy")), f.get("eval_dx"), tol, tol, "evaluation dx");
     check_close(std::get<6>(l).weight.grad, f.get("eval_grad.main.6.weight"), tol, tol, "main.6.weight gradient (evaluation)");
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(max_pool_and_channel_norm_gradients, T, real_types) {
+    nn::max_pool2d<T> pool;
+    testing::check_layer_gradients("max_pool2d 2×2", pool, {2, 3, 6, 8});
+    if constexpr (std::is_same_v<T, double>) {  // in float a finite-difference step can reorder near-equal maxima
+        nn::max_pool2d<T> overlapping({.kernel = 3, .stride = 2, .padding = 1});
+        testing::check_layer_gradients("max_pool2d 3×3 stride 2 pad 1", overlapping, {2, 2, 7, 7});
+    }
+    const auto x = random_tensor<T>({2, 5, 3, 4}, 8, 1);
+    using views = std::vector<tensor_view<T, cpu>>;
+    testing::check_op_gradients<T>(
+        "unit_normalize_channels", [](const views& in) { return std::move(ops::unit_normalize_channels(in[0]).y); },
+        [](const tensor_view<T, cpu>& dy, const views& in) {
+            const auto r = ops::unit_normalize_channels(in[0]);
+            std::vector<tensor<T>> g;
+            g.push_back(ops::unit_normalize_channels_backward(dy, in[0], r.norm.view()));
+            return g;
+        },
+        {x});
+    // Each position's channels have unit length.
+    const auto y = ops::unit_normalize_channels(x.view()).y;
+    double s = 0;
+    for (std::int64_t c = 0; c < 5; ++c) s += std::pow(double(y.data()[c * 12 + 7]), 2);
+    BOOST_TEST(s == 1.0, boost::test_tools::tolerance(1e-5));
+}
+
+// LPIPS against PyTorch (tests/fixtures/make_lpips.py: the lpips 'vgg' network with random
+// weights, widths divided by 32): the distances of two pairs and the gradient with respect to x0.
+BOOST_AUTO_TEST_CASE(lpips_matches_pytorch) {
+    const auto f = testing::load_fixture("lpips.txt");
+    models::lpips<double> net(0, 32);
+    int loaded = 0;
+    net.for_each_parameter([&](const std::string& name, nn::parameter<double, cpu>& p) {
+        if (name.starts_with("scaling_layer")) return;  // constants, not in the fixture
+        const auto value = f.get<double>("param." + name);
+        BOOST_TEST_REQUIRE((value.shape() == p.shape()), name);
+        ops::copy(p.value.view(), value.view());
+        ++loaded;
+    }, std::string{});
+    BOOST_TEST(loaded == 26 + 5);
+    const auto x0 = f.get<double>("x0"), x1 = f.get<double>("x1");
+    const auto distance = net.forward(x0, x1);
+    check_close(distance, f.get("distance"), 1e-10, 1e-12, "LPIPS distance");
+    check_close(net.backward(f.get<double>("ddistance")), f.get("dx0"), 1e-9, 1e-12, "LPIPS gradient with respect to x0");
+    // A distance of an image to itself is 0; the network is frozen (nothing for an optimizer).
+    BOOST_TEST(net.forward(x0, x0).to_vector() == std::vector<double>(2, 0.0), boost::test_tools::per_element());
+    net.for_each_parameter([](const std::string& name, nn::parameter<double, cpu>& p) { BOOST_TEST(!p.trainable, name); }, std::string{});
+}
+
+BOOST_AUTO_TEST_CASE(lpips_names_follow_the_lpips_package) {
+    models::lpips<float> net(1, 8);
+    std::vector<std::string> names;
+    net.for_each_parameter([&](const std::string& name, nn::parameter<float, cpu>&) { names.push_back(name); }, std::string{});
+    BOOST_TEST_REQUIRE(names.size() == 2u + 26u + 5u);
+    BOOST_TEST(names[0] == "scaling_layer.shift");
+    BOOST_TEST(names[2] == "net.slice1.0.weight");
+    BOOST_TEST(names[6] == "net.slice2.5.weight");
+    BOOST_TEST(names[27] == "net.slice5.28.bias");
+    BOOST_TEST(names[28] == "lin0.model.1.weight");
+    BOOST_TEST(names[32] == "lin4.model.1.weight");
+    const tensor<float> small({1, 3, 8, 8}), other({1, 3, 16, 16});
+    const auto msg = shape_error_message([&] { (void)net.forward(small, small); });
+    BOOST_TEST(contains(msg, "H, W ≥ 16"), msg);
 }

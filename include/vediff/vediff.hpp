@@ -13,6 +13,7 @@
 #include "vediff/ops/attention.hpp"
 #include "vediff/ops/batch_norm.hpp"
 #include "vediff/ops/broadcast.hpp"
+#include "vediff/ops/channel_norm.hpp"
 #include "vediff/ops/concat.hpp"
 #include "vediff/ops/conv.hpp"
 #include "vediff/ops/cross_entropy.hpp"

@@ -5,6 +5,7 @@
 #include "vediff/backend/cpu/activation.hpp"
 #include "vediff/backend/cpu/attention.hpp"
 #include "vediff/backend/cpu/batch_norm.hpp"
+#include "vediff/backend/cpu/channel_norm.hpp"
 #include "vediff/backend/cpu/broadcast.hpp"
 #include "vediff/backend/cpu/concat.hpp"
 #include "vediff/backend/cpu/conv.hpp"

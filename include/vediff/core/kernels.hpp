@@ -13,6 +13,7 @@ namespace vediff {
 
 template <device D> struct activation_kernels;
 template <device D> struct attention_kernels;
+template <device D> struct channel_norm_kernels;  // cpu only so far: LPIPS (models/lpips.hpp)
 template <device D> struct batch_norm_kernels;  // cpu only so far: the FID Inception (eval) and the PatchGAN discriminator
 template <device D> struct broadcast_kernels;
 template <device D> struct concat_kernels;

@@ -1,5 +1,5 @@
 #pragma once
-// Activation layers (no parameters): identity, SiLU, GELU (tanh approximation), LeakyReLU.
+// Activation layers (no parameters): identity, SiLU, GELU (tanh approximation), ReLU, LeakyReLU.
 #include "vediff/nn/layer.hpp"
 #include "vediff/ops/activation.hpp"
 
@@ -45,6 +45,26 @@ struct gelu : parameterless {
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         record_.require("gelu");
         return ops::gelu_tanh_backward(dy, input_);
+    }
+
+private:
+    backward_record record_;
+    tensor_view<T, D> input_;  // (any shape), owned by the caller
+};
+
+/// torch.nn.ReLU: max(x, 0).
+template <class T = float, device D = cpu>
+struct relu : parameterless {
+    using value_type = T;
+    using device_type = D;
+    tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
+    tensor<T, D> forward(const tensor_view<T, D>& x) {
+        input_ = record_.keep() ? x : tensor_view<T, D>{};
+        return ops::relu(x);
+    }
+    tensor<T, D> backward(const tensor_view<T, D>& dy) {
+        record_.require("relu");
+        return ops::relu_backward(dy, input_);
     }
 
 private:

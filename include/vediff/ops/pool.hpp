@@ -54,6 +54,18 @@ tensor<T, D> max_pool2d(const tensor_view<T, D>& x, const pool2d_options& option
     return y;
 }
 
+/// dx of max_pool2d(x, options): each window's dy goes to its largest element (the first in
+/// row-major order among equals, as PyTorch's cpu kernel).
+template <class T, device D>
+tensor<T, D> max_pool2d_backward(const tensor_view<T, D>& dy, const tensor_view<T, D>& x, const pool2d_options& options) {
+    const auto g = pool2d_check("max_pool2d_backward", x, options);
+    if (!(dy.shape() == tensor_shape{x.dim(0), x.dim(1), g.out_h, g.out_w}))
+        throw shape_error(fmt::format("max_pool2d_backward: dy {} does not match the pooled shape of input {}", dy.shape(), x.shape()));
+    tensor<T, D> dx(x.shape());
+    pool_kernels<D>::max_pool2d_backward(dx.data(), dy.data(), x.data(), g);
+    return dx;
+}
+
 /// (N, C, H, W) → (N, C, Ho, Wo): the mean of each window, over its elements inside the input
 /// unless count_include_pad.
 template <class T, device D>

@@ -33,6 +33,31 @@ struct pool_kernels<cpu> {
         });
     }
 
+    /// dx[argmax of each window] += dy[window], the argmax being the window's first largest
+    /// element in row-major order (PyTorch's); dx is overwritten. One task per plane, since
+    /// overlapping windows (stride < kernel) add into the same elements.
+    template <class T>
+    static void max_pool2d_backward(T* dx, const T* dy, const T* in, const pool2d_geometry& g) {
+        cpu_detail::parallel_for(g.planes, [=](std::int64_t p) {
+            const T* plane = in + p * g.in_h * g.in_w;
+            T* dplane = dx + p * g.in_h * g.in_w;
+            const T* dout = dy + p * g.out_h * g.out_w;
+            std::fill(dplane, dplane + g.in_h * g.in_w, T(0));
+            for (std::int64_t oy = 0; oy < g.out_h; ++oy)
+                for (std::int64_t ox = 0; ox < g.out_w; ++ox) {
+                    const std::int64_t y0 = std::max<std::int64_t>(oy * g.stride - g.padding, 0);
+                    const std::int64_t y1 = std::min(oy * g.stride - g.padding + g.kernel, g.in_h);
+                    const std::int64_t x0 = std::max<std::int64_t>(ox * g.stride - g.padding, 0);
+                    const std::int64_t x1 = std::min(ox * g.stride - g.padding + g.kernel, g.in_w);
+                    std::int64_t best = y0 * g.in_w + x0;
+                    for (std::int64_t y = y0; y < y1; ++y)
+                        for (std::int64_t x = x0; x < x1; ++x)
+                            if (plane[y * g.in_w + x] > plane[best]) best = y * g.in_w + x;
+                    dplane[best] += dout[oy * g.out_w + ox];
+                }
+        }, g.in_h * g.in_w);
+    }
+
 private:
     /// out[p, oy, ox] = reduce(plane p, window rows [y0, y1), columns [x0, x1) inside the input,
     /// W, the window's element count inside the padded input).
