@@ -1,6 +1,6 @@
 // forward: one forward pass of a model loaded from safetensors, to compare vediff with PyTorch on
 // your own weights (io/forward_pass.hpp says which inputs and outputs each model has).
-//   forward --model dit|lightningdit|autoencoder|inception --config C.json --weights W.safetensors
+//   forward --model dit|lightningdit|autoencoder|inception|lpips --config C.json --weights W.safetensors
 //           --inputs I.safetensors --out O.safetensors
 #include <cstdio>
 #include <exception>
@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
     cxxopts::Options options("forward", "One forward pass of a model loaded from safetensors (vediff vs. PyTorch parity)");
     // clang-format off
     options.add_options()
-        ("model", "dit, lightningdit, autoencoder or inception", cxxopts::value<std::string>())
+        ("model", "dit, lightningdit, autoencoder, inception or lpips", cxxopts::value<std::string>())
         ("config", "JSON of the reference constructor's keyword arguments", cxxopts::value<std::string>())
         ("weights", "state_dict as safetensors (loaded strictly)", cxxopts::value<std::string>())
         ("inputs", "safetensors with x (and t, y for the transformers)", cxxopts::value<std::string>())

@@ -9,6 +9,7 @@
 //   inception           config {} (the FID Inception has one architecture); inputs x (N, 3 or 1, H, W)
 //                       in [0, 1] → pool3 (N, 2048), logits (N, 1008), spatial (N, 2023)
 //                       (models/inception.hpp)
+//   lpips               config {}; inputs x0, x1 (N, 3, H, W) in [−1, 1] → distance (N) (models/lpips.hpp)
 // LightningDiT's four switches select the block policies at compile time; all 16 mixes exist.
 #include <cstdint>
 #include <filesystem>
@@ -25,6 +26,8 @@
 #include "vediff/models/dit.hpp"
 #include "vediff/models/gaussian_posterior.hpp"
 #include "vediff/models/inception.hpp"
+#include "vediff/models/lpips.hpp"
+#include "vediff/nn/grad_mode.hpp"
 
 namespace vediff::io {
 
@@ -64,7 +67,7 @@ named_tensors pick_mlp(const transformer_flags& f, const models::dit_config& c, 
 
 } // namespace detail
 
-/// Runs `model` ("dit", "lightningdit", "autoencoder" or "inception"); errors name the file and the cause.
+/// Runs `model` ("dit", "lightningdit", "autoencoder", "inception" or "lpips"); errors name the file and the cause.
 inline named_tensors run_forward(const std::string& model, const std::filesystem::path& config_path,
                                  const std::filesystem::path& weights, const std::filesystem::path& inputs_path) {
     const auto json = read_json_file(config_path);
@@ -101,7 +104,17 @@ inline named_tensors run_forward(const std::string& model, const std::filesystem
         out.emplace("spatial", std::move(features.spatial));
         return out;
     }
-    throw io_error(fmt::format("forward: unknown model '{}' (dit, lightningdit, autoencoder, inception)", model));
+    if (model == "lpips") {
+        if (!json.is_object() || !json.empty())
+            throw io_error(fmt::format("{}: LPIPS takes no config keys (write {{}}), got {}", config_path.string(), json.dump()));
+        auto net = std::make_unique<models::lpips<float>>();  // 14.7M parameters: off the stack
+        load_state_dict(weights, *net, /*strict=*/true);
+        nn::no_grad inference;
+        named_tensors out;
+        out.emplace("distance", net->forward(inputs.get<float>("x0"), inputs.get<float>("x1")));
+        return out;
+    }
+    throw io_error(fmt::format("forward: unknown model '{}' (dit, lightningdit, autoencoder, inception, lpips)", model));
 }
 
 } // namespace vediff::io
