@@ -110,8 +110,9 @@ inline named_tensors run_forward(const std::string& model, const std::filesystem
         auto net = std::make_unique<models::lpips<float>>();  // 14.7M parameters: off the stack
         load_state_dict(weights, *net, /*strict=*/true);
         nn::no_grad inference;
+        const auto x0 = inputs.get<float>("x0"), x1 = inputs.get<float>("x1");
         named_tensors out;
-        out.emplace("distance", net->forward(inputs.get<float>("x0"), inputs.get<float>("x1")));
+        out.emplace("distance", net->forward(x0, x1));
         return out;
     }
     throw io_error(fmt::format("forward: unknown model '{}' (dit, lightningdit, autoencoder, inception, lpips)", model));
