@@ -120,20 +120,27 @@ train::dit_run_config small_dit(const fs::path& latents, std::uint64_t seed) {
 
 } // namespace
 
+namespace {
+/// A DiT of hidden 32 and 2 heads on 4×8×8 latents in 4 classes.
+models::dit_config tiny_dit_config(std::int64_t depth) {
+    models::dit_config c;
+    c.input_size = 8;
+    c.in_channels = 4;
+    c.num_classes = 4;
+    c.hidden_size = 32;
+    c.depth = depth;
+    c.num_heads = 2;
+    return c;
+}
+} // namespace
+
 BOOST_AUTO_TEST_CASE(two_ranks_run) {
     BOOST_TEST_REQUIRE(world().size() == 2, "run this test as mpirun -np 2");
 }
 
 BOOST_AUTO_TEST_CASE(zero1_keeps_half_of_the_moments_on_each_rank) {
     auto& comm = world();
-    models::dit_config c;
-    c.input_size = 8;
-    c.in_channels = 4;
-    c.num_classes = 4;
-    c.hidden_size = 32;
-    c.depth = 2;
-    c.num_heads = 2;
-    models::dit<float> model(c, 1);
+    models::dit<float> model(tiny_dit_config(2), 1);
     distributed::sharded_adamw<distributed::mpi, float, cpu> sharded(model, {}, comm, true), whole(model, {}, comm, false);
     std::int64_t owned = sharded.owned_values();
     comm.all_reduce_sum(&owned, 1, "owned values");
@@ -147,13 +154,7 @@ BOOST_AUTO_TEST_CASE(zero1_keeps_half_of_the_moments_on_each_rank) {
 // backward sends them one at a time as their layers finish (the first when the final layer does).
 BOOST_AUTO_TEST_CASE(buckets_sent_during_backward_give_the_same_gradients) {
     auto& comm = world();
-    models::dit_config c;
-    c.input_size = 8;
-    c.in_channels = 4;
-    c.num_classes = 4;
-    c.hidden_size = 32;
-    c.depth = 3;
-    c.num_heads = 2;
+    const auto c = tiny_dit_config(3);
     std::map<bool, std::vector<std::vector<float>>> gradients;
     std::size_t buckets = 0, started = 0;
     for (const bool overlap : {false, true}) {
