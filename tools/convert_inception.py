@@ -11,28 +11,17 @@ num_batches_tracked (files saved before PyTorch 0.4.1) gets 0, as PyTorch's own 
 evaluation never reads it. Floating tensors are written as F32, num_batches_tracked as I64. The
 output is written to OUT.tmp and renamed, so a reader never sees half a file."""
 import argparse
-import json
-import os
-import struct
 import sys
 
-import numpy as np
 import torch
 from torchvision.models.inception import Inception3
+
+from converter_io import load_state_dict, safetensors_bytes, write_atomically
 
 
 def expected_shapes():
     net = Inception3(num_classes=1008, aux_logits=False, init_weights=False)
     return {name: tuple(t.shape) for name, t in net.state_dict().items()}
-
-
-def load_state_dict(path):
-    obj = torch.load(path, map_location="cpu")
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise SystemExit(f"{path}: not a state_dict (a dict of tensors); got {type(obj).__name__}")
-    return obj
 
 
 def checked(state, expected, path):
@@ -57,35 +46,14 @@ def checked(state, expected, path):
     return {name: state[name] for name in expected}  # the model's order
 
 
-def safetensors_bytes(tensors):
-    arrays = {}
-    for name, t in tensors.items():
-        a = t.detach().cpu().numpy()
-        arrays[name] = a.astype("<i8") if name.endswith("num_batches_tracked") else a.astype("<f4")
-    header, blobs, offset = {}, [], 0
-    for name in sorted(arrays, key=lambda n: (-arrays[n].dtype.itemsize, n)):  # 8-byte tensors first: aligned
-        raw = np.ascontiguousarray(arrays[name]).tobytes()
-        dtype = "I64" if arrays[name].dtype.kind == "i" else "F32"
-        header[name] = {"dtype": dtype, "shape": list(arrays[name].shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    header["__metadata__"] = {"format": "pt", "source": "pytorch-fid FID Inception (pt_inception-2015-12-05)"}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("pth", help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth (or a state_dict like it)")
     parser.add_argument("out", help="the safetensors file to write")
     args = parser.parse_args()
     state = checked(load_state_dict(args.pth), expected_shapes(), args.pth)
-    data = safetensors_bytes(state)
-    tmp = f"{args.out}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, args.out)
+    write_atomically(args.out, safetensors_bytes(state, {"format": "pt", "source": "pytorch-fid FID Inception (pt_inception-2015-12-05)"},
+                                                 int64_names={n for n in state if n.endswith("num_batches_tracked")}))
     print(f"wrote {args.out}: {len(state)} tensors, {sum(t.numel() for t in state.values())} values")
 
 

@@ -11,25 +11,14 @@ its classifier is dropped. The heads keep their names (`lin<k>.model.1.weight`, 
 against torchvision's vgg16: a missing or mis-shaped tensor is an error naming it. Written as F32
 to OUT.tmp and renamed."""
 import argparse
-import json
-import os
-import struct
 
-import numpy as np
 import torch
 from torchvision.models import vgg16
 
+from converter_io import load_state_dict, safetensors_bytes, write_atomically
+
 SLICES = [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)]
 HEAD_CHANNELS = [64, 128, 256, 512, 512]
-
-
-def load_state_dict(path):
-    obj = torch.load(path, map_location="cpu")
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise SystemExit(f"{path}: not a state_dict (a dict of tensors); got {type(obj).__name__}")
-    return obj
 
 
 def converted(vgg_path, heads_path):
@@ -63,19 +52,6 @@ def converted(vgg_path, heads_path):
     return out
 
 
-def safetensors_bytes(tensors):
-    header, blobs, offset = {}, [], 0
-    for name in sorted(tensors):
-        raw = np.ascontiguousarray(tensors[name].detach().cpu().numpy().astype("<f4")).tobytes()
-        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    header["__metadata__"] = {"format": "pt", "source": "torchvision vgg16 features + lpips v0.1 vgg heads"}
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * ((8 - len(text) % 8) % 8)
-    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("vgg16", help="torchvision's VGG16 weights (vgg16-397923af.pth)")
@@ -83,10 +59,7 @@ def main():
     parser.add_argument("out", help="the safetensors file to write")
     args = parser.parse_args()
     tensors = converted(args.vgg16, args.heads)
-    tmp = f"{args.out}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(safetensors_bytes(tensors))
-    os.replace(tmp, args.out)
+    write_atomically(args.out, safetensors_bytes(tensors, {"format": "pt", "source": "torchvision vgg16 features + lpips v0.1 vgg heads"}))
     print(f"wrote {args.out}: {len(tensors)} tensors, {sum(t.numel() for t in tensors.values())} values")
 
 
