@@ -98,6 +98,50 @@ BOOST_AUTO_TEST_CASE(hinge_losses_by_hand) {
     BOOST_TEST(g.d_fake.to_vector() == std::vector<double>(3, -1.0 / 3), boost::test_tools::per_element());
 }
 
+// taming's "vanilla" (non-saturating) discriminator loss by hand:
+// ½·mean(softplus(−D(x))) + ½·mean(softplus(D(x̂))), gradients ∓½·σ(∓l)/n; the logit means.
+BOOST_AUTO_TEST_CASE(vanilla_losses_by_hand) {
+    const std::vector<double> r{2.0, 0.5, -1.0, 40.0}, f{-2.0, 0.0, 1.0, -40.0};
+    const auto real = tensor<double>::from_host({4}, r);
+    const auto fake = tensor<double>::from_host({4}, f);
+    const auto d = loss::discriminator_loss_of(loss::discriminator_objective::vanilla, real.view(), fake.view());
+    const auto softplus = [](double v) { return std::log1p(std::exp(v)); };
+    const auto sigmoid = [](double v) { return 1.0 / (1.0 + std::exp(-v)); };
+    double real_sum = 0, fake_sum = 0;
+    std::vector<double> d_real, d_fake;
+    for (std::size_t i = 0; i < 4; ++i) {
+        real_sum += softplus(-r[i]);
+        fake_sum += softplus(f[i]);
+        d_real.push_back(-0.5 * sigmoid(-r[i]) / 4);
+        d_fake.push_back(0.5 * sigmoid(f[i]) / 4);
+    }
+    BOOST_TEST(d.real_term == real_sum / 4, boost::test_tools::tolerance(1e-14));
+    BOOST_TEST(d.fake_term == fake_sum / 4, boost::test_tools::tolerance(1e-14));
+    BOOST_TEST(d.value == 0.5 * (real_sum + fake_sum) / 4, boost::test_tools::tolerance(1e-14));
+    BOOST_TEST(d.d_real.to_vector() == d_real, boost::test_tools::tolerance(1e-14) << boost::test_tools::per_element());
+    BOOST_TEST(d.d_fake.to_vector() == d_fake, boost::test_tools::tolerance(1e-14) << boost::test_tools::per_element());
+    const auto half = loss::discriminator_real_term(loss::discriminator_objective::vanilla, real.view());
+    BOOST_TEST(half.mean_logit == 41.5 / 4, boost::test_tools::tolerance(1e-14));
+    BOOST_TEST((loss::parse_discriminator_objective("hinge") == loss::discriminator_objective::hinge));
+    BOOST_CHECK_THROW((void)loss::parse_discriminator_objective("wgan"), std::invalid_argument);
+}
+
+// Both halves of both objectives against central differences in the logits.
+BOOST_AUTO_TEST_CASE(discriminator_terms_gradients) {
+    for (const auto o : {loss::discriminator_objective::hinge, loss::discriminator_objective::vanilla}) {
+        auto logits = random_tensor<double>({2, 1, 3, 3}, 9, 0, 2.0);
+        const auto probes = probe_indices(logits.numel(), logits.numel());
+        for (const bool real : {true, false}) {
+            const auto term = [&] {
+                return real ? loss::discriminator_real_term(o, logits.view()) : loss::discriminator_fake_term(o, logits.view());
+            };
+            const auto numeric = numeric_gradient<double>(logits.view(), [&] { return term().value; }, probes, 1e-6);
+            const double err = relative_error(gather<double>(term().gradient.view(), probes), numeric);
+            BOOST_TEST(err < 1e-7, to_string(o) << (real ? " real" : " fake") << ": relative error " << err);
+        }
+    }
+}
+
 // ‖(3, 4)‖ / (‖(0, 0.5)‖ + 1e-4) × 0.5, and the clamp at 1e4 when the generator's gradient vanishes.
 BOOST_AUTO_TEST_CASE(adaptive_weight_by_hand) {
     const auto rec = tensor<double>::from_host({2}, {3.0, 4.0});

@@ -6,6 +6,9 @@
 //   train-tokenizer --loss ve --steps 2000 --out runs/ve
 //   train-tokenizer --loss kl --kl-weight 1e-6 --out runs/kl
 //   train-tokenizer --out runs/ve --resume          (continues runs/ve/checkpoint)
+//   train-tokenizer --image-folder DIR --channels 3 --image-size 256 --loss ve \
+//       --perceptual-weight 1 --lpips lpips_vgg.safetensors --disc-weight 0.5 --disc-start 50001
+//                                                   (LDM's recipe: L1 + LPIPS + PatchGAN, train/tokenizer_critics.hpp)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -48,6 +51,7 @@
 #include "vediff/train/checkpoint.hpp"
 #include "vediff/train/jsonl_log.hpp"
 #include "vediff/train/loop.hpp"
+#include "vediff/train/tokenizer_critics.hpp"
 #include "vediff/util/progress.hpp"
 
 namespace vediff::jobs {
@@ -65,6 +69,7 @@ struct tokenizer_job {
     std::string reconstruction = "l1";
     double ve_weight = 0.1, delta = 1e-6, magnitude_weight = 1e-6, tau = 1.0, kl_weight = 1e-6;
     std::string reduction = "per_image_sum";
+    train::critic_config critics;  // LPIPS and the PatchGAN discriminator, off unless their weights are > 0
     // Optimization.
     std::int64_t steps = 2000, batch = 32, warmup = 100;
     double lr = 1e-3, beta1 = 0.5, beta2 = 0.9, weight_decay = 0.0, clip = 0.0;
@@ -83,6 +88,7 @@ struct tokenizer_job {
                 {"model", model},
                 {"loss", loss}, {"reconstruction", reconstruction}, {"ve_weight", ve_weight}, {"delta", delta},
                 {"magnitude_weight", magnitude_weight}, {"tau", tau}, {"kl_weight", kl_weight}, {"reduction", reduction},
+                {"critics", critics.to_json()},
                 {"steps", steps}, {"batch", batch}, {"warmup", warmup}, {"lr", lr}, {"beta1", beta1}, {"beta2", beta2},
                 {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed}, {"time_budget_s", time_budget_s}};
     }
@@ -219,9 +225,14 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     data::batch_loader<float> loader(sets.train, cfg.batch, cfg.seed, true, parallel.shard());
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
     state.config_json = cfg.to_json().dump();
+    train::critic_config critic_cfg = cfg.critics;
+    if (critic_cfg.disc_lr == 0) critic_cfg.disc_lr = cfg.lr;
+    train::tokenizer_critics<float, D, Comm> critics(critic_cfg, cfg.model.in_channels, cfg.seed, comm, cfg.zero1);
+    train::optimizer_with_critics<optimizer_type, decltype(critics)> checkpointed{opt, critics};
     if (cfg.resume) {
-        train::load_checkpoint(checkpoint_dir, ae, opt, state);
+        train::load_checkpoint(checkpoint_dir, ae, checkpointed, state);
         distributed::adopt_optimizer_state(opt);
+        critics.after_load(state.step);
         loader.seek(state.loader_epoch, state.loader_position);
         if (root) fmt::print("resumed from {} at step {}\n", checkpoint_dir.string(), state.step);
     }
@@ -239,10 +250,11 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     const auto save = [&] {
         state.loader_epoch = loader.epoch();
         state.loader_position = loader.position();
-        train::save_checkpoint(checkpoint_dir, ae, opt, state);
+        train::save_checkpoint(checkpoint_dir, ae, checkpointed, state);
     };
     const auto step = [&](std::int64_t index) {
         distributed::release_optimizer_state(opt);  // the full moments a checkpoint gathered
+        critics.release_state();
         auto b = loader.next();
         if (augment) flip(b.images, static_cast<std::uint64_t>(index), b.first_row);
         const view_on<float, D> images(b.images);
@@ -254,15 +266,43 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
         auto z = post.sample(posterior_noise);
         auto x_hat = ae.decode(z);
         auto r = loss_fn.evaluate(loss::tokenizer_outputs<float, D>{images.view(), x_hat, post.mean, post.logvar, z});
+        // LPIPS and the adversarial term add to the reconstruction's gradient; the discriminator
+        // trains on this step's (detached) reconstruction before the tokenizer's backward.
+        train::generator_terms gen;
+        train::discriminator_terms disc;
+        if (critics.active()) {
+            gen = critics.generator(images.view(), x_hat, r.gradients.dx_hat, std::get<2>(ae.decoder.head.layers), index, loss_fn.mode);
+            disc = critics.train_discriminator(images.view(), x_hat, index);
+        }
         // Every term is a mean over the batch's images, so the global value is the ranks' mean.
-        std::vector<double> terms{r.total};
-        for (const auto& [name, value] : r.breakdown) terms.push_back(value);
+        std::vector<std::string> names{"total"};
+        std::vector<double> terms{r.total + gen.total()};
+        for (const auto& [name, value] : r.breakdown) {
+            names.emplace_back(name);
+            terms.push_back(value);
+        }
+        const auto add_term = [&](const char* name, double value) {
+            names.emplace_back(name);
+            terms.push_back(value);
+        };
+        if (critics.perceptual_network()) {
+            add_term("perceptual", gen.perceptual);
+            add_term("lpips", gen.lpips);
+        }
+        if (critics.discriminator()) {
+            add_term("adversarial", gen.adversarial);
+            add_term("g", gen.g);
+            add_term("d_weight", gen.d_weight);
+            add_term("d", disc.d);
+            add_term("logits_real", disc.logits_real);
+            add_term("logits_fake", disc.logits_fake);
+        }
         terms = parallel.mean(std::move(terms), fmt::format("the loss of step {}", index));
         if (!std::isfinite(terms[0])) {
             std::string term = "total";
-            for (std::size_t k = 0; k < r.breakdown.size(); ++k)
-                if (!std::isfinite(terms[k + 1])) {
-                    term = std::string(r.breakdown[k].first);
+            for (std::size_t k = 1; k < terms.size(); ++k)
+                if (!std::isfinite(terms[k])) {
+                    term = names[k];
                     break;
                 }
             throw numeric_error(fmt::format("tokenizer: the '{}' term is not finite at step {} (loss {}); the last good checkpoint "
@@ -282,9 +322,11 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
         train::step_report report;
         report.loss = terms[0];
         for (std::size_t k = 0; k < r.breakdown.size(); ++k) report.progress.emplace_back(r.breakdown[k].first, terms[k + 1]);
+        for (std::size_t k = 1 + r.breakdown.size(); k < terms.size(); ++k)
+            if (names[k] == "lpips" || names[k] == "g" || names[k] == "d") report.progress.emplace_back(names[k], terms[k]);
         report.progress.emplace_back("sigma2", sigma2_mean);
         report.log = {{"loss", terms[0]}, {"sigma2_mean", sigma2_mean}, {"latent_channel_std", channel_std}, {"lr", opt.lr()}, {"epoch", b.epoch}};
-        for (std::size_t k = 0; k < r.breakdown.size(); ++k) report.log[std::string(r.breakdown[k].first)] = terms[k + 1];
+        for (std::size_t k = 1; k < terms.size(); ++k) report.log[names[k]] = terms[k];
         if (cfg.clip > 0) report.log["grad_norm"] = grad_norm;
         return report;
     };
@@ -292,8 +334,12 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
                                    .log_every = cfg.log_every, .checkpoint_every = cfg.checkpoint_every,
                                    .progress = {.label = "tokenizer", .items_per_step = double(cfg.batch), .unit = "img"}};
     const auto result = train::run_training_loop(state.step, loop, comm, out_dir / "log.jsonl", cfg.resume, step, save,
-                                                 [&] { distributed::gather_optimizer_state(opt); });
+                                                 [&] {
+                                                     distributed::gather_optimizer_state(opt);
+                                                     critics.gather_state();
+                                                 });
     distributed::release_optimizer_state(opt);
+    critics.release_state();
     if (!result.finished()) {
         if (root) fmt::print("stopped after {} steps at step {}; continue with --resume\n", result.steps_this_run(), result.steps);
         return result.to_json();
@@ -398,6 +444,15 @@ void add_tokenizer_options(cxxopts::Options& options) {
         ("tau", "tau of the magnitude term", cxxopts::value<double>()->default_value(dflt(d.tau)))
         ("kl-weight", "beta of the KL term", cxxopts::value<double>()->default_value(dflt(d.kl_weight)))
         ("reduction", "per_image_sum | element_mean", cxxopts::value<std::string>()->default_value(d.reduction));
+    options.add_options("perceptual and adversarial (LDM's recipe)")
+        ("perceptual-weight", "weight of LPIPS on the reconstruction (0: off; LDM 1)", cxxopts::value<double>()->default_value(dflt(d.critics.perceptual_weight)))
+        ("lpips", "LPIPS weights (tools/convert_lpips.py), or 'random' for a random network", cxxopts::value<std::string>()->default_value(""))
+        ("lpips-width-divisor", "with --lpips random: divide VGG's widths by this (tests)", cxxopts::value<std::int64_t>()->default_value(dflt(d.critics.lpips_width_divisor)))
+        ("disc-weight", "weight of the PatchGAN term times the adaptive weight (0: off; LDM 0.5)", cxxopts::value<double>()->default_value(dflt(d.critics.disc_weight)))
+        ("disc-start", "first step with the discriminator (LDM 50001)", cxxopts::value<std::int64_t>()->default_value(dflt(d.critics.disc_start)))
+        ("disc-loss", "hinge | vanilla (non-saturating)", cxxopts::value<std::string>()->default_value(d.critics.disc_loss))
+        ("disc-ndf", "the discriminator's first width", cxxopts::value<std::int64_t>()->default_value(dflt(d.critics.disc_ndf)))
+        ("disc-lr", "the discriminator's learning rate (0: --lr)", cxxopts::value<double>()->default_value(dflt(d.critics.disc_lr)));
     options.add_options("training")
         ("steps", "training steps", cxxopts::value<std::int64_t>()->default_value(dflt(d.steps)))
         ("time-budget", "stop training after this many seconds (0: no limit)", cxxopts::value<double>()->default_value(dflt(d.time_budget_s)))
@@ -444,6 +499,15 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.tau = a["tau"].as<double>();
     cfg.kl_weight = a["kl-weight"].as<double>();
     cfg.reduction = a["reduction"].as<std::string>();
+    cfg.critics.perceptual_weight = a["perceptual-weight"].as<double>();
+    cfg.critics.lpips_weights = a["lpips"].as<std::string>();
+    cfg.critics.lpips_width_divisor = a["lpips-width-divisor"].as<std::int64_t>();
+    cfg.critics.disc_weight = a["disc-weight"].as<double>();
+    cfg.critics.disc_start = a["disc-start"].as<std::int64_t>();
+    cfg.critics.disc_loss = a["disc-loss"].as<std::string>();
+    cfg.critics.disc_ndf = a["disc-ndf"].as<std::int64_t>();
+    cfg.critics.disc_lr = a["disc-lr"].as<double>();
+    cfg.critics.validate();
     cfg.steps = a["steps"].as<std::int64_t>();
     cfg.time_budget_s = a["time-budget"].as<double>();
     cfg.batch = a["batch"].as<std::int64_t>();

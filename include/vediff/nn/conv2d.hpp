@@ -56,6 +56,16 @@ struct conv2d {
         return ops::conv2d_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view(), options());
     }
 
+    /// ∂L/∂weight for the output gradient dy alone, as a new tensor; the accumulated gradients are
+    /// untouched (LDM's adaptive GAN weight compares two such gradients of one layer). Needs the
+    /// input of the last forward, as backward does.
+    tensor<T, D> weight_gradient(const tensor_view<T, D>& dy) const {
+        record_.require("conv2d");
+        auto dweight = tensor<T, D>::zeros(weight.value.shape());
+        (void)ops::conv2d_backward(dy, input_, weight.value.view(), dweight.view(), tensor_view<T, D>{}, options());
+        return dweight;
+    }
+
     template <class F>
     void for_each_parameter(F&& f, const std::string& prefix = {}) {
         f(join_name(prefix, "weight"), weight);

@@ -1,0 +1,265 @@
+#define BOOST_TEST_MODULE tokenizer_recipe
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "support/errors.hpp"
+#include "support/gradcheck.hpp"
+#include "support/scratch_dir.hpp"
+#include "vediff/backend/cpu.hpp"
+#include "vediff/io/image.hpp"
+#include "vediff/jobs/train_tokenizer.hpp"
+#include "vediff/train/tokenizer_critics.hpp"
+
+using namespace vediff;
+using namespace vediff::testing;
+
+namespace {
+using critics_type = train::tokenizer_critics<double, cpu, distributed::single_process>;
+
+models::autoencoder_config tiny_rgb_tokenizer() {
+    models::autoencoder_config c;
+    c.in_channels = c.out_channels = 3;
+    c.ch = 8;
+    c.ch_mult = {1, 2};
+    c.norm_groups = 4;
+    c.z_channels = c.embed_dim = 2;
+    c.resolution = 32;
+    return c;
+}
+
+train::critic_config tiny_critics() {
+    return {.perceptual_weight = 0.7, .lpips_weights = "random", .lpips_width_divisor = 32, .disc_weight = 0.5, .disc_start = 0,
+            .disc_ndf = 4, .disc_lr = 1e-3};
+}
+
+// Σ|x − x̂| / N (LDM's per-image sum) and its gradient, by the library's own policy.
+double reconstruction(const tensor<double>& x, const tensor_view<double, cpu>& x_hat, tensor<double>* dx_hat = nullptr) {
+    const loss::tokenizer_loss<loss::reconstruction<loss::l1>> rec;
+    const auto latent = tensor<double>::zeros({x.dim(0), 1, 1, 1});
+    auto r = rec.evaluate(loss::tokenizer_outputs<double, cpu>{x.view(), x_hat, latent.view(), latent.view(), latent.view()});
+    if (dx_hat) *dx_hat = std::move(r.gradients.dx_hat);
+    return r.total;
+}
+
+double mean_of(const tensor<double>& t) {
+    double s = 0;
+    for (const auto v : t.to_vector()) s += v;
+    return s / double(t.numel());
+}
+} // namespace
+
+// LDM's adaptive weight: ‖∂L_nll/∂w‖ / (‖∂L_G/∂w‖ + 1e-4) · disc_weight with w the decoder's
+// conv_out weight, both gradients here by central differences through decode, LPIPS and the
+// discriminator (in training mode, as the step runs it).
+BOOST_AUTO_TEST_CASE(adaptive_weight_matches_finite_differences) {
+    distributed::single_process comm;
+    models::autoencoder_kl<double> ae(tiny_rgb_tokenizer(), 5);
+    critics_type critics(tiny_critics(), 3, 11, comm);
+    const auto x = random_tensor<double>({2, 3, 32, 32}, 1, 0, 0.5);
+    const auto z = random_tensor<double>({2, 2, 16, 16}, 2);
+    auto& conv_out = std::get<2>(ae.decoder.head.layers);
+
+    const auto x_hat = ae.decode(z);
+    tensor<double> dx_hat;
+    (void)reconstruction(x, x_hat.view(), &dx_hat);
+    const auto terms = critics.generator(x.view(), x_hat.view(), dx_hat.view(), conv_out, 0, loss::reduction::per_image_sum);
+
+    const double s = 3.0 * 32 * 32;  // LDM adds the per-image LPIPS to each of the C·H·W pixels
+    const auto nll = [&] {
+        nn::no_grad off;
+        const auto y = ae.decode(z);
+        return reconstruction(x, y.view()) + 0.7 * s * mean_of(critics.perceptual_network()->forward(y.view(), x.view()));
+    };
+    const auto generator = [&] {
+        nn::no_grad off;
+        const auto y = ae.decode(z);
+        return -mean_of(critics.discriminator()->forward(y.view()));
+    };
+    const auto w = conv_out.weight.value.view();
+    const auto all = probe_indices(w.numel(), w.numel());
+    const auto norm = [](const std::vector<double>& g) {
+        double s2 = 0;
+        for (const auto v : g) s2 += v * v;
+        return std::sqrt(s2);
+    };
+    const double rec_norm = norm(numeric_gradient<double>(w, nll, all, 1e-6));
+    const double g_norm = norm(numeric_gradient<double>(w, generator, all, 1e-6));
+    const double ratio = rec_norm / (g_norm + 1e-4);
+    BOOST_TEST_REQUIRE(ratio > 0.0);
+    BOOST_TEST_REQUIRE(ratio < 1e4);  // not clamped: the value itself is compared
+    BOOST_TEST(terms.d_weight == ratio * 0.5, boost::test_tools::tolerance(1e-6));
+    BOOST_TEST(terms.g == generator(), boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(terms.adversarial == terms.d_weight * terms.g, boost::test_tools::tolerance(1e-12));
+}
+
+// What generator() leaves in dx̂ is the gradient of rec + w_p·s·LPIPS + λ_adv·L_G with respect to
+// x̂ (λ_adv a constant, as LDM detaches it), here against central differences in x̂.
+BOOST_AUTO_TEST_CASE(generator_gradient_is_the_whole_losss_gradient) {
+    distributed::single_process comm;
+    models::autoencoder_kl<double> ae(tiny_rgb_tokenizer(), 5);
+    critics_type critics(tiny_critics(), 3, 11, comm);
+    const auto x = random_tensor<double>({2, 3, 32, 32}, 1, 0, 0.5);
+    const auto z = random_tensor<double>({2, 2, 16, 16}, 2);
+    const auto x_hat = ae.decode(z);
+    tensor<double> dx_hat;
+    (void)reconstruction(x, x_hat.view(), &dx_hat);
+    const auto terms = critics.generator(x.view(), x_hat.view(), dx_hat.view(), std::get<2>(ae.decoder.head.layers), 0,
+                                         loss::reduction::per_image_sum);
+    BOOST_TEST_REQUIRE(terms.d_weight > 0.0);
+    BOOST_TEST(terms.perceptual == 0.7 * 3 * 32 * 32 * terms.lpips, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(terms.lpips > 0.0);  // the random network's heads are made non-negative
+
+    auto probe_input = x_hat.clone();
+    const auto total = [&] {
+        nn::no_grad off;
+        return reconstruction(x, probe_input.view()) +
+               0.7 * 3 * 32 * 32 * mean_of(critics.perceptual_network()->forward(probe_input.view(), x.view())) +
+               terms.d_weight * -mean_of(critics.discriminator()->forward(probe_input.view()));
+    };
+    const auto probes = probe_indices(probe_input.numel(), 40);
+    const auto numeric = numeric_gradient<double>(probe_input.view(), total, probes, 1e-6);
+    const double err = relative_error(gather<double>(dx_hat.view(), probes), numeric);
+    BOOST_TEST(err < 1e-5, "relative error " << err);
+}
+
+// Under element_mean the LPIPS term is w_p · mean LPIPS (no C·H·W factor), and before disc_start
+// neither the adversarial term nor the discriminator's step runs.
+BOOST_AUTO_TEST_CASE(element_mean_scale_and_disc_start) {
+    distributed::single_process comm;
+    auto cfg = tiny_critics();
+    cfg.disc_start = 3;
+    models::autoencoder_kl<double> ae(tiny_rgb_tokenizer(), 5);
+    critics_type critics(cfg, 3, 11, comm);
+    const auto x = random_tensor<double>({2, 3, 32, 32}, 1, 0, 0.5);
+    const auto z = random_tensor<double>({2, 2, 16, 16}, 2);
+    const auto x_hat = ae.decode(z);
+    auto dx_hat = tensor<double>::zeros(x_hat.shape());
+    const auto before = critics.discriminator()->main.template get<0>().weight.value.clone();
+    const auto t = critics.generator(x.view(), x_hat.view(), dx_hat.view(), std::get<2>(ae.decoder.head.layers), 2,
+                                     loss::reduction::element_mean);
+    BOOST_TEST(t.perceptual == 0.7 * t.lpips, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(t.d_weight == 0.0);
+    BOOST_TEST(t.adversarial == 0.0);
+    BOOST_TEST(!critics.train_discriminator(x.view(), x_hat.view(), 2).trained);
+    BOOST_TEST(critics.discriminator()->main.template get<0>().weight.value.to_vector() == before.to_vector(),
+               boost::test_tools::per_element());
+    const auto d = critics.train_discriminator(x.view(), x_hat.view(), 3);
+    BOOST_TEST(d.trained);
+    BOOST_TEST(d.d > 0.0);
+    BOOST_TEST(critics.discriminator()->main.template get<0>().weight.value.to_vector() != before.to_vector());
+}
+
+// The discriminator's step lowers its loss on a fixed pair of batches (it learns to tell them apart).
+BOOST_AUTO_TEST_CASE(discriminator_steps_lower_its_loss) {
+    distributed::single_process comm;
+    auto cfg = tiny_critics();
+    cfg.perceptual_weight = 0;
+    critics_type critics(cfg, 3, 11, comm);
+    const auto real = random_tensor<double>({4, 3, 32, 32}, 1, 0, 0.5);
+    const auto fake = random_tensor<double>({4, 3, 32, 32}, 3, 0, 0.1);
+    const double first = critics.train_discriminator(real.view(), fake.view(), 0).d;
+    double last = first;
+    for (int step = 1; step < 30; ++step) last = critics.train_discriminator(real.view(), fake.view(), step).d;
+    BOOST_TEST(last < 0.5 * first, "first " << first << ", after 30 steps " << last);
+}
+
+BOOST_AUTO_TEST_CASE(bad_configurations_are_named) {
+    distributed::single_process comm;
+    const auto failure = [&](const train::critic_config& cfg, std::int64_t channels) {
+        try {
+            critics_type c(cfg, channels, 0, comm);
+        } catch (const std::exception& e) {
+            return std::string(e.what());
+        }
+        return std::string("<no error>");
+    };
+    auto cfg = tiny_critics();
+    BOOST_TEST(contains(failure(cfg, 1), "1 channel"), failure(cfg, 1));
+    cfg.lpips_weights.clear();
+    BOOST_TEST(contains(failure(cfg, 3), "--lpips"), failure(cfg, 3));
+    cfg = tiny_critics();
+    cfg.disc_loss = "wasserstein";
+    BOOST_TEST(contains(failure(cfg, 3), "wasserstein"), failure(cfg, 3));
+    cfg = tiny_critics();
+    cfg.lpips_weights = "/no/such/lpips.safetensors";
+    BOOST_TEST(contains(failure(cfg, 3), "/no/such/lpips.safetensors"), failure(cfg, 3));
+    cfg = tiny_critics();
+    cfg.disc_start = -1;
+    BOOST_TEST(contains(failure(cfg, 3), "--disc-start -1"), failure(cfg, 3));
+}
+
+// The recipe end to end on a generated 32×32 colour folder: VE + LPIPS + PatchGAN from step 2,
+// interrupted after step 2 and resumed, equals the uninterrupted run in every logged term; the
+// checkpoint carries the discriminator and its optimizer's moments.
+BOOST_AUTO_TEST_CASE(recipe_trains_and_resumes_exactly) {
+    scratch_dir dir("tokenizer_recipe");
+    const auto folder = dir.path / "images";
+    std::filesystem::create_directories(folder / "shapes");
+    for (int i = 0; i < 24; ++i) {
+        io::image img(32, 32, 3);
+        for (std::int64_t y = 0; y < 32; ++y)
+            for (std::int64_t xx = 0; xx < 32; ++xx) {
+                const bool inside = (xx - 8 - i % 16) * (xx - 8 - i % 16) + (y - 16) * (y - 16) < 36 + i;
+                for (int c = 0; c < 3; ++c)
+                    img.pixels[static_cast<std::size_t>((y * 32 + xx) * 3 + c)] =
+                        static_cast<std::uint8_t>(inside ? 40 + 70 * c : (y * 8 + xx * (c + 1) * 2 + i * 9) % 256);
+            }
+        io::write_png(folder / "shapes" / fmt::format("{:02d}.png", i), img);
+    }
+    jobs::tokenizer_job cfg;
+    cfg.image_folder = folder.string();
+    cfg.image_size = 32;
+    cfg.channels = 3;
+    cfg.model = tiny_rgb_tokenizer();
+    cfg.critics = {.perceptual_weight = 1, .lpips_weights = "random", .lpips_width_divisor = 32, .disc_weight = 0.5, .disc_start = 2,
+                   .disc_ndf = 4};
+    cfg.steps = 4;
+    cfg.batch = 4;
+    cfg.warmup = 1;
+    cfg.log_every = 1;
+    cfg.checkpoint_every = 100;
+    cfg.eval_images = 2;
+    const loss::tokenizer_loss<loss::reconstruction<loss::l1>, loss::variance_expansion, loss::magnitude_regularizer> ve;
+    distributed::single_process comm;
+
+    cfg.out = (dir.path / "straight").string();
+    (void)jobs::tokenizer_detail::train<cpu>(cfg, ve, comm);
+    cfg.out = (dir.path / "resumed").string();
+    cfg.stop_after = 2;
+    (void)jobs::tokenizer_detail::train<cpu>(cfg, ve, comm);
+    const io::safetensors_file halfway(dir.path / "resumed" / "checkpoint" / "train_state.safetensors");
+    const auto disc_halfway = halfway.get<float>("discriminator.main.0.weight").to_vector();
+    BOOST_TEST(halfway.contains("discriminator.main.3.running_mean"));
+    cfg.stop_after = 0;
+    cfg.resume = true;
+    (void)jobs::tokenizer_detail::train<cpu>(cfg, ve, comm);
+
+    const auto lines = [](const std::filesystem::path& p) {
+        std::vector<nlohmann::json> v;
+        std::ifstream in(p);
+        for (std::string line; std::getline(in, line);) v.push_back(nlohmann::json::parse(line));
+        return v;
+    };
+    const auto straight = lines(dir.path / "straight" / "log.jsonl"), resumed = lines(dir.path / "resumed" / "log.jsonl");
+    BOOST_TEST_REQUIRE(straight.size() == 4u);
+    BOOST_TEST_REQUIRE(resumed.size() == 4u);
+    for (std::size_t i = 0; i < 4; ++i) {
+        for (const char* key : {"loss", "rec_l1", "ve", "magnitude", "perceptual", "lpips", "g", "d_weight", "adversarial", "d",
+                                "logits_real", "logits_fake", "sigma2_mean"})
+            BOOST_TEST(straight[i].at(key) == resumed[i].at(key), "step " << i + 1 << " " << key);
+        const bool adversarial = i >= 2;  // steps 3 and 4 (indices 2, 3 ≥ disc_start)
+        BOOST_TEST((straight[i].at("d_weight").get<double>() > 0) == adversarial, "step " << i + 1);
+        BOOST_TEST((straight[i].at("d").get<double>() > 0) == adversarial, "step " << i + 1);
+        BOOST_TEST(straight[i].at("lpips").get<double>() > 0.0);
+    }
+    const io::safetensors_file final_state(dir.path / "resumed" / "checkpoint" / "train_state.safetensors");
+    BOOST_TEST(final_state.get<float>("discriminator.main.0.weight").to_vector() != disc_halfway);
+    BOOST_TEST(final_state.contains("discriminator_optimizer.main.0.weight.exp_avg"));
+}
