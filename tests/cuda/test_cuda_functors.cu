@@ -16,6 +16,9 @@
 #include <thrust/transform.h>
 #include <thrust/transform_reduce.h>
 
+#include "vediff/backend/cpu/batch_norm.hpp"
+#include "vediff/backend/cpu/channel_norm.hpp"
+#include "vediff/backend/cpu/pool.hpp"
 #include "vediff/backend/cuda.hpp"
 #include "vediff/core/conv2d_geometry.hpp"
 
@@ -706,4 +709,97 @@ BOOST_AUTO_TEST_CASE(im2col_reads_the_convolution_windows_and_col2im_is_its_adjo
     std::vector<double> back(x.size());
     run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::col2im_op<double>{back.data(), c2.data(), s});
     BOOST_TEST(dot(col, c2) == dot(x, back), boost::test_tools::tolerance(1e-12));
+}
+
+// The batch norm jobs and maps on the host against the cpu kernels (themselves checked against
+// PyTorch in tests/test_norm.cpp): statistics, normalization, backward in both modes, the running
+// statistics. Channels of 2·5 and 3·150 values (more than a row's threads).
+BOOST_AUTO_TEST_CASE(batch_norm_jobs_are_the_cpu_kernels) {
+    for (std::int64_t inner : {5, 150}) {
+        BOOST_TEST_CONTEXT("inner " << inner) {
+            const std::int64_t n = 2 + (inner > 5), channels = 3, count = n * inner;
+            const auto x = random_values(static_cast<std::size_t>(n * channels * inner), 51, 1.5, 3.0);
+            const auto dy = random_values(x.size(), 52);
+            const auto w = random_values(channels, 53, 0.3, 1.0), b = random_values(channels, 54, 0.2);
+            std::vector<double> mean(channels), var(channels), rstd(channels), cmean(channels), cvar(channels), crstd(channels);
+            cuda_detail::reduce_rows_on_host(cuda_detail::batch_norm_statistics_job<double>{mean.data(), var.data(), rstd.data(), x.data(), n,
+                                                                                            channels, inner, 1e-5},
+                                             channels, count);
+            batch_norm_kernels<cpu>::statistics(cmean.data(), cvar.data(), crstd.data(), x.data(), n, channels, inner, 1e-5);
+            BOOST_TEST(mean == cmean, boost::test_tools::tolerance(1e-12) << boost::test_tools::per_element());
+            BOOST_TEST(var == cvar, boost::test_tools::tolerance(1e-10) << boost::test_tools::per_element());
+            BOOST_TEST(rstd == crstd, boost::test_tools::tolerance(1e-10) << boost::test_tools::per_element());
+
+            std::vector<double> y(x.size()), cy(x.size());
+            run_on_host(static_cast<std::int64_t>(x.size()),
+                        cuda_detail::batch_norm_normalize_op<double>{y.data(), x.data(), cmean.data(), crstd.data(), w.data(), b.data(), channels, inner});
+            batch_norm_kernels<cpu>::normalize(cy.data(), x.data(), cmean.data(), crstd.data(), w.data(), b.data(), n, channels, inner);
+            BOOST_TEST(y == cy, boost::test_tools::per_element());
+
+            for (const bool batch_statistics : {true, false}) {
+                std::vector<double> dx(x.size()), cdx(x.size()), dw(channels, 0.5), db(channels, -0.5), cdw(dw), cdb(db);
+                cuda_detail::reduce_rows_on_host(cuda_detail::batch_norm_backward_job<double>{dx.data(), dw.data(), db.data(), dy.data(), x.data(),
+                                                                                              cmean.data(), crstd.data(), w.data(), n, channels,
+                                                                                              inner, batch_statistics},
+                                                 channels, count);
+                batch_norm_kernels<cpu>::backward(cdx.data(), cdw.data(), cdb.data(), dy.data(), x.data(), cmean.data(), crstd.data(), w.data(),
+                                                  n, channels, inner, batch_statistics);
+                BOOST_TEST(dx == cdx, boost::test_tools::tolerance(1e-12) << boost::test_tools::per_element());
+                BOOST_TEST(dw == cdw, boost::test_tools::tolerance(1e-12) << boost::test_tools::per_element());
+                BOOST_TEST(db == cdb, boost::test_tools::tolerance(1e-12) << boost::test_tools::per_element());
+            }
+
+            std::vector<double> rm{0.1, 0.2, 0.3}, rv{1.0, 2.0, 0.5}, crm(rm), crv(rv);
+            run_on_host(channels, cuda_detail::running_statistics_op<double>{rm.data(), rv.data(), cmean.data(), cvar.data(), 0.1,
+                                                                             double(count) / double(count - 1)});
+            batch_norm_kernels<cpu>::update_running(crm.data(), crv.data(), cmean.data(), cvar.data(), channels, 0.1, count);
+            BOOST_TEST(rm == crm, boost::test_tools::per_element());
+            BOOST_TEST(rv == crv, boost::test_tools::per_element());
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(channel_norm_maps_are_the_cpu_kernels) {
+    const std::int64_t n = 2, channels = 5, inner = 7;
+    auto x = random_values(static_cast<std::size_t>(n * channels * inner), 61);
+    for (std::int64_t c = 0; c < channels; ++c) x[static_cast<std::size_t>(c * inner + 3)] = 0.0;  // a zero vector: norm 0
+    const auto dy = random_values(x.size(), 62);
+    std::vector<double> y(x.size()), cy(x.size()), norm(n * inner), cnorm(n * inner), dx(x.size()), cdx(x.size());
+    run_on_host(n * inner, cuda_detail::channel_norm_forward_op<double>{y.data(), norm.data(), x.data(), channels, inner, 1e-10});
+    channel_norm_kernels<cpu>::forward(cy.data(), cnorm.data(), x.data(), n, channels, inner, 1e-10);
+    // Equal up to the compilers' contraction of products into FMAs.
+    BOOST_TEST(y == cy, boost::test_tools::tolerance(1e-14) << boost::test_tools::per_element());
+    BOOST_TEST(norm == cnorm, boost::test_tools::tolerance(1e-14) << boost::test_tools::per_element());
+    run_on_host(n * inner, cuda_detail::channel_norm_backward_op<double>{dx.data(), dy.data(), x.data(), cnorm.data(), channels, inner, 1e-10});
+    channel_norm_kernels<cpu>::backward(cdx.data(), dy.data(), x.data(), cnorm.data(), n, channels, inner, 1e-10);
+    BOOST_TEST(dx == cdx, boost::test_tools::tolerance(1e-13) << boost::test_tools::per_element());
+}
+
+// Pooling with LPIPS' and VGG's windows (2, stride 2) and overlapping padded ones (3, stride 2,
+// padding 1, and 3, stride 1): forward and the gathered max-pool backward equal the cpu's
+// scatter, ties included (a constant region: the first element of each window wins).
+BOOST_AUTO_TEST_CASE(pool_maps_are_the_cpu_kernels) {
+    struct shape {
+        std::int64_t kernel, stride, padding;
+    };
+    for (const auto s : {shape{2, 2, 0}, shape{3, 2, 1}, shape{3, 1, 0}, shape{3, 1, 1}}) {
+        BOOST_TEST_CONTEXT("kernel " << s.kernel << " stride " << s.stride << " padding " << s.padding) {
+            pool2d_geometry g{.planes = 3, .in_h = 9, .in_w = 8, .kernel = s.kernel, .stride = s.stride, .padding = s.padding};
+            g.out_h = (g.in_h + 2 * g.padding - g.kernel) / g.stride + 1;
+            g.out_w = (g.in_w + 2 * g.padding - g.kernel) / g.stride + 1;
+            auto x = random_values(static_cast<std::size_t>(g.planes * g.in_h * g.in_w), 71);
+            for (std::size_t i = 0; i < 12; ++i) x[i] = 0.25;  // ties
+            const auto dy = random_values(static_cast<std::size_t>(g.planes * g.out_h * g.out_w), 72);
+            std::vector<double> y(dy.size()), cy(dy.size()), a(dy.size()), ca(dy.size()), dx(x.size()), cdx(x.size());
+            run_on_host(static_cast<std::int64_t>(y.size()), cuda_detail::max_pool_op<double>{y.data(), x.data(), g});
+            pool_kernels<cpu>::max_pool2d(cy.data(), x.data(), g);
+            BOOST_TEST(y == cy, boost::test_tools::per_element());
+            run_on_host(static_cast<std::int64_t>(a.size()), cuda_detail::avg_pool_op<double>{a.data(), x.data(), g, true});
+            pool_kernels<cpu>::avg_pool2d(ca.data(), x.data(), g, true);
+            BOOST_TEST(a == ca, boost::test_tools::tolerance(1e-14) << boost::test_tools::per_element());
+            run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::max_pool_backward_op<double>{dx.data(), dy.data(), x.data(), g});
+            pool_kernels<cpu>::max_pool2d_backward(cdx.data(), dy.data(), x.data(), g);
+            BOOST_TEST(dx == cdx, boost::test_tools::tolerance(1e-14) << boost::test_tools::per_element());
+        }
+    }
 }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <boost/test/unit_test.hpp>
+#include <fmt/format.h>
 
 #include "vediff/backend/cpu.hpp"
 #include "vediff/core/transfer.hpp"
@@ -26,6 +27,8 @@
 #include "vediff/models/autoencoder.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/models/gaussian_posterior.hpp"
+#include "vediff/models/lpips.hpp"
+#include "vediff/models/patchgan_discriminator.hpp"
 #include "vediff/ops/random.hpp"
 
 namespace vediff::testing::parity {

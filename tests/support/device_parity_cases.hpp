@@ -70,3 +70,53 @@ BOOST_AUTO_TEST_CASE(same_seed_sampling_gives_the_same_images) {
         BOOST_TEST(relative_difference(a, b) <= sample_tolerance, "sampler " << int(kind));
     }
 }
+
+// The tokenizer recipe's networks: the PatchGAN discriminator in training mode (BatchNorm with
+// batch statistics, then its running statistics) and in evaluation mode, and LPIPS (a narrow random
+// VGG) with its gradient to the reconstruction: outputs, input gradients and weight gradients.
+BOOST_AUTO_TEST_CASE(discriminator_and_lpips_match_the_cpu) {
+    using namespace vediff;
+    using namespace vediff::testing::parity;
+    models::patchgan_discriminator<float, cpu> d_cpu({.in_channels = 3, .ndf = 8}, 0);
+    models::patchgan_discriminator<float, other> d_other({.in_channels = 3, .ndf = 8}, 0);
+    randomize_and_copy(d_cpu, d_other);  // trainable weights only: BatchNorm's buffers start at mean 0, var 1
+    philox_generator data{.seed = 8};
+    const auto x = ops::uniform<float, cpu>({2, 3, 40, 40}, data, -1.0f, 1.0f);
+    const auto x1 = ops::uniform<float, cpu>({2, 3, 40, 40}, data, -1.0f, 1.0f);
+    const view_on<float, other> x_other(x.view()), x1_other(x1.view());
+    for (const bool training : {true, false}) {
+        BOOST_TEST_CONTEXT((training ? "training" : "evaluation")) {
+            d_cpu.train(training);
+            d_other.train(training);
+            nn::zero_grad(d_cpu);
+            nn::zero_grad(d_other);
+            const auto logits = d_cpu.forward(x.view());
+            const auto logits_other = d_other.forward(x_other.view());
+            BOOST_TEST(relative_difference(logits.to_vector(), logits_other.to_vector()) <= loss_tolerance);
+            const auto dx = d_cpu.backward(logits.view());
+            const auto dx_other = d_other.backward(logits_other.view());
+            BOOST_TEST(relative_difference(dx.to_vector(), dx_other.to_vector()) <= gradient_tolerance);
+            BOOST_TEST(largest_gradient_difference(d_cpu, d_other) <= gradient_tolerance);
+        }
+    }
+    for (std::size_t k : {3, 6, 9}) {
+        const auto name = fmt::format("main.{}.running_var", k);
+        const auto a = nn::named_parameters(d_cpu), b = nn::named_parameters(d_other);
+        for (std::size_t i = 0; i < a.size(); ++i)
+            if (a[i].first == name)
+                BOOST_TEST(relative_difference(a[i].second->value.to_vector(), b[i].second->value.to_vector()) <= loss_tolerance, name);
+    }
+
+    models::lpips<float, cpu> l_cpu(3, 16);
+    models::lpips<float, other> l_other(3, 16);
+    auto from = nn::named_parameters(l_cpu), to_params = nn::named_parameters(l_other);
+    for (std::size_t i = 0; i < from.size(); ++i) to_params[i].second->value = to<other>(from[i].second->value.view());
+    const auto distance = l_cpu.forward(x.view(), x1.view());
+    const auto distance_other = l_other.forward(x_other.view(), x1_other.view());
+    BOOST_TEST(relative_difference(distance.to_vector(), distance_other.to_vector()) <= loss_tolerance);
+    const auto ones = tensor<float, cpu>::full({2}, 1.0f);
+    const auto ones_other = tensor<float, other>::full({2}, 1.0f);
+    const auto dl = l_cpu.backward(ones.view());
+    const auto dl_other = l_other.backward(ones_other.view());
+    BOOST_TEST(relative_difference(dl.to_vector(), dl_other.to_vector()) <= gradient_tolerance);
+}

@@ -13,8 +13,8 @@ namespace vediff {
 
 template <device D> struct activation_kernels;
 template <device D> struct attention_kernels;
-template <device D> struct channel_norm_kernels;  // cpu only so far: LPIPS (models/lpips.hpp)
-template <device D> struct batch_norm_kernels;  // cpu only so far: the FID Inception (eval) and the PatchGAN discriminator
+template <device D> struct channel_norm_kernels;  // LPIPS (models/lpips.hpp)
+template <device D> struct batch_norm_kernels;    // the FID Inception (eval) and the PatchGAN discriminator
 template <device D> struct broadcast_kernels;
 template <device D> struct concat_kernels;
 template <device D> struct conv_kernels;
@@ -26,7 +26,7 @@ template <device D> struct loss_kernels;
 template <device D> struct norm_kernels;
 template <device D> struct optim_kernels;
 template <device D> struct patchify_kernels;
-template <device D> struct pool_kernels;        // cpu only: the frozen FID Inception (models/inception.hpp)
+template <device D> struct pool_kernels;        // the FID Inception and LPIPS
 template <device D> struct positional_kernels;
 template <device D> struct posterior_kernels;
 template <device D> struct random_kernels;
