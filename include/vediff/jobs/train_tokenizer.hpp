@@ -29,6 +29,7 @@
 #include "vediff/data/fashion_mnist.hpp"
 #include "vediff/data/image_folder.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/io/autoencoder_weights.hpp"
 #include "vediff/io/image_grid.hpp"
 #include "vediff/core/transfer.hpp"
 #include "vediff/distributed/data_parallel.hpp"
@@ -64,6 +65,8 @@ struct tokenizer_job {
     int channels = 1;              // image-folder channels (1 or 3)
     // Model.
     models::autoencoder_config model;
+    std::string architecture;  // "f8c4" | "f16d32": a published tokenizer's (models::published_autoencoder), replacing `model`'s sizes
+    std::string init_from;     // a safetensors file of tokenizer weights (LDM or diffusers naming) to start from
     // Loss.
     std::string loss = "ve";  // ve | kl | ve+kl | none
     std::string reconstruction = "l1";
@@ -85,7 +88,7 @@ struct tokenizer_job {
 
     nlohmann::json to_json() const {
         return {{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
-                {"model", model},
+                {"model", model}, {"architecture", architecture}, {"init_from", init_from},
                 {"loss", loss}, {"reconstruction", reconstruction}, {"ve_weight", ve_weight}, {"delta", delta},
                 {"magnitude_weight", magnitude_weight}, {"tau", tau}, {"kl_weight", kl_weight}, {"reduction", reduction},
                 {"critics", critics.to_json()},
@@ -208,10 +211,21 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     }
 
     const auto sets = load_data(cfg);
+    if (!cfg.architecture.empty()) {
+        cfg.model = models::published_autoencoder(cfg.architecture, sets.train.images.dim(2));
+        if (sets.train.images.dim(1) != 3)
+            throw std::invalid_argument(fmt::format("--architecture {}: the published tokenizers take RGB images; these have {} channel(s) "
+                                                    "(--channels 3)",
+                                                    cfg.architecture, sets.train.images.dim(1)));
+    }
     cfg.model.in_channels = cfg.model.out_channels = sets.train.images.dim(1);
     cfg.model.resolution = sets.train.images.dim(2);
     using model_type = models::autoencoder_kl<float, D>;
     model_type ae(cfg.model, cfg.seed);
+    if (!cfg.init_from.empty() && !cfg.resume) {
+        const auto naming = io::load_autoencoder_weights(cfg.init_from, ae);
+        if (root) fmt::print("initialized from {} ({} naming)\n", cfg.init_from, io::to_string(naming));
+    }
     distributed::data_parallel<Comm, model_type> parallel(comm, ae);
     if (cfg.batch % comm.size() != 0)
         throw std::invalid_argument(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
@@ -429,6 +443,10 @@ void add_tokenizer_options(cxxopts::Options& options) {
         ("image-size", "image-folder: side after center crop and resize", cxxopts::value<std::int64_t>()->default_value(dflt(d.image_size)))
         ("channels", "image-folder: 1 or 3", cxxopts::value<int>()->default_value(dflt(d.channels)));
     options.add_options("model")
+        ("architecture", "a published tokenizer's sizes: f8c4 (LDM / SD VAE) or f16d32 (VA-VAE); replaces the flags below",
+         cxxopts::value<std::string>()->default_value(""))
+        ("init-from", "start from these tokenizer weights (safetensors, LDM or diffusers names), e.g. to fine-tune SD's VAE with VE",
+         cxxopts::value<std::string>()->default_value(""))
         ("ch", "base channels", cxxopts::value<std::int64_t>()->default_value(dflt(d.model.ch)))
         ("ch-mult", "channel multipliers per level", cxxopts::value<std::string>()->default_value(list(d.model.ch_mult)))
         ("num-res-blocks", "ResnetBlocks per level", cxxopts::value<std::int64_t>()->default_value(dflt(d.model.num_res_blocks)))
@@ -491,6 +509,9 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.model.z_channels = cfg.model.embed_dim = a["z-channels"].as<std::int64_t>();
     cfg.model.attn_resolutions = parse_list(a["attn-resolutions"].as<std::string>(), "attn-resolutions");
     cfg.model.norm_groups = a["norm-groups"].as<std::int64_t>();
+    cfg.architecture = a["architecture"].as<std::string>();
+    if (!cfg.architecture.empty()) (void)models::published_autoencoder(cfg.architecture);  // a bad name fails before any data is read
+    cfg.init_from = a["init-from"].as<std::string>();
     cfg.loss = a["loss"].as<std::string>();
     cfg.reconstruction = a["reconstruction"].as<std::string>();
     cfg.ve_weight = a["ve-weight"].as<double>();

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <fmt/format.h>
@@ -53,6 +54,35 @@ struct autoencoder_config {
                              downsampling_factor()));
     }
 };
+
+/// The published tokenizers' architectures by name, for 3-channel images (the resolution is the
+/// training images', 256 for the published weights):
+///   "f8c4"    LDM / Stable Diffusion's VAE (kl-f8): ch 128, ch_mult (1, 2, 4, 4), 2 res blocks,
+///             attention in the mid block only, z 4
+///   "f16d32"  VA-VAE (LightningDiT's tokenizer): ch 128, ch_mult (1, 1, 2, 2, 4), 2 res blocks,
+///             attention at 16×16 and in the mid block, z 32
+/// Throws std::invalid_argument for another name, listing these.
+inline autoencoder_config published_autoencoder(std::string_view name, std::int64_t resolution = 256) {
+    autoencoder_config c;
+    c.in_channels = c.out_channels = 3;
+    c.ch = 128;
+    c.num_res_blocks = 2;
+    c.norm_groups = 32;
+    c.resolution = resolution;
+    if (name == "f8c4") {
+        c.ch_mult = {1, 2, 4, 4};
+        c.z_channels = c.embed_dim = 4;
+        c.attn_resolutions = {};
+    } else if (name == "f16d32") {
+        c.ch_mult = {1, 1, 2, 2, 4};
+        c.z_channels = c.embed_dim = 32;
+        c.attn_resolutions = {16};
+    } else {
+        throw std::invalid_argument(fmt::format("unknown tokenizer architecture '{}' (expected f8c4 or f16d32)", name));
+    }
+    c.validate();
+    return c;
+}
 
 // The fields a tokenizer run saves ("model" of its configuration), one list for writing and
 // reading; norm_eps is the reference's constant and is not saved.
