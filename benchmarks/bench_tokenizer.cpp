@@ -4,6 +4,12 @@
 // PyTorch (benchmarks/torch_tokenizer.py) on the same thread count. Default: the target,
 // batch 64 of 1×32×32, ch 64, ch_mult (1, 2, 2), 1 res block, z_channels 4.
 //   bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]
+//   bench_tokenizer --recipe [--resolution R] ...   LDM's real-resolution step: the f8c4 tokenizer (SD's
+//       VAE) on batch 4 of 3×256×256 by default, + LPIPS (full VGG16, random weights) + the PatchGAN
+//       (ndf 64) with the adaptive weight, and the discriminator's own step (train/tokenizer_critics.hpp)
+//   --cache-mib M: the cpu block cache's budget (default 2048; its idle blocks count in the peak RSS)
+//   --sequential: all of vediff's steps first, then (its memory returned) all of PyTorch's, for sizes
+//       whose two working sets do not fit the machine together (the recipe at 256: 23 GiB here)
 // The two libraries take turns, one step each, with a pause between (an idle OpenMP pool spins for
 // a while and would steal a core from the other): on a shared machine both then see the same load,
 // and the ratio of the medians is fair even when the absolute numbers are not. The share of the
@@ -49,6 +55,7 @@
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/ops/random.hpp"
 #include "vediff/optim/adamw.hpp"
+#include "vediff/train/tokenizer_critics.hpp"
 
 using namespace vediff;
 using namespace vediff::bench;
@@ -56,9 +63,11 @@ using namespace vediff::bench;
 namespace {
 
 /// The phases of one vediff step, timed separately (the medians show where a step's time goes).
-enum phase { encode, sample, decode, loss_eval, decode_backward, posterior_backward, encode_backward, optimizer, phase_count };
+enum phase { encode, sample, decode, loss_eval, critics, decode_backward, posterior_backward, encode_backward, optimizer, phase_count };
 constexpr const char* phase_names[phase_count] = {"encode",          "posterior sample", "decode",          "loss",
-                                                  "decode backward", "posterior backward", "encode backward", "AdamW + zero grad"};
+                                                  "LPIPS + discriminator", "decode backward", "posterior backward", "encode backward",
+                                                  "AdamW + zero grad"};
+using critics_type = train::tokenizer_critics<float, cpu, distributed::single_process>;
 
 /// vediff's side: the agreed training step of the tokenizer.
 struct vediff_trainer {
@@ -66,13 +75,19 @@ struct vediff_trainer {
     optim::adamw<float> opt;
     loss::tokenizer_loss<loss::reconstruction<loss::l1>, loss::variance_expansion, loss::magnitude_regularizer> objective;
     philox_generator noise_gen{.seed = 2};
-    tensor<float> x;  // (B, 1, 32, 32) in [−1, 1]
+    tensor<float> x;  // (B, C, H, W) in [−1, 1]
     std::vector<std::vector<double>> phase_ms = std::vector<std::vector<double>>(phase_count);
+    distributed::single_process comm;
+    std::optional<critics_type> critics;  // --recipe
 
-    vediff_trainer(const models::autoencoder_config& cfg, std::int64_t batch)
+    vediff_trainer(const models::autoencoder_config& cfg, std::int64_t batch, bool recipe)
         : ae(cfg, 0), opt(ae, {.lr = 1e-4, .beta1 = 0.5, .beta2 = 0.9, .eps = 1e-8, .weight_decay = 1e-2}) {
         philox_generator data_gen{.seed = 1};
         x = ops::uniform<float>({batch, cfg.in_channels, cfg.resolution, cfg.resolution}, data_gen, -1.0f, 1.0f);
+        if (recipe)
+            critics.emplace(train::critic_config{.perceptual_weight = 1, .lpips_weights = "random", .disc_weight = 0.5, .disc_start = 0,
+                                                 .disc_ndf = 64, .disc_lr = 1e-4},
+                            cfg.in_channels, 0, comm);
     }
 
     /// One step; returns (milliseconds, loss) and records the phases when `timed`.
@@ -94,6 +109,12 @@ struct vediff_trainer {
         lap(decode);
         auto r = objective.evaluate(loss::tokenizer_outputs<float, cpu>{x, x_hat, post.mean, post.logvar, z});
         lap(loss_eval);
+        double critic_loss = 0;
+        if (critics) {
+            critic_loss = critics->generator(x, x_hat, r.gradients.dx_hat, std::get<2>(ae.decoder.head.layers), 0, objective.mode).total();
+            (void)critics->train_discriminator(x, x_hat, 0);
+        }
+        lap(phase::critics);
         auto dz = ae.decode_backward(r.gradients.dx_hat);
         lap(decode_backward);
         ops::axpy(dz.view(), r.gradients.dz.view());
@@ -107,7 +128,7 @@ struct vediff_trainer {
         lap(optimizer);
         if (timed)
             for (int p = 0; p < phase_count; ++p) phase_ms[p].push_back(t[p]);
-        return {std::chrono::duration<double, std::milli>(clock_type::now() - start).count(), r.total};
+        return {std::chrono::duration<double, std::milli>(clock_type::now() - start).count(), r.total + critic_loss};
     }
 };
 
@@ -116,8 +137,8 @@ struct vediff_trainer {
 
 int main(int argc, char** argv) {
     int threads = 2, warmup = 2, steps = 7;
-    std::int64_t batch = 64;
-    bool with_torch = true;
+    std::int64_t batch = 0, resolution = 256;
+    bool with_torch = true, recipe = false, sequential = false;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
@@ -125,20 +146,31 @@ int main(int argc, char** argv) {
         else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
         else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
         else if (a == "--no-torch") with_torch = false;
+        else if (a == "--recipe") recipe = true;
+        else if (a == "--sequential") sequential = true;
+        else if (a == "--cache-mib" && i + 1 < argc) memory<cpu>::set_cache_budget(std::size_t(std::atoll(argv[++i])) << 20);
+        else if (a == "--resolution" && i + 1 < argc) resolution = std::atoll(argv[++i]);
         else {
-            std::fprintf(stderr, "usage: bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]\n");
+            std::fprintf(stderr, "usage: bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch] "
+                                 "[--recipe [--resolution R]] [--sequential] [--cache-mib M]\n");
             return 2;
         }
     }
-    if (threads < 1 || warmup < 0 || steps < 1 || batch < 1) {
-        std::fprintf(stderr, "bench_tokenizer: --threads, --steps and --batch must be >= 1, --warmup >= 0\n");
+    if (batch == 0) batch = recipe ? 4 : 64;
+    if (threads < 1 || warmup < 0 || steps < 1 || batch < 1 || resolution < 32 || resolution % 8 != 0) {
+        std::fprintf(stderr, "bench_tokenizer: --threads, --steps and --batch must be >= 1, --warmup >= 0, --resolution a multiple "
+                             "of 8 from 32\n");
         return 2;
     }
     std::signal(SIGPIPE, SIG_IGN);  // a peer that dies shows up as a failed write, not as our death
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif
-    const models::autoencoder_config cfg{};  // the default: ch 64, ch_mult (1, 2, 2), 1 res block, z 4
+    // Default: ch 64, ch_mult (1, 2, 2), 1 res block, z 4 on 1×32×32; --recipe: SD's VAE on RGB.
+    const models::autoencoder_config cfg = recipe ? models::published_autoencoder("f8c4", resolution) : models::autoencoder_config{};
+    if (recipe)
+        fmt::print("LDM's recipe: + LPIPS (VGG16, weight 1 per pixel) + PatchGAN (ndf 64, hinge, adaptive weight) + the "
+                   "discriminator's AdamW step\n");
     fmt::print("tokenizer training step (encode + sample + decode + l1/VE/magnitude loss + backward + AdamW), "
                "batch {} of {}×{}×{}, ch {}, {} threads; median of {} steps after {} warm-up steps, the libraries "
                "taking turns\n",
@@ -156,7 +188,7 @@ int main(int argc, char** argv) {
         }
         theirs.ok = peer.start({"/usr/bin/python3", std::string(VEDIFF_BENCH_DIR) + "/torch_tokenizer.py", std::to_string(threads),
                                 std::to_string(batch), std::to_string(cfg.ch), mult, std::to_string(cfg.num_res_blocks),
-                                std::to_string(cfg.z_channels), std::to_string(cfg.resolution)});
+                                std::to_string(cfg.z_channels), std::to_string(cfg.resolution), recipe ? "recipe" : "plain"});
         if (theirs.ok) {
             theirs.rss_baseline_kib = long(peer.header().count("rss_baseline_kib") ? peer.header().at("rss_baseline_kib") : 0);
             theirs.parameters = std::int64_t(peer.header().count("parameters") ? peer.header().at("parameters") : 0);
@@ -166,20 +198,51 @@ int main(int argc, char** argv) {
     }
 
     ours.rss_baseline_kib = self_usage().ru_maxrss;
-    vediff_trainer trainer(cfg, batch);
-    ours.parameters = nn::parameter_count(trainer.ae);
+    auto trainer = std::make_unique<vediff_trainer>(cfg, batch, recipe);
+    ours.parameters = nn::parameter_count(trainer->ae);
     ours.ok = true;
 
-    // Turns: vediff step, pause, torch step, pause.
-    auto turn = [&](bool timed) { take_turn([&] { return trainer.step(timed); }, ours, peer, theirs, timed); };
-    for (int i = 0; i < warmup; ++i) turn(false);
-    const long faults_before = self_usage().ru_minflt;
-    const cpu_ticks before = read_ticks(theirs.ok ? peer.pid() : 0);
-    for (int i = 0; i < steps; ++i) turn(true);
-    const cpu_ticks after = read_ticks(theirs.ok ? peer.pid() : 0);
+    const long faults_at_start = self_usage().ru_minflt;
+    long faults_before = faults_at_start;
+    cpu_ticks before{}, after{};
+    if (!sequential) {
+        // Turns: vediff step, pause, torch step, pause.
+        auto turn = [&](bool timed) { take_turn([&] { return trainer->step(timed); }, ours, peer, theirs, timed); };
+        for (int i = 0; i < warmup; ++i) turn(false);
+        faults_before = self_usage().ru_minflt;
+        before = read_ticks(theirs.ok ? peer.pid() : 0);
+        for (int i = 0; i < steps; ++i) turn(true);
+        after = read_ticks(theirs.ok ? peer.pid() : 0);
+    } else {
+        // All of vediff's steps, then its memory back to the system, then all of the peer's: two
+        // working sets of this size do not fit one machine's memory together.
+        measurement none;
+        torch_peer idle;
+        for (int i = 0; i < warmup; ++i) take_turn([&] { return trainer->step(false); }, ours, idle, none, false);
+        faults_before = self_usage().ru_minflt;
+        before = read_ticks(theirs.ok ? peer.pid() : 0);
+        for (int i = 0; i < steps; ++i) take_turn([&] { return trainer->step(true); }, ours, idle, none, true);
+    }
     ours.faults_per_step = double(self_usage().ru_minflt - faults_before) / steps;
     ours.peak_rss_kib = self_usage().ru_maxrss;
     ours.vm_hwm_kib = vm_hwm_kib();
+    std::vector<std::vector<double>> phase_ms = trainer->phase_ms;
+    if (sequential) {
+        trainer.reset();
+        memory<cpu>::trim();
+        for (int i = 0; i < warmup + steps && theirs.ok; ++i) {
+            pause_between_libraries();
+            const bool timed = i >= warmup;
+            if (const auto r = peer.step(timed)) {
+                if (timed) theirs.step_ms.push_back(r->first);
+                theirs.loss = r->second;
+            } else {
+                theirs.ok = false;
+                fmt::print("torch: the peer stopped answering\n");
+            }
+        }
+        after = read_ticks(theirs.ok ? peer.pid() : 0);
+    }
     if (theirs.ok) {
         const auto report = peer.finish();
         theirs.ok = report.count("peak_rss_kib") > 0 && theirs.step_ms.size() == std::size_t(steps);
@@ -218,7 +281,7 @@ int main(int argc, char** argv) {
     };
     fmt::print("steps in order, ms: vediff{}; torch{}\n", list(ours.step_ms), theirs.ok ? list(theirs.step_ms) : " n/a");
     fmt::print("vediff step phases (median ms):");
-    for (int p = 0; p < phase_count; ++p) fmt::print(" {} {:.1f};", phase_names[p], median(trainer.phase_ms[p]));
+    for (int p = 0; p < phase_count; ++p) fmt::print(" {} {:.1f};", phase_names[p], median(phase_ms[p]));
     fmt::print("\n");
     if (theirs.ok) {
         fmt::print("throughput ratio vediff/torch: {:.2f}x (target >= 1.3x)\n", ours_ips / theirs_ips);

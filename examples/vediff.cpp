@@ -16,6 +16,7 @@
 #include "vediff/jobs/classifier.hpp"
 #include "vediff/jobs/encode_latents.hpp"
 #include "vediff/jobs/evaluate.hpp"
+#include "vediff/jobs/export_tokenizer.hpp"
 #include "vediff/jobs/experiment.hpp"
 #include "vediff/jobs/sample.hpp"
 #include "vediff/jobs/toy.hpp"
@@ -37,6 +38,7 @@ constexpr subcommand subcommands[] = {
     {"train-tokenizer", "train the VAE tokenizer with the VE loss (or KL); data-parallel under mpirun",
      vediff::jobs::train_tokenizer_main<program_devices>, true},
     {"encode", "encode Fashion-MNIST with a tokenizer into a latent cache", vediff::jobs::encode_latents_main<program_devices>},
+    {"export", "write a trained tokenizer in LDM's or diffusers' naming, for PyTorch code", vediff::jobs::export_main},
     {"train-dit", "train a class-conditional DiT / LightningDiT on a latent cache; data-parallel under mpirun",
      vediff::jobs::train_dit_main<program_devices>, true},
     {"sample", "class-conditional samples of a trained DiT, decoded", vediff::jobs::sample_main<program_devices>},

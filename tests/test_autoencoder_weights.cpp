@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "support/errors.hpp"
+#include "support/fixture.hpp"
 #include "support/scratch_dir.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/io/autoencoder_weights.hpp"
@@ -154,4 +155,46 @@ BOOST_AUTO_TEST_CASE(published_architectures) {
     // SD's VAE: 83.65 M parameters (diffusers' AutoencoderKL of stabilityai/sd-vae-ft-mse).
     models::autoencoder_kl<float> sd(f8, 0);
     BOOST_TEST(nn::parameter_count(sd) == 83653863);
+}
+
+// The published architectures at 1/16 width against PyTorch (tests/fixtures/make_published_tokenizers.py):
+// the LDM-named state_dict PyTorch wrote loads (strictly), encode and decode agree within 1e-4 of
+// the largest magnitude, and the diffusers export of f8c4 reloads to the same outputs.
+BOOST_AUTO_TEST_CASE(published_architectures_match_pytorch) {
+    const auto f = load_fixture("published_tokenizers.txt");
+    scratch_dir dir("published_tokenizers");
+    for (const std::string name : {"f8c4", "f16d32"}) {
+        BOOST_TEST_CONTEXT(name) {
+            auto c = models::published_autoencoder(name, 32);
+            c.ch = 8;
+            c.norm_groups = 4;
+            if (name == "f16d32") c.attn_resolutions = {2};  // the coarsest level, as 16 is at 256 px
+            models::autoencoder_kl<float> ae(c, 0);
+            BOOST_TEST((io::load_autoencoder_weights(std::string(VEDIFF_FIXTURE_DIR) + "/" + name + "_ldm.safetensors", ae) ==
+                        io::weight_naming::ldm));
+            const auto run = [&](models::autoencoder_kl<float>& model) {
+                nn::no_grad off;
+                const auto x = f.get<float>(name + ".x");
+                const auto z = f.get<float>(name + ".z");
+                return std::make_pair(model.encode(x.view()), model.decode(z.view()));
+            };
+            const auto scale = [&](const std::string& key) {
+                double m = 0;
+                for (const double v : f.entries.at(key).second) m = std::max(m, std::abs(v));
+                return m;
+            };
+            const auto [moments, x_hat] = run(ae);
+            check_close(moments, f.get<double>(name + ".moments"), 0, 1e-4 * scale(name + ".moments"), name + " moments");
+            check_close(x_hat, f.get<double>(name + ".x_hat"), 0, 1e-4 * scale(name + ".x_hat"), name + " x_hat");
+            if (name == "f8c4") {
+                const auto path = dir.path / "f8c4_diffusers.safetensors";
+                io::save_autoencoder_weights(path, ae, io::weight_naming::diffusers);
+                models::autoencoder_kl<float> reloaded(c, 7);
+                BOOST_TEST((io::load_autoencoder_weights(path, reloaded) == io::weight_naming::diffusers));
+                const auto [moments2, x_hat2] = run(reloaded);
+                BOOST_TEST(moments2.to_vector() == moments.to_vector());
+                BOOST_TEST(x_hat2.to_vector() == x_hat.to_vector());
+            }
+        }
+    }
 }

@@ -14,6 +14,7 @@
 #include "support/scratch_dir.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/io/image.hpp"
+#include "vediff/jobs/export_tokenizer.hpp"
 #include "vediff/jobs/train_tokenizer.hpp"
 #include "vediff/train/tokenizer_critics.hpp"
 
@@ -262,4 +263,33 @@ BOOST_AUTO_TEST_CASE(recipe_trains_and_resumes_exactly) {
     const io::safetensors_file final_state(dir.path / "resumed" / "checkpoint" / "train_state.safetensors");
     BOOST_TEST(final_state.get<float>("discriminator.main.0.weight").to_vector() != disc_halfway);
     BOOST_TEST(final_state.contains("discriminator_optimizer.main.0.weight.exp_avg"));
+
+    // Export in both namings; each reloads to the trained weights.
+    auto trained = train::load_tokenizer_run<cpu>(dir.path / "resumed");
+    const auto weights = [](auto& model) {
+        std::vector<std::vector<float>> v;
+        for (auto& [name, p] : nn::named_parameters(model)) v.push_back(p->value.to_vector());
+        return v;
+    };
+    (void)jobs::export_tokenizer({.tokenizer = (dir.path / "resumed").string(), .naming = "ldm", .out = (dir.path / "ve_ldm.safetensors").string()});
+    const auto diffusers = jobs::export_tokenizer(
+        {.tokenizer = (dir.path / "resumed").string(), .naming = "diffusers", .out = (dir.path / "ve_diffusers").string()});
+    for (const auto& file : {dir.path / "ve_ldm.safetensors", dir.path / "ve_diffusers" / "diffusion_pytorch_model.safetensors"}) {
+        models::autoencoder_kl<float> reloaded(cfg.model, 99);
+        (void)io::load_autoencoder_weights(file, reloaded);
+        BOOST_TEST(weights(reloaded) == weights(trained.model), file.string());
+    }
+    std::ifstream config_file(dir.path / "ve_diffusers" / "config.json");
+    const auto config = nlohmann::json::parse(config_file);
+    BOOST_TEST(config.at("_class_name").get<std::string>() == "AutoencoderKL");
+    BOOST_TEST(config.at("block_out_channels") == nlohmann::json::array({8, 16}));
+    BOOST_TEST(config.at("layers_per_block").get<int>() == 1);
+    BOOST_TEST(config.at("latent_channels").get<int>() == 2);
+    // SD's scaling_factor: 1/std of the run's test latents (the metrics' per-channel statistics).
+    std::ifstream metrics_file(dir.path / "resumed" / "metrics.json");
+    const auto metrics = nlohmann::json::parse(metrics_file);
+    const auto mean = metrics.at("latent_channel_mean").get<std::vector<double>>(), sd = metrics.at("latent_channel_std").get<std::vector<double>>();
+    const double m = (mean[0] + mean[1]) / 2, second = (sd[0] * sd[0] + mean[0] * mean[0] + sd[1] * sd[1] + mean[1] * mean[1]) / 2;
+    BOOST_TEST(config.at("scaling_factor").get<double>() == 1 / std::sqrt(second - m * m), boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(diffusers.at("scaling_factor").get<double>() == config.at("scaling_factor").get<double>());
 }

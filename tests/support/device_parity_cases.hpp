@@ -101,7 +101,8 @@ BOOST_AUTO_TEST_CASE(discriminator_and_lpips_match_the_cpu) {
     }
     for (std::size_t k : {3, 6, 9}) {
         const auto name = fmt::format("main.{}.running_var", k);
-        const auto a = nn::named_parameters(d_cpu), b = nn::named_parameters(d_other);
+        const auto a = nn::named_parameters(d_cpu);
+        const auto b = nn::named_parameters(d_other);
         for (std::size_t i = 0; i < a.size(); ++i)
             if (a[i].first == name)
                 BOOST_TEST(relative_difference(a[i].second->value.to_vector(), b[i].second->value.to_vector()) <= loss_tolerance, name);
@@ -109,7 +110,8 @@ BOOST_AUTO_TEST_CASE(discriminator_and_lpips_match_the_cpu) {
 
     models::lpips<float, cpu> l_cpu(3, 16);
     models::lpips<float, other> l_other(3, 16);
-    auto from = nn::named_parameters(l_cpu), to_params = nn::named_parameters(l_other);
+    auto from = nn::named_parameters(l_cpu);
+    auto to_params = nn::named_parameters(l_other);
     for (std::size_t i = 0; i < from.size(); ++i) to_params[i].second->value = to<other>(from[i].second->value.view());
     const auto distance = l_cpu.forward(x.view(), x1.view());
     const auto distance_other = l_other.forward(x_other.view(), x1_other.view());

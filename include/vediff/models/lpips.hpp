@@ -103,7 +103,7 @@ struct lpips {
                 positions_[k] = l.dim(2) * l.dim(3);
             }
         }
-        if (!keep) scaled_ = tensor<T, D>{};
+        if (!keep) release_saved();
         return distance;
     }
 
@@ -133,6 +133,14 @@ struct lpips {
         // (x − shift) / scale: the gradient is divided by scale per channel.
         const auto inverse = ops::div(tensor<T, D>::full(scale.shape(), T(1)).view(), scale.value.view());
         return ops::mul_broadcast(d.view(), inverse.view());
+    }
+
+    /// Drops what the last forward kept for backward (the VGG activations of x0, several hundred MB
+    /// at 256 px), e.g. once backward has run; a backward after this is an error naming the layer.
+    void forget() {
+        nn::no_grad off;
+        const auto tiny = tensor<T, D>::zeros({1, 3, 16, 16});
+        (void)forward(tiny.view(), tiny.view());
     }
 
     template <class F>
@@ -188,6 +196,16 @@ private:
         f[3] = slice4.forward(f[2]);
         f[4] = slice5.forward(f[3]);
         return f;
+    }
+
+    void release_saved() {
+        scaled_ = tensor<T, D>{};
+        for (std::size_t k = 0; k < 5; ++k) {
+            features_[k] = tensor<T, D>{};
+            norms_[k] = tensor<T, D>{};
+            diffs_[k] = tensor<T, D>{};
+            squared_[k] = tensor<T, D>{};
+        }
     }
 
     nn::backward_record record_;

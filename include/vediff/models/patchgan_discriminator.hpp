@@ -67,8 +67,23 @@ struct patchgan_discriminator {
     /// dlogits → dx; accumulates every trainable parameter's gradient.
     tensor<T, D> backward(const tensor_view<T, D>& dlogits) { return main.backward(dlogits); }
 
+    /// Drops what the last forward kept for backward (a forward under nn::no_grad on a 32×32 image
+    /// in evaluation mode, which keeps nothing and moves no running statistic); a backward after
+    /// this is an error naming the layer.
+    void forget() {
+        nn::no_grad off;
+        const bool was_training = training_;
+        train(false);
+        const auto tiny = tensor<T, D>::zeros({1, config.in_channels, 32, 32});
+        (void)main.forward(tiny.view());
+        train(was_training);
+    }
+
     /// Training (batch statistics, updated running statistics) or evaluation (running statistics).
-    void train(bool training) { main.train(training); }
+    void train(bool training) {
+        training_ = training;
+        main.train(training);
+    }
 
     template <class F>
     void for_each_parameter(F&& f, const std::string& prefix = {}) {
@@ -76,6 +91,8 @@ struct patchgan_discriminator {
     }
 
 private:
+    bool training_ = true;
+
     static stack make_stack(const patchgan_config& c) {
         if (c.in_channels <= 0 || c.ndf <= 0)
             throw shape_error(fmt::format("patchgan_discriminator: in_channels {} and ndf {} must be positive", c.in_channels, c.ndf));

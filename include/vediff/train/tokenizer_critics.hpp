@@ -159,6 +159,7 @@ public:
             r.perceptual = config_.perceptual_weight * scale * r.lpips;
             const auto ddistance = tensor<T, D>::full(distance.shape(), T(config_.perceptual_weight * scale / n));
             const auto dx = lpips_->backward(ddistance.view());
+            lpips_->forget();  // its activations are spent: not held through the tokenizer's backward
             ops::axpy(dx_hat, dx.view());
         }
         if (adversarial_at(step)) {
@@ -166,6 +167,7 @@ public:
             const auto logits = disc_->forward(x_hat);
             const auto g = loss::hinge_generator_loss(logits.view());
             const auto dx_g = disc_->backward(g.d_fake.view());  // the discriminator's gradients are cleared before its step
+            disc_->forget();
             const auto rec_grad = last_layer.weight_gradient(dx_hat);
             const auto g_grad = last_layer.weight_gradient(dx_g.view());
             r.g = g.value;
@@ -193,6 +195,7 @@ public:
         const auto fake_logits = disc_->forward(x_hat);
         const auto fake = loss::discriminator_fake_term(objective_, fake_logits.view());
         (void)disc_->backward(fake.gradient.view());
+        disc_->forget();
         parallel_->reduce_gradients(*disc_, step);
         opt_->step();
         r.trained = true;
