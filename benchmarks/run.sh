@@ -32,4 +32,6 @@ echo "== bench_dit"
 "$build/benchmarks/bench_dit" --threads "$threads"
 echo "== bench_inception"
 "$build/benchmarks/bench_inception" --threads "$threads"
+echo "== bench_tokenizer --recipe (SD's VAE at 256 + LPIPS + PatchGAN; about 10 minutes, 14 GiB)"
+env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SkylakeX "$build/benchmarks/bench_tokenizer" --threads "$threads" --recipe --sequential --warmup 1 --steps 2
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
