@@ -559,6 +559,31 @@ BOOST_AUTO_TEST_CASE(statistics_and_round_trip) {
     BOOST_TEST(bitwise_equal(restored.normalize(z.view()).view(), zn.view()));
 }
 
+// SD's scalar scaling: the pooled std of all elements (about the overall mean, unbiased) from the
+// channel statistics equals a direct computation; scaled latents have std 1 overall and are not
+// shifted (z_n = z / σ exactly).
+BOOST_AUTO_TEST_CASE(scalar_scaling_is_sd_scaling_factor) {
+    const auto z = skewed_latents<double>(12, 4, 7);
+    const auto norm = latent_normalization<double>::fit(z.view());
+    double mean = 0;
+    for (std::int64_t i = 0; i < z.numel(); ++i) mean += z.data()[i] / double(z.numel());
+    double squares = 0;
+    for (std::int64_t i = 0; i < z.numel(); ++i) squares += (z.data()[i] - mean) * (z.data()[i] - mean);
+    const double direct = std::sqrt(squares / double(z.numel() - 1));
+    const auto m = norm.mean().to_vector(), sd = norm.stddev().to_vector();
+    BOOST_TEST(pooled_stddev(m, sd, 12 * 25) == direct, boost::test_tools::tolerance(1e-12));
+    const auto [smean, sstd] = scaling_statistics(latent_scaling::scalar, m, sd, 12 * 25);
+    BOOST_TEST(smean == std::vector<double>(4, 0.0), boost::test_tools::per_element());
+    BOOST_TEST(sstd == std::vector<double>(4, direct), boost::test_tools::tolerance(1e-12) << boost::test_tools::per_element());
+    const latent_normalization<double> scalar(smean, sstd);
+    const auto zn = scalar.normalize(z.view());
+    for (std::int64_t i = 0; i < z.numel(); i += 37) BOOST_TEST(zn.data()[i] == z.data()[i] / direct, boost::test_tools::tolerance(1e-13));
+    const auto [cmean, cstd] = scaling_statistics(latent_scaling::channel, m, sd, 12 * 25);
+    BOOST_TEST(cmean == m, boost::test_tools::per_element());
+    BOOST_TEST(cstd == sd, boost::test_tools::per_element());
+    BOOST_CHECK_THROW((void)parse_latent_scaling("sd"), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(float_round_trip) {
     const auto z = skewed_latents<float>(6, 3, 8);
     const auto norm = latent_normalization<float>::fit(z.view());

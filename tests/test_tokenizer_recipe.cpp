@@ -285,11 +285,15 @@ BOOST_AUTO_TEST_CASE(recipe_trains_and_resumes_exactly) {
     BOOST_TEST(config.at("block_out_channels") == nlohmann::json::array({8, 16}));
     BOOST_TEST(config.at("layers_per_block").get<int>() == 1);
     BOOST_TEST(config.at("latent_channels").get<int>() == 2);
-    // SD's scaling_factor: 1/std of the run's test latents (the metrics' per-channel statistics).
+    // SD's scaling_factor: 1/std of all the run's test latent elements (pooled from the metrics'
+    // per-channel statistics over eval_images × 16 × 16 values each).
     std::ifstream metrics_file(dir.path / "resumed" / "metrics.json");
     const auto metrics = nlohmann::json::parse(metrics_file);
     const auto mean = metrics.at("latent_channel_mean").get<std::vector<double>>(), sd = metrics.at("latent_channel_std").get<std::vector<double>>();
-    const double m = (mean[0] + mean[1]) / 2, second = (sd[0] * sd[0] + mean[0] * mean[0] + sd[1] * sd[1] + mean[1] * mean[1]) / 2;
-    BOOST_TEST(config.at("scaling_factor").get<double>() == 1 / std::sqrt(second - m * m), boost::test_tools::tolerance(1e-12));
+    const std::int64_t per_channel = metrics.at("eval_images").get<std::int64_t>() * 16 * 16;
+    BOOST_TEST(per_channel > 1);
+    BOOST_TEST(config.at("scaling_factor").get<double>() == 1 / diffusion::pooled_stddev(mean, sd, per_channel),
+               boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(config.at("scaling_factor").get<double>() != 1.0);
     BOOST_TEST(diffusers.at("scaling_factor").get<double>() == config.at("scaling_factor").get<double>());
 }

@@ -15,6 +15,8 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -50,6 +52,42 @@ public:
 private:
     ops::channel_moments_result moments_;
 };
+
+/// How a diffusion model's latents are scaled, as the field stores it:
+///   channel  LightningDiT / VA-VAE: z_n = (z − μ_c)/σ_c per channel (the cache's statistics)
+///   scalar   Stable Diffusion: z_n = z·scaling_factor, scaling_factor = 1/σ with σ the std of all
+///            latent elements (around their overall mean, unbiased), and no shift
+enum class latent_scaling { channel, scalar };
+
+inline latent_scaling parse_latent_scaling(std::string_view s) {
+    if (s == "channel") return latent_scaling::channel;
+    if (s == "scalar") return latent_scaling::scalar;
+    throw std::invalid_argument(fmt::format("unknown latent scaling '{}' (expected channel or scalar)", s));
+}
+
+/// The std of all latent elements from each channel's mean and unbiased std over `count` values
+/// per channel (exactly: the pooled sum of squares about the overall mean, divided by C·count − 1).
+inline double pooled_stddev(std::span<const double> channel_mean, std::span<const double> channel_std, std::int64_t count) {
+    if (channel_mean.size() != channel_std.size() || channel_mean.empty() || count < 2)
+        throw std::invalid_argument(fmt::format("pooled_stddev: {} means, {} stds, {} values per channel", channel_mean.size(),
+                                                channel_std.size(), count));
+    const double n = double(count), c = double(channel_mean.size());
+    double overall = 0;
+    for (const double m : channel_mean) overall += m / c;
+    double squares = 0;
+    for (std::size_t k = 0; k < channel_mean.size(); ++k)
+        squares += (n - 1) * channel_std[k] * channel_std[k] + n * (channel_mean[k] - overall) * (channel_mean[k] - overall);
+    return std::sqrt(squares / (c * n - 1));
+}
+
+/// The mean and std vectors (C) a latent_normalization takes for the chosen scaling: the channel
+/// statistics as they are, or zeros and the pooled std in every channel (SD's scaling_factor).
+inline std::pair<std::vector<double>, std::vector<double>> scaling_statistics(latent_scaling scaling, const std::vector<double>& channel_mean,
+                                                                              const std::vector<double>& channel_std, std::int64_t count) {
+    if (scaling == latent_scaling::channel) return {channel_mean, channel_std};
+    const double s = pooled_stddev(channel_mean, channel_std, count);
+    return {std::vector<double>(channel_mean.size(), 0.0), std::vector<double>(channel_mean.size(), s)};
+}
 
 template <class T = float, device D = cpu>
 class latent_normalization {

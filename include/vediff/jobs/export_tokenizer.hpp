@@ -4,8 +4,9 @@
 //       LDM's / VA-VAE's state_dict names: `AutoencoderKL.load_state_dict(load_file(F), strict=True)`
 //   vediff export --tokenizer runs/ve --naming diffusers --out sd_ve/
 //       diffusers' layout: sd_ve/diffusion_pytorch_model.safetensors and sd_ve/config.json, so that
-//       `AutoencoderKL.from_pretrained("sd_ve")` loads it; scaling_factor is 1/std of the run's
-//       test-set latents (SD's convention), from the run's metrics.json when it has them.
+//       `AutoencoderKL.from_pretrained("sd_ve")` loads it; scaling_factor is 1/std of all the run's
+//       test-set latent elements (SD's convention; diffusion::pooled_stddev of metrics.json's
+//       per-channel statistics), 1 when the run has none.
 // The latent statistics (per-channel mean and std, as VA-VAE stores them) go into the metadata of
 // either file. Files are written to a temporary name and renamed.
 #include <cmath>
@@ -19,6 +20,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/autoencoder_weights.hpp"
 #include "vediff/jobs/command.hpp"
@@ -34,33 +36,25 @@ struct export_job {
 
 namespace export_detail {
 
-/// Per-channel mean and std of the run's latents (metrics.json), if the run has them.
+/// Per-channel mean and unbiased std of the run's test-set latents (metrics.json), if it has them.
 struct latent_statistics {
     std::vector<double> mean, std;
-    bool present() const { return !std.empty() && mean.size() == std.size(); }
-    /// 1/std over all latent elements (equal counts per channel): SD's scaling_factor.
-    double scaling_factor() const {
-        double m = 0, second = 0;
-        for (std::size_t c = 0; c < std.size(); ++c) {
-            m += mean[c];
-            second += std[c] * std[c] + mean[c] * mean[c];
-        }
-        m /= double(std.size());
-        second /= double(std.size());
-        const double var = second - m * m;
-        return var > 0 ? 1.0 / std::sqrt(var) : 1.0;
-    }
+    std::int64_t per_channel = 0;  // values behind each channel's statistics
+    bool present() const { return !std.empty() && mean.size() == std.size() && per_channel > 1; }
+    /// 1/σ with σ the std of all latent elements: SD's scaling_factor.
+    double scaling_factor() const { return 1.0 / diffusion::pooled_stddev(mean, std, per_channel); }
 };
 
-inline latent_statistics read_latent_statistics(const std::filesystem::path& run) {
+inline latent_statistics read_latent_statistics(const std::filesystem::path& run, const models::autoencoder_config& c) {
     latent_statistics s;
     std::ifstream in(run / "metrics.json");
     if (!in) return s;
     try {
         const auto j = nlohmann::json::parse(in);
-        if (j.contains("latent_channel_mean") && j.contains("latent_channel_std")) {
+        if (j.contains("latent_channel_mean") && j.contains("latent_channel_std") && j.contains("eval_images")) {
             s.mean = j.at("latent_channel_mean").get<std::vector<double>>();
             s.std = j.at("latent_channel_std").get<std::vector<double>>();
+            s.per_channel = j.at("eval_images").get<std::int64_t>() * c.latent_resolution() * c.latent_resolution();
         }
     } catch (const nlohmann::json::exception& e) {
         throw io_error(fmt::format("export: {}: not valid JSON ({})", (run / "metrics.json").string(), e.what()));
@@ -105,7 +99,7 @@ inline nlohmann::json export_tokenizer(const export_job& job) {
                                                     "which diffusers' AutoencoderKL blocks do not have; use --naming ldm",
                                                     c.attn_resolutions));
     }
-    const auto stats = export_detail::read_latent_statistics(job.tokenizer);
+    const auto stats = export_detail::read_latent_statistics(job.tokenizer, c);
     io::metadata_map metadata{{"format", "pt"}, {"source", fs::absolute(job.tokenizer).lexically_normal().string()},
                               {"naming", std::string(io::to_string(naming))}};
     if (stats.present()) {

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include <cxxopts.hpp>
@@ -83,8 +84,9 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     auto cache = train::load_latent_cache(cfg.latents);
     cfg.tokenizer = cache.tokenizer;
     cfg.tokenizer_config = cache.tokenizer_config;
-    cfg.latent_mean = cache.channel_mean;
-    cfg.latent_std = cache.channel_std;
+    std::tie(cfg.latent_mean, cfg.latent_std) =
+        diffusion::scaling_statistics(diffusion::parse_latent_scaling(cfg.latent_scaling), cache.channel_mean, cache.channel_std,
+                                      cache.latents.numel() / std::max<std::int64_t>(1, cache.latents.dim(1)));
     cfg.model.input_size = cache.latents.dim(2);
     cfg.model.in_channels = cache.latents.dim(1);
     cfg.model.num_classes = *std::max_element(cache.labels.begin(), cache.labels.end()) + 1;
@@ -222,7 +224,9 @@ void add_dit_options(cxxopts::Options& options) {
     const auto dflt = [](auto v) { return fmt::format("{}", v); };
     // clang-format off
     options.add_options("data")
-        ("latents", "latent cache from encode_latents", cxxopts::value<std::string>()->default_value(""));
+        ("latents", "latent cache from encode_latents", cxxopts::value<std::string>()->default_value(""))
+        ("latent-scaling", "channel (LightningDiT: per-channel mean and std) | scalar (SD: one scaling_factor, no shift)",
+         cxxopts::value<std::string>()->default_value(d.latent_scaling));
     options.add_options("model")
         ("design", "dit | lightningdit", cxxopts::value<std::string>()->default_value(d.design))
         ("size", "reference size S | B | L | XL (overrides hidden, depth, heads)", cxxopts::value<std::string>()->default_value(""))
@@ -276,6 +280,8 @@ std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts
     } else {
         cfg.latents = a["latents"].as<std::string>();
         if (cfg.latents.empty()) throw std::invalid_argument("--latents is required (a cache from encode_latents)");
+        cfg.latent_scaling = a["latent-scaling"].as<std::string>();
+        (void)diffusion::parse_latent_scaling(cfg.latent_scaling);
         cfg.design = a["design"].as<std::string>();
         cfg.model.hidden_size = a["hidden"].as<std::int64_t>();
         cfg.model.depth = a["depth"].as<std::int64_t>();

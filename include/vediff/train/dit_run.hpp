@@ -22,7 +22,8 @@ struct dit_run_config {
     std::string latents;
     std::string tokenizer;
     std::string tokenizer_config = "{}";          // the tokenizer's run configuration (JSON), from the cache
-    std::vector<double> latent_mean, latent_std;  // (C), from the cache
+    std::vector<double> latent_mean, latent_std;  // (C), what the model's latents are normalized with
+    std::string latent_scaling = "channel";       // channel (LightningDiT's, from the cache) | scalar (SD's scaling_factor)
     // Model.
     std::string design = "lightningdit";  // dit | lightningdit
     models::dit_config model;             // input_size, in_channels and num_classes come from the cache
@@ -42,7 +43,7 @@ struct dit_run_config {
     nlohmann::json to_json() const;
     /// The configuration a checkpoint saved; a missing or mistyped field is an error naming it,
     /// except the fields runs saved before they existed lack (tokenizer_config, optimizer,
-    /// muon_lr), which take their defaults.
+    /// muon_lr, latent_scaling), which take their defaults.
     static dit_run_config from_json(nlohmann::json j);
 };
 
@@ -57,7 +58,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_config, input_size, patch_size, in_channe
 
 namespace vediff::train {
 
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_run_config, latents, tokenizer, tokenizer_config, latent_mean, latent_std, design, model, steps,
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_run_config, latents, tokenizer, tokenizer_config, latent_mean, latent_std, latent_scaling, design, model, steps,
                                    batch, warmup, lr, beta1, beta2, weight_decay, clip, ema_decay, optimizer, muon_lr, time_sampling,
                                    cosine_term, seed, time_budget_s)
 
@@ -69,6 +70,7 @@ inline dit_run_config dit_run_config::from_json(nlohmann::json j) {
         if (!j.contains("tokenizer_config")) j["tokenizer_config"] = defaults.tokenizer_config;
         if (!j.contains("optimizer")) j["optimizer"] = defaults.optimizer;
         if (!j.contains("muon_lr")) j["muon_lr"] = defaults.muon_lr;
+        if (!j.contains("latent_scaling")) j["latent_scaling"] = defaults.latent_scaling;
     }
     try {
         return j.get<dit_run_config>();
