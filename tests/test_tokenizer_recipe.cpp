@@ -14,6 +14,7 @@
 #include "support/scratch_dir.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/io/image.hpp"
+#include "vediff/jobs/experiment_preset.hpp"
 #include "vediff/jobs/export_tokenizer.hpp"
 #include "vediff/jobs/train_tokenizer.hpp"
 #include "vediff/train/tokenizer_critics.hpp"
@@ -102,7 +103,7 @@ BOOST_AUTO_TEST_CASE(adaptive_weight_matches_finite_differences) {
 
 // What generator() leaves in dx̂ is the gradient of rec + w_p·s·LPIPS + λ_adv·L_G with respect to
 // x̂ (λ_adv a constant, as LDM detaches it), here against central differences in x̂.
-BOOST_AUTO_TEST_CASE(generator_gradient_is_the_whole_losss_gradient) {
+BOOST_AUTO_TEST_CASE(generator_gradient_is_the_whole_loss_gradient) {
     distributed::single_process comm;
     models::autoencoder_kl<double> ae(tiny_rgb_tokenizer(), 5);
     critics_type critics(tiny_critics(), 3, 11, comm);
@@ -296,4 +297,21 @@ BOOST_AUTO_TEST_CASE(recipe_trains_and_resumes_exactly) {
                boost::test_tools::tolerance(1e-12));
     BOOST_TEST(config.at("scaling_factor").get<double>() != 1.0);
     BOOST_TEST(diffusers.at("scaling_factor").get<double>() == config.at("scaling_factor").get<double>());
+}
+
+// The options added since (critics, architecture, init_from, latent_scaling) are written only when
+// used: the paper experiment committed under docs/runs (made before they existed) still matches
+// the preset, so `vediff experiment --preset paper --out docs/runs/experiment-paper` resumes it
+// instead of refusing a directory "of another preset or version".
+BOOST_AUTO_TEST_CASE(the_committed_paper_experiment_still_matches_its_preset) {
+    const auto path = std::filesystem::path(VEDIFF_FIXTURE_DIR) / ".." / ".." / "docs" / "runs" / "experiment-paper" / "preset.json";
+    std::ifstream in(path);
+    BOOST_TEST_REQUIRE(in.good(), path.string());
+    const auto committed = nlohmann::json::parse(in);
+    const auto current = jobs::make_preset("paper").to_json();
+    BOOST_TEST(committed == current, "docs/runs preset.json differs from make_preset(\"paper\"): " << nlohmann::json::diff(committed, current).dump());
+    auto with_critics = jobs::make_preset("paper").tokenizer;
+    with_critics.critics.disc_weight = 0.5;
+    BOOST_TEST(with_critics.to_json().contains("critics"));
+    BOOST_TEST(!jobs::make_preset("paper").tokenizer.to_json().contains("critics"));
 }

@@ -6,7 +6,7 @@
 //   train-tokenizer --loss ve --steps 2000 --out runs/ve
 //   train-tokenizer --loss kl --kl-weight 1e-6 --out runs/kl
 //   train-tokenizer --out runs/ve --resume          (continues runs/ve/checkpoint)
-//   train-tokenizer --image-folder DIR --channels 3 --image-size 256 --loss ve \
+//   train-tokenizer --image-folder DIR --channels 3 --image-size 256 --loss ve
 //       --perceptual-weight 1 --lpips lpips_vgg.safetensors --disc-weight 0.5 --disc-start 50001
 //                                                   (LDM's recipe: L1 + LPIPS + PatchGAN, train/tokenizer_critics.hpp)
 #include <algorithm>
@@ -87,13 +87,18 @@ struct tokenizer_job {
     bool zero1 = false;           // under mpirun: shard AdamW's moments over the ranks (ZeRO stage 1)
 
     nlohmann::json to_json() const {
-        return {{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
-                {"model", model}, {"architecture", architecture}, {"init_from", init_from},
-                {"loss", loss}, {"reconstruction", reconstruction}, {"ve_weight", ve_weight}, {"delta", delta},
-                {"magnitude_weight", magnitude_weight}, {"tau", tau}, {"kl_weight", kl_weight}, {"reduction", reduction},
-                {"critics", critics.to_json()},
-                {"steps", steps}, {"batch", batch}, {"warmup", warmup}, {"lr", lr}, {"beta1", beta1}, {"beta2", beta2},
-                {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed}, {"time_budget_s", time_budget_s}};
+        nlohmann::json j{{"data", data}, {"image_folder", image_folder}, {"image_size", image_size}, {"channels", channels},
+                         {"model", model},
+                         {"loss", loss}, {"reconstruction", reconstruction}, {"ve_weight", ve_weight}, {"delta", delta},
+                         {"magnitude_weight", magnitude_weight}, {"tau", tau}, {"kl_weight", kl_weight}, {"reduction", reduction},
+                         {"steps", steps}, {"batch", batch}, {"warmup", warmup}, {"lr", lr}, {"beta1", beta1}, {"beta2", beta2},
+                         {"weight_decay", weight_decay}, {"clip", clip}, {"seed", seed}, {"time_budget_s", time_budget_s}};
+        // Written only when used, so that the configurations (and experiment presets) of runs
+        // made before these options existed still compare equal.
+        if (!architecture.empty()) j["architecture"] = architecture;
+        if (!init_from.empty()) j["init_from"] = init_from;
+        if (critics.perceptual() || critics.adversarial()) j["critics"] = critics.to_json();
+        return j;
     }
 };
 

@@ -62,7 +62,17 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_run_config, latents, tokenizer, tokenizer
                                    batch, warmup, lr, beta1, beta2, weight_decay, clip, ema_decay, optimizer, muon_lr, time_sampling,
                                    cosine_term, seed, time_budget_s)
 
-inline nlohmann::json dit_run_config::to_json() const { return *this; }
+inline nlohmann::json dit_run_config::to_json() const {
+    nlohmann::json j = *this;
+    // The options added after the first runs are written only when not their defaults, so that
+    // configurations and experiment presets saved before they existed (docs/runs) still compare
+    // equal; from_json fills them in.
+    const dit_run_config defaults;
+    if (optimizer == defaults.optimizer) j.erase("optimizer");
+    if (muon_lr == defaults.muon_lr) j.erase("muon_lr");
+    if (latent_scaling == defaults.latent_scaling) j.erase("latent_scaling");
+    return j;
+}
 
 inline dit_run_config dit_run_config::from_json(nlohmann::json j) {
     const dit_run_config defaults;
