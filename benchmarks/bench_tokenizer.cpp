@@ -232,14 +232,7 @@ int main(int argc, char** argv) {
         memory<cpu>::trim();
         for (int i = 0; i < warmup + steps && theirs.ok; ++i) {
             pause_between_libraries();
-            const bool timed = i >= warmup;
-            if (const auto r = peer.step(timed)) {
-                if (timed) theirs.step_ms.push_back(r->first);
-                theirs.loss = r->second;
-            } else {
-                theirs.ok = false;
-                fmt::print("torch: the peer stopped answering\n");
-            }
+            peer_step(peer, theirs, i >= warmup);
         }
         after = read_ticks(theirs.ok ? peer.pid() : 0);
     }

@@ -197,13 +197,9 @@ private:
 
 /// One turn of the two libraries: our step (ours_step() returns {ms, loss}), a pause, the peer's
 /// step, a pause. A peer that stops answering is marked not ok and skipped from then on.
-template <class OursStep>
-void take_turn(OursStep&& ours_step, measurement& ours, torch_peer& peer, measurement& theirs, bool timed) {
-    const auto [ms, loss] = ours_step();
-    if (timed) ours.step_ms.push_back(ms);
-    ours.loss = loss;
+/// One step of the peer, recorded in `theirs` (a peer that stops answering is marked not ok).
+inline void peer_step(torch_peer& peer, measurement& theirs, bool timed) {
     if (!theirs.ok) return;
-    pause_between_libraries();
     if (const auto r = peer.step(timed)) {
         if (timed) theirs.step_ms.push_back(r->first);
         theirs.loss = r->second;
@@ -211,6 +207,16 @@ void take_turn(OursStep&& ours_step, measurement& ours, torch_peer& peer, measur
         theirs.ok = false;
         fmt::print("torch: the peer stopped answering\n");
     }
+}
+
+template <class OursStep>
+void take_turn(OursStep&& ours_step, measurement& ours, torch_peer& peer, measurement& theirs, bool timed) {
+    const auto [ms, loss] = ours_step();
+    if (timed) ours.step_ms.push_back(ms);
+    ours.loss = loss;
+    if (!theirs.ok) return;
+    pause_between_libraries();
+    peer_step(peer, theirs, timed);
     pause_between_libraries();
 }
 

@@ -81,13 +81,16 @@ def main():
         opt_d = torch.optim.AdamW(disc.parameters(), lr=1e-4, betas=(0.5, 0.9), weight_decay=0.0)
         last_layer = model.decoder.conv_out.weight
 
-    def recipe_step():
+    def forward():
+        """encode, posterior sample (logvar clamped as LDM's), decode: mean, logvar, z, x_hat."""
         opt.zero_grad(set_to_none=False)
-        moments = model.encode(x)
-        mean, logvar = torch.chunk(moments, 2, dim=1)
+        mean, logvar = torch.chunk(model.encode(x), 2, dim=1)
         logvar = torch.clamp(logvar, -30.0, 20.0)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        x_hat = model.decode(z)
+        return mean, logvar, z, model.decode(z)
+
+    def recipe_step():
+        mean, logvar, z, x_hat = forward()
         b = x.shape[0]
         rec = (x - x_hat).abs() + 1.0 * perceptual(x_hat, x).reshape(-1, 1, 1, 1)
         nll = rec.sum() / b
@@ -106,12 +109,7 @@ def main():
         return loss.item()
 
     def step():
-        opt.zero_grad(set_to_none=False)
-        moments = model.encode(x)
-        mean, logvar = torch.chunk(moments, 2, dim=1)
-        logvar = torch.clamp(logvar, -30.0, 20.0)
-        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        x_hat = model.decode(z)
+        mean, logvar, z, x_hat = forward()
         loss = tokenizer_loss(x, x_hat, mean, logvar, z)
         loss.backward()
         opt.step()
