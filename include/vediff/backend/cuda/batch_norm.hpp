@@ -8,10 +8,6 @@
 #include <cstdint>
 #include <vector>
 
-#include <thrust/execution_policy.h>
-#include <thrust/for_each.h>
-#include <thrust/iterator/counting_iterator.h>
-
 #include "vediff/backend/cuda/cooperative_reduction.hpp"
 #include "vediff/backend/cuda/memory.hpp"
 #include "vediff/backend/cuda/norm.hpp"
@@ -130,13 +126,6 @@ struct running_statistics_op {
     }
 };
 
-template <class F>
-void for_each_index(std::int64_t n, F f) {
-    if (n > 0)
-        thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(n), f);
-}
-
 } // namespace cuda_detail
 
 template <>
@@ -171,13 +160,13 @@ struct batch_norm_kernels<cuda> {
 
     template <class T>
     static void inverse_std(T* rstd, const T* var, std::int64_t channels, double eps) {
-        cuda_detail::for_each_index(channels, cuda_detail::inverse_std_op<T>{rstd, var, eps});
+        cuda_detail::for_each_element(channels, cuda_detail::inverse_std_op<T>{rstd, var, eps});
     }
 
     template <class T>
     static void normalize(T* y, const T* x, const T* mean, const T* rstd, const T* weight, const T* bias, std::int64_t n,
                           std::int64_t channels, std::int64_t inner) {
-        cuda_detail::for_each_index(n * channels * inner, cuda_detail::batch_norm_normalize_op<T>{y, x, mean, rstd, weight, bias, channels, inner});
+        cuda_detail::for_each_element(n * channels * inner, cuda_detail::batch_norm_normalize_op<T>{y, x, mean, rstd, weight, bias, channels, inner});
     }
 
     template <class T>
@@ -192,7 +181,7 @@ struct batch_norm_kernels<cuda> {
     static void update_running(T* running_mean, T* running_var, const T* mean, const T* var, std::int64_t channels, double momentum,
                                std::int64_t count) {
         const double unbias = count > 1 ? double(count) / double(count - 1) : 1.0;
-        cuda_detail::for_each_index(channels, cuda_detail::running_statistics_op<T>{running_mean, running_var, mean, var, momentum, unbias});
+        cuda_detail::for_each_element(channels, cuda_detail::running_statistics_op<T>{running_mean, running_var, mean, var, momentum, unbias});
     }
 };
 

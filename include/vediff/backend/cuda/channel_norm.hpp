@@ -53,12 +53,12 @@ template <>
 struct channel_norm_kernels<cuda> {
     template <class T>
     static void forward(T* y, T* norm, const T* x, std::int64_t n, std::int64_t channels, std::int64_t inner, double eps) {
-        cuda_detail::for_each_index(n * inner, cuda_detail::channel_norm_forward_op<T>{y, norm, x, channels, inner, eps});
+        cuda_detail::for_each_element(n * inner, cuda_detail::channel_norm_forward_op<T>{y, norm, x, channels, inner, eps});
     }
     template <class T>
     static void backward(T* dx, const T* dy, const T* x, const T* norm, std::int64_t n, std::int64_t channels, std::int64_t inner,
                          double eps) {
-        cuda_detail::for_each_index(n * inner, cuda_detail::channel_norm_backward_op<T>{dx, dy, x, norm, channels, inner, eps});
+        cuda_detail::for_each_element(n * inner, cuda_detail::channel_norm_backward_op<T>{dx, dy, x, norm, channels, inner, eps});
     }
 };
 

@@ -97,15 +97,15 @@ template <>
 struct pool_kernels<cuda> {
     template <class T>
     static void max_pool2d(T* out, const T* in, const pool2d_geometry& g) {
-        cuda_detail::for_each_index(g.planes * g.out_h * g.out_w, cuda_detail::max_pool_op<T>{out, in, g});
+        cuda_detail::for_each_element(g.planes * g.out_h * g.out_w, cuda_detail::max_pool_op<T>{out, in, g});
     }
     template <class T>
     static void avg_pool2d(T* out, const T* in, const pool2d_geometry& g, bool count_include_pad) {
-        cuda_detail::for_each_index(g.planes * g.out_h * g.out_w, cuda_detail::avg_pool_op<T>{out, in, g, count_include_pad});
+        cuda_detail::for_each_element(g.planes * g.out_h * g.out_w, cuda_detail::avg_pool_op<T>{out, in, g, count_include_pad});
     }
     template <class T>
     static void max_pool2d_backward(T* dx, const T* dy, const T* in, const pool2d_geometry& g) {
-        cuda_detail::for_each_index(g.planes * g.in_h * g.in_w, cuda_detail::max_pool_backward_op<T>{dx, dy, in, g});
+        cuda_detail::for_each_element(g.planes * g.in_h * g.in_w, cuda_detail::max_pool_backward_op<T>{dx, dy, in, g});
     }
 };
 
