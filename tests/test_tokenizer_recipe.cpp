@@ -55,23 +55,33 @@ double mean_of(const tensor<double>& t) {
     for (const auto v : t.to_vector()) s += v;
     return s / double(t.numel());
 }
+/// A tiny RGB tokenizer, its critics, a batch, and one generator() call on the reconstruction of
+/// fixed latents: dx_hat holds the reconstruction's gradient plus the critics'.
+struct generator_step {
+    distributed::single_process comm;
+    models::autoencoder_kl<double> ae{tiny_rgb_tokenizer(), 5};
+    critics_type critics{tiny_critics(), 3, 11, comm};
+    tensor<double> x = random_tensor<double>({2, 3, 32, 32}, 1, 0, 0.5);
+    tensor<double> z = random_tensor<double>({2, 2, 16, 16}, 2);
+    tensor<double> x_hat = ae.decode(z);
+    tensor<double> dx_hat;
+    train::generator_terms terms;
+
+    generator_step() {
+        (void)reconstruction(x, x_hat.view(), &dx_hat);
+        terms = critics.generator(x.view(), x_hat.view(), dx_hat.view(), std::get<2>(ae.decoder.head.layers), 0,
+                                  loss::reduction::per_image_sum);
+    }
+};
 } // namespace
 
 // LDM's adaptive weight: ‖∂L_nll/∂w‖ / (‖∂L_G/∂w‖ + 1e-4) · disc_weight with w the decoder's
 // conv_out weight, both gradients here by central differences through decode, LPIPS and the
 // discriminator (in training mode, as the step runs it).
 BOOST_AUTO_TEST_CASE(adaptive_weight_matches_finite_differences) {
-    distributed::single_process comm;
-    models::autoencoder_kl<double> ae(tiny_rgb_tokenizer(), 5);
-    critics_type critics(tiny_critics(), 3, 11, comm);
-    const auto x = random_tensor<double>({2, 3, 32, 32}, 1, 0, 0.5);
-    const auto z = random_tensor<double>({2, 2, 16, 16}, 2);
+    generator_step step;
+    auto& [comm, ae, critics, x, z, x_hat, dx_hat, terms] = step;
     auto& conv_out = std::get<2>(ae.decoder.head.layers);
-
-    const auto x_hat = ae.decode(z);
-    tensor<double> dx_hat;
-    (void)reconstruction(x, x_hat.view(), &dx_hat);
-    const auto terms = critics.generator(x.view(), x_hat.view(), dx_hat.view(), conv_out, 0, loss::reduction::per_image_sum);
 
     const double s = 3.0 * 32 * 32;  // LDM adds the per-image LPIPS to each of the C·H·W pixels
     const auto nll = [&] {
@@ -104,16 +114,8 @@ BOOST_AUTO_TEST_CASE(adaptive_weight_matches_finite_differences) {
 // What generator() leaves in dx̂ is the gradient of rec + w_p·s·LPIPS + λ_adv·L_G with respect to
 // x̂ (λ_adv a constant, as LDM detaches it), here against central differences in x̂.
 BOOST_AUTO_TEST_CASE(generator_gradient_is_the_whole_loss_gradient) {
-    distributed::single_process comm;
-    models::autoencoder_kl<double> ae(tiny_rgb_tokenizer(), 5);
-    critics_type critics(tiny_critics(), 3, 11, comm);
-    const auto x = random_tensor<double>({2, 3, 32, 32}, 1, 0, 0.5);
-    const auto z = random_tensor<double>({2, 2, 16, 16}, 2);
-    const auto x_hat = ae.decode(z);
-    tensor<double> dx_hat;
-    (void)reconstruction(x, x_hat.view(), &dx_hat);
-    const auto terms = critics.generator(x.view(), x_hat.view(), dx_hat.view(), std::get<2>(ae.decoder.head.layers), 0,
-                                         loss::reduction::per_image_sum);
+    generator_step step;
+    auto& [comm, ae, critics, x, z, x_hat, dx_hat, terms] = step;
     BOOST_TEST_REQUIRE(terms.d_weight > 0.0);
     BOOST_TEST(terms.perceptual == 0.7 * 3 * 32 * 32 * terms.lpips, boost::test_tools::tolerance(1e-12));
     BOOST_TEST(terms.lpips > 0.0);  // the random network's heads are made non-negative
