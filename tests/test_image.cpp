@@ -1,22 +1,32 @@
 #define BOOST_TEST_MODULE image
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
+#include <jpeglib.h>
+#include <png.h>
 #include <stb_image_write.h>
+#include <zlib.h>
 
 #include "support/errors.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/data/image_folder.hpp"
 #include "vediff/io/image.hpp"
+#include "vediff/io/image_decoding.hpp"
 #include "vediff/io/image_grid.hpp"
 
 using namespace vediff;
@@ -50,6 +60,142 @@ std::string encode_jpeg(const io::image& img, int quality = 95) {
                                          img.pixels.data(), quality));
     return out;
 }
+
+std::string be32(std::uint32_t v) {
+    return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8), static_cast<char>(v)};
+}
+std::uint32_t read_be32(const std::string& s, std::size_t at) {
+    std::uint32_t v = 0;
+    for (std::size_t i = 0; i < 4; ++i) v = v << 8 | static_cast<std::uint8_t>(s[at + i]);
+    return v;
+}
+
+/// A PNG chunk: length, type, data and its CRC (zlib's crc32, PNG's polynomial).
+std::string png_chunk(const std::string& type, const std::string& data) {
+    const std::string body = type + data;
+    const auto crc = crc32(0L, reinterpret_cast<const Bytef*>(body.data()), static_cast<uInt>(body.size()));
+    return be32(static_cast<std::uint32_t>(data.size())) + body + be32(static_cast<std::uint32_t>(crc));
+}
+std::string png_ihdr(std::uint32_t width, std::uint32_t height, int bit_depth, int color_type) {
+    return png_chunk("IHDR", be32(width) + be32(height) + std::string{char(bit_depth), char(color_type), 0, 0, 0});
+}
+const std::string png_signature("\x89PNG\r\n\x1a\n", 8);
+
+/// Where each chunk of a PNG starts (its length field), by type, in file order.
+std::vector<std::pair<std::string, std::size_t>> png_chunks(const std::string& png) {
+    std::vector<std::pair<std::string, std::size_t>> out;
+    for (std::size_t at = 8; at + 12 <= png.size(); at += 12 + read_be32(png, at)) out.emplace_back(png.substr(at + 4, 4), at);
+    return out;
+}
+/// The PNG with `chunk` inserted before its first IDAT.
+std::string insert_before_idat(const std::string& png, const std::string& chunk) {
+    for (const auto& [type, at] : png_chunks(png))
+        if (type == "IDAT") return png.substr(0, at) + chunk + png.substr(at);
+    BOOST_FAIL("no IDAT");
+    return {};
+}
+
+void png_append(png_structp png, png_bytep data, std::size_t n) {
+    static_cast<std::string*>(png_get_io_ptr(png))->append(reinterpret_cast<const char*>(data), n);
+}
+void png_no_flush(png_structp) {}
+
+/// A PNG written by libpng's write API (independent of vediff's stb_image_write encoder): `rows`
+/// holds the rows as the bit depth and colour type lay them out (16 bits big-endian, 1 bit packed);
+/// palette_alpha is the tRNS of a palette image, transparent the tRNS colour of a grey or RGB one.
+std::string libpng_encode(std::uint32_t width, std::uint32_t height, int bit_depth, int color_type, const std::vector<std::uint8_t>& rows,
+                          bool interlaced = false, const std::vector<png_color>& palette = {},
+                          const std::vector<std::uint8_t>& palette_alpha = {}, const png_color_16* transparent = nullptr) {
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+    png_infop info = png_create_info_struct(png);
+    std::string out;
+    png_set_write_fn(png, &out, png_append, png_no_flush);
+    png_set_IHDR(png, info, width, height, bit_depth, color_type, interlaced ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    if (!palette.empty()) png_set_PLTE(png, info, palette.data(), static_cast<int>(palette.size()));
+    if (!palette_alpha.empty()) png_set_tRNS(png, info, palette_alpha.data(), static_cast<int>(palette_alpha.size()), nullptr);
+    if (transparent) png_set_tRNS(png, info, nullptr, 0, transparent);
+    png_write_info(png, info);
+    const std::size_t row_bytes = png_get_rowbytes(png, info);
+    BOOST_REQUIRE(rows.size() == row_bytes * height);
+    std::vector<png_bytep> pointers(height);
+    for (std::size_t y = 0; y < height; ++y) pointers[y] = const_cast<png_bytep>(rows.data() + y * row_bytes);
+    png_write_image(png, pointers.data());  // interlaces itself when the IHDR says Adam7
+    png_write_end(png, nullptr);
+    png_destroy_write_struct(&png, &info);
+    return out;
+}
+
+/// A JPEG of 4-channel pixels written by libjpeg's compress API as `stored_as` (JCS_CMYK or
+/// JCS_YCCK), quality 100; with the Adobe marker or without.
+std::string libjpeg_encode_cmyk(const io::image& cmyk, J_COLOR_SPACE stored_as, bool adobe_marker) {
+    jpeg_compress_struct c;
+    jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char* buffer = nullptr;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &buffer, &size);
+    c.image_width = static_cast<JDIMENSION>(cmyk.width);
+    c.image_height = static_cast<JDIMENSION>(cmyk.height);
+    c.input_components = 4;
+    c.in_color_space = JCS_CMYK;
+    jpeg_set_defaults(&c);
+    jpeg_set_colorspace(&c, stored_as);
+    c.write_Adobe_marker = adobe_marker ? TRUE : FALSE;
+    jpeg_set_quality(&c, 100, TRUE);
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = const_cast<JSAMPROW>(cmyk.pixels.data() + static_cast<std::size_t>(c.next_scanline * cmyk.width * 4));
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    std::string out(reinterpret_cast<const char*>(buffer), size);
+    jpeg_destroy_compress(&c);
+    std::free(buffer);
+    return out;
+}
+
+/// A progressive greyscale JPEG of `ac_bands`·11 + 11 scans, all legal: the DC and then each of
+/// the first ac_bands AC coefficients alone, each sent bit by bit (successive approximation, 11 bits).
+std::string many_scan_jpeg(int ac_bands) {
+    std::vector<jpeg_scan_info> scans;
+    for (int band = 0; band <= ac_bands; ++band)
+        for (int bit = 10; bit >= 0; --bit) {
+            jpeg_scan_info scan{};
+            scan.comps_in_scan = 1;
+            scan.Ss = scan.Se = band;
+            scan.Ah = bit == 10 ? 0 : bit + 1;
+            scan.Al = bit;
+            scans.push_back(scan);
+        }
+    const auto img = pattern(16, 16, 1);
+    jpeg_compress_struct c;
+    jpeg_error_mgr err;
+    c.err = jpeg_std_error(&err);
+    jpeg_create_compress(&c);
+    unsigned char* buffer = nullptr;
+    unsigned long size = 0;
+    jpeg_mem_dest(&c, &buffer, &size);
+    c.image_width = c.image_height = 16;
+    c.input_components = 1;
+    c.in_color_space = JCS_GRAYSCALE;
+    jpeg_set_defaults(&c);
+    c.scan_info = scans.data();
+    c.num_scans = static_cast<int>(scans.size());
+    jpeg_start_compress(&c, TRUE);
+    while (c.next_scanline < c.image_height) {
+        JSAMPROW row = const_cast<JSAMPROW>(img.pixels.data() + c.next_scanline * 16);
+        jpeg_write_scanlines(&c, &row, 1);
+    }
+    jpeg_finish_compress(&c);
+    std::string out(reinterpret_cast<const char*>(buffer), size);
+    jpeg_destroy_compress(&c);
+    std::free(buffer);
+    return out;
+}
+
+std::vector<std::uint8_t> as_bytes(const std::string& s) { return {s.begin(), s.end()}; }
 
 } // namespace
 
@@ -128,6 +274,291 @@ BOOST_AUTO_TEST_CASE(bad_files_name_the_file_and_the_cause) {
     BOOST_TEST(contains(directory, "it is a directory"), directory);
     const auto unwritable = io_error_message([&] { io::write_png(dir / "no_such_dir" / "x.png", pattern(2, 2, 1)); });
     BOOST_TEST(contains(unwritable, "no_such_dir"), unwritable);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(decoding)
+
+BOOST_AUTO_TEST_CASE(corrupt_files_fail_with_the_file_and_the_cause) {
+    temp_dir dir("image");
+    const auto png_vec = io::encode_png(pattern(40, 30, 3));
+    const std::string png(png_vec.begin(), png_vec.end());
+    const auto chunks = png_chunks(png);
+    BOOST_REQUIRE(chunks.at(0).first == "IHDR");
+    std::size_t idat = 0;
+    for (const auto& [type, at] : chunks)
+        if (type == "IDAT") idat = at;
+    BOOST_REQUIRE(idat > 0);
+    auto flip = [](std::string s, std::size_t at) {
+        s[at] = static_cast<char>(s[at] ^ 0x01);
+        return s;
+    };
+    const std::string jpeg = encode_jpeg(pattern(48, 64, 3));
+    BOOST_REQUIRE(jpeg.substr(jpeg.size() - 2) == "\xFF\xD9");
+    const std::size_t sof = jpeg.find("\xFF\xC0");
+    BOOST_REQUIRE(sof != std::string::npos);
+    auto jpeg_of_size = [&](std::uint16_t h, std::uint16_t w) {  // SOF0: FF C0, length, precision, height, width
+        auto j = jpeg;
+        j[sof + 5] = char(h >> 8), j[sof + 6] = char(h & 0xFF), j[sof + 7] = char(w >> 8), j[sof + 8] = char(w & 0xFF);
+        return j;
+    };
+    const std::string idat_chunk = png_chunk("IDAT", std::string(20, 'x'));
+
+    // (file, its bytes, words its message must hold besides the path)
+    const std::vector<std::tuple<std::string, std::string, std::vector<std::string>>> cases = {
+        {"truncated.jpg", jpeg.substr(0, 2 * jpeg.size() / 3), {"cannot decode this JPEG file", "libjpeg: Premature end of JPEG file"}},
+        {"extraneous.jpg", jpeg.substr(0, jpeg.size() - 2) + "\x01\x02\x03" + "\xFF\xD9",
+         {"JPEG file", "libjpeg: Corrupt JPEG data: ", "extraneous bytes before marker 0xd9"}},
+        {"zero_width.jpg", jpeg_of_size(48, 0), {"JPEG file", "libjpeg: Empty JPEG image"}},
+        {"bomb.jpg", jpeg_of_size(20000, 20000), {"JPEG file", "20000×20000", "2^28", "decompression bomb"}},
+        {"ihdr_crc.png", flip(png, chunks[0].second + 8 + 13), {"cannot decode this PNG file", "libpng: IHDR: CRC error"}},
+        {"idat_crc.png", flip(png, idat + 8 + read_be32(png, idat)), {"PNG file", "libpng: IDAT: CRC error"}},
+        {"text_crc.png", insert_before_idat(png, flip(png_chunk("tEXt", std::string("Comment\0made by hand", 20)), 30)),
+         {"PNG file", "libpng: tEXt: CRC error"}},
+        {"truncated.png", png.substr(0, png.size() - 30), {"PNG file", "libpng: the data ends early: the file is truncated"}},
+        {"no_iend.png", png.substr(0, png.size() - 12), {"PNG file", "truncated"}},
+        {"empty.jpg", "", {"the file is empty"}},
+        {"text.jpg", "just some text, not a picture\n", {"cannot decode: not a PNG or JPEG file", "begin 6a 75 73 74"}},
+        {"garbage.png", png_signature + "this is garbage and no chunk at all", {"PNG file", "libpng: "}},
+        {"zero_width.png", png_signature + png_ihdr(0, 5, 8, 2) + idat_chunk + png_chunk("IEND", ""),
+         {"PNG file", "Invalid IHDR data", "Image width is zero"}},
+        {"bomb.png", png_signature + png_ihdr(20000, 20000, 8, 2) + idat_chunk + png_chunk("IEND", ""),
+         {"PNG file", "20000×20000", "decompression bomb"}},
+    };
+    for (const auto& [name, bytes, words] : cases) {
+        write_bytes(dir / name, bytes);
+        const auto msg = io_error_message([&] { io::read_image(dir / name); });
+        BOOST_TEST(contains(msg, "read_image: " + (dir / name).string() + ": "), msg);
+        for (const auto& word : words) BOOST_TEST(contains(msg, word), name << ": " << msg << " lacks " << word);
+    }
+    // The intact files decode: every failure above is the damage's.
+    write_bytes(dir / "intact.png", png);
+    write_bytes(dir / "intact.jpg", jpeg);
+    BOOST_TEST(io::read_image(dir / "intact.png").pixels == pattern(40, 30, 3).pixels);
+    BOOST_TEST(io::read_image(dir / "intact.jpg").width == 64);
+    BOOST_TEST(io::read_image(dir / "intact.png", 3).channels == 3);
+    // decode_* name no file; read_image adds it.
+    const auto bare = io_error_message([&] { io::decode_png(as_bytes(png.substr(0, 100))); });
+    BOOST_TEST(bare.starts_with("cannot decode this PNG file of 100 bytes (libpng: "), bare);
+}
+
+BOOST_AUTO_TEST_CASE(benign_png_warnings_do_not_fail) {
+    // A gAMA chunk of 3 bytes instead of 4 (a valid CRC): libpng warns "gAMA: invalid" and skips it.
+    const auto img = pattern(9, 11, 3);
+    const auto png_vec = io::encode_png(img);
+    const std::string png(png_vec.begin(), png_vec.end());
+    const auto odd = insert_before_idat(png, png_chunk("gAMA", std::string("\x00\x01\x02", 3)));
+    BOOST_TEST(io::decode_image(as_bytes(odd)).pixels == img.pixels);
+    // A chunk of an unknown ancillary type is skipped too.
+    const auto unknown = insert_before_idat(png, png_chunk("vdFf", "anything"));
+    BOOST_TEST(io::decode_image(as_bytes(unknown)).pixels == img.pixels);
+}
+
+BOOST_AUTO_TEST_CASE(cmyk_and_ycck_jpegs_become_rgb) {
+    // Smooth inverted ink (as Adobe stores it: 255 = no ink), so JPEG at quality 100 stays within a
+    // few levels; expected R = C'·K'/255 from the values written, not from any decoder.
+    io::image stored(24, 40, 4);
+    for (std::int64_t y = 0; y < 24; ++y)
+        for (std::int64_t x = 0; x < 40; ++x) {
+            stored.at(y, x, 0) = static_cast<std::uint8_t>(60 + 4 * x);
+            stored.at(y, x, 1) = static_cast<std::uint8_t>(230 - 5 * y);
+            stored.at(y, x, 2) = static_cast<std::uint8_t>(100 + 2 * x + 3 * y);
+            stored.at(y, x, 3) = static_cast<std::uint8_t>(250 - 2 * x - y);
+        }
+    struct variant {
+        const char* name;
+        J_COLOR_SPACE space;
+        bool adobe;
+    };
+    for (const auto& v : {variant{"CMYK, Adobe", JCS_CMYK, true}, variant{"YCCK, Adobe", JCS_YCCK, true}, variant{"CMYK, no marker", JCS_CMYK, false}}) {
+        const auto bytes = as_bytes(libjpeg_encode_cmyk(stored, v.space, v.adobe));
+        const auto rgb = io::decode_jpeg(bytes);
+        BOOST_TEST_REQUIRE(rgb.channels == 3, v.name);
+        BOOST_TEST(rgb.height == 24);
+        BOOST_TEST(rgb.width == 40);
+        double worst = 0;
+        for (std::int64_t y = 0; y < 24; ++y)
+            for (std::int64_t x = 0; x < 40; ++x)
+                for (int c = 0; c < 3; ++c) {
+                    // Without an Adobe marker the values are plain ink: C' = 255 − C.
+                    const double ink_c = v.adobe ? stored.at(y, x, c) : 255 - stored.at(y, x, c);
+                    const double ink_k = v.adobe ? stored.at(y, x, 3) : 255 - stored.at(y, x, 3);
+                    worst = std::max(worst, std::abs(rgb.at(y, x, c) - ink_c * ink_k / 255.0));
+                }
+        BOOST_TEST(worst < 4.0, v.name << ": worst " << worst);
+        BOOST_TEST(io::decode_jpeg(bytes, 1).pixels == io::convert_channels(rgb, 1).pixels);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(progressive_jpegs_of_too_many_scans_are_refused) {
+    // 451 legal scans decode; 704 are refused.
+    const auto fine = io::decode_jpeg(as_bytes(many_scan_jpeg(40)));
+    BOOST_TEST(fine.channels == 1);
+    BOOST_TEST(fine.width == 16);
+    const auto msg = io_error_message([&] { io::decode_jpeg(as_bytes(many_scan_jpeg(63))); });
+    BOOST_TEST(contains(msg, "cannot decode this JPEG file"), msg);
+    BOOST_TEST(contains(msg, "more than 500 scans"), msg);
+}
+
+BOOST_AUTO_TEST_CASE(sixteen_bit_pngs_round_to_eight) {
+    const std::uint32_t w = 13, h = 7;
+    for (int color_type : {PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_GRAY}) {
+        const int c = color_type == PNG_COLOR_TYPE_RGB ? 3 : 1;
+        std::vector<std::uint8_t> rows;
+        std::vector<std::uint16_t> values;
+        for (std::uint32_t i = 0; i < w * h * static_cast<std::uint32_t>(c); ++i) {
+            const auto v = static_cast<std::uint16_t>((i * 40503u + 128u) % 65536u);
+            values.push_back(v);
+            rows.push_back(static_cast<std::uint8_t>(v >> 8));
+            rows.push_back(static_cast<std::uint8_t>(v & 0xFF));
+        }
+        const auto decoded = io::decode_png(as_bytes(libpng_encode(w, h, 16, color_type, rows)));
+        BOOST_TEST_REQUIRE(decoded.channels == c);
+        BOOST_TEST(decoded.width == w);
+        int rounded_up = 0;
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            const auto expected = static_cast<std::uint8_t>(std::lround(values[i] * 255.0 / 65535.0));
+            BOOST_TEST(decoded.pixels[i] == expected, "value " << values[i]);
+            rounded_up += expected != (values[i] >> 8);
+        }
+        BOOST_TEST(rounded_up > 10);  // the high byte alone (PIL, stb_image) would fail here
+    }
+}
+
+BOOST_AUTO_TEST_CASE(palette_grey_alpha_one_bit_and_interlaced_pngs_decode_exactly) {
+    // Palette of 6 colours, tRNS for the first 3: RGBA, alpha 255 for the others.
+    const std::vector<png_color> palette = {{10, 20, 30}, {200, 0, 0}, {0, 200, 0}, {0, 0, 200}, {255, 255, 255}, {7, 77, 177}};
+    const std::vector<std::uint8_t> palette_alpha = {0, 128, 254};
+    std::vector<std::uint8_t> index_rows;
+    for (int y = 0; y < 5; ++y)
+        for (int x = 0; x < 9; ++x) index_rows.push_back(static_cast<std::uint8_t>((x + 2 * y) % 6));
+    const auto pal = io::decode_png(as_bytes(libpng_encode(9, 5, 8, PNG_COLOR_TYPE_PALETTE, index_rows, false, palette, palette_alpha)));
+    BOOST_TEST_REQUIRE(pal.channels == 4);
+    for (int y = 0; y < 5; ++y)
+        for (int x = 0; x < 9; ++x) {
+            const int i = (x + 2 * y) % 6;
+            BOOST_TEST(int(pal.at(y, x, 0)) == palette[i].red);
+            BOOST_TEST(int(pal.at(y, x, 1)) == palette[i].green);
+            BOOST_TEST(int(pal.at(y, x, 2)) == palette[i].blue);
+            BOOST_TEST(int(pal.at(y, x, 3)) == (i < 3 ? palette_alpha[i] : 255));
+        }
+    // Without tRNS a palette is RGB.
+    const auto opaque = io::decode_png(as_bytes(libpng_encode(9, 5, 8, PNG_COLOR_TYPE_PALETTE, index_rows, false, palette)));
+    BOOST_TEST(opaque.channels == 3);
+    BOOST_TEST(int(opaque.at(4, 8, 2)) == palette[(8 + 8) % 6].blue);
+
+    // A tRNS colour of RGB or grey becomes an alpha channel: 0 where the colour is, 255 elsewhere.
+    const auto rgb_with_key = pattern(5, 8, 3, 2);
+    png_color_16 key{};
+    key.red = rgb_with_key.at(2, 3, 0), key.green = rgb_with_key.at(2, 3, 1), key.blue = rgb_with_key.at(2, 3, 2);
+    const auto keyed = io::decode_png(as_bytes(libpng_encode(8, 5, 8, PNG_COLOR_TYPE_RGB, rgb_with_key.pixels, false, {}, {}, &key)));
+    BOOST_TEST_REQUIRE(keyed.channels == 4);
+    for (std::int64_t y = 0; y < 5; ++y)
+        for (std::int64_t x = 0; x < 8; ++x) {
+            for (int c = 0; c < 3; ++c) BOOST_TEST(keyed.at(y, x, c) == rgb_with_key.at(y, x, c));
+            BOOST_TEST(int(keyed.at(y, x, 3)) == (y == 2 && x == 3 ? 0 : 255));
+        }
+    io::image grey_with_key(2, 3, 1);
+    grey_with_key.pixels = {5, 90, 5, 91, 5, 0};
+    png_color_16 grey_key{};
+    grey_key.gray = 5;
+    const auto grey_keyed = io::decode_png(as_bytes(libpng_encode(3, 2, 8, PNG_COLOR_TYPE_GRAY, grey_with_key.pixels, false, {}, {}, &grey_key)));
+    BOOST_TEST(grey_keyed.channels == 2);
+    BOOST_TEST(grey_keyed.pixels == (std::vector<std::uint8_t>{5, 0, 90, 255, 5, 0, 91, 255, 5, 0, 0, 255}));
+
+    // Grey + alpha, as stored.
+    const auto ga = pattern(6, 10, 2, 4);
+    const auto ga_png = io::decode_png(as_bytes(libpng_encode(10, 6, 8, PNG_COLOR_TYPE_GRAY_ALPHA, ga.pixels)));
+    BOOST_TEST(ga_png.channels == 2);
+    BOOST_TEST(ga_png.pixels == ga.pixels);
+
+    // 1-bit grey, 11 pixels a row (2 bytes, the last padded): bit 1 is 255.
+    std::vector<std::uint8_t> bits;
+    io::image expected_bits(3, 11, 1);
+    for (int y = 0; y < 3; ++y) {
+        std::uint8_t bytes[2] = {0, 0};
+        for (int x = 0; x < 11; ++x) {
+            const bool on = (x * 5 + y * 3) % 7 < 3;
+            if (on) bytes[x / 8] |= static_cast<std::uint8_t>(0x80 >> (x % 8));
+            expected_bits.at(y, x, 0) = on ? 255 : 0;
+        }
+        bits.insert(bits.end(), bytes, bytes + 2);
+    }
+    const auto one_bit = io::decode_png(as_bytes(libpng_encode(11, 3, 1, PNG_COLOR_TYPE_GRAY, bits)));
+    BOOST_TEST(one_bit.channels == 1);
+    BOOST_TEST(one_bit.pixels == expected_bits.pixels);
+
+    // Adam7: 19×13 RGB, so that every pass holds pixels and some are partial.
+    const auto rgb = pattern(13, 19, 3, 9);
+    const auto interlaced = libpng_encode(19, 13, 8, PNG_COLOR_TYPE_RGB, rgb.pixels, true);
+    BOOST_REQUIRE(interlaced[8 + 8 + 12] == 1);  // IHDR's interlace method: Adam7
+    const auto deinterlaced = io::decode_png(as_bytes(interlaced));
+    BOOST_TEST(deinterlaced.channels == 3);
+    BOOST_TEST(deinterlaced.pixels == rgb.pixels);
+}
+
+BOOST_AUTO_TEST_CASE(channel_conversions) {
+    io::image rgba(1, 2, 4);
+    rgba.pixels = {10, 200, 30, 99, 255, 255, 255, 0};
+    // (77·10 + 150·200 + 29·30) >> 8 = 31640 >> 8 = 123; white stays 255 (77 + 150 + 29 = 256).
+    BOOST_TEST(io::convert_channels(rgba, 1).pixels == (std::vector<std::uint8_t>{123, 255}));
+    BOOST_TEST(io::convert_channels(rgba, 2).pixels == (std::vector<std::uint8_t>{123, 99, 255, 0}));
+    BOOST_TEST(io::convert_channels(rgba, 3).pixels == (std::vector<std::uint8_t>{10, 200, 30, 255, 255, 255}));
+    BOOST_TEST(io::convert_channels(rgba, 0).pixels == rgba.pixels);
+    io::image ga(1, 2, 2);
+    ga.pixels = {7, 8, 250, 251};
+    BOOST_TEST(io::convert_channels(ga, 1).pixels == (std::vector<std::uint8_t>{7, 250}));
+    BOOST_TEST(io::convert_channels(ga, 3).pixels == (std::vector<std::uint8_t>{7, 7, 7, 250, 250, 250}));
+    BOOST_TEST(io::convert_channels(ga, 4).pixels == (std::vector<std::uint8_t>{7, 7, 7, 8, 250, 250, 250, 251}));
+    io::image grey(1, 1, 1);
+    grey.pixels = {42};
+    BOOST_TEST(io::convert_channels(grey, 2).pixels == (std::vector<std::uint8_t>{42, 255}));
+    BOOST_TEST(io::convert_channels(grey, 4).pixels == (std::vector<std::uint8_t>{42, 42, 42, 255}));
+    io::image rgb(1, 1, 3);
+    rgb.pixels = {1, 2, 3};
+    BOOST_TEST(io::convert_channels(rgb, 4).pixels == (std::vector<std::uint8_t>{1, 2, 3, 255}));
+    BOOST_CHECK_THROW(io::convert_channels(rgb, 5), std::invalid_argument);
+
+    // The same conversions from either format: a greyscale JPEG (libjpeg's compress API via stb
+    // is RGB only, so take the fixture's) and a grey PNG.
+    const fs::path fixtures = fs::path(VEDIFF_FIXTURE_DIR) / "decoded_images";
+    const auto jpeg_grey = io::read_image(fixtures / "jpeg_grey.jpg");
+    BOOST_REQUIRE(jpeg_grey.channels == 1);
+    for (int c = 1; c <= 4; ++c) {
+        BOOST_TEST(io::read_image(fixtures / "jpeg_grey.jpg", c).pixels == io::convert_channels(jpeg_grey, c).pixels);
+        BOOST_TEST(io::read_image(fixtures / "png_interlaced.png", c).pixels ==
+                   io::convert_channels(io::read_image(fixtures / "png_interlaced.png"), c).pixels);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(pixels_equal_pils) {
+    // tests/fixtures/make_decoded_images.py: PIL's Image.open(file).convert(mode) of every file.
+    const fs::path fixtures = fs::path(VEDIFF_FIXTURE_DIR) / "decoded_images";
+    std::ifstream manifest(fixtures / "manifest.txt");
+    BOOST_REQUIRE(manifest);
+    std::string line;
+    int files = 0;
+    while (std::getline(manifest, line)) {
+        std::istringstream fields(line);
+        std::string name, mode;
+        std::int64_t h = 0, w = 0;
+        int c = 0;
+        BOOST_REQUIRE(fields >> name >> h >> w >> c >> mode);
+        const auto reference = read_bytes(fixtures / (name + ".pixels"));
+        BOOST_REQUIRE(reference.size() == static_cast<std::size_t>(h * w * c));
+        const auto img = io::read_image(fixtures / name);
+        BOOST_TEST(img.height == h, name);
+        BOOST_TEST(img.width == w, name);
+        BOOST_TEST(img.channels == c, name << " (PIL: " << mode << ")");
+        if (img.pixels.size() != reference.size()) continue;
+        std::size_t differ = 0, first = 0;
+        for (std::size_t i = 0; i < reference.size(); ++i)
+            if (img.pixels[i] != static_cast<std::uint8_t>(reference[i]) && differ++ == 0) first = i;
+        BOOST_TEST(differ == 0u, name << ": " << differ << " bytes differ from PIL's, the first at " << first);
+        ++files;
+    }
+    BOOST_TEST(files == 10);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

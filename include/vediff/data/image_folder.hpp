@@ -7,7 +7,7 @@
 // every machine; a label is the index of the image's top-level subfolder (torchvision's
 // ImageFolder convention), "" standing for images at the top. Symlinked files are read;
 // symlinked subfolders are not entered (a link cycle would never end). JPEG EXIF orientation is
-// ignored, as stb_image ignores it.
+// ignored (libjpeg does not apply it), as PIL's Image.open ignores it.
 #include <algorithm>
 #include <cctype>
 #include <cstdint>

@@ -1,9 +1,10 @@
 #pragma once
-// 8-bit images from and to files, and their conversion to tensors. Decoding is stb_image's (PNG,
-// JPEG, and the BMP, TGA, GIF (first frame), PSD and PNM it also reads); PNG encoding is
+// 8-bit images from and to files, and their conversion to tensors. Decoding (PNG and JPEG only)
+// is io/image_decoding.hpp's, libpng and libjpeg-turbo, since image files are users' untrusted
+// input; io::image itself is defined there. PNG encoding, of images vediff makes itself, is
 // stb_image_write's. vediff links Debian's libstb (pkg-config `stb`) instead of compiling stb's
-// implementation into a header: any number of translation units may include this file, next to
-// a program's own use of stb, without duplicate or diverging definitions.
+// implementation into a header: any number of translation units may include this file, next to a
+// program's own use of stb, without duplicate or diverging definitions.
 #include <algorithm>
 #include <cerrno>
 #include <climits>
@@ -12,7 +13,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -20,32 +20,14 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <stb_image.h>
 #include <stb_image_write.h>
 
 #include "vediff/core/error.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/io/image_decoding.hpp"
 
 namespace vediff::io {
-
-/// Interleaved 8-bit pixels, rows top to bottom: channel c of pixel (y, x) is
-/// pixels[(y·width + x)·channels + c]. Channels: 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA.
-struct image {
-    std::int64_t height = 0;
-    std::int64_t width = 0;
-    int channels = 0;
-    std::vector<std::uint8_t> pixels;  // (height, width, channels)
-
-    image() = default;
-    image(std::int64_t h, std::int64_t w, int c, std::uint8_t fill = 0)
-        : height(h), width(w), channels(c), pixels(static_cast<std::size_t>(h * w * c), fill) {}
-
-    std::uint8_t& at(std::int64_t y, std::int64_t x, int c) { return pixels[static_cast<std::size_t>((y * width + x) * channels + c)]; }
-    std::uint8_t at(std::int64_t y, std::int64_t x, int c) const {
-        return pixels[static_cast<std::size_t>((y * width + x) * channels + c)];
-    }
-};
 
 /// The interval of pixel values a tensor holds: byte 0 maps to lo, byte 255 to hi.
 struct value_range {
@@ -59,12 +41,6 @@ inline constexpr value_range symmetric_range{-1.0, 1.0};
 inline constexpr value_range unit_range{0.0, 1.0};
 
 namespace detail {
-
-inline std::string_view image_format_name(const std::vector<unsigned char>& b) {
-    if (b.size() >= 8 && std::memcmp(b.data(), "\x89PNG\r\n\x1a\n", 8) == 0) return "PNG";
-    if (b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) return "JPEG";
-    return "image";
-}
 
 inline void check_image(const char* op, const image& img) {
     if (img.channels < 1 || img.channels > 4 || img.height < 1 || img.width < 1 || img.height > INT_MAX / 4 || img.width > INT_MAX / 4)
@@ -90,37 +66,26 @@ inline std::uint8_t to_byte(double v, value_range r) {
 
 } // namespace detail
 
-/// Decodes an image file. channels 0 keeps the file's channels; 1 to 4 converts (stb_image's
-/// conversions: luminance (77·R + 150·G + 29·B)/256 for grey, alpha dropped or set opaque).
-/// 16-bit files are reduced to 8 bits. Every problem is an io_error naming the file and the cause.
+/// Decodes a PNG or JPEG file (decode_image of io/image_decoding.hpp). channels 0 keeps the file's
+/// channels; 1 to 4 converts (luminance (77·R + 150·G + 29·B) >> 8 for grey, grey repeated for RGB,
+/// alpha dropped or set opaque). 16-bit files are reduced to 8 bits, rounded. Every problem is an
+/// io_error naming the file and the cause.
 inline image read_image(const std::filesystem::path& path, int channels = 0) {
     if (channels < 0 || channels > 4) throw std::invalid_argument(fmt::format("read_image: channels {} is not 0 (as stored) or 1 to 4", channels));
-    const auto fail = [&](const std::string& cause) -> void { throw io_error(fmt::format("read_image: {}: {}", path.string(), cause)); };
+    const auto fail = [&](std::string_view cause) -> void { throw io_error(fmt::format("read_image: {}: {}", path.string(), cause)); };
     std::error_code ec;
     if (std::filesystem::is_directory(path, ec)) fail("cannot open: it is a directory");
     std::ifstream in(path, std::ios::binary);
     if (!in) fail(fmt::format("cannot open: {}", std::strerror(errno)));
-    std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (in.bad()) fail(fmt::format("read error: {}", std::strerror(errno)));
     if (bytes.empty()) fail("the file is empty");
-    if (bytes.size() > static_cast<std::size_t>(INT_MAX)) fail(fmt::format("the file is {} bytes, more than stb_image reads", bytes.size()));
-
-    int w = 0, h = 0, stored = 0;
-    std::unique_ptr<stbi_uc, void (*)(void*)> data(
-        stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &stored, channels), stbi_image_free);
-    if (!data) {
-        // stb's reasons are terse ("outofdata", "expected marker"); an empty one comes from a
-        // chunk type of zeros, i.e. data that ends early.
-        const char* reason = stbi_failure_reason();
-        fail(fmt::format("cannot decode this {} file of {} bytes (stb_image: {}); it is corrupt, truncated or of an unsupported kind",
-                         detail::image_format_name(bytes), bytes.size(), reason && *reason ? reason : "unexpected end of data"));
+    try {
+        return decode_image(bytes, channels);
+    } catch (const io_error& e) {
+        fail(e.what());
     }
-    image img;
-    img.height = h;
-    img.width = w;
-    img.channels = channels ? channels : stored;
-    img.pixels.assign(data.get(), data.get() + static_cast<std::size_t>(img.height * img.width * img.channels));
-    return img;
+    return {};  // not reached: fail throws
 }
 
 /// The bytes of a PNG file of the image (zlib level 8, stb's adaptive row filters).
