@@ -59,7 +59,7 @@ train::latent_cache encode(const encode_job& job) {
     for (std::int64_t begin = 0, step = 0; begin < n; begin += batch, ++step) {
         const std::int64_t end = std::min(n, begin + batch);
         const view_on<float, D> x(images.images.slice(begin, end));
-        auto post = encode_posterior(tokenizer.model, x.view());  // under nn::no_grad
+        auto post = tokenizer.posterior(x.view(), job.seed, models::sigma_vae_noise::encoding_draw, begin);  // under nn::no_grad
         const auto z = job.posterior_mean ? tensor<float, D>::copy_of(post.mean.view()) : post.sample(posterior);
         const view_on<float, cpu> z_on_host(z.view());
         ops::copy(cache.latents.slice(begin, end), z_on_host.view());

@@ -196,7 +196,7 @@ nlohmann::json evaluate_tokenizer(const eval_job& job, models::fashion_classifie
     for (std::int64_t begin = 0; begin < n; begin += batch) {
         const std::int64_t end = std::min(n, begin + batch);
         const view_on<float, D> x(ref.images.images.slice(begin, end));
-        auto post = encode_posterior(ae, x.view());
+        auto post = tokenizer.posterior(x.view(), job.seed, models::sigma_vae_noise::evaluation_draw, begin);
         const auto z = post.sample(posterior_gen);
         z_moments.add(z.view());
         const view_on<float, cpu> post_mean(post.mean.view()), post_logvar(post.logvar.view());

@@ -355,7 +355,10 @@ nlohmann::json run_experiment(const experiment_job& job, Comm& comm) {
         tokenizer_job tok = preset.tokenizer;
         tok.data = job.data;
         tok.loss = row.loss;
-        (row.loss == "kl" ? tok.kl_weight : tok.ve_weight) = row.weight;
+        if (row.loss == "kl") tok.kl_weight = row.weight;
+        else if (row.loss == "ve") tok.ve_weight = row.weight;
+        else if (row.loss == "sigma-vae") tok.sigma_vae.scale = row.weight;
+        else throw std::invalid_argument(fmt::format("experiment row {}: loss '{}' is not kl, ve or sigma-vae", row.name, row.loss));
         tok.seed = row.seed;
         tok.out = (dir / "tokenizer").string();
         tok.device = job.device;

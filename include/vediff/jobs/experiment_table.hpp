@@ -99,13 +99,18 @@ inline const std::vector<experiment_metric>& experiment_quality_metrics() {
     return m;
 }
 
+/// "KL 1e-06", "VE 0.1", "σ-VAE 2.5": a configuration's name in tables and figures.
+inline std::string configuration_label(const std::string& loss, double weight) {
+    return fmt::format("{} {:g}", loss == "kl" ? "KL" : loss == "ve" ? "VE" : loss == "sigma-vae" ? "σ-VAE" : loss, weight);
+}
+
 /// One configuration of the experiment (a loss and its weight) and the rows of its seeds.
 struct experiment_configuration {
     std::string loss;
     double weight = 0;
     std::vector<const nlohmann::json*> runs;  // in seed order
 
-    std::string label() const { return fmt::format("{} {:g}", loss == "kl" ? "KL" : "VE", weight); }
+    std::string label() const { return configuration_label(loss, weight); }
     std::vector<std::uint64_t> seeds() const {
         std::vector<std::uint64_t> s;
         for (const auto* r : runs) s.push_back((*r)["seed"].get<std::uint64_t>());

@@ -46,6 +46,7 @@
 #include "vediff/metrics/ssim.hpp"
 #include "vediff/models/autoencoder.hpp"
 #include "vediff/models/gaussian_posterior.hpp"
+#include "vediff/models/sigma_vae_noise.hpp"
 #include "vediff/optim/adamw.hpp"
 #include "vediff/optim/clip.hpp"
 #include "vediff/optim/schedule.hpp"
@@ -68,9 +69,10 @@ struct tokenizer_job {
     std::string architecture;  // "f8c4" | "f16d32": a published tokenizer's (models::published_autoencoder), replacing `model`'s sizes
     std::string init_from;     // a safetensors file of tokenizer weights (LDM or diffusers naming) to start from
     // Loss.
-    std::string loss = "ve";  // ve | kl | ve+kl | none
+    std::string loss = "ve";  // ve | kl | ve+kl | sigma-vae | none
     std::string reconstruction = "l1";
     double ve_weight = 0.1, delta = 1e-6, magnitude_weight = 1e-6, tau = 1.0, kl_weight = 1e-6;
+    models::sigma_vae_noise sigma_vae;  // --loss sigma-vae: the law of the fixed latent noise
     std::string reduction = "per_image_sum";
     train::critic_config critics;  // LPIPS and the PatchGAN discriminator, off unless their weights are > 0
     // Optimization.
@@ -97,6 +99,10 @@ struct tokenizer_job {
         // made before these options existed still compare equal.
         if (!architecture.empty()) j["architecture"] = architecture;
         if (!init_from.empty()) j["init_from"] = init_from;
+        if (loss == "sigma-vae") {
+            j["sigma_vae_scale"] = sigma_vae.scale;
+            j["sigma_vae_law"] = models::sigma_vae_noise::law_name(sigma_vae.distribution);
+        }
         if (critics.perceptual() || critics.adversarial()) j["critics"] = critics.to_json();
         return j;
     }
@@ -139,7 +145,7 @@ inline datasets load_data(const tokenizer_job& cfg) {
 /// the metrics on the host).
 template <device D>
 nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const data::labeled_images<float>& test, std::int64_t max_images,
-                        std::uint64_t seed, const fs::path& grid_path) {
+                        std::uint64_t seed, const fs::path& grid_path, const std::optional<models::sigma_vae_noise>& sigma_vae) {
     const std::int64_t n = std::min(max_images, test.size());
     const std::int64_t batch = 100;
     // A fixed stream for evaluation noise, apart from training's.
@@ -151,6 +157,7 @@ nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const data::labele
         const auto x = test.images.slice(begin, end);
         const view_on<float, D> x_on_device(x);
         auto post = models::gaussian_posterior<float, D>::from_moments(ae.encode(x_on_device.view()));
+        if (sigma_vae) sigma_vae->fix_variance(post, seed, models::sigma_vae_noise::evaluation_draw, begin);
         auto z = post.sample(eval_gen);
         latents.add(post.logvar.view(), z.view());
         const auto x_mode_on_device = ae.decode(post.mean);
@@ -259,6 +266,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     auto& posterior_noise = state.generators.at("posterior");
     posterior_noise.shard = parallel.shard();
     const data::random_horizontal_flip flip{.seed = cfg.seed};
+    const auto sigma_vae = cfg.loss == "sigma-vae" ? std::optional<models::sigma_vae_noise>(cfg.sigma_vae) : std::nullopt;
     const bool augment = !cfg.image_folder.empty();
 
     if (root)
@@ -282,6 +290,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
 
         auto moments = ae.encode(images.view());
         auto post = models::gaussian_posterior<float, D>::from_moments(moments);
+        if (sigma_vae) sigma_vae->fix_variance(post, cfg.seed, static_cast<std::uint64_t>(index), b.first_row);
         auto z = post.sample(posterior_noise);
         auto x_hat = ae.decode(z);
         auto r = loss_fn.evaluate(loss::tokenizer_outputs<float, D>{images.view(), x_hat, post.mean, post.logvar, z});
@@ -368,7 +377,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     nlohmann::json metrics = result.to_json();
     if (root) {
         fmt::print("evaluating on {} test images\n", std::min(cfg.eval_images, sets.test.size()));
-        metrics.update(evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png"));
+        metrics.update(evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png", sigma_vae));
         metrics["images_per_second"] = double(result.steps_this_run() * cfg.batch) / result.seconds;
         metrics["threads"] = omp_get_max_threads();
         metrics["device"] = D::name;
@@ -398,8 +407,15 @@ nlohmann::json train_with(const tokenizer_job& cfg, Comm& comm) {
         return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer,
                                                   loss::kl_divergence>{{rec, ve, mag, kl}, mode}, comm);
     if (cfg.loss == "kl") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode}, comm);
+    if (cfg.loss == "sigma-vae") {
+        // The noise is the regularizer; the magnitude term (VE's second, here on μ) keeps μ from
+        // outgrowing it.
+        cfg.sigma_vae.validate();
+        const loss::magnitude_regularizer mag_of_mean({.weight = cfg.magnitude_weight, .tau = cfg.tau, .of_mean = true});
+        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::magnitude_regularizer>{{rec, mag_of_mean}, mode}, comm);
+    }
     if (cfg.loss == "none") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode}, comm);
-    throw std::invalid_argument(fmt::format("--loss {}: expected ve, kl, ve+kl or none", cfg.loss));
+    throw std::invalid_argument(fmt::format("--loss {}: expected ve, kl, ve+kl, sigma-vae or none", cfg.loss));
 }
 
 inline std::vector<std::int64_t> parse_list(const std::string& text, const char* flag) {
@@ -459,13 +475,16 @@ void add_tokenizer_options(cxxopts::Options& options) {
         ("attn-resolutions", "resolutions with attention blocks, e.g. 16", cxxopts::value<std::string>()->default_value(list(d.model.attn_resolutions)))
         ("norm-groups", "GroupNorm groups", cxxopts::value<std::int64_t>()->default_value(dflt(d.model.norm_groups)));
     options.add_options("loss")
-        ("loss", "ve | kl | ve+kl | none", cxxopts::value<std::string>()->default_value(d.loss))
+        ("loss", "ve | kl | ve+kl | sigma-vae | none", cxxopts::value<std::string>()->default_value(d.loss))
         ("reconstruction", "l1 | l2", cxxopts::value<std::string>()->default_value(d.reconstruction))
         ("ve-weight", "lambda1 of the VE term", cxxopts::value<double>()->default_value(dflt(d.ve_weight)))
         ("delta", "delta of 1/(sigma^2 + delta)", cxxopts::value<double>()->default_value(dflt(d.delta)))
         ("magnitude-weight", "lambda2 of exp(|z| - tau)", cxxopts::value<double>()->default_value(dflt(d.magnitude_weight)))
         ("tau", "tau of the magnitude term", cxxopts::value<double>()->default_value(dflt(d.tau)))
         ("kl-weight", "beta of the KL term", cxxopts::value<double>()->default_value(dflt(d.kl_weight)))
+        ("sigma-vae-scale", "sigma-vae: C of the per-image noise scale sigma_b", cxxopts::value<double>()->default_value(dflt(d.sigma_vae.scale)))
+        ("sigma-vae-law", "sigma-vae: sigma_b = C|n|, n ~ N(0,1) (normal, LatentLM) or C·U(0,1) (uniform, NextStep-1)",
+         cxxopts::value<std::string>()->default_value(std::string(models::sigma_vae_noise::law_name(d.sigma_vae.distribution))))
         ("reduction", "per_image_sum | element_mean", cxxopts::value<std::string>()->default_value(d.reduction));
     options.add_options("perceptual and adversarial (LDM's recipe)")
         ("perceptual-weight", "weight of LPIPS on the reconstruction (0: off; LDM 1)", cxxopts::value<double>()->default_value(dflt(d.critics.perceptual_weight)))
@@ -524,6 +543,9 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.magnitude_weight = a["magnitude-weight"].as<double>();
     cfg.tau = a["tau"].as<double>();
     cfg.kl_weight = a["kl-weight"].as<double>();
+    cfg.sigma_vae.scale = a["sigma-vae-scale"].as<double>();
+    cfg.sigma_vae.distribution = models::sigma_vae_noise::parse_law(a["sigma-vae-law"].as<std::string>());
+    cfg.sigma_vae.validate();
     cfg.reduction = a["reduction"].as<std::string>();
     cfg.critics.perceptual_weight = a["perceptual-weight"].as<double>();
     cfg.critics.lpips_weights = a["lpips"].as<std::string>();

@@ -5,6 +5,10 @@
 // reparameterized sample z = mean + σ·ε, ε ~ N(0, 1) from a Philox generator.
 #include <stdexcept>
 
+#include <fmt/format.h>
+
+#include "vediff/core/error.hpp"
+
 #include "vediff/core/random.hpp"
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/ops/posterior.hpp"
@@ -41,6 +45,17 @@ struct gaussian_posterior {
     /// The distribution's mode (and mean), as a new tensor.
     tensor<T, D> mode() const { return tensor<T, D>::copy_of(mean); }
 
+    /// Replaces the encoder's log-variance by a fixed one (σ-VAE, models/sigma_vae_noise.hpp): the
+    /// next sample() draws with it, sample_backward() then adds nothing to dlogvar, and
+    /// moments_backward() gives the encoder's logvar channels a zero gradient.
+    void fix_variance(tensor<T, D> fixed_logvar) {
+        if (!(fixed_logvar.shape() == mean.shape()))
+            throw shape_error(fmt::format("gaussian_posterior::fix_variance: logvar {} for a mean of {}", fixed_logvar.shape(), mean.shape()));
+        logvar = std::move(fixed_logvar);
+        variance_fixed_ = true;
+    }
+    bool variance_fixed() const { return variance_fixed_; }
+
     /// The ε of the last sample() (empty before the first).
     const tensor<T, D>& noise() const { return eps_; }
 
@@ -48,17 +63,23 @@ struct gaussian_posterior {
     /// gradients with respect to mean and logvar may already be there).
     void sample_backward(const tensor_view<T, D>& dz, const tensor_view<T, D>& dmean, const tensor_view<T, D>& dlogvar) const {
         if (!eps_.defined()) throw std::logic_error("gaussian_posterior::sample_backward: sample() has not been called");
-        ops::gaussian_sample_backward(dz, logvar.view(), eps_.view(), dmean, dlogvar);
+        if (variance_fixed_) ops::axpy(dmean, dz);  // σ is no function of the encoder
+        else ops::gaussian_sample_backward(dz, logvar.view(), eps_.view(), dmean, dlogvar);
     }
 
     /// dmoments (B, 2C, h, w) = [dmean | dlogvar], the latter zero where the clamp was active.
     tensor<T, D> moments_backward(const tensor_view<T, D>& dmean, const tensor_view<T, D>& dlogvar) const {
+        if (variance_fixed_) {
+            const tensor<T, D> none = tensor<T, D>::zeros(dlogvar.shape());
+            return ops::split_gaussian_moments_backward(dmean, none.view(), raw_logvar_.view(), logvar_min, logvar_max);
+        }
         return ops::split_gaussian_moments_backward(dmean, dlogvar, raw_logvar_.view(), logvar_min, logvar_max);
     }
 
 private:
     tensor<T, D> raw_logvar_;  // (B, C, h, w), before the clamp
     tensor<T, D> eps_;         // (B, C, h, w), ε of the last sample()
+    bool variance_fixed_ = false;
 };
 
 } // namespace vediff::models
