@@ -73,6 +73,48 @@ inline std::vector<std::filesystem::path> list_image_files(const std::filesystem
     return files;
 }
 
+/// The labeled files of a folder (the ImageFolder convention), listed once.
+struct image_files {
+    std::vector<std::filesystem::path> files;  // sorted
+    std::vector<std::int32_t> labels;          // index into classes, per file
+    std::vector<std::string> classes;          // sorted names of the top-level subfolders ("" for the top itself)
+
+    std::int64_t size() const { return static_cast<std::int64_t>(files.size()); }
+
+    /// The files at these indices, in this order (a split), with the same classes.
+    image_files subset(std::span<const std::int64_t> indices) const {
+        image_files out;
+        out.classes = classes;
+        for (const auto i : indices) {
+            out.files.push_back(files.at(static_cast<std::size_t>(i)));
+            out.labels.push_back(labels.at(static_cast<std::size_t>(i)));
+        }
+        return out;
+    }
+};
+
+/// Lists a folder's images with their labels; io_error when it is missing or holds no image.
+inline image_files list_labeled_images(const std::filesystem::path& dir, bool recursive = true) {
+    image_files out;
+    out.files = list_image_files(dir, recursive);
+    if (out.files.empty())
+        throw io_error(fmt::format("image_folder: {}: no image files (.png, .jpg, .jpeg){}", dir.string(),
+                                   recursive ? " in it or its subfolders" : ""));
+    std::map<std::string, std::int32_t> class_index;
+    std::vector<std::string> class_of(out.files.size());
+    for (std::size_t i = 0; i < out.files.size(); ++i) {
+        const auto rel = out.files[i].lexically_relative(dir);
+        class_of[i] = std::distance(rel.begin(), rel.end()) > 1 ? rel.begin()->string() : std::string();
+        class_index.emplace(class_of[i], 0);
+    }
+    for (auto& [name, index] : class_index) {
+        index = static_cast<std::int32_t>(out.classes.size());
+        out.classes.push_back(name);
+    }
+    for (std::size_t i = 0; i < out.files.size(); ++i) out.labels.push_back(class_index.at(class_of[i]));
+    return out;
+}
+
 /// The central square of an image (side min(H, W), offset rounded down), resized to size × size.
 inline io::image center_crop_resize(const io::image& img, std::int64_t size) {
     if (size < 1) throw std::invalid_argument(fmt::format("center_crop_resize: size {} < 1", size));
@@ -99,25 +141,11 @@ image_folder<T> load_image_folder(const std::filesystem::path& dir, const image_
         throw std::invalid_argument(fmt::format("load_image_folder: channels {} is not 1 or 3", opt.channels));
     if (opt.size < 1) throw std::invalid_argument(fmt::format("load_image_folder: size {} < 1", opt.size));
     image_folder<T> out;
-    out.files = list_image_files(dir, opt.recursive);
-    if (out.files.empty())
-        throw io_error(fmt::format("image_folder: {}: no image files (.png, .jpg, .jpeg){}", dir.string(),
-                                   opt.recursive ? " in it or its subfolders" : ""));
-
+    auto listed = list_labeled_images(dir, opt.recursive);
+    out.files = std::move(listed.files);
+    out.classes = std::move(listed.classes);
+    out.data.labels = std::move(listed.labels);
     const auto n = static_cast<std::int64_t>(out.files.size());
-    std::map<std::string, std::int32_t> class_index;
-    std::vector<std::string> class_of(out.files.size());
-    for (std::size_t i = 0; i < out.files.size(); ++i) {
-        const auto rel = out.files[i].lexically_relative(dir);
-        class_of[i] = std::distance(rel.begin(), rel.end()) > 1 ? rel.begin()->string() : std::string();
-        class_index.emplace(class_of[i], 0);
-    }
-    for (auto& [name, index] : class_index) {
-        index = static_cast<std::int32_t>(out.classes.size());
-        out.classes.push_back(name);
-    }
-    out.data.labels.resize(out.files.size());
-    for (std::size_t i = 0; i < out.files.size(); ++i) out.data.labels[i] = class_index.at(class_of[i]);
 
     // Decoding is host work done once; files decode in parallel, and the first failure in file
     // order is reported (an exception must not leave an OpenMP region).

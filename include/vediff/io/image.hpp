@@ -108,17 +108,27 @@ inline void write_png(const std::filesystem::path& path, const image& img) {
     write_file_atomically(path, [&](atomic_file& f) { f.write(bytes.data(), bytes.size()); });
 }
 
+/// Writes the image's values planar (C, H, W) into out, byte b ↦ lo + (hi − lo)·b/255 (so 255 ↦
+/// hi exactly); out holds exactly C·H·W values.
+template <class T>
+void image_to_planar(const image& img, std::span<T> out, value_range range = symmetric_range) {
+    detail::check_image("image_to_planar", img);
+    detail::check_range("image_to_planar", range);
+    const std::int64_t hw = img.height * img.width;
+    if (out.size() != static_cast<std::size_t>(hw * img.channels))
+        throw std::invalid_argument(fmt::format("image_to_planar: {} values for a {}×{}×{} image", out.size(), img.height, img.width, img.channels));
+    for (int c = 0; c < img.channels; ++c)
+        for (std::int64_t i = 0; i < hw; ++i)
+            out[static_cast<std::size_t>(c * hw + i)] =
+                static_cast<T>(range.lo + range.width() * (img.pixels[static_cast<std::size_t>(i * img.channels + c)] / 255.0));
+}
+
 /// The image as a tensor (C, H, W) with byte b ↦ lo + (hi − lo)·b/255 (so 255 ↦ hi exactly).
 template <class T = float, device D = cpu>
 tensor<T, D> image_to_tensor(const image& img, value_range range = symmetric_range) {
     detail::check_image("image_to_tensor", img);
-    detail::check_range("image_to_tensor", range);
-    const std::int64_t hw = img.height * img.width;
-    std::vector<T> host(static_cast<std::size_t>(hw * img.channels));
-    for (int c = 0; c < img.channels; ++c)
-        for (std::int64_t i = 0; i < hw; ++i)
-            host[static_cast<std::size_t>(c * hw + i)] =
-                static_cast<T>(range.lo + range.width() * (img.pixels[static_cast<std::size_t>(i * img.channels + c)] / 255.0));
+    std::vector<T> host(static_cast<std::size_t>(img.height * img.width * img.channels));
+    image_to_planar(img, std::span<T>(host), range);
     return tensor<T, D>::from_host({img.channels, img.height, img.width}, std::span<const T>(host));
 }
 

@@ -309,6 +309,38 @@ private:
     char* data_ = nullptr;                 // the data section, inside storage_
 };
 
+/// A tensor of a file being written, in the order of the data section.
+struct safetensors_layout_entry {
+    std::string name;
+    std::string dtype;  // "F32", "F64", "I32", "I64"
+    tensor_shape shape;
+};
+
+/// The bytes before the data section of a file whose tensors lie in the data section in the
+/// given order: the header's 8-byte length, then its JSON padded with spaces so that the data
+/// section starts 8-byte aligned. Lets a writer stream a tensor it does not hold whole.
+inline std::string safetensors_header(const std::vector<safetensors_layout_entry>& layout, const metadata_map& metadata = {}) {
+    nlohmann::json header = nlohmann::json::object();
+    std::size_t offset = 0;
+    for (const auto& e : layout) {
+        if (e.name == "__metadata__") throw std::invalid_argument("safetensors: '__metadata__' is reserved");
+        if (header.contains(e.name)) throw std::invalid_argument(fmt::format("safetensors: tensor '{}' added twice", e.name));
+        const std::size_t bytes = static_cast<std::size_t>(e.shape.numel()) * detail::safetensors_dtype_size(e.dtype);
+        if (bytes == 0 && e.shape.numel() != 0) throw std::invalid_argument(fmt::format("safetensors: tensor '{}' has dtype {}, which vediff does not write", e.name, e.dtype));
+        header[e.name] = {{"dtype", e.dtype},
+                          {"shape", std::vector<std::int64_t>(e.shape.begin(), e.shape.end())},
+                          {"data_offsets", {offset, offset + bytes}}};
+        offset += bytes;
+    }
+    if (!metadata.empty()) header["__metadata__"] = metadata;
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    const std::uint64_t n = text.size();
+    std::string out(sizeof n, '\0');
+    std::memcpy(out.data(), &n, sizeof n);  // little-endian hosts only, as the reader assumes
+    return out + text;
+}
+
 /// Collects named tensors (copied to the host as F32, F64, I32 or I64) and writes them atomically.
 class safetensors_writer {
 public:
@@ -324,22 +356,11 @@ public:
     void add_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
 
     void write(const std::filesystem::path& path) const {
-        nlohmann::json header = nlohmann::json::object();
-        std::size_t offset = 0;
-        for (auto& [name, it] : items_) {
-            header[name] = {{"dtype", it.dtype},
-                            {"shape", std::vector<std::int64_t>(it.shape.begin(), it.shape.end())},
-                            {"data_offsets", {offset, offset + it.bytes.size()}}};
-            offset += it.bytes.size();
-        }
-        if (!metadata_.empty()) header["__metadata__"] = metadata_;
-        std::string text = header.dump();
-        // Pad with spaces so that the data section starts 8-byte aligned.
-        text.append((8 - text.size() % 8) % 8, ' ');
-        const std::uint64_t n = text.size();
+        std::vector<safetensors_layout_entry> layout;
+        for (auto& [name, it] : items_) layout.push_back({name, it.dtype, it.shape});
+        const std::string header = safetensors_header(layout, metadata_);
         write_file_atomically(path, [&](atomic_file& f) {
-            f.write(&n, sizeof n);
-            f.write(text);
+            f.write(header);
             for (auto& [name, it] : items_) f.write(it.bytes.data(), it.bytes.size());
         });
     }

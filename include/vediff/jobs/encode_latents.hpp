@@ -1,12 +1,19 @@
 #pragma once
-// The encode job (`vediff encode`, examples/encode_latents): a trained tokenizer + Fashion-MNIST →
-// the latent cache a diffusion transformer trains on (train/latent_cache.hpp): posterior samples
-// z = μ + σ·ε of every image (or, with --posterior-mean, μ), their labels, and the per-channel
-// mean and std of the latents.
+// The encode job (`vediff encode`, examples/encode_latents): a trained tokenizer + Fashion-MNIST or
+// a folder of images → the latent cache a diffusion transformer trains on (train/latent_cache.hpp):
+// posterior samples z = μ + σ·ε of every image (σ-VAE runs: their fixed noise; with
+// --posterior-mean, μ), their labels, and the per-channel mean and std of the latents. Both the
+// images and the cache stream: a batch at a time is decoded (the next one on another thread),
+// encoded and appended to the file, so an ImageNet folder never lies in memory whole.
 //   encode --tokenizer runs/ve --out runs/ve/latents.safetensors
+//   encode --tokenizer runs/f8 --image-folder imagenet/train --image-size 256 --flip --out latents.safetensors
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <future>
+#include <memory>
+#include <span>
 #include <string>
 
 #include <cxxopts.hpp>
@@ -14,6 +21,8 @@
 #include <fmt/ranges.h>
 
 #include "vediff/data/fashion_mnist.hpp"
+#include "vediff/data/image_folder.hpp"
+#include "vediff/data/image_stream.hpp"
 #include "vediff/diffusion/latent_normalization.hpp"
 #include "vediff/core/transfer.hpp"
 #include "vediff/jobs/command.hpp"
@@ -31,7 +40,13 @@ struct encode_job {
     std::filesystem::path tokenizer;  // output directory of train-tokenizer
     std::filesystem::path out;        // latent cache to write
     std::string data = data::fashion_mnist_default_dir.string();
-    std::string split = "train";      // train | test
+    std::string split = "train";      // train | test (Fashion-MNIST)
+    std::string image_folder;         // non-empty: encode every image of this folder instead (streamed)
+    std::int64_t image_size = 256;    // image-folder: side after the crop
+    int channels = 3;                 // image-folder: 1 or 3
+    std::string crop = "adm";         // image-folder: adm | resize (data/image_stream.hpp)
+    bool fail_on_corrupt = false;     // image-folder: an unreadable file ends the job (default: replaced, named)
+    bool flip = false;                // also encode every image mirrored (LightningDiT's feature extraction)
     std::int64_t max_images = 0;      // > 0: only the first N images
     std::uint64_t seed = 0;           // of the posterior samples
     bool posterior_mean = false;      // cache μ instead of samples z = μ + σ·ε
@@ -40,51 +55,83 @@ struct encode_job {
 
 namespace encode_detail {
 
-template <device D>
-train::latent_cache encode(const encode_job& job) {
-    auto tokenizer = train::load_tokenizer_run<D>(job.tokenizer);
-    const auto images = data::load_fashion_mnist<float>(job.split == "train" ? data::split::train : data::split::test,
-                                                        data::fashion_mnist_tokenizer_format(job.data));
-    const std::int64_t n = job.max_images > 0 ? std::min(job.max_images, images.size()) : images.size();
-    const std::int64_t batch = 100;
+/// The images to encode, read a batch at a time: Fashion-MNIST from memory or a folder's files.
+struct image_source {
+    std::int64_t size = 0;
+    std::function<data::labeled_images<float>(std::int64_t begin, std::int64_t end)> read;
+};
 
-    train::latent_cache cache;
-    cache.tokenizer = std::filesystem::absolute(tokenizer.dir).lexically_normal().string();
-    cache.tokenizer_config = tokenizer.config.dump();
-    cache.adopt_latents(tensor<float>(tokenizer.model.latent_shape(n)));
-    cache.labels.assign(images.labels.begin(), images.labels.begin() + n);
-    diffusion::latent_moments moments;
-    philox_generator posterior{job.seed, 0x6c6174656e74ULL, 0};  // "latent"
-    util::progress_bar bar((n + batch - 1) / batch, {.label = "encode", .items_per_step = double(batch), .unit = "img"});
-    for (std::int64_t begin = 0, step = 0; begin < n; begin += batch, ++step) {
-        const std::int64_t end = std::min(n, begin + batch);
-        const view_on<float, D> x(images.images.slice(begin, end));
-        auto post = tokenizer.posterior(x.view(), job.seed, models::sigma_vae_noise::encoding_draw, begin);  // under nn::no_grad
-        const auto z = job.posterior_mean ? tensor<float, D>::copy_of(post.mean.view()) : post.sample(posterior);
-        const view_on<float, cpu> z_on_host(z.view());
-        ops::copy(cache.latents.slice(begin, end), z_on_host.view());
-        moments.add(z_on_host.view());
-        bar.update(step + 1);
+inline image_source open_images(const encode_job& job, std::shared_ptr<data::unreadable_files> unreadable) {
+    if (job.image_folder.empty()) {
+        auto images = std::make_shared<data::labeled_images<float>>(data::load_fashion_mnist<float>(
+            job.split == "train" ? data::split::train : data::split::test, data::fashion_mnist_tokenizer_format(job.data)));
+        const std::int64_t n = job.max_images > 0 ? std::min(job.max_images, images->size()) : images->size();
+        return {n, [images](std::int64_t begin, std::int64_t end) {
+                    return data::labeled_images<float>{tensor<float>::copy_of(images->images.slice(begin, end)),
+                                                       std::vector<std::int32_t>(images->labels.begin() + begin, images->labels.begin() + end)};
+                }};
     }
+    const data::image_preprocessing prep{.size = job.image_size, .channels = job.channels, .crop = data::parse_crop_policy(job.crop)};
+    prep.validate();
+    auto files = std::make_shared<data::image_files>(data::list_labeled_images(job.image_folder));
+    const std::int64_t n = job.max_images > 0 ? std::min(job.max_images, files->size()) : files->size();
+    const bool fail = job.fail_on_corrupt;
+    return {n, [files, prep, fail, unreadable](std::int64_t begin, std::int64_t end) {
+                return data::load_image_range<float>(*files, begin, end, prep, fail ? nullptr : unreadable.get());
+            }};
+}
+
+/// Encodes the images batch by batch into the cache at job.out. The next batch decodes on another
+/// thread while this one encodes, and only those two batches are in memory. With job.flip each
+/// batch of B images is followed in the cache by the same B images mirrored.
+template <device D>
+void encode(const encode_job& job) {
+    auto tokenizer = train::load_tokenizer_run<D>(job.tokenizer);
+    auto unreadable = std::make_shared<data::unreadable_files>();
+    const auto source = open_images(job, unreadable);
+    if (source.size < 1) throw std::invalid_argument("encode: no images to encode");
+    const std::int64_t batch = 100, copies = job.flip ? 2 : 1;
+
+    const auto latent = tokenizer.model.latent_shape(1);
+    philox_generator posterior{job.seed, 0x6c6174656e74ULL, 0};  // "latent"
+    const data::random_horizontal_flip mirror{.probability = 1.0};
+    util::progress_bar bar((source.size + batch - 1) / batch, {.label = "encode", .items_per_step = double(batch), .unit = "img"});
+    const auto moments = train::write_latent_cache(
+        job.out, source.size * copies, {latent[1], latent[2], latent[3]}, std::filesystem::absolute(tokenizer.dir).lexically_normal().string(),
+        tokenizer.config.dump(), [&](const auto& append) {
+            auto pending = std::async(std::launch::async, source.read, std::int64_t{0}, std::min(source.size, batch));
+            for (std::int64_t begin = 0, step = 0; begin < source.size; begin += batch, ++step) {
+                const std::int64_t end = std::min(source.size, begin + batch);
+                auto images = pending.get();
+                if (end < source.size) pending = std::async(std::launch::async, source.read, end, std::min(source.size, end + batch));
+                for (std::int64_t copy = 0; copy < copies; ++copy) {
+                    if (copy == 1) (void)mirror(images.images.view(), 0);
+                    const view_on<float, D> x(images.images.view());
+                    const std::int64_t first_row = (begin * copies) + copy * (end - begin);
+                    auto post = tokenizer.posterior(x.view(), job.seed, models::sigma_vae_noise::encoding_draw, first_row);
+                    const auto z = job.posterior_mean ? tensor<float, D>::copy_of(post.mean.view()) : post.sample(posterior);
+                    const view_on<float, cpu> z_on_host(z.view());
+                    append(z_on_host.view(), std::span<const std::int32_t>(images.labels));
+                }
+                bar.update(step + 1);
+            }
+        });
     bar.finish();
-    cache.channel_mean = moments.mean();
-    cache.channel_std = moments.stddev();
-    return cache;
+    const auto skipped = unreadable->indices();
+    fmt::print("{} latents ({} images{}) of shape ({}, {}, {}); channel mean {::.4f}, std {::.4f}; {}wrote {}\n", source.size * copies, source.size,
+               job.flip ? " and their mirror images" : "", latent[1], latent[2], latent[3], moments.mean(), moments.stddev(),
+               skipped.empty() ? std::string() : fmt::format("{} unreadable files replaced; ", skipped.size()), job.out.string());
 }
 
 } // namespace encode_detail
 
-/// Encodes the data set on job.device (one of Devices) and writes the cache to job.out
-/// (atomically); returns the cache.
+/// Encodes the data set on job.device (one of Devices) into the cache job.out (atomically,
+/// streamed: the set never lies in memory whole); returns the cache, mapped from the file.
 template <class Devices = cpu_only>
 train::latent_cache encode_latents(const encode_job& job) {
     if (job.split != "train" && job.split != "test") throw std::invalid_argument(fmt::format("--split {}: expected train or test", job.split));
-    auto cache = with_device<Devices>(job.device, [&]<device D>() { return encode_detail::encode<D>(job); });
-    const auto n = cache.latents.dim(0);
-    train::save_latent_cache(job.out, cache);
-    fmt::print("{} latents {} from {}; channel mean {::.4f}, std {::.4f}; wrote {}\n", n, cache.latents.shape(), cache.tokenizer,
-               cache.channel_mean, cache.channel_std, job.out.string());
-    return cache;
+    with_device<Devices>(job.device, [&]<device D>() { encode_detail::encode<D>(job); });
+    return train::load_latent_cache(job.out);
 }
 
 template <class Devices = cpu_only>
@@ -95,7 +142,13 @@ void add_encode_options(cxxopts::Options& options) {
         ("tokenizer", "output directory of train-tokenizer (required)", cxxopts::value<std::string>())
         ("out", "latent cache to write, safetensors (required)", cxxopts::value<std::string>())
         ("data", "Fashion-MNIST directory", cxxopts::value<std::string>()->default_value(d.data))
-        ("split", "train or test", cxxopts::value<std::string>()->default_value(d.split))
+        ("split", "Fashion-MNIST: train or test", cxxopts::value<std::string>()->default_value(d.split))
+        ("image-folder", "encode every PNG/JPEG image of this folder instead (streamed)", cxxopts::value<std::string>()->default_value(""))
+        ("image-size", "image-folder: side after the crop", cxxopts::value<std::int64_t>()->default_value(fmt::format("{}", d.image_size)))
+        ("channels", "image-folder: 1 or 3", cxxopts::value<int>()->default_value(fmt::format("{}", d.channels)))
+        ("crop", "image-folder: adm (ADM's center_crop_arr) or resize", cxxopts::value<std::string>()->default_value(d.crop))
+        ("fail-on-corrupt", "image-folder: stop at the first unreadable file (default: the next readable file takes its place, named on stderr)")
+        ("flip", "also encode every image mirrored left-right (LightningDiT's feature extraction): twice the latents")
         ("max-images", "encode only the first N images (0: all)", cxxopts::value<std::int64_t>()->default_value(fmt::format("{}", d.max_images)))
         ("seed", "seed of the posterior samples", cxxopts::value<std::uint64_t>()->default_value(fmt::format("{}", d.seed)))
         ("posterior-mean", "cache the posterior means instead of samples");
@@ -106,7 +159,9 @@ void add_encode_options(cxxopts::Options& options) {
 template <class Devices = cpu_only>
 encode_job read_encode_options(const cxxopts::ParseResult& a) {
     return {.tokenizer = required_flag(a, "tokenizer"), .out = required_flag(a, "out"), .data = a["data"].as<std::string>(),
-            .split = a["split"].as<std::string>(), .max_images = a["max-images"].as<std::int64_t>(), .seed = a["seed"].as<std::uint64_t>(),
+            .split = a["split"].as<std::string>(), .image_folder = a["image-folder"].as<std::string>(),
+            .image_size = a["image-size"].as<std::int64_t>(), .channels = a["channels"].as<int>(), .crop = a["crop"].as<std::string>(),
+            .fail_on_corrupt = a.count("fail-on-corrupt") > 0, .flip = a.count("flip") > 0, .max_images = a["max-images"].as<std::int64_t>(), .seed = a["seed"].as<std::uint64_t>(),
             .posterior_mean = a.count("posterior-mean") > 0, .device = read_device<Devices>(a)};
 }
 

@@ -15,6 +15,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -28,6 +31,7 @@
 
 #include "vediff/data/fashion_mnist.hpp"
 #include "vediff/data/image_folder.hpp"
+#include "vediff/data/image_stream.hpp"
 #include "vediff/io/atomic_file.hpp"
 #include "vediff/io/autoencoder_weights.hpp"
 #include "vediff/io/image_grid.hpp"
@@ -64,6 +68,10 @@ struct tokenizer_job {
     std::string image_folder;      // non-empty: train on this folder instead of Fashion-MNIST
     std::int64_t image_size = 32;  // image-folder images are center-cropped and resized to this
     int channels = 1;              // image-folder channels (1 or 3)
+    std::string crop = "adm";      // image-folder: adm (ADM's center_crop_arr) | resize (central square, stb resize)
+    int workers = 2;               // image-folder: decoding threads (the batches do not depend on it)
+    std::int64_t prefetch = 4;     // image-folder: batches decoded ahead
+    bool fail_on_corrupt = false;  // image-folder: an unreadable file ends the run (default: skipped, named on stderr)
     // Model.
     models::autoencoder_config model;
     std::string architecture;  // "f8c4" | "f16d32": a published tokenizer's (models::published_autoencoder), replacing `model`'s sizes
@@ -98,6 +106,7 @@ struct tokenizer_job {
         // Written only when used, so that the configurations (and experiment presets) of runs
         // made before these options existed still compare equal.
         if (!architecture.empty()) j["architecture"] = architecture;
+        if (!image_folder.empty()) j["crop"] = crop;
         if (!init_from.empty()) j["init_from"] = init_from;
         if (loss == "sigma-vae") {
             j["sigma_vae_scale"] = sigma_vae.scale;
@@ -111,42 +120,99 @@ struct tokenizer_job {
 namespace tokenizer_detail {
 namespace fs = std::filesystem;
 
-struct datasets {
-    data::labeled_images<float> train, test;
+/// The held-out images, read a range at a time (Fashion-MNIST's from memory, a folder's from disk).
+struct test_images {
+    std::int64_t size = 0;
+    std::function<tensor<float>(std::int64_t begin, std::int64_t end)> read;
 };
 
-/// Fashion-MNIST in the tokenizer format (32×32, [−1, 1]), or an image folder split 19:1
-/// (every 20th file, in sorted order, is held out for testing).
-inline datasets load_data(const tokenizer_job& cfg) {
-    if (cfg.image_folder.empty()) {
-        return {data::load_fashion_mnist<float>(data::split::train, data::fashion_mnist_tokenizer_format(cfg.data)),
-                data::load_fashion_mnist<float>(data::split::test, data::fashion_mnist_tokenizer_format(cfg.data))};
+/// The training batches: Fashion-MNIST from memory (data::batch_loader), an image folder streamed
+/// by worker threads (data::streaming_image_loader); the two share the loader interface.
+class training_batches {
+public:
+    explicit training_batches(data::batch_loader<float> in_memory) : in_memory_(std::move(in_memory)) {}
+    explicit training_batches(std::unique_ptr<data::streaming_image_loader<float>> stream) : stream_(std::move(stream)) {}
+
+    data::batch<float, cpu> next() { return stream_ ? stream_->next() : in_memory_->next(); }
+    void seek(std::int64_t epoch, std::int64_t position) { stream_ ? stream_->seek(epoch, position) : in_memory_->seek(epoch, position); }
+    std::int64_t epoch() const { return stream_ ? stream_->epoch() : in_memory_->epoch(); }
+    std::int64_t position() const { return stream_ ? stream_->position() : in_memory_->position(); }
+    std::int64_t local_batch_size() const { return stream_ ? stream_->local_batch_size() : in_memory_->local_batch_size(); }
+    std::int64_t size() const { return stream_ ? stream_->size() : in_memory_->size(); }
+    /// The streaming loader, or nullptr for data held in memory.
+    const data::streaming_image_loader<float>* stream() const { return stream_.get(); }
+
+private:
+    std::optional<data::batch_loader<float>> in_memory_;
+    std::unique_ptr<data::streaming_image_loader<float>> stream_;
+};
+
+/// What the trainer reads: the training set's image shape, a loader factory and the test images.
+struct datasets {
+    std::int64_t channels = 1, resolution = 32;
+    std::int64_t train_size = 0;
+    data::labeled_images<float> train_in_memory, test_in_memory;  // Fashion-MNIST
+    data::image_files train_files, test_files;                    // an image folder (streamed)
+    data::image_preprocessing preprocessing;
+    bool fail_on_corrupt = false;
+    std::shared_ptr<data::unreadable_files> test_unreadable = std::make_shared<data::unreadable_files>();
+
+    bool streamed() const { return !train_files.files.empty(); }
+
+    training_batches loader(const tokenizer_job& cfg, batch_shard shard) const {
+        if (!streamed()) return training_batches(data::batch_loader<float>(train_in_memory, cfg.batch, cfg.seed, true, shard));
+        return training_batches(std::make_unique<data::streaming_image_loader<float>>(
+            train_files, preprocessing, cfg.batch, cfg.seed, shard,
+            data::stream_options{.workers = cfg.workers, .prefetch_batches = cfg.prefetch, .skip_corrupt = !cfg.fail_on_corrupt}));
     }
-    auto folder = data::load_image_folder<float>(cfg.image_folder, {.size = cfg.image_size, .channels = cfg.channels});
-    const auto& all = folder.data;
+
+    test_images test() const {
+        if (!streamed())
+            return {test_in_memory.size(), [this](std::int64_t begin, std::int64_t end) {
+                        return tensor<float>::copy_of(test_in_memory.images.slice(begin, end));
+                    }};
+        return {test_files.size(), [this](std::int64_t begin, std::int64_t end) {
+                    return data::load_image_range<float>(test_files, begin, end, preprocessing, fail_on_corrupt ? nullptr : test_unreadable.get())
+                        .images;
+                }};
+    }
+};
+
+/// Fashion-MNIST in the tokenizer format (32×32, [−1, 1]), held in memory; or an image folder,
+/// listed only (its images are decoded as training reads them), split 19:1: every 20th file in
+/// sorted order is held out for testing.
+inline datasets load_data(const tokenizer_job& cfg) {
+    datasets d;
+    if (cfg.image_folder.empty()) {
+        d.train_in_memory = data::load_fashion_mnist<float>(data::split::train, data::fashion_mnist_tokenizer_format(cfg.data));
+        d.test_in_memory = data::load_fashion_mnist<float>(data::split::test, data::fashion_mnist_tokenizer_format(cfg.data));
+        d.channels = d.train_in_memory.images.dim(1);
+        d.resolution = d.train_in_memory.images.dim(2);
+        d.train_size = d.train_in_memory.size();
+        return d;
+    }
+    d.preprocessing = {.size = cfg.image_size, .channels = cfg.channels, .crop = data::parse_crop_policy(cfg.crop)};
+    d.preprocessing.validate();
+    d.fail_on_corrupt = cfg.fail_on_corrupt;
+    const auto all = data::list_labeled_images(cfg.image_folder);
     std::vector<std::int64_t> train_idx, test_idx;
     for (std::int64_t i = 0; i < all.size(); ++i) (i % 20 == 19 ? test_idx : train_idx).push_back(i);
     if (train_idx.empty() || test_idx.empty())
         throw std::invalid_argument(fmt::format("image folder {}: {} images are too few to hold out a test split", cfg.image_folder, all.size()));
-    const auto gather = [&](const std::vector<std::int64_t>& idx) {
-        tensor_shape s = all.images.shape();
-        s[0] = static_cast<std::int64_t>(idx.size());
-        data::labeled_images<float> out{tensor<float>(s), {}};
-        for (std::size_t k = 0; k < idx.size(); ++k) {
-            ops::copy(out.images[static_cast<std::int64_t>(k)], all.images[idx[k]]);
-            out.labels.push_back(all.labels[static_cast<std::size_t>(idx[k])]);
-        }
-        return out;
-    };
-    return {gather(train_idx), gather(test_idx)};
+    d.train_files = all.subset(train_idx);
+    d.test_files = all.subset(test_idx);
+    d.channels = cfg.channels;
+    d.resolution = cfg.image_size;
+    d.train_size = d.train_files.size();
+    return d;
 }
 
 /// Test-set reconstruction quality and latent statistics of the trained tokenizer (the model on D,
 /// the metrics on the host).
 template <device D>
-nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const data::labeled_images<float>& test, std::int64_t max_images,
-                        std::uint64_t seed, const fs::path& grid_path, const std::optional<models::sigma_vae_noise>& sigma_vae) {
-    const std::int64_t n = std::min(max_images, test.size());
+nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const test_images& test, std::int64_t max_images, std::uint64_t seed,
+                        const fs::path& grid_path, const std::optional<models::sigma_vae_noise>& sigma_vae) {
+    const std::int64_t n = std::min(max_images, test.size);
     const std::int64_t batch = 100;
     // A fixed stream for evaluation noise, apart from training's.
     philox_generator eval_gen{seed, 0x6576616cULL, 0};
@@ -154,7 +220,8 @@ nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const data::labele
     double psnr_mode = 0, psnr_sample = 0, ssim_mode = 0;
     for (std::int64_t begin = 0; begin < n; begin += batch) {
         const std::int64_t end = std::min(n, begin + batch);
-        const auto x = test.images.slice(begin, end);
+        const auto x_images = test.read(begin, end);
+        const auto x = x_images.view();
         const view_on<float, D> x_on_device(x);
         auto post = models::gaussian_posterior<float, D>::from_moments(ae.encode(x_on_device.view()));
         if (sigma_vae) sigma_vae->fix_variance(post, seed, models::sigma_vae_noise::evaluation_draw, begin);
@@ -224,14 +291,14 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
 
     const auto sets = load_data(cfg);
     if (!cfg.architecture.empty()) {
-        cfg.model = models::published_autoencoder(cfg.architecture, sets.train.images.dim(2));
-        if (sets.train.images.dim(1) != 3)
+        cfg.model = models::published_autoencoder(cfg.architecture, sets.resolution);
+        if (sets.channels != 3)
             throw std::invalid_argument(fmt::format("--architecture {}: the published tokenizers take RGB images; these have {} channel(s) "
                                                     "(--channels 3)",
-                                                    cfg.architecture, sets.train.images.dim(1)));
+                                                    cfg.architecture, sets.channels));
     }
-    cfg.model.in_channels = cfg.model.out_channels = sets.train.images.dim(1);
-    cfg.model.resolution = sets.train.images.dim(2);
+    cfg.model.in_channels = cfg.model.out_channels = sets.channels;
+    cfg.model.resolution = sets.resolution;
     using model_type = models::autoencoder_kl<float, D>;
     model_type ae(cfg.model, cfg.seed);
     if (!cfg.init_from.empty() && !cfg.resume) {
@@ -248,7 +315,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
         if constexpr (Comm::is_distributed) return optimizer_type(ae, adam, comm, cfg.zero1);
         else return optimizer_type(ae, adam);
     }();
-    data::batch_loader<float> loader(sets.train, cfg.batch, cfg.seed, true, parallel.shard());
+    auto loader = sets.loader(cfg, parallel.shard());
     const auto schedule = optim::constant_with_warmup(cfg.lr, std::min(cfg.warmup, cfg.steps));
     state.config_json = cfg.to_json().dump();
     train::critic_config critic_cfg = cfg.critics;
@@ -271,7 +338,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
 
     if (root)
         fmt::print("tokenizer: {} parameters, latents {}, {} training images, loss {} ({}), on {} ({} threads){}\n", nn::parameter_count(ae),
-                   ae.latent_shape(cfg.batch).to_string(), sets.train.size(), cfg.loss, to_string(loss_fn.mode), D::name,
+                   ae.latent_shape(cfg.batch).to_string(), sets.train_size, cfg.loss, to_string(loss_fn.mode), D::name,
                    omp_get_max_threads(), comm.size() > 1 ? fmt::format(", {} ranks of batch {}", comm.size(), loader.local_batch_size()) : std::string());
 
     const auto save = [&] {
@@ -356,6 +423,12 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
         report.log = {{"loss", terms[0]}, {"sigma2_mean", sigma2_mean}, {"latent_channel_std", channel_std}, {"lr", opt.lr()}, {"epoch", b.epoch}};
         for (std::size_t k = 1; k < terms.size(); ++k) report.log[names[k]] = terms[k];
         if (cfg.clip > 0) report.log["grad_norm"] = grad_norm;
+        if (const auto* stream = loader.stream()) {
+            // Seconds this process has waited for decoded batches since the start (or resume),
+            // and the unreadable files skipped: where a run's data path falls behind.
+            report.log["data_wait_s"] = stream->stall_seconds();
+            report.log["skipped_files"] = stream->skipped_files().size();
+        }
         return report;
     };
     const train::loop_options loop{.steps = cfg.steps, .time_budget_s = cfg.time_budget_s, .stop_after = cfg.stop_after,
@@ -376,8 +449,9 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     // The test-set evaluation is rank 0's (every rank holds the same weights).
     nlohmann::json metrics = result.to_json();
     if (root) {
-        fmt::print("evaluating on {} test images\n", std::min(cfg.eval_images, sets.test.size()));
-        metrics.update(evaluate(ae, sets.test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png", sigma_vae));
+        const auto test = sets.test();
+        fmt::print("evaluating on {} test images\n", std::min(cfg.eval_images, test.size));
+        metrics.update(evaluate(ae, test, cfg.eval_images, cfg.seed, out_dir / "reconstructions.png", sigma_vae));
         metrics["images_per_second"] = double(result.steps_this_run() * cfg.batch) / result.seconds;
         metrics["threads"] = omp_get_max_threads();
         metrics["device"] = D::name;
@@ -462,7 +536,12 @@ void add_tokenizer_options(cxxopts::Options& options) {
         ("data", "Fashion-MNIST directory", cxxopts::value<std::string>()->default_value(d.data))
         ("image-folder", "train on the PNG/JPEG images of this folder instead", cxxopts::value<std::string>()->default_value(""))
         ("image-size", "image-folder: side after center crop and resize", cxxopts::value<std::int64_t>()->default_value(dflt(d.image_size)))
-        ("channels", "image-folder: 1 or 3", cxxopts::value<int>()->default_value(dflt(d.channels)));
+        ("channels", "image-folder: 1 or 3", cxxopts::value<int>()->default_value(dflt(d.channels)))
+        ("crop", "image-folder: adm (ADM's center_crop_arr, the field's ImageNet protocol) or resize (central square, stb resize)",
+         cxxopts::value<std::string>()->default_value(d.crop))
+        ("workers", "image-folder: threads decoding the coming batches", cxxopts::value<int>()->default_value(dflt(d.workers)))
+        ("prefetch", "image-folder: batches decoded ahead", cxxopts::value<std::int64_t>()->default_value(dflt(d.prefetch)))
+        ("fail-on-corrupt", "image-folder: end the run at the first unreadable file (default: skip it, named on stderr)");
     options.add_options("model")
         ("architecture", "a published tokenizer's sizes: f8c4 (LDM / SD VAE) or f16d32 (VA-VAE); replaces the flags below",
          cxxopts::value<std::string>()->default_value(""))
@@ -527,6 +606,13 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.image_folder = a["image-folder"].as<std::string>();
     cfg.image_size = a["image-size"].as<std::int64_t>();
     cfg.channels = a["channels"].as<int>();
+    cfg.crop = a["crop"].as<std::string>();
+    (void)data::parse_crop_policy(cfg.crop);  // a bad name fails before any data is read
+    cfg.workers = a["workers"].as<int>();
+    if (cfg.workers < 0) throw std::invalid_argument(fmt::format("--workers {}: a thread count cannot be negative", cfg.workers));
+    cfg.prefetch = a["prefetch"].as<std::int64_t>();
+    if (cfg.prefetch < 1) throw std::invalid_argument(fmt::format("--prefetch {}: at least one batch must be decoded ahead", cfg.prefetch));
+    cfg.fail_on_corrupt = a.count("fail-on-corrupt") > 0;
     cfg.model.ch = a["ch"].as<std::int64_t>();
     cfg.model.ch_mult = parse_list(a["ch-mult"].as<std::string>(), "ch-mult");
     cfg.model.num_res_blocks = a["num-res-blocks"].as<std::int64_t>();

@@ -21,6 +21,8 @@
 
 #include "vediff/core/error.hpp"
 #include "vediff/core/tensor.hpp"
+#include "vediff/diffusion/latent_normalization.hpp"
+#include "vediff/io/atomic_file.hpp"
 #include "vediff/io/safetensors.hpp"
 
 namespace vediff::train {
@@ -55,6 +57,52 @@ inline void save_latent_cache(const std::filesystem::path& path, const latent_ca
     w.add_metadata("tokenizer", cache.tokenizer);
     w.add_metadata("tokenizer_config", cache.tokenizer_config);
     w.write(path);
+}
+
+/// Writes a cache of n latents of shape latent_shape = (C, h, w) as they are made, holding one
+/// batch at a time (an ImageNet cache is larger than memory): produce(append) calls
+/// append(z, labels) with consecutive (B, C, h, w) host batches and their B labels until all n
+/// are given. The labels and the channel statistics follow the latents in the file. The file
+/// appears whole or not at all (a failure leaves any earlier cache at `path` as it was).
+/// Returns the statistics.
+template <class Produce>
+diffusion::latent_moments write_latent_cache(const std::filesystem::path& path, std::int64_t n, const tensor_shape& latent_shape,
+                                             const std::string& tokenizer, const std::string& tokenizer_config, Produce&& produce) {
+    if (latent_shape.rank() != 3) throw shape_error(fmt::format("write_latent_cache: latent shape {} is not (C, h, w)", latent_shape));
+    if (n < 1) throw std::invalid_argument(fmt::format("write_latent_cache: a cache of {} latents", n));
+    const auto c = latent_shape[0];
+    const std::vector<io::safetensors_layout_entry> layout{{"latents", "F32", tensor_shape{n, latent_shape[0], latent_shape[1], latent_shape[2]}},
+                                                           {"labels", "I32", tensor_shape{n}},
+                                                           {"latent_mean", "F64", tensor_shape{c}},
+                                                           {"latent_std", "F64", tensor_shape{c}}};
+    const std::string header = io::safetensors_header(
+        layout, {{"format", "vediff.latent_cache.v1"}, {"tokenizer", tokenizer}, {"tokenizer_config", tokenizer_config}});
+    diffusion::latent_moments moments;
+    io::write_file_atomically(path, [&](io::atomic_file& f) {
+        f.write(header);
+        std::int64_t written = 0;
+        std::vector<std::int32_t> labels;
+        produce([&](const tensor_view<float, cpu>& z, std::span<const std::int32_t> batch_labels) {
+            if (z.rank() != 4 || z.dim(1) != latent_shape[0] || z.dim(2) != latent_shape[1] || z.dim(3) != latent_shape[2])
+                throw shape_error(fmt::format("write_latent_cache: a batch of latents {} is not (B, {})", z.shape(), latent_shape));
+            if (written + z.dim(0) > n)
+                throw std::logic_error(fmt::format("write_latent_cache: {} latents given for a cache of {}", written + z.dim(0), n));
+            if (static_cast<std::int64_t>(batch_labels.size()) != z.dim(0))
+                throw std::invalid_argument(fmt::format("write_latent_cache: {} labels for a batch of {} latents", batch_labels.size(), z.dim(0)));
+            labels.insert(labels.end(), batch_labels.begin(), batch_labels.end());
+            const auto values = z.to_vector();  // contiguous, whatever the view's strides
+            f.write(values.data(), values.size() * sizeof(float));
+            moments.add(z);
+            written += z.dim(0);
+        });
+        if (written != n) throw std::logic_error(fmt::format("write_latent_cache: {} latents given for a cache of {}", written, n));
+        f.write(labels.data(), labels.size() * sizeof(std::int32_t));
+        const std::vector<double> mean = moments.mean();
+        const std::vector<double> sd = moments.stddev();
+        f.write(mean.data(), mean.size() * sizeof(double));
+        f.write(sd.data(), sd.size() * sizeof(double));
+    });
+    return moments;
 }
 
 /// Maps and checks a latent cache; io_error names the file and the inconsistency. The latents
