@@ -15,7 +15,7 @@ threads="${VEDIFF_BENCH_THREADS:-2}"
 mkdir -p "$build"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DVEDIFF_BUILD_TESTS=OFF -DVEDIFF_BUILD_EXAMPLES=OFF \
       -DVEDIFF_BUILD_BENCHMARKS=ON > "$build/configure.log" 2>&1 || { cat "$build/configure.log"; exit 1; }
-cmake --build "$build" --target bench_peak bench_gemm bench_conv bench_tokenizer bench_dit bench_inception -j2 > "$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
+cmake --build "$build" --target bench_peak bench_gemm bench_conv bench_tokenizer bench_dit bench_inception bench_decode -j2 > "$build/build.log" 2>&1 || { cat "$build/build.log"; exit 1; }
 
 export OMP_NUM_THREADS="$threads"
 echo "== machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -32,6 +32,8 @@ echo "== bench_dit"
 "$build/benchmarks/bench_dit" --threads "$threads"
 echo "== bench_inception"
 "$build/benchmarks/bench_inception" --threads "$threads"
+echo "== bench_decode (streaming JPEG decode + ADM crop to 256 against a PyTorch DataLoader, and the training loop's stall)"
+"$build/benchmarks/bench_decode" --workers 2
 echo "== bench_tokenizer --recipe (SD's VAE at 256 + LPIPS + PatchGAN; about 10 minutes, 14 GiB)"
 env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SkylakeX "$build/benchmarks/bench_tokenizer" --threads "$threads" --recipe --sequential --warmup 1 --steps 2
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
