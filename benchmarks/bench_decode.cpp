@@ -4,7 +4,7 @@
 // center_crop_arr + a DataLoader with worker processes, benchmarks/torch_decode.py) in the same
 // invocation. Then the stall: how long a training loop whose step takes S ms per batch waits for
 // data once the prefetch ring is warm.
-//   bench_decode [--images 320] [--size 256] [--workers 2] [--batch 32] [--batches 30]
+//   bench_decode [--images 320] [--size 256] [--workers 2] [--batch 32] [--batches 30] [--keep DIR]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
         "batch", "batch size", cxxopts::value<std::int64_t>()->default_value("32"))(
         "batches", "timed batches", cxxopts::value<int>()->default_value("30"))(
         "step-ms", "simulated training step times for the stall, per batch", cxxopts::value<std::string>()->default_value("0,250,500,1000"))(
-        "no-peer", "skip PyTorch");
+        "no-peer", "skip PyTorch")("keep", "write the JPEGs to this folder and keep them (e.g. to train on)", cxxopts::value<std::string>()->default_value(""));
     const auto a = options.parse(argc, argv);
     const int n = a["images"].as<int>(), workers = a["workers"].as<int>(), batches = a["batches"].as<int>();
     const std::int64_t size = a["size"].as<std::int64_t>(), batch = a["batch"].as<std::int64_t>();
@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
         return 2;
     }
 
-    const fs::path dir = fs::temp_directory_path() / fmt::format("vediff_bench_decode_{}", ::getpid());
+    const bool keep = !a["keep"].as<std::string>().empty();
+    const fs::path dir = keep ? fs::path(a["keep"].as<std::string>()) : fs::temp_directory_path() / fmt::format("vediff_bench_decode_{}", ::getpid());
     const auto made = clock_type::now();
     const std::size_t bytes = make_photos(dir / "photos", n);
     fmt::print("{} JPEGs (quality 90, 333×500 to 480×640, {:.1f} KiB average) made in {:.1f} s; load average {}\n", n,
@@ -163,6 +164,6 @@ int main(int argc, char** argv) {
         fmt::print("step {:.0f} ms/batch: first batch waited {:.0f} ms, then {:.1f} ms per step on average ({} steps)\n", step_ms, warm * 1000,
                    (loader.stall_seconds() - warm) * 1000 / steps, steps);
     }
-    fs::remove_all(dir);
+    if (!keep) fs::remove_all(dir);
     return 0;
 }

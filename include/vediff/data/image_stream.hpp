@@ -309,6 +309,9 @@ private:
             const std::lock_guard lock(mutex_);
             if (s.error.empty())
                 s.error = opt_.skip_corrupt ? e.what() : fmt::format("{} (--fail-on-corrupt: an unreadable file ends the run)", e.what());
+        } catch (const std::exception& e) {  // anything else (memory, a bug) must not escape a worker thread
+            const std::lock_guard lock(mutex_);
+            if (s.error.empty()) s.error = fmt::format("streaming_image_loader: batch {} row {}: {}", j, r, e.what());
         }
     }
 
