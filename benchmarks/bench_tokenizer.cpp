@@ -8,6 +8,8 @@
 //       VAE) on batch 4 of 3×256×256 by default, + LPIPS (full VGG16, random weights) + the PatchGAN
 //       (ndf 64) with the adaptive weight, and the discriminator's own step (train/tokenizer_critics.hpp)
 //   --cache-mib M: the cpu block cache's budget (default 2048; its idle blocks count in the peak RSS)
+//   --memory: after each phase of vediff's steps, the cpu allocator's live bytes, their high-water mark
+//       within the phase, its idle cached blocks, and the process's VmRSS / VmHWM (where the peak is)
 //   --sequential: all of vediff's steps first, then (its memory returned) all of PyTorch's, for sizes
 //       whose two working sets do not fit the machine together (the recipe at 256: 23 GiB here)
 // The two libraries take turns, one step each, with a pause between (an idle OpenMP pool spins for
@@ -79,6 +81,7 @@ struct vediff_trainer {
     std::vector<std::vector<double>> phase_ms = std::vector<std::vector<double>>(phase_count);
     distributed::single_process comm;
     std::optional<critics_type> critics;  // --recipe
+    bool trace_memory = false;            // --memory
 
     vediff_trainer(const models::autoencoder_config& cfg, std::int64_t batch, bool recipe)
         : ae(cfg, 0), opt(ae, {.lr = 1e-4, .beta1 = 0.5, .beta2 = 0.9, .eps = 1e-8, .weight_decay = 1e-2}) {
@@ -98,8 +101,10 @@ struct vediff_trainer {
         auto lap = [&](phase p) {
             const auto now = clock_type::now();
             t[p] = std::chrono::duration<double, std::milli>(now - mark).count();
-            mark = now;
+            if (trace_memory) print_memory(phase_names[p]);
+            mark = clock_type::now();
         };
+        if (trace_memory) print_memory("start");
         auto moments = ae.encode(x);
         lap(encode);
         auto post = models::gaussian_posterior<float>::from_moments(moments);
@@ -130,6 +135,15 @@ struct vediff_trainer {
             for (int p = 0; p < phase_count; ++p) phase_ms[p].push_back(t[p]);
         return {std::chrono::duration<double, std::milli>(clock_type::now() - start).count(), r.total + critic_loss};
     }
+
+    static void print_memory(const char* label) {
+        const auto s = memory<cpu>::stats();
+        fmt::print("  memory after {:<22} live {:>6.0f} MiB, phase peak {:>6.0f}, cached {:>5.0f}; VmRSS {:>6.0f}, VmHWM {:>6.0f}\n",
+                   label, double(s.live) / (1 << 20), double(s.peak_live) / (1 << 20), double(s.cached) / (1 << 20),
+                   mib(proc_status_kib("VmRSS:")), mib(proc_status_kib("VmHWM:")));
+        std::fflush(stdout);
+        memory<cpu>::reset_peak();
+    }
 };
 
 
@@ -138,7 +152,7 @@ struct vediff_trainer {
 int main(int argc, char** argv) {
     int threads = 2, warmup = 2, steps = 7;
     std::int64_t batch = 0, resolution = 256;
-    bool with_torch = true, recipe = false, sequential = false;
+    bool with_torch = true, recipe = false, sequential = false, trace_memory = false;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
@@ -148,11 +162,12 @@ int main(int argc, char** argv) {
         else if (a == "--no-torch") with_torch = false;
         else if (a == "--recipe") recipe = true;
         else if (a == "--sequential") sequential = true;
+        else if (a == "--memory") trace_memory = true;
         else if (a == "--cache-mib" && i + 1 < argc) memory<cpu>::set_cache_budget(std::size_t(std::atoll(argv[++i])) << 20);
         else if (a == "--resolution" && i + 1 < argc) resolution = std::atoll(argv[++i]);
         else {
             std::fprintf(stderr, "usage: bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch] "
-                                 "[--recipe [--resolution R]] [--sequential] [--cache-mib M]\n");
+                                 "[--recipe [--resolution R]] [--sequential] [--cache-mib M] [--memory]\n");
             return 2;
         }
     }
@@ -199,6 +214,7 @@ int main(int argc, char** argv) {
 
     ours.rss_baseline_kib = self_usage().ru_maxrss;
     auto trainer = std::make_unique<vediff_trainer>(cfg, batch, recipe);
+    trainer->trace_memory = trace_memory;
     ours.parameters = nn::parameter_count(trainer->ae);
     ours.ok = true;
 

@@ -30,13 +30,13 @@ inline rusage self_usage() {
     return u;
 }
 
-/// The kernel's own high-water mark of this address space (VmHWM), as a cross-check of ru_maxrss.
-inline long vm_hwm_kib() {
+/// A field of /proc/self/status in KiB ("VmRSS:", "VmHWM:"), or −1.
+inline long proc_status_kib(const std::string& field) {
     std::ifstream f("/proc/self/status");
     std::string key;
     long value = -1;
     while (f >> key) {
-        if (key == "VmHWM:") {
+        if (key == field) {
             f >> value;
             return value;
         }
@@ -44,6 +44,9 @@ inline long vm_hwm_kib() {
     }
     return -1;
 }
+
+/// The kernel's own high-water mark of this address space (VmHWM), as a cross-check of ru_maxrss.
+inline long vm_hwm_kib() { return proc_status_kib("VmHWM:"); }
 
 inline std::string load_average() {
     std::ifstream f("/proc/loadavg");

@@ -160,8 +160,8 @@ BOOST_AUTO_TEST_CASE(resnet_block_names_follow_ldm) {
     BOOST_TEST(wider.has_shortcut());
     BOOST_TEST(parameter_names(wider) == with_shortcut, boost::test_tools::per_element());
     BOOST_TEST(wider.shortcut->weight.shape() == (tensor_shape{8, 4, 1, 1}));
-    BOOST_TEST(wider.body.get<2>().weight.shape() == (tensor_shape{8, 4, 3, 3}));
-    BOOST_TEST(wider.body.get<5>().weight.shape() == (tensor_shape{8, 8, 3, 3}));
+    BOOST_TEST(wider.body.get<1>().weight.shape() == (tensor_shape{8, 4, 3, 3}));
+    BOOST_TEST(wider.body.get<3>().weight.shape() == (tensor_shape{8, 8, 3, 3}));
 }
 
 BOOST_AUTO_TEST_CASE(resnet_block_matches_its_definition) {
@@ -172,9 +172,9 @@ BOOST_AUTO_TEST_CASE(resnet_block_matches_its_definition) {
     auto& b = block.body;
     const ops::conv2d_options pad1{1, ops::padding2d::symmetric(1)};
     auto h = ops::silu(ops::group_norm(x.view(), 2, b.get<0>().weight.value.view(), b.get<0>().bias.value.view(), 1e-6).y.view());
-    h = ops::conv2d(h.view(), b.get<2>().weight.value.view(), b.get<2>().bias.value.view(), pad1);
-    h = ops::silu(ops::group_norm(h.view(), 2, b.get<3>().weight.value.view(), b.get<3>().bias.value.view(), 1e-6).y.view());
-    h = ops::conv2d(h.view(), b.get<5>().weight.value.view(), b.get<5>().bias.value.view(), pad1);
+    h = ops::conv2d(h.view(), b.get<1>().weight.value.view(), b.get<1>().bias.value.view(), pad1);
+    h = ops::silu(ops::group_norm(h.view(), 2, b.get<2>().weight.value.view(), b.get<2>().bias.value.view(), 1e-6).y.view());
+    h = ops::conv2d(h.view(), b.get<3>().weight.value.view(), b.get<3>().bias.value.view(), pad1);
     auto expected = ops::add(h.view(), ops::conv2d(x.view(), block.shortcut->weight.value.view(), block.shortcut->bias.value.view()).view());
     check_close(block.forward(x), expected, 1e-13, 1e-13, "resnet_block");
 }
@@ -403,6 +403,42 @@ BOOST_AUTO_TEST_CASE(backward_announces_every_gradient_once_when_final) {
     BOOST_TEST(problems.empty(), (problems.empty() ? std::string() : problems.front()));
     // decoder: head, 2 levels, mid, conv_in; post_quant_conv; quant_conv; encoder: head, mid, 2 levels, conv_in
     BOOST_TEST(recorder.layers == 5 + 1 + 1 + 5);
+}
+
+// Backward releases what the forwards kept as it passes (nn/grad_mode.hpp): once a step's two
+// backward passes have run, the allocator holds what it held before the step, and a second
+// backward of the same forward is an error naming the layer. The adaptive GAN weight's
+// weight_gradient of conv_out reads the input decode kept, so it runs before decode_backward.
+BOOST_AUTO_TEST_CASE(a_step_keeps_nothing_once_its_backward_has_run) {
+    models::autoencoder_kl<float> ae(tiny_grad_config(), 1);
+    philox_generator gen{.seed = 9};
+    const auto x = random_tensor<float>({2, 1, 8, 8}, 5, 0, 0.5);
+    const auto live = [] { return memory<cpu>::stats().live; };
+    const std::size_t before = live();
+    {
+        const auto moments = ae.encode(x);
+        auto post = models::gaussian_posterior<float>::from_moments(moments);
+        const auto z = post.sample(gen);
+        const auto x_hat = ae.decode(z);
+        const auto dx_hat = ops::sub(x_hat.view(), x.view());
+        const std::size_t after_forward = live();
+        auto& conv_out = std::get<2>(ae.decoder.head.layers);
+        (void)conv_out.weight_gradient(dx_hat);
+
+        const auto dz = ae.decode_backward(dx_hat);
+        BOOST_TEST(live() < after_forward);
+        for (const auto& msg : {error_message<std::logic_error>([&] { (void)ae.decode_backward(dx_hat); }),
+                                error_message<std::logic_error>([&] { (void)conv_out.weight_gradient(dx_hat); })})
+            BOOST_TEST(contains(msg, "conv2d: backward already ran"), msg);
+        auto dmean = post.mode();
+        auto dlogvar = tensor<float>::zeros(post.logvar.shape());
+        post.sample_backward(dz, dmean, dlogvar);
+        const auto dmoments = post.moments_backward(dmean, dlogvar);
+        (void)ae.encode_backward(dmoments);
+        const auto msg = error_message<std::logic_error>([&] { (void)ae.encode_backward(dmoments); });
+        BOOST_TEST(contains(msg, "conv2d: backward already ran"), msg);
+    }
+    BOOST_TEST(live() == before);
 }
 
 BOOST_AUTO_TEST_CASE(training_steps_reduce_the_reconstruction_error) {

@@ -1,6 +1,7 @@
 #define BOOST_TEST_MODULE compose
 #include <boost/test/unit_test.hpp>
 
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,46 @@ BOOST_AUTO_TEST_CASE(zero_grad_clears_every_gradient) {
     nn::zero_grad(net);
     for (auto& [name, p] : nn::named_parameters(net))
         for (auto g : p->grad.span()) BOOST_TEST(g == 0.0);
+}
+
+// A sequential owns its children's outputs, the inputs its next children keep views of; backward
+// releases each once the child that made it and the one that read it have run backward, and each
+// gradient once its child has used it, as PyTorch's autograd frees what it saved. The allocator's
+// live bytes show what is still held.
+BOOST_AUTO_TEST_CASE(sequential_backward_releases_its_activations) {
+    nn::sequential<nn::silu<float>, nn::silu<float>, nn::silu<float>, nn::silu<float>> net;
+    const auto x = random_tensor<float>({4, 1 << 14}, 1);  // 256 KiB per tensor
+    const std::size_t one = std::size_t(x.numel()) * sizeof(float);
+    const auto live = [] { return memory<cpu>::stats().live; };
+    const std::size_t before = live();
+    const auto y = net.forward(x);
+    BOOST_TEST(live() - before == 4 * one);  // 3 kept activations and y
+    const auto dy = random_tensor<float>(y.shape(), 2);
+    memory<cpu>::reset_peak();
+    const auto dx = net.backward(dy);
+    BOOST_TEST(live() - before == 3 * one);  // y, dy and dx: no activation is left
+    // Never more than two gradients besides dy (the chain of the four used to hold all four).
+    BOOST_TEST(memory<cpu>::stats().peak_live - before <= 7 * one);
+
+    // A second backward of the same forward is an error naming the layer.
+    try {
+        (void)net.backward(dy);
+        BOOST_FAIL("expected std::logic_error");
+    } catch (const std::logic_error& e) {
+        const std::string msg = e.what();
+        BOOST_TEST(msg.find("silu: backward already ran") != std::string::npos, msg);
+    }
+
+    // Under nn::retain_graph nothing is released, and the forward serves several backward passes.
+    const auto y2 = net.forward(x);
+    {
+        nn::retain_graph keep;
+        const auto first = net.backward(dy);
+        const auto second = net.backward(dy);
+        BOOST_TEST(first.to_vector() == second.to_vector());
+        BOOST_TEST(first.to_vector() == dx.to_vector());
+    }
+    BOOST_TEST(live() - before == 7 * one);  // y, dy, dx, y2 and the 3 activations still kept for y2
 }
 
 BOOST_AUTO_TEST_CASE(identity_residual_rejects_shape_change) {

@@ -3,13 +3,16 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "support/errors.hpp"
 #include "support/fixture.hpp"
 #include "support/gradcheck.hpp"
 #include "vediff/backend/cpu.hpp"
+#include "vediff/nn/activation.hpp"
 #include "vediff/nn/batch_norm.hpp"
 #include "vediff/nn/norm.hpp"
 #include "vediff/ops/norm.hpp"
@@ -25,6 +28,8 @@ using real_types = std::tuple<double, float>;
 
 static_assert(nn::layer<nn::group_norm<float>>);
 static_assert(nn::layer<nn::group_norm<double>>);
+static_assert(nn::layer<nn::group_norm_silu<float>>);
+static_assert(nn::layer<nn::group_norm_silu<double>>);
 static_assert(nn::layer<nn::layer_norm<float>>);
 static_assert(nn::layer<nn::rms_norm<double>>);
 
@@ -268,6 +273,15 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(norm_layers, T, real_types) {
         testing::check_layer_gradients("group_norm (no affine)", gn, {2, 8, 6});
     }
     {
+        nn::group_norm_silu<T> gn({.groups = 4, .channels = 8, .eps = 1e-6, .affine = true});
+        testing::randomize_parameters(gn, 44);
+        testing::check_layer_gradients("group_norm_silu", gn, {2, 8, 3, 4});
+    }
+    {
+        nn::group_norm_silu<T> gn({.groups = 2, .channels = 8, .eps = 1e-6, .affine = false});
+        testing::check_layer_gradients("group_norm_silu (no affine)", gn, {2, 8, 6});
+    }
+    {
         nn::layer_norm<T> ln({.dim = 8, .eps = 1e-6, .affine = true});
         testing::randomize_parameters(ln, 42);
         // 150 rows: more rows than the parameter-gradient reduction has chunks.
@@ -332,6 +346,62 @@ BOOST_AUTO_TEST_CASE(group_norm_layer_matches_formula) {
                 }
         }
     BOOST_TEST(worst < 1e-12);
+}
+
+// The fused layer computes what group_norm followed by silu computes, forward and backward, with
+// the same parameter names.
+BOOST_AUTO_TEST_CASE(group_norm_silu_is_the_pair_as_one_layer) {
+    nn::group_norm_silu<double> fused({.groups = 2, .channels = 4});
+    nn::group_norm<double> norm({.groups = 2, .channels = 4});
+    nn::silu<double> act;
+    testing::randomize_parameters(fused, 53);
+    ops::copy(norm.weight.value.view(), fused.weight.value.view());
+    ops::copy(norm.bias.value.view(), fused.bias.value.view());
+    const auto names = [](auto& layer) {
+        std::vector<std::string> n;
+        for (auto& [name, p] : nn::named_parameters(layer)) n.push_back(name);
+        return n;
+    };
+    BOOST_TEST(names(fused) == names(norm), boost::test_tools::per_element());
+
+    const auto x = random_tensor<double>({2, 4, 3, 5}, 54);
+    const auto dy = random_tensor<double>({2, 4, 3, 5}, 55);
+    const auto h = norm.forward(x);
+    const auto y = act.forward(h);
+    check_close(fused.forward(x), y, 0, 1e-300, "group_norm_silu forward");  // the same ops: the same values
+    const auto dx = norm.backward(act.backward(dy));
+    check_close(fused.backward(dy), dx, 1e-14, 1e-14, "group_norm_silu dx");
+    check_close(fused.weight.grad, norm.weight.grad, 1e-14, 1e-14, "group_norm_silu dweight");
+    check_close(fused.bias.grad, norm.bias.grad, 1e-14, 1e-14, "group_norm_silu dbias");
+}
+
+// Backward releases what its forward kept: a second backward of one forward is an error naming
+// the layer, unless nn::retain_graph keeps the state for several.
+template <class Layer>
+void check_backward_spends_the_forward(const std::string& name, Layer layer, tensor_shape shape) {
+    const auto x = random_tensor<double>(shape, 61);
+    const auto dy = random_tensor<double>(shape, 62);
+    (void)layer.forward(x);
+    tensor<double> first, second;
+    {
+        nn::retain_graph keep;
+        first = layer.backward(dy);
+        second = layer.backward(dy);
+    }
+    check_close(second, first, 0, 1e-300, name + ": a retained backward repeats");
+    (void)layer.backward(dy);
+    const std::string msg = error_message<std::logic_error>([&] { (void)layer.backward(dy); });
+    BOOST_TEST(contains(msg, name + ": backward already ran"), msg);
+    BOOST_TEST(contains(msg, "nn::retain_graph"), msg);
+    (void)layer.forward(x);
+    check_close(layer.backward(dy), first, 0, 1e-300, name + ": a new forward, a new backward");
+}
+
+BOOST_AUTO_TEST_CASE(backward_spends_what_the_forward_kept) {
+    check_backward_spends_the_forward("group_norm", nn::group_norm<double>({.groups = 2, .channels = 4}), {2, 4, 3});
+    check_backward_spends_the_forward("group_norm_silu", nn::group_norm_silu<double>({.groups = 2, .channels = 4}), {2, 4, 3});
+    check_backward_spends_the_forward("layer_norm", nn::layer_norm<double>({.dim = 6}), {3, 6});
+    check_backward_spends_the_forward("rms_norm", nn::rms_norm<double>({.dim = 6}), {3, 6});
 }
 
 BOOST_AUTO_TEST_SUITE_END()

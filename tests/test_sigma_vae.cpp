@@ -47,7 +47,7 @@ BOOST_AUTO_TEST_SUITE(noise_law)
 // E[σ²] = C² for σ = C|n| and C²/3 for σ = C·u; σ ≥ 0, and a uniform σ never exceeds C.
 BOOST_AUTO_TEST_CASE(the_laws_have_their_second_moments) {
     const int n = 40000;
-    for (const auto [distribution, expected] : {std::pair{law::normal, 4.0}, std::pair{law::uniform, 4.0 / 3.0}}) {
+    for (const auto& [distribution, expected] : {std::pair{law::normal, 4.0}, std::pair{law::uniform, 4.0 / 3.0}}) {
         const models::sigma_vae_noise noise{.scale = 2.0, .distribution = distribution};
         double second = 0, largest = 0;
         for (int i = 0; i < n; ++i) {

@@ -24,6 +24,7 @@
 
 #include "vediff/core/tensor.hpp"
 #include "vediff/metrics/per_sample_draws.hpp"
+#include "vediff/nn/grad_mode.hpp"
 #include "vediff/ops/elementwise.hpp"
 #include "vediff/ops/random.hpp"
 
@@ -116,7 +117,7 @@ tensor<T, D> decoder_sensitivity(VJP&& vjp, const tensor_view<T, D>& latents, co
 }
 
 /// The same through a decoder object (e.g. models::autoencoder_kl): one decode per batch, then one
-/// decode_backward per probe. decode_backward accumulates the decoder's parameter gradients as in
+/// decode_backward per probe, under nn::retain_graph. decode_backward accumulates the decoder's parameter gradients as in
 /// training; zero them afterwards (nn::zero_grad) if the model trains on.
 template <differentiable_decoder M, class T, device D>
     requires std::same_as<T, typename M::value_type> && std::same_as<D, typename M::device_type>
@@ -127,7 +128,10 @@ tensor<T, D> decoder_sensitivity(M& decoder, const tensor_view<T, D>& latents, p
     const tensor_shape sample_image_shape = first_image.shape().drop_front();
     return detail::hutchinson(latents, gen, opt, sample_image_shape, [&](const tensor_view<T, D>& z) {
         (void)decoder.decode(z);  // caches the activations every decode_backward of this batch uses
-        return [&decoder](const tensor_view<T, D>& v) { return decoder.decode_backward(v); };
+        return [&decoder](const tensor_view<T, D>& v) {
+            nn::retain_graph keep;  // several backward passes of one forward: none releases what it kept
+            return decoder.decode_backward(v);
+        };
     });
 }
 

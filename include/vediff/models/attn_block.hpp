@@ -59,6 +59,7 @@ struct spatial_self_attention {
         return proj_out.forward(attended_);
     }
 
+    /// Releases what the forward kept as it passes (nn/grad_mode.hpp).
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         auto dattended = proj_out.backward(dy);
         auto g = ops::spatial_attention_backward(flat(dattended), flat(q_), flat(k_), flat(v_), saved_);
@@ -66,6 +67,10 @@ struct spatial_self_attention {
         auto dh = q.backward(g.dq.reshape(map_shape));
         ops::axpy(dh.view(), k.backward(g.dk.reshape(map_shape)).view());
         ops::axpy(dh.view(), v.backward(g.dv.reshape(map_shape)).view());
+        if (nn::backward_releases()) {  // everything below made and read by layers whose backward has run
+            for (auto* t : {&h_, &q_, &k_, &v_, &attended_}) *t = tensor<T, D>{};
+            saved_ = {};
+        }
         return norm.backward(dh);
     }
 

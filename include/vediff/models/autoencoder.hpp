@@ -6,7 +6,9 @@
 // Parameter names are those of the reference state_dict ("encoder.conv_in.weight", …,
 // "quant_conv.weight", "post_quant_conv.bias"), so converted LDM / VA-VAE checkpoints load with
 // io::load_state_dict. Like every layer, encode and decode cache views of their inputs: the
-// caller keeps x alive until encode_backward and z alive until decode_backward return.
+// caller keeps x alive until encode_backward and z alive until decode_backward return. Each
+// backward releases what its forward kept (nn/grad_mode.hpp): one decode_backward per decode,
+// unless an nn::retain_graph is alive.
 #include <cstdint>
 #include <string>
 
@@ -62,7 +64,9 @@ struct autoencoder_kl {
     tensor<T, D> encode_backward(const tensor_view<T, D>& dmoments) {
         auto dh = quant_conv.backward(dmoments);
         nn::announce_final_gradients(quant_conv);
-        return encoder.backward(dh);  // announces its parts
+        auto dx = encoder.backward(dh);  // announces its parts
+        if (nn::backward_releases()) h_ = tensor<T, D>{};  // made by the encoder, read by quant_conv: both done
+        return dx;
     }
 
     /// z (B, embed_dim, h, w) → x̂ (B, out, h·f, w·f).
@@ -79,6 +83,7 @@ struct autoencoder_kl {
         auto dz_post = decoder.backward(dx_hat);  // announces its parts
         auto dz = post_quant_conv.backward(dz_post);
         nn::announce_final_gradients(post_quant_conv);
+        if (nn::backward_releases()) z_post_ = tensor<T, D>{};  // made by post_quant_conv, read by the decoder: both done
         return dz;
     }
 

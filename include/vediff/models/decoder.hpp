@@ -68,17 +68,21 @@ struct decoder {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        // Each part's gradients are final after its backward: announced for data parallelism.
+        // Each part's gradients are final after its backward: announced for data parallelism. Each
+        // part's output is released once it and the part that read it have run backward.
         auto d = head.backward(dy);
         nn::announce_final_gradients(head);
         for (std::size_t i = 0; i < up.size(); ++i) {
             d = up[i].backward(d);
             nn::announce_final_gradients(up[i]);
+            release_output();
         }
         d = mid.backward(d);
         nn::announce_final_gradients(mid);
+        release_output();
         d = conv_in.backward(d);
         nn::announce_final_gradients(conv_in);
+        release_output();
         return d;
     }
 
@@ -91,6 +95,12 @@ struct decoder {
     }
 
 private:
+    // outputs_ is in forward order and backward runs in reverse: the last one is the output of the
+    // part whose backward has just run (the head's reader ran before).
+    void release_output() {
+        if (nn::backward_releases() && !outputs_.empty()) outputs_.pop_back();
+    }
+
     std::vector<tensor<T, D>> outputs_;  // conv_in's, mid's and each level's outputs
 };
 

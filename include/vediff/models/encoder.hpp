@@ -65,17 +65,21 @@ struct encoder {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        // Each part's gradients are final after its backward: announced for data parallelism.
+        // Each part's gradients are final after its backward: announced for data parallelism. Each
+        // part's output is released once it and the part that read it have run backward.
         auto d = head.backward(dy);
         nn::announce_final_gradients(head);
         d = mid.backward(d);
         nn::announce_final_gradients(mid);
+        release_output();
         for (std::size_t i = down.size(); i-- > 0;) {
             d = down[i].backward(d);
             nn::announce_final_gradients(down[i]);
+            release_output();
         }
         d = conv_in.backward(d);
         nn::announce_final_gradients(conv_in);
+        release_output();
         return d;
     }
 
@@ -88,6 +92,12 @@ struct encoder {
     }
 
 private:
+    // outputs_ is in forward order and backward runs in reverse: the last one is the output of the
+    // part whose backward has just run (the head's reader ran before).
+    void release_output() {
+        if (nn::backward_releases() && !outputs_.empty()) outputs_.pop_back();
+    }
+
     std::vector<tensor<T, D>> outputs_;  // conv_in's, each level's and mid's outputs
 };
 

@@ -109,7 +109,7 @@ struct lpips {
 
     /// d distance (N) → d x0 (N, 3, H, W).
     tensor<T, D> backward(const tensor_view<T, D>& ddistance) {
-        record_.require("lpips");
+        const bool release = record_.spend("lpips");
         std::array<tensor<T, D>, 5> dfeature;
         for (std::size_t k = 0; k < 5; ++k) {
             const auto n = ddistance.dim(0);
@@ -130,13 +130,15 @@ struct lpips {
         d = slice2.backward(d);
         ops::axpy(d.view(), dfeature[0].view());
         d = slice1.backward(d);
+        if (release) release_saved();
         // (x − shift) / scale: the gradient is divided by scale per channel.
         const auto inverse = ops::div(tensor<T, D>::full(scale.shape(), T(1)).view(), scale.value.view());
         return ops::mul_broadcast(d.view(), inverse.view());
     }
 
     /// Drops what the last forward kept for backward (the VGG activations of x0, several hundred MB
-    /// at 256 px), e.g. once backward has run; a backward after this is an error naming the layer.
+    /// at 256 px), as backward itself does unless under nn::retain_graph; a backward after this is
+    /// an error naming the layer.
     void forget() {
         nn::no_grad off;
         const auto tiny = tensor<T, D>::zeros({1, 3, 16, 16});

@@ -2,7 +2,9 @@
 // LDM's ResnetBlock without time embedding (the autoencoder's):
 //   h = conv2(silu(norm2(conv1(silu(norm1(x)))))),  y = nin_shortcut(x) + h,
 // GroupNorm (affine, eps 1e-6) and 3×3 convolutions; `nin_shortcut` is a 1×1 convolution present
-// only when the channel count changes. Dropout (0 in every autoencoder config) is omitted.
+// only when the channel count changes. Dropout (0 in every autoencoder config) is omitted. Each
+// GroupNorm + SiLU pair is one nn::group_norm_silu, which keeps one activation for backward where
+// the two layers kept two (the block keeps 3 full-size tensors instead of 5, besides its output).
 #include <cstdint>
 #include <utility>
 
@@ -21,10 +23,10 @@ struct resnet_block_config {
     double norm_eps = 1e-6;
 };
 
-/// norm1 → SiLU → conv1 → norm2 → SiLU → conv2, named as in LDM's state_dict.
+/// norm1 + SiLU → conv1 → norm2 + SiLU → conv2, named as in LDM's state_dict.
 template <class T, device D>
-using resnet_body = nn::sequential<nn::named<"norm1", nn::group_norm<T, D>>, nn::silu<T, D>, nn::named<"conv1", nn::conv2d<T, D>>,
-                                   nn::named<"norm2", nn::group_norm<T, D>>, nn::silu<T, D>, nn::named<"conv2", nn::conv2d<T, D>>>;
+using resnet_body = nn::sequential<nn::named<"norm1", nn::group_norm_silu<T, D>>, nn::named<"conv1", nn::conv2d<T, D>>,
+                                   nn::named<"norm2", nn::group_norm_silu<T, D>>, nn::named<"conv2", nn::conv2d<T, D>>>;
 
 template <class T, device D>
 using resnet_shortcut = nn::named<"nin_shortcut", nn::optional_layer<nn::conv2d<T, D>>>;
@@ -43,15 +45,15 @@ struct resnet_block : nn::residual<resnet_body<T, D>, resnet_shortcut<T, D>> {
     bool has_shortcut() const { return this->shortcut.has_value(); }
 
 private:
-    static nn::group_norm<T, D> norm(const resnet_block_config& c, std::int64_t channels) {
-        return nn::group_norm<T, D>({.groups = c.norm_groups, .channels = channels, .eps = c.norm_eps, .affine = true});
+    static nn::group_norm_silu<T, D> norm(const resnet_block_config& c, std::int64_t channels) {
+        return nn::group_norm_silu<T, D>({.groups = c.norm_groups, .channels = channels, .eps = c.norm_eps, .affine = true});
     }
     static nn::conv2d<T, D> conv3x3(std::int64_t in, std::int64_t out) {
         return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
     }
     static resnet_body<T, D> make_body(const resnet_block_config& c) {
-        return resnet_body<T, D>(norm(c, c.in_channels), nn::silu<T, D>{}, conv3x3(c.in_channels, c.out_channels),
-                                 norm(c, c.out_channels), nn::silu<T, D>{}, conv3x3(c.out_channels, c.out_channels));
+        return resnet_body<T, D>(norm(c, c.in_channels), conv3x3(c.in_channels, c.out_channels), norm(c, c.out_channels),
+                                 conv3x3(c.out_channels, c.out_channels));
     }
     static resnet_shortcut<T, D> make_shortcut(const resnet_block_config& c) {
         if (c.in_channels == c.out_channels) return {};

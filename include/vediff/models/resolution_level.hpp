@@ -68,12 +68,16 @@ struct resolution_level {
         return y;
     }
 
+    /// Releases each output it keeps once the layer that made it and the one that read it have run backward.
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         tensor<T, D> d;
         tensor_view<T, D> g = dy;
+        bool last = true;  // the last layer's output went to the caller
         const auto step = [&](auto& layer) {
             d = layer.backward(g);
             g = d;
+            if (!last && nn::backward_releases() && !outputs_.empty()) outputs_.pop_back();
+            last = false;
         };
         if (resample.has_value()) step(*resample);
         for (std::size_t j = block.size(); j-- > 0;) {

@@ -24,8 +24,10 @@ struct silu : parameterless {
         return ops::silu(x);
     }
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("silu");
-        return ops::silu_backward(dy, input_);
+        const bool release = record_.spend("silu");
+        auto dx = ops::silu_backward(dy, input_);
+        if (release) input_ = {};
+        return dx;
     }
 
 private:
@@ -43,8 +45,10 @@ struct gelu : parameterless {
         return ops::gelu_tanh(x);
     }
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("gelu");
-        return ops::gelu_tanh_backward(dy, input_);
+        const bool release = record_.spend("gelu");
+        auto dx = ops::gelu_tanh_backward(dy, input_);
+        if (release) input_ = {};
+        return dx;
     }
 
 private:
@@ -63,8 +67,10 @@ struct relu : parameterless {
         return ops::relu(x);
     }
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("relu");
-        return ops::relu_backward(dy, input_);
+        const bool release = record_.spend("relu");
+        auto dx = ops::relu_backward(dy, input_);
+        if (release) input_ = {};
+        return dx;
     }
 
 private:
@@ -87,8 +93,10 @@ struct leaky_relu : parameterless {
         return ops::leaky_relu(x, slope);
     }
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("leaky_relu");
-        return ops::leaky_relu_backward(dy, input_, slope);
+        const bool release = record_.spend("leaky_relu");
+        auto dx = ops::leaky_relu_backward(dy, input_, slope);
+        if (release) input_ = {};
+        return dx;
     }
 
 private:

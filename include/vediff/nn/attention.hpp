@@ -27,8 +27,10 @@ struct softmax : parameterless {
         return y;
     }
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("softmax");
-        return ops::softmax_backward(dy, output_.view());
+        const bool release = record_.spend("softmax");
+        auto dx = ops::softmax_backward(dy, output_.view());
+        if (release) output_ = {};
+        return dx;
     }
 
 private:
@@ -62,8 +64,13 @@ struct multi_head_attention_core : parameterless {
 
     /// dy (B, N, D) → dqkv (B, N, 3·D).
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("multi_head_attention_core");
-        return ops::packed_attention_backward(dy, input_, saved_, cfg.heads);
+        const bool release = record_.spend("multi_head_attention_core");
+        auto dqkv = ops::packed_attention_backward(dy, input_, saved_, cfg.heads);
+        if (release) {
+            input_ = {};
+            saved_ = {};
+        }
+        return dqkv;
     }
 
 private:

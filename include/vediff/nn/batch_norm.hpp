@@ -81,9 +81,15 @@ struct batch_norm2d {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("batch_norm2d");
-        return ops::batch_norm_backward(dy, input_, mean_.view(), rstd_.view(), weight.value.view(), weight.grad.view(), bias.grad.view(),
-                                        batch_statistics_);
+        const bool release = record_.spend("batch_norm2d");
+        auto dx = ops::batch_norm_backward(dy, input_, mean_.view(), rstd_.view(), weight.value.view(), weight.grad.view(),
+                                           bias.grad.view(), batch_statistics_);
+        if (release) {
+            input_ = {};
+            mean_ = {};
+            rstd_ = {};
+        }
+        return dx;
     }
 
     template <class F>

@@ -68,7 +68,13 @@ struct sequential {
 
     tensor_type forward(const view_type& x) { return forward_from<0>(x); }
 
-    tensor_type backward(const view_type& dy) { return backward_from<size - 1>(dy); }
+    /// Releases each activation it owns once the child that produced it and the one that read it
+    /// have run backward (nn/grad_mode.hpp), and each child's output gradient once the child has used it.
+    tensor_type backward(const view_type& dy) {
+        auto d = std::get<size - 1>(layers).backward(dy);
+        if constexpr (size > 1) backward_through<size - 2>(d);
+        return d;
+    }
 
     template <class F>
     void for_each_parameter(F&& f, const std::string& prefix = {}) {
@@ -93,11 +99,12 @@ private:
             return forward_from<I + 1>(activations_[I]);
         }
     }
+    // d holds the gradient of child I's output on entry, of the sequential's input on return.
     template <std::size_t I>
-    tensor_type backward_from(const view_type& dy) {
-        auto dx = std::get<I>(layers).backward(dy);
-        if constexpr (I == 0) return dx;
-        else return backward_from<I - 1>(dx);
+    void backward_through(tensor_type& d) {
+        d = std::get<I>(layers).backward(d);  // the assignment releases the gradient the child has read
+        if (backward_releases()) activations_[I] = tensor_type{};  // read by child I + 1, made by child I: both done
+        if constexpr (I > 0) backward_through<I - 1>(d);
     }
     template <class F, std::size_t... I>
     void visit_children(F& f, const std::string& prefix, std::index_sequence<I...>) {

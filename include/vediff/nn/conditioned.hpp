@@ -74,6 +74,7 @@ struct conditioned_stack {
         for (std::size_t i = blocks.size() - 1; i-- > 0;) {
             d = blocks[i].backward(d, dc);
             announce_final_gradients(blocks[i]);
+            if (backward_releases()) outputs_.pop_back();  // block i's output: it and its reader have run backward
         }
         return d;
     }

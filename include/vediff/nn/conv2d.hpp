@@ -52,13 +52,15 @@ struct conv2d {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("conv2d");
-        return ops::conv2d_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view(), options());
+        const bool release = record_.spend("conv2d");
+        auto dx = ops::conv2d_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view(), options());
+        if (release) input_ = {};
+        return dx;
     }
 
     /// ∂L/∂weight for the output gradient dy alone, as a new tensor; the accumulated gradients are
     /// untouched (LDM's adaptive GAN weight compares two such gradients of one layer). Needs the
-    /// input of the last forward, as backward does.
+    /// input of the last forward, as backward does: call it before backward, which releases that input.
     tensor<T, D> weight_gradient(const tensor_view<T, D>& dy) const {
         record_.require("conv2d");
         auto dweight = tensor<T, D>::zeros(weight.value.shape());

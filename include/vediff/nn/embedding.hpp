@@ -38,8 +38,9 @@ struct embedding {
 
     /// Adds dy (..., dim) into weight.grad at the rows of the last forward's indices.
     void backward(const tensor_view<T, D>& dy) {
-        record_.require("embedding");
+        const bool release = record_.spend("embedding");
         ops::embedding_accumulate_grad(weight.grad.view(), dy, indices_);
+        if (release) indices_ = {};
     }
 
     template <class F>

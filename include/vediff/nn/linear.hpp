@@ -40,8 +40,10 @@ struct linear {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("linear");
-        return ops::linear_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view());
+        const bool release = record_.spend("linear");
+        auto dx = ops::linear_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view());
+        if (release) input_ = {};
+        return dx;
     }
 
     template <class F>

@@ -48,8 +48,10 @@ struct max_pool2d : parameterless {
         return ops::max_pool2d(x, options);
     }
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("max_pool2d");
-        return ops::max_pool2d_backward(dy, input_, options);
+        const bool release = record_.spend("max_pool2d");
+        auto dx = ops::max_pool2d_backward(dy, input_, options);
+        if (release) input_ = {};
+        return dx;
     }
 
 private:

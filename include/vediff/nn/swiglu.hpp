@@ -45,12 +45,14 @@ struct swiglu {
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
-        record_.require("swiglu");
+        const bool release = record_.spend("swiglu");
         auto dproduct = w3.backward(dy);
         auto dgate = ops::mul(dproduct.view(), value_.view());
         auto dvalue = ops::mul(dproduct.view(), gate_.view());
         auto dgate_input = ops::silu_backward(dgate.view(), gate_input_.view());
         auto dprojected = ops::concat<T, D>({dgate_input.view(), dvalue.view()}, -1);
+        if (release)
+            for (auto* t : {&projected_, &gate_input_, &value_, &gate_, &product_}) *t = {};
         return w12.backward(dprojected);
     }
 
