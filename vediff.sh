@@ -13,7 +13,7 @@ BUILD=${BUILD:-build}
 # Debian packages the build, the tests and the demo need.
 # OpenMPI: data-parallel training under mpirun, and its tests.
 PACKAGES=(build-essential cmake g++ libeigen3-dev libfmt-dev libcxxopts-dev libboost-test-dev zlib1g-dev
-          nlohmann-json3-dev libstb-dev libjpeg62-turbo-dev libpng-dev libzip-dev pkg-config dataset-fashion-mnist gnuplot-nox libopenmpi-dev openmpi-bin)
+          nlohmann-json3-dev libstb-dev libjpeg62-turbo-dev libpng-dev libzip-dev libxxhash-dev clang pkg-config dataset-fashion-mnist gnuplot-nox libopenmpi-dev openmpi-bin)
 # The benchmarks also run the peers: OpenBLAS sgemm and PyTorch.
 BENCH_PACKAGES=(libopenblas-dev libopenblas0-pthread python3-torch)
 

@@ -6,9 +6,15 @@
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <map>
+#include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include <csignal>
+
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "support/errors.hpp"
@@ -227,6 +233,117 @@ BOOST_AUTO_TEST_CASE(a_loaded_latent_cache_maps_its_latents_instead_of_copying_t
         BOOST_TEST(cache.latents.data()[i] == float(i % 1000) * 0.001f);
     BOOST_TEST(cache.labels[7] == 7);
     BOOST_TEST(cache.channel_std[2] == 0.25);
+}
+
+// Integrity (issue 19): every file vediff writes carries XXH3 checksums of each tensor and of the
+// other metadata; one flipped bit anywhere in the data or a changed metadata value is an io_error
+// naming the file and the tensor, in read and in map access. A file without them (as PyTorch
+// writes) loads unverified, and says so through checksummed().
+BOOST_AUTO_TEST_CASE(a_flipped_bit_fails_the_checksum_of_its_tensor) {
+    temp_dir dir("checksums");
+    const auto path = dir / "t.safetensors";
+    std::map<std::string, tensor<float>> tensors;
+    tensors.emplace("a", random_tensor<float>({3, 5}, 1));
+    tensors.emplace("b", random_tensor<float>({7}, 2));
+    io::save_tensors(path, tensors, {{"note", "x"}});
+    BOOST_TEST(io::safetensors_file(path).checksummed());
+    BOOST_TEST(io::safetensors_file(path, io::safetensors_access::map).checksummed());
+    const std::string good = read_text(path);
+    const io::safetensors_file intact(path);
+    std::uint64_t header_len = 0;
+    std::memcpy(&header_len, good.data(), 8);
+    const std::size_t data = 8 + header_len;
+    for (const auto& [name, at] : {std::pair{"a", intact.entry("a").begin}, std::pair{"a", intact.entry("a").end - 1},
+                                   std::pair{"b", intact.entry("b").begin + 9}, std::pair{"b", intact.entry("b").end - 1}}) {
+        for (const int bit : {0, 7}) {
+            std::string bad = good;
+            bad[data + at] = char(bad[data + at] ^ (1 << bit));
+            write_text(path, bad);
+            for (const auto access : {io::safetensors_access::read, io::safetensors_access::map}) {
+                const auto msg = io_error_message([&] { io::safetensors_file f(path, access); });
+                BOOST_TEST((contains(msg, path.string()) && contains(msg, fmt::format("tensor '{}' fails its checksum", name))), msg);
+            }
+        }
+    }
+    std::string changed = good;
+    const auto note = changed.find("\"note\":\"x\"");
+    BOOST_TEST_REQUIRE(note != std::string::npos);
+    changed[note + 8] = 'y';
+    write_text(path, changed);
+    auto msg = io_error_message([&] { io::safetensors_file f(path); });
+    BOOST_TEST(contains(msg, "the metadata fails its checksum"), msg);
+
+    // Without checksums (the header as PyTorch's save_file writes it): loads, unverified.
+    const std::string bytes(8, '\1');
+    write_text(path, io::safetensors_header({{"c", "F32", tensor_shape{2}}}, {{"format", "pt"}}) + bytes);
+    const io::safetensors_file plain(path);
+    BOOST_TEST(!plain.checksummed());
+    BOOST_TEST(plain.get<float>("c").numel() == 2);
+
+    // The key is the writer's own, and a checksum of a tensor that is not there is named.
+    io::safetensors_writer w;
+    msg = error_message<std::invalid_argument>([&] { w.add_metadata(std::string(io::checksum_metadata_key), "{}"); });
+    BOOST_TEST(contains(msg, "reserved"), msg);
+    write_text(path, io::safetensors_header({{"c", "F32", tensor_shape{2}}},
+                                            {{std::string(io::checksum_metadata_key), R"({"c":"0000000000000000","d":"0000000000000000"})"}}) +
+                         bytes);
+    msg = io_error_message([&] { io::safetensors_file f(path); });
+    BOOST_TEST(contains(msg, "a checksum for 'd', which is not a tensor of the file"), msg);
+}
+
+// The streamed latent cache writes its header before the data and its checksums after it: the
+// file verifies, and a flipped bit in the latents is found on loading.
+BOOST_AUTO_TEST_CASE(a_streamed_latent_cache_carries_checksums) {
+    temp_dir dir("latent_cache_checksums");
+    const auto path = dir / "latents.safetensors";
+    (void)train::write_latent_cache(path, 6, tensor_shape{2, 3, 3}, "tok", "{}", [](auto&& append) {
+        for (int b = 0; b < 3; ++b) {
+            const auto z = random_tensor<float>({2, 2, 3, 3}, std::uint64_t(10 + b));
+            const std::vector<std::int32_t> labels{b, b + 1};
+            append(z.view(), std::span<const std::int32_t>(labels));
+        }
+    });
+    const io::safetensors_file f(path);
+    BOOST_TEST(f.checksummed());
+    BOOST_TEST(train::load_latent_cache(path).size() == 6);
+    std::string bad = read_text(path);
+    std::uint64_t header_len = 0;
+    std::memcpy(&header_len, bad.data(), 8);
+    bad[8 + header_len + f.entry("latents").begin + 17] ^= 0x04;
+    write_text(path, bad);
+    const auto msg = io_error_message([&] { (void)train::load_latent_cache(path); });
+    BOOST_TEST((contains(msg, path.string()) && contains(msg, "tensor 'latents' fails its checksum")), msg);
+}
+
+// A full disk while a latent cache streams in (injected as RLIMIT_FSIZE): a named error, the cache
+// written before at the same path untouched, no temporary left.
+BOOST_AUTO_TEST_CASE(a_full_disk_leaves_the_earlier_cache) {
+    temp_dir dir("latent_cache_full_disk");
+    const auto path = dir / "latents.safetensors";
+    const auto write = [&](std::int64_t n) {
+        (void)train::write_latent_cache(path, n, tensor_shape{4, 8, 8}, "tok", "{}", [&](auto&& append) {
+            for (std::int64_t b = 0; b < n / 16; ++b) {
+                const auto z = random_tensor<float>({16, 4, 8, 8}, std::uint64_t(b));
+                const std::vector<std::int32_t> labels(16, 1);
+                append(z.view(), std::span<const std::int32_t>(labels));
+            }
+        });
+    };
+    write(32);
+    const std::string earlier = read_text(path);
+    rlimit saved{};
+    BOOST_TEST_REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved) == 0);
+    const auto previous_handler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit small = saved;
+    small.rlim_cur = 20000;  // 1.5 batches of 16 KiB
+    BOOST_TEST_REQUIRE(::setrlimit(RLIMIT_FSIZE, &small) == 0);
+    const auto msg = io_error_message([&] { write(64); });
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, previous_handler);
+    BOOST_TEST((contains(msg, path.string()) && contains(msg, "write failed")), msg);
+    BOOST_TEST(read_text(path) == earlier);
+    BOOST_TEST(static_cast<std::size_t>(std::distance(fs::directory_iterator(dir.path), {})) == 1u);
+    BOOST_TEST(train::load_latent_cache(path).size() == 32);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -14,7 +14,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 from ldm_autoencoder import AutoencoderKL  # noqa: E402
-from fixture_io import read_safetensors  # noqa: E402
+from fixture_io import check_safetensors_layout, read_safetensors  # noqa: E402
 
 
 def main():
@@ -26,13 +26,16 @@ def main():
     cfg = dict(in_channels=m["in_channels"], out_channels=m["out_channels"], ch=m["ch"], ch_mult=tuple(m["ch_mult"]),
                num_res_blocks=m["num_res_blocks"], z_channels=m["z_channels"], embed_dim=m["embed_dim"],
                resolution=m["resolution"], attn_resolutions=m["attn_resolutions"], groups=m["norm_groups"])
+    metadata = check_safetensors_layout(weights)
     model = AutoencoderKL(cfg).double()
     result = model.load_state_dict(read_safetensors(weights), strict=True)
     x = torch.rand(1, cfg["in_channels"], cfg["resolution"], cfg["resolution"], dtype=torch.float64) * 2 - 1
     with torch.no_grad():
         mean = torch.chunk(model.encode(x), 2, dim=1)[0]
         x_hat = model.decode(mean)
-    print(f"{weights}: load_state_dict(strict=True): {result}; reconstruction of a random image: "
+    print(f"{weights}: safetensors layout and string metadata as the safetensors package demands "
+          f"({len(metadata)} metadata keys, vediff.xxh3_64 {'present' if 'vediff.xxh3_64' in metadata else 'absent'}); "
+          f"load_state_dict(strict=True): {result}; reconstruction of a random image: "
           f"mean |x - x_hat| {float((x - x_hat).abs().mean()):.4f}")
 
 

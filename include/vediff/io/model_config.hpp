@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vediff/core/error.hpp"
+#include "vediff/core/strict_json.hpp"
 #include "vediff/models/autoencoder_config.hpp"
 #include "vediff/models/dit_config.hpp"
 
@@ -68,9 +69,11 @@ private:
     void read(const char* key, V& out) {
         used_.insert(key);
         try {
-            out = j_.at(key).get<V>();
+            strict_json_convert(j_.at(key), out, key);  // no silent casts: 3.7 is not an integer
         } catch (const nlohmann::json::exception&) {
             fail(fmt::format("key \"{}\" has the wrong type ({})", key, j_.at(key).dump()));
+        } catch (const std::invalid_argument&) {
+            fail(fmt::format("key \"{}\" has the wrong type or range ({})", key, j_.at(key).dump()));
         }
     }
     [[noreturn]] void fail(const std::string& cause) const { throw io_error(fmt::format("{}: {}", source_, cause)); }

@@ -371,10 +371,10 @@ private:
         return h;
     }
 
-    /// Reads the member to its end.
+    /// Reads the member to its end, in reads that double from 64 KiB up to chunk_bytes (a small
+    /// member costs no megabyte buffer).
     void read_rest(const std::string& name, zip_file_t* f, std::vector<char>& bytes) const {
-        while (read_some(name, f, bytes, chunk_bytes) == chunk_bytes) {
-        }
+        for (std::size_t step = std::size_t{1} << 16; read_some(name, f, bytes, step) == step;) step = std::min(2 * step, chunk_bytes);
     }
 
     std::filesystem::path path_;

@@ -5,6 +5,12 @@
 // to the end of the header. Tensors are written as F32, F64, I32 or I64 and read from F16, BF16, F32, F64,
 // I32 or I64, converted to the requested type (integer tensors, e.g. labels, only from I32/I64). A loaded file is validated completely (sizes, offsets, dtypes)
 // before any tensor is handed out; every problem is an io_error naming the file and the cause.
+//
+// Integrity: every file vediff writes carries, in its __metadata__ under "vediff.xxh3_64", an
+// XXH3-64 checksum of each tensor's bytes and of the other metadata (io/checksum.hpp); opening a
+// file verifies them all, and a mismatch is an io_error naming the file and the tensor. Files
+// without it (PyTorch's, older vediff's) load unverified: checksummed() tells, and the loaders of
+// files vediff trusts (checkpoints, latent caches, feature statistics) say so in one line.
 #include <algorithm>
 #include <bit>
 #include <cerrno>
@@ -16,6 +22,8 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -29,14 +37,13 @@
 #include "vediff/core/error.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/io/checksum.hpp"
 #include "vediff/io/mapped_file.hpp"
 #include "vediff/nn/layer.hpp"
 
 namespace vediff::io {
 
 static_assert(std::endian::native == std::endian::little, "safetensors data is little-endian; vediff assumes a little-endian host");
-
-using metadata_map = std::map<std::string, std::string>;
 
 namespace detail {
 
@@ -109,6 +116,7 @@ public:
             } catch (const io_error& e) {
                 throw io_error(fmt::format("safetensors: {}", e.what()));
             }
+            mapped_ = true;
             parse(mapping->data(), mapping->size());
             storage_ = std::move(mapping);
             return;
@@ -127,6 +135,9 @@ public:
 
     const std::filesystem::path& path() const { return path_; }
     const metadata_map& metadata() const { return metadata_; }
+    /// True when the file carried vediff's checksums (all verified on opening); false for a file
+    /// written without them, whose data is not verified.
+    bool checksummed() const { return checksummed_; }
     const std::map<std::string, safetensors_entry>& entries() const { return entries_; }
     bool contains(const std::string& name) const { return entries_.count(name) != 0; }
 
@@ -241,6 +252,63 @@ private:
         }
         check_layout(data_size);
         data_ = bytes + 8 + header_len;
+        data_offset_ = 8 + static_cast<std::size_t>(header_len);
+        verify_checksums();
+    }
+
+    /// XXH3-64 of bytes [begin, end) of the data section. A mapped file's bytes are read through
+    /// the file instead of the mapping: touching every page would make the whole file resident in
+    /// this process, which mapping avoids (a latent cache larger than memory).
+    std::uint64_t range_checksum(std::size_t begin, std::size_t end) const {
+        if (!mapped_) return xxh3_64(data_ + begin, end - begin);
+        std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path_.c_str(), "rb"), &std::fclose);
+        if (!f) fail(fmt::format("cannot open to verify: {}", std::strerror(errno)));
+        if (::fseeko(f.get(), static_cast<::off_t>(data_offset_ + begin), SEEK_SET) != 0)
+            fail(fmt::format("cannot seek to verify: {}", std::strerror(errno)));
+        xxh3_64_stream h;
+        std::vector<char> buf(std::size_t{1} << 20);
+        for (std::size_t left = end - begin; left > 0;) {
+            const std::size_t n = std::fread(buf.data(), 1, std::min(left, buf.size()), f.get());
+            if (n == 0) fail("the file changed while it was verified (a read came short)");
+            h.update(buf.data(), n);
+            left -= n;
+        }
+        return h.digest();
+    }
+
+    /// Checks every tensor's bytes and the other metadata against the checksums in the metadata,
+    /// when there are any.
+    void verify_checksums() {
+        const auto it = metadata_.find(std::string(checksum_metadata_key));
+        if (it == metadata_.end()) return;
+        const auto bad = [&](const std::string& why) { fail(fmt::format("metadata '{}': {}", checksum_metadata_key, why)); };
+        nlohmann::json sums;
+        try {
+            sums = nlohmann::json::parse(it->second);
+        } catch (const nlohmann::json::exception& e) {
+            bad(fmt::format("malformed JSON: {}", e.what()));
+        }
+        if (!sums.is_object()) bad("not a JSON object");
+        const auto stored = [&](const std::string& name) {
+            if (!sums.contains(name)) bad(fmt::format("no checksum for '{}'", name));
+            const auto& v = sums[name];
+            const auto h = v.is_string() ? parse_checksum_text(v.get<std::string>()) : std::nullopt;
+            if (!h) bad(fmt::format("the checksum of '{}' is {}, not 16 hexadecimal digits", name, v.dump()));
+            return *h;
+        };
+        for (auto& [name, value] : sums.items())
+            if (name != "__metadata__" && !entries_.count(name)) bad(fmt::format("a checksum for '{}', which is not a tensor of the file", name));
+        const std::uint64_t meta_stored = stored("__metadata__"), meta_computed = metadata_checksum(metadata_);
+        if (meta_stored != meta_computed)
+            fail(fmt::format("the metadata fails its checksum (stored {}, computed {}): the file is damaged", checksum_text(meta_stored),
+                             checksum_text(meta_computed)));
+        for (auto& [name, e] : entries_) {
+            const std::uint64_t want = stored(name), got = range_checksum(e.begin, e.end);
+            if (want != got)
+                fail(fmt::format("tensor '{}' fails its checksum (stored {}, computed {}): the file is damaged", name, checksum_text(want),
+                                 checksum_text(got)));
+        }
+        checksummed_ = true;
     }
 
     safetensors_entry parse_entry(const std::string& name, const nlohmann::json& v, std::size_t data_size) const {
@@ -307,7 +375,23 @@ private:
     metadata_map metadata_;
     std::shared_ptr<const void> storage_;  // the file's bytes: a std::vector<char> or a mapped_file
     char* data_ = nullptr;                 // the data section, inside storage_
+    std::size_t data_offset_ = 0;          // of the data section in the file
+    bool mapped_ = false;
+    bool checksummed_ = false;
 };
+
+/// For the loaders of files vediff wrote and trusts (checkpoints, latent caches, feature
+/// statistics): one line on stderr, once per file and process, when `f` carries no checksums
+/// (written by PyTorch or by a vediff before them), so that its data loads unverified.
+inline void note_if_unverified(const safetensors_file& f) {
+    if (f.checksummed()) return;
+    static std::mutex mutex;
+    static std::set<std::string> told;
+    const std::lock_guard lock(mutex);
+    if (told.insert(f.path().string()).second)
+        fmt::print(stderr, "note: {}: no vediff checksums (written by PyTorch or an older vediff): its data is loaded unverified\n",
+                   f.path().string());
+}
 
 /// A tensor of a file being written, in the order of the data section.
 struct safetensors_layout_entry {
@@ -341,7 +425,26 @@ inline std::string safetensors_header(const std::vector<safetensors_layout_entry
     return out + text;
 }
 
-/// Collects named tensors (copied to the host as F32, F64, I32 or I64) and writes them atomically.
+/// The value of the checksum metadata key (io/checksum.hpp) for tensors with the given checksums
+/// and the given other metadata.
+inline std::string checksum_metadata_value(const std::map<std::string, std::uint64_t>& tensor_checksums, const metadata_map& metadata) {
+    nlohmann::json sums = nlohmann::json::object();
+    for (const auto& [name, h] : tensor_checksums) sums[name] = checksum_text(h);
+    sums["__metadata__"] = checksum_text(metadata_checksum(metadata));
+    return sums.dump();
+}
+
+/// `metadata` with the checksum key set for tensors with the given checksums.
+inline metadata_map with_checksums(metadata_map metadata, const std::map<std::string, std::uint64_t>& tensor_checksums) {
+    if (metadata.count(std::string(checksum_metadata_key)))
+        throw std::invalid_argument(fmt::format("safetensors: metadata key '{}' is reserved", checksum_metadata_key));
+    const std::string value = checksum_metadata_value(tensor_checksums, metadata);
+    metadata.emplace(std::string(checksum_metadata_key), value);
+    return metadata;
+}
+
+/// Collects named tensors (copied to the host as F32, F64, I32 or I64) and writes them atomically,
+/// with their checksums.
 class safetensors_writer {
 public:
     template <class T, device D>
@@ -353,12 +456,19 @@ public:
         if (!host.empty()) std::memcpy(it.bytes.data(), host.data(), it.bytes.size());
         items_.emplace(name, std::move(it));
     }
-    void add_metadata(const std::string& key, const std::string& value) { metadata_[key] = value; }
+    void add_metadata(const std::string& key, const std::string& value) {
+        if (key == checksum_metadata_key) throw std::invalid_argument(fmt::format("safetensors_writer: metadata key '{}' is reserved", key));
+        metadata_[key] = value;
+    }
 
     void write(const std::filesystem::path& path) const {
         std::vector<safetensors_layout_entry> layout;
-        for (auto& [name, it] : items_) layout.push_back({name, it.dtype, it.shape});
-        const std::string header = safetensors_header(layout, metadata_);
+        std::map<std::string, std::uint64_t> sums;
+        for (auto& [name, it] : items_) {
+            layout.push_back({name, it.dtype, it.shape});
+            sums[name] = xxh3_64(it.bytes.data(), it.bytes.size());
+        }
+        const std::string header = safetensors_header(layout, with_checksums(metadata_, sums));
         write_file_atomically(path, [&](atomic_file& f) {
             f.write(header);
             for (auto& [name, it] : items_) f.write(it.bytes.data(), it.bytes.size());
@@ -403,13 +513,12 @@ void save_state_dict(const std::filesystem::path& path, Model& model, const meta
     w.write(path);
 }
 
-/// Loads every parameter of a model from a file written by save_state_dict (or PyTorch's
+/// Loads every parameter of a model from an opened file written by save_state_dict (or PyTorch's
 /// safetensors.torch.save_file). Every parameter must be present with its exact shape; tensors
 /// the model lacks are an error unless strict is false. All problems are reported together, and
 /// the model is left untouched when there is any. Returns the file's metadata.
 template <class Model>
-metadata_map load_state_dict(const std::filesystem::path& path, Model& model, bool strict = true) {
-    safetensors_file f(path);
+metadata_map load_state_dict(const safetensors_file& f, Model& model, bool strict = true) {
     const auto params = nn::named_parameters(model);
     std::vector<std::string> problems;
     std::map<std::string, bool> used;
@@ -431,9 +540,15 @@ metadata_map load_state_dict(const std::filesystem::path& path, Model& model, bo
             problems.push_back(fmt::format("unexpected tensors in the file (not in the model): {}", fmt::join(unexpected, ", ")));
     }
     if (!problems.empty())
-        throw io_error(fmt::format("load_state_dict: {}: {}", path.string(), fmt::join(problems, "; ")));
+        throw io_error(fmt::format("load_state_dict: {}: {}", f.path().string(), fmt::join(problems, "; ")));
     for (auto& [name, p] : params) f.read_into(name, p->value.view());
     return f.metadata();
+}
+
+/// The same from a path.
+template <class Model>
+metadata_map load_state_dict(const std::filesystem::path& path, Model& model, bool strict = true) {
+    return load_state_dict(safetensors_file(path), model, strict);
 }
 
 } // namespace vediff::io

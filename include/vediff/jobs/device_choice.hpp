@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "vediff/core/device.hpp"
+#include "vediff/jobs/flag_checks.hpp"
 
 namespace vediff::jobs {
 
@@ -38,7 +39,7 @@ decltype(auto) dispatch(const std::string& name, F& f, device_list<First, Rest..
         try {
             device_check<First>::require_available();
         } catch (const std::exception& e) {
-            throw std::invalid_argument(fmt::format("--device {}: {}", name, e.what()));
+            throw usage_error(fmt::format("--device {}: {}", name, e.what()));
         }
         return f.template operator()<First>();
     }
@@ -55,7 +56,7 @@ void require_device(const std::string& name) {
     if (name == cuda::name)
         throw std::invalid_argument("--device cuda: this program was built without the cuda backend (build it where CMake finds "
                                     "nvcc, with -DVEDIFF_WITH_CUDA=ON)");
-    throw std::invalid_argument(fmt::format("--device {}: expected {}", name, Devices::names(" or ")));
+    throw usage_error(fmt::format("--device {}: expected {}", name, Devices::names(" or ")));
 }
 
 /// f.template operator()<D>() for the device D named `name` (one of Devices).

@@ -129,7 +129,7 @@ void encode(const encode_job& job) {
 /// streamed: the set never lies in memory whole); returns the cache, mapped from the file.
 template <class Devices = cpu_only>
 train::latent_cache encode_latents(const encode_job& job) {
-    if (job.split != "train" && job.split != "test") throw std::invalid_argument(fmt::format("--split {}: expected train or test", job.split));
+    if (job.split != "train" && job.split != "test") throw usage_error(fmt::format("--split {}: expected train or test", job.split));
     with_device<Devices>(job.device, [&]<device D>() { encode_detail::encode<D>(job); });
     return train::load_latent_cache(job.out);
 }
@@ -169,10 +169,13 @@ template <class Devices = cpu_only>
 int encode_latents_main(int argc, char** argv, const std::string& program = "vediff encode") {
     cxxopts::Options options(program, "Encode a data set with a trained tokenizer into a latent cache");
     add_encode_options<Devices>(options);
-    return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
-        (void)encode_latents<Devices>(read_encode_options<Devices>(a));
-        return 0;
-    });
+    return run_command(
+        options, argc, argv,
+        [](const cxxopts::ParseResult& a) {
+            (void)encode_latents<Devices>(read_encode_options<Devices>(a));
+            return 0;
+        },
+        {{"out", flag_kind::output_file}});
 }
 
 } // namespace vediff::jobs

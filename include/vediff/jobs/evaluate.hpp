@@ -328,7 +328,7 @@ template <class Devices = cpu_only>
 nlohmann::json evaluate(const eval_job& job) {
     if (job.tokenizer.empty() && job.samples.empty()) throw std::invalid_argument("eval: give --tokenizer, --samples or both");
     if (job.features != "classifier" && job.features != "inception")
-        throw std::invalid_argument(fmt::format("--features {}: expected classifier or inception", job.features));
+        throw usage_error(fmt::format("--features {}: expected classifier or inception", job.features));
     if ((job.features == "inception") != !job.inception_weights.empty())
         throw std::invalid_argument(job.features == "inception" ? "--features inception needs --inception-weights FILE"
                                                                 : "--inception-weights is used only with --features inception");
@@ -405,7 +405,7 @@ eval_job read_eval_options(const cxxopts::ParseResult& a) {
     job.k = a["k"].as<std::int64_t>();
     job.fd_bootstrap = a["fd-bootstrap"].as<std::int64_t>();
     if (job.fd_bootstrap < 0 || job.fd_bootstrap == 1)
-        throw std::invalid_argument(fmt::format("--fd-bootstrap {}: expected 0 (none) or at least 2 resamples", job.fd_bootstrap));
+        throw usage_error(fmt::format("--fd-bootstrap {}: expected 0 (none) or at least 2 resamples", job.fd_bootstrap));
     job.seed = a["seed"].as<std::uint64_t>();
     job.device = read_device<Devices>(a);
     job.features = a["features"].as<std::string>();

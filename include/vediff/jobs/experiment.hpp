@@ -85,7 +85,7 @@ inline std::vector<tokenizer_row> selected_rows(const experiment_preset& preset,
         if (!known) {
             std::string available;
             for (const auto& r : preset.rows) available += (available.empty() ? "" : ", ") + r.name;
-            throw std::invalid_argument(fmt::format("--rows: the {} preset has no row '{}' (its rows: {})", preset.name, name, available));
+            throw usage_error(fmt::format("--rows: the {} preset has no row '{}' (its rows: {})", preset.name, name, available));
         }
     }
     std::vector<tokenizer_row> rows;
@@ -507,7 +507,8 @@ int experiment_main(int argc, char** argv, const std::string& program = "vediff 
                                        .rows = a.count("rows") ? a["rows"].as<std::vector<std::string>>() : std::vector<std::string>{},
                                        .comm_timeout_s = a["comm-timeout"].as<double>()});
         return 0;
-    });
+    },
+                       {{"classifier", flag_kind::output_file}});  // trained there when missing
 }
 
 } // namespace vediff::jobs

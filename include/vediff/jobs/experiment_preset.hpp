@@ -179,7 +179,7 @@ inline experiment_preset make_preset(const std::string& name) {
         p.eval_images = 10000;
         return p;
     }
-    throw std::invalid_argument(fmt::format("--preset {}: expected smoke, quick or paper", name));
+    throw usage_error(fmt::format("--preset {}: expected smoke, quick or paper", name));
 }
 
 } // namespace vediff::jobs

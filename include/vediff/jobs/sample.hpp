@@ -68,6 +68,7 @@ struct samples {
 /// quantized here, files since are unchanged by it (quantizing twice changes nothing).
 inline samples load_samples(const std::filesystem::path& path) {
     const io::safetensors_file f(path);
+    io::note_if_unverified(f);
     samples s{f.get<float>("images"), f.get<std::int32_t>("labels").to_vector()};
     if (s.images.rank() != 4 || s.images.dim(0) != static_cast<std::int64_t>(s.labels.size()))
         f.fail(fmt::format("images {} and {} labels do not match", s.images.shape(), s.labels.size()));
@@ -111,7 +112,7 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
     model_type model(cfg.model);
     optim::ema<float, D> average(model);
     train::model_with_ema<model_type> model_and_average{model, average};
-    io::load_state_dict(job.dit / "checkpoint" / train::model_file_name, model_and_average);
+    io::load_state_dict(train::checkpoint_model_file(job.dit / "checkpoint"), model_and_average);
     if (job.use_ema) average.copy_to(model);
     model.train(false);
     auto tokenizer = train::load_tokenizer_run<D>(job.tokenizer.empty() ? fs::path(cfg.tokenizer) : job.tokenizer);
@@ -203,7 +204,7 @@ inline diffusion::sampler_kind parse_sampler(const std::string& name) {
     if (name == "euler") return diffusion::sampler_kind::euler;
     if (name == "heun") return diffusion::sampler_kind::heun;
     if (name == "sde") return diffusion::sampler_kind::euler_maruyama;
-    throw std::invalid_argument(fmt::format("--sampler {}: expected euler, heun, sde or dopri5", name));
+    throw usage_error(fmt::format("--sampler {}: expected euler, heun, sde or dopri5", name));
 }
 
 template <class Devices = cpu_only>
@@ -260,7 +261,7 @@ sample_job read_sample_options(const cxxopts::ParseResult& a) {
     job.guidance.scale = a["cfg"].as<double>();
     const auto interval = a["cfg-interval"].as<std::string>();
     if (std::sscanf(interval.c_str(), "%lf,%lf", &job.guidance.interval_start, &job.guidance.interval_end) != 2)
-        throw std::invalid_argument(fmt::format("--cfg-interval {}: expected two numbers a,b", interval));
+        throw usage_error(fmt::format("--cfg-interval {}: expected two numbers a,b", interval));
     job.guidance.first_channels = a["cfg-first-channels"].as<std::int64_t>();
     job.use_ema = a.count("no-ema") == 0;
     job.seed = a["seed"].as<std::uint64_t>();

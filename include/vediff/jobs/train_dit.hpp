@@ -96,7 +96,7 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     model_type model(cfg.model, cfg.seed);
     distributed::data_parallel<Comm, model_type> parallel(comm, model);
     if (cfg.batch % comm.size() != 0)
-        throw std::invalid_argument(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
+        throw usage_error(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
     auto opt = make_optimizer<Optimizer>(model, cfg, comm, run.zero1);
     optim::ema<float, D> average(model, {.decay = cfg.ema_decay, .warmup = true});
     train::model_with_ema<model_type> model_and_average{model, average};
@@ -196,7 +196,7 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run, Comm
         if (run.zero1 && comm.size() > 1) throw std::invalid_argument("--zero1 shards AdamW's state; use it with --optimizer adamw");
         return train_with<Design, D, optim::muon<float, D>>(std::move(cfg), run, comm);
     }
-    throw std::invalid_argument(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
+    throw usage_error(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
 }
 } // namespace dit_detail
 
@@ -268,7 +268,7 @@ std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts
                         .checkpoint_every = a["checkpoint-every"].as<std::int64_t>(), .stop_after = a["stop-after"].as<std::int64_t>(),
                         .device = read_device<Devices>(a), .comm_timeout_s = a["comm-timeout"].as<double>(),
                         .zero1 = a.count("zero1") > 0};
-    if (!(run.comm_timeout_s > 0)) throw std::invalid_argument(fmt::format("--comm-timeout {}: must be > 0 seconds", run.comm_timeout_s));
+    if (!(run.comm_timeout_s > 0)) throw usage_error(fmt::format("--comm-timeout {}: must be > 0 seconds", run.comm_timeout_s));
     train::dit_run_config cfg;
     if (run.resume) {
         // The saved configuration is the run; only the run-length knobs may change.
@@ -295,14 +295,14 @@ std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts
         cfg.lr = a["lr"].as<double>();
         cfg.optimizer = a["optimizer"].as<std::string>();
         if (cfg.optimizer != "adamw" && cfg.optimizer != "muon")
-            throw std::invalid_argument(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
+            throw usage_error(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
         cfg.muon_lr = a["muon-lr"].as<double>();
         cfg.warmup = a["warmup"].as<std::int64_t>();
         cfg.clip = a["clip"].as<double>();
         cfg.ema_decay = a["ema"].as<double>();
         cfg.time_sampling = a["times"].as<std::string>();
         if (cfg.time_sampling != "uniform" && cfg.time_sampling != "logit_normal")
-            throw std::invalid_argument(fmt::format("--times {}: expected uniform or logit_normal", cfg.time_sampling));
+            throw usage_error(fmt::format("--times {}: expected uniform or logit_normal", cfg.time_sampling));
         cfg.cosine_term = a.count("cosine-term") > 0;
         cfg.seed = a["seed"].as<std::uint64_t>();
     }

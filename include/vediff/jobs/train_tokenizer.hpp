@@ -293,7 +293,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     if (!cfg.architecture.empty()) {
         cfg.model = models::published_autoencoder(cfg.architecture, sets.resolution);
         if (sets.channels != 3)
-            throw std::invalid_argument(fmt::format("--architecture {}: the published tokenizers take RGB images; these have {} channel(s) "
+            throw usage_error(fmt::format("--architecture {}: the published tokenizers take RGB images; these have {} channel(s) "
                                                     "(--channels 3)",
                                                     cfg.architecture, sets.channels));
     }
@@ -307,7 +307,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     }
     distributed::data_parallel<Comm, model_type> parallel(comm, ae);
     if (cfg.batch % comm.size() != 0)
-        throw std::invalid_argument(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
+        throw usage_error(fmt::format("--batch {}: the global batch does not split evenly over {} ranks", cfg.batch, comm.size()));
     // AdamW; under MPI the sharded AdamW of distributed/zero.hpp (its state sharded with --zero1).
     const optim::adamw_config adam{.lr = cfg.lr, .beta1 = cfg.beta1, .beta2 = cfg.beta2, .eps = 1e-8, .weight_decay = cfg.weight_decay};
     using optimizer_type = std::conditional_t<Comm::is_distributed, distributed::sharded_adamw<Comm, float, D>, optim::adamw<float, D>>;
@@ -489,7 +489,7 @@ nlohmann::json train_with(const tokenizer_job& cfg, Comm& comm) {
         return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::magnitude_regularizer>{{rec, mag_of_mean}, mode}, comm);
     }
     if (cfg.loss == "none") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode}, comm);
-    throw std::invalid_argument(fmt::format("--loss {}: expected ve, kl, ve+kl, sigma-vae or none", cfg.loss));
+    throw usage_error(fmt::format("--loss {}: expected ve, kl, ve+kl, sigma-vae or none", cfg.loss));
 }
 
 inline std::vector<std::int64_t> parse_list(const std::string& text, const char* flag) {
@@ -498,7 +498,7 @@ inline std::vector<std::int64_t> parse_list(const std::string& text, const char*
     std::string item;
     while (std::getline(ss, item, ','))
         if (!item.empty()) v.push_back(std::stoll(item));
-    if (v.empty() && std::string(flag) != "attn-resolutions") throw std::invalid_argument(fmt::format("--{}: empty list", flag));
+    if (v.empty() && std::string(flag) != "attn-resolutions") throw usage_error(fmt::format("--{}: empty list", flag));
     return v;
 }
 
@@ -516,7 +516,7 @@ nlohmann::json train_tokenizer(const tokenizer_job& cfg, Comm& comm) {
         if (comm.size() > 1) device_selection<D>::use(comm.local_rank());  // one GPU per rank, before the first tensor on D
         if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1, D>(cfg, comm);
         if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2, D>(cfg, comm);
-        throw std::invalid_argument(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
+        throw usage_error(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
     });
 }
 
@@ -609,9 +609,9 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.crop = a["crop"].as<std::string>();
     (void)data::parse_crop_policy(cfg.crop);  // a bad name fails before any data is read
     cfg.workers = a["workers"].as<int>();
-    if (cfg.workers < 0) throw std::invalid_argument(fmt::format("--workers {}: a thread count cannot be negative", cfg.workers));
+    if (cfg.workers < 0) throw usage_error(fmt::format("--workers {}: a thread count cannot be negative", cfg.workers));
     cfg.prefetch = a["prefetch"].as<std::int64_t>();
-    if (cfg.prefetch < 1) throw std::invalid_argument(fmt::format("--prefetch {}: at least one batch must be decoded ahead", cfg.prefetch));
+    if (cfg.prefetch < 1) throw usage_error(fmt::format("--prefetch {}: at least one batch must be decoded ahead", cfg.prefetch));
     cfg.fail_on_corrupt = a.count("fail-on-corrupt") > 0;
     cfg.model.ch = a["ch"].as<std::int64_t>();
     cfg.model.ch_mult = parse_list(a["ch-mult"].as<std::string>(), "ch-mult");
@@ -654,14 +654,14 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.seed = a["seed"].as<std::uint64_t>();
     cfg.out = a["out"].as<std::string>();
     cfg.resume = a.count("resume") > 0;
-    cfg.log_every = std::max<std::int64_t>(1, a["log-every"].as<std::int64_t>());
-    cfg.checkpoint_every = std::max<std::int64_t>(1, a["checkpoint-every"].as<std::int64_t>());
+    cfg.log_every = a["log-every"].as<std::int64_t>();
+    cfg.checkpoint_every = a["checkpoint-every"].as<std::int64_t>();
     cfg.stop_after = a["stop-after"].as<std::int64_t>();
     cfg.eval_images = a["eval-images"].as<std::int64_t>();
     cfg.device = read_device<Devices>(a);
     cfg.comm_timeout_s = a["comm-timeout"].as<double>();
     cfg.zero1 = a.count("zero1") > 0;
-    if (!(cfg.comm_timeout_s > 0)) throw std::invalid_argument(fmt::format("--comm-timeout {}: must be > 0 seconds", cfg.comm_timeout_s));
+    if (!(cfg.comm_timeout_s > 0)) throw usage_error(fmt::format("--comm-timeout {}: must be > 0 seconds", cfg.comm_timeout_s));
     return cfg;
 }
 

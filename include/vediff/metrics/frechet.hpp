@@ -244,6 +244,7 @@ inline void save_feature_statistics(const std::filesystem::path& path, const fea
 /// Reads statistics written by save_feature_statistics; an io_error names the file and the problem.
 inline feature_statistics load_feature_statistics(const std::filesystem::path& path) {
     io::safetensors_file file(path);
+    io::note_if_unverified(file);
     const auto& mean_entry = file.entry("mean");
     const auto& cov_entry = file.entry("covariance");
     const auto& count_entry = file.entry("count");

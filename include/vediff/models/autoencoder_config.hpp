@@ -13,6 +13,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "vediff/core/strict_json.hpp"
 namespace vediff::models {
 
 struct autoencoder_config {
@@ -86,7 +87,7 @@ inline autoencoder_config published_autoencoder(std::string_view name, std::int6
 
 // The fields a tokenizer run saves ("model" of its configuration), one list for writing and
 // reading; norm_eps is the reference's constant and is not saved.
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(autoencoder_config, in_channels, out_channels, ch, ch_mult, num_res_blocks, z_channels, embed_dim,
-                                   resolution, attn_resolutions, norm_groups)
+VEDIFF_JSON_FIELDS(autoencoder_config, in_channels, out_channels, ch, ch_mult, num_res_blocks, z_channels, embed_dim,
+                   resolution, attn_resolutions, norm_groups)
 
 } // namespace vediff::models

@@ -15,6 +15,13 @@
 // checkpoint id, and loading refuses a pair whose ids differ (left by a crash between the two
 // renames) instead of resuming from mixed states. Loading validates both files completely
 // before it changes anything; every problem is an io_error naming the file and the tensor.
+//
+// The last two checkpoints are kept: a save first renames the current pair to
+// model.previous.safetensors and train_state.previous.safetensors. Every file carries checksums
+// (io/safetensors.hpp), and loading pairs the files present by checkpoint id and takes the newest
+// pair that is intact: a damaged or half-replaced latest checkpoint is named in a warning and the
+// run resumes from the one before it. At every moment of a save (and of a kill −9 during one) the
+// directory holds at least one intact pair.
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -22,7 +29,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
+#include <initializer_list>
 #include <map>
+#include <memory>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -47,6 +57,9 @@ namespace vediff::train {
 
 inline constexpr std::string_view model_file_name = "model.safetensors";
 inline constexpr std::string_view state_file_name = "train_state.safetensors";
+/// The previous checkpoint's files, kept beside the latest.
+inline constexpr std::string_view previous_model_file_name = "model.previous.safetensors";
+inline constexpr std::string_view previous_state_file_name = "train_state.previous.safetensors";
 /// The value of the "format" metadata key of a train state file.
 inline constexpr std::string_view train_state_format = "vediff.train_state.v1";
 
@@ -139,15 +152,111 @@ inline std::string new_checkpoint_id(std::int64_t step) {
 
 } // namespace detail
 
+namespace detail {
+
+struct rename_step {
+    std::filesystem::path from, to;
+    bool must_exist;  // false: skipped when `from` is absent (the first save has no current pair)
+};
+
+/// The renames that end a save, in order: the current pair becomes the previous one, state first,
+/// then the new pair comes in, state first. Wherever the sequence stops (a crash, kill −9), one
+/// pair of the four files shares a checkpoint id and is intact (intact_checkpoints pairs them).
+inline std::vector<rename_step> checkpoint_renames(const std::filesystem::path& dir, const std::filesystem::path& pending_model,
+                                                   const std::filesystem::path& pending_state) {
+    return {{dir / state_file_name, dir / previous_state_file_name, false},
+            {dir / model_file_name, dir / previous_model_file_name, false},
+            {pending_state, dir / state_file_name, true},
+            {pending_model, dir / model_file_name, true}};
+}
+
+} // namespace detail
+
 /// The temporary name a file of the checkpoint has while a save is under way.
 inline std::filesystem::path pending_path(const std::filesystem::path& file) {
     return file.string() + ".pending." + std::to_string(::getpid());
 }
 
-/// True when both files of a checkpoint are in `dir`.
+/// True when `dir` holds a model file and a train state file (latest or previous).
 inline bool checkpoint_exists(const std::filesystem::path& dir) {
     std::error_code ec;
-    return std::filesystem::is_regular_file(dir / model_file_name, ec) && std::filesystem::is_regular_file(dir / state_file_name, ec);
+    const auto present = [&](std::string_view name) { return std::filesystem::is_regular_file(dir / name, ec); };
+    return (present(model_file_name) || present(previous_model_file_name)) && (present(state_file_name) || present(previous_state_file_name));
+}
+
+/// The files of one checkpoint, opened (so verified) and its train state parsed.
+struct checkpoint_pair {
+    std::filesystem::path model_path, state_path;
+    std::shared_ptr<const io::safetensors_file> model, state;
+    train_state meta;
+};
+
+/// The checkpoints in `dir` whose two files open, verify and carry the same checkpoint id, newest
+/// step first; `problems` collects why each other file was passed over (a damaged file, a lone
+/// file of an interrupted save).
+inline std::vector<checkpoint_pair> intact_checkpoints(const std::filesystem::path& dir, std::vector<std::string>& problems) {
+    namespace fs = std::filesystem;
+    struct opened {
+        fs::path path;
+        std::shared_ptr<const io::safetensors_file> file;
+        std::string id;
+    };
+    const auto open_all = [&](std::initializer_list<std::string_view> names) {
+        std::vector<opened> out;
+        for (const auto name : names) {
+            const fs::path path = dir / name;
+            std::error_code ec;
+            if (!fs::is_regular_file(path, ec)) continue;
+            try {
+                auto f = std::make_shared<const io::safetensors_file>(path);
+                io::note_if_unverified(*f);
+                const auto it = f->metadata().find("checkpoint_id");
+                out.push_back({path, f, it == f->metadata().end() ? std::string("<none>") : it->second});
+            } catch (const io_error& e) {
+                problems.push_back(e.what());
+            }
+        }
+        return out;
+    };
+    const auto models = open_all({model_file_name, previous_model_file_name});
+    const auto states = open_all({state_file_name, previous_state_file_name});
+    std::vector<checkpoint_pair> pairs;
+    for (const auto& s : states) {
+        train_state meta;
+        try {
+            meta = detail::parse_train_state(*s.file);
+        } catch (const io_error& e) {
+            problems.push_back(e.what());
+            continue;
+        }
+        const auto m = std::find_if(models.begin(), models.end(), [&](const opened& o) { return o.id == s.id; });
+        if (m == models.end()) {
+            std::vector<std::string> ids;
+            for (const auto& o : models) ids.push_back(fmt::format("{} (checkpoint id {})", o.path.string(), o.id));
+            problems.push_back(fmt::format("{} (checkpoint id {}) has no model file from the same save{}{}", s.path.string(), s.id,
+                                           ids.empty() ? "" : ": there is only ", fmt::join(ids, ", ")));
+            continue;
+        }
+        pairs.push_back({m->path, s.path, m->file, s.file, std::move(meta)});
+    }
+    std::stable_sort(pairs.begin(), pairs.end(), [](const checkpoint_pair& a, const checkpoint_pair& b) { return a.meta.step > b.meta.step; });
+    return pairs;
+}
+
+/// The newest intact checkpoint of `dir`; a warning on stderr names what was passed over to reach
+/// it. io_error lists every problem when there is none.
+inline checkpoint_pair newest_intact_checkpoint(const std::filesystem::path& dir) {
+    std::vector<std::string> problems;
+    auto pairs = intact_checkpoints(dir, problems);
+    if (pairs.empty()) {
+        if (problems.empty())
+            throw io_error(fmt::format("load_checkpoint: {}: no checkpoint (a checkpoint directory holds {} and {})", dir.string(),
+                                       model_file_name, state_file_name));
+        throw io_error(fmt::format("load_checkpoint: {}: no intact checkpoint: {}", dir.string(), fmt::join(problems, "; ")));
+    }
+    for (const auto& p : problems)
+        fmt::print(stderr, "warning: {}; using the checkpoint of step {} ({})\n", p, pairs.front().meta.step, pairs.front().state_path.string());
+    return std::move(pairs.front());
 }
 
 /// Saves model, optimizer and state into `dir` (created if needed), replacing the checkpoint there.
@@ -187,17 +296,17 @@ void save_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& 
     moments.add_metadata("config", state.config_json);
 
     const fs::path model_path = dir / model_file_name, state_path = dir / state_file_name;
+    for (const auto& p : {model_path, state_path}) io::remove_stale_temporaries(p, ".pending.");  // of saves killed before
     detail::pending_files pending{{pending_path(model_path), pending_path(state_path)}};
     io::save_state_dict(pending.paths[0], model, {{"format", "pt"}, {"checkpoint_id", id}, {"step", std::to_string(state.step)}});
     moments.write(pending.paths[1]);
-    // Both files are complete and on disk; swap them in with nothing between the two renames.
-    if (::rename(pending.paths[1].c_str(), state_path.c_str()) != 0)
-        throw io_error(fmt::format("save_checkpoint: cannot rename {} to {}: {}", pending.paths[1].string(), state_path.string(),
-                                   std::strerror(errno)));
-    if (::rename(pending.paths[0].c_str(), model_path.c_str()) != 0)
-        throw io_error(fmt::format("save_checkpoint: cannot rename {} to {}: {} (the directory now holds a train state without "
-                                   "its model; load_checkpoint will refuse it)",
-                                   pending.paths[0].string(), model_path.string(), std::strerror(errno)));
+    // Both files are complete and on disk: swap them in.
+    for (const auto& r : detail::checkpoint_renames(dir, pending.paths[0], pending.paths[1])) {
+        std::error_code ec;
+        if (!r.must_exist && !fs::exists(r.from, ec)) continue;
+        if (::rename(r.from.c_str(), r.to.c_str()) != 0)
+            throw io_error(fmt::format("save_checkpoint: cannot rename {} to {}: {}", r.from.string(), r.to.string(), std::strerror(errno)));
+    }
     const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         ::fsync(dfd);
@@ -205,29 +314,21 @@ void save_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& 
     }
 }
 
-/// Reads the train state of a checkpoint without a model (e.g. its configuration, to build the
-/// model before loading it).
-inline train_state read_train_state(const std::filesystem::path& dir) {
-    const io::safetensors_file f(dir / state_file_name);
-    return detail::parse_train_state(f);
-}
+/// Reads the train state of the checkpoint load_checkpoint would load (the newest intact one)
+/// without a model, e.g. its configuration, to build the model before loading it.
+inline train_state read_train_state(const std::filesystem::path& dir) { return newest_intact_checkpoint(dir).meta; }
 
-/// Loads a checkpoint saved by save_checkpoint into model, optimizer and state. The generators the
-/// caller needs are the keys of state.generators: the file must hold exactly these (seed, stream
-/// and offset are all restored). The moments must match the optimizer's parameters by name and
-/// shape, the weights the model's (io::load_state_dict). Nothing is changed unless all is valid.
-template <class Model, class Optimizer, class T = typename Optimizer::value_type, device D = typename Optimizer::device_type>
-void load_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& optimizer, train_state& state) {
-    const std::filesystem::path model_path = dir / model_file_name, state_path = dir / state_file_name;
-    for (const auto& p : {model_path, state_path}) {
-        std::error_code ec;
-        if (!std::filesystem::is_regular_file(p, ec))
-            throw io_error(fmt::format("load_checkpoint: {}: no such file (a checkpoint directory holds {} and {})", p.string(),
-                                       model_file_name, state_file_name));
-    }
-    const io::safetensors_file sf(state_path);
-    train_state loaded = detail::parse_train_state(sf);
-    const std::int64_t optimizer_steps = detail::metadata_integer(sf, "optimizer.step_count");
+/// The model file of the checkpoint load_checkpoint would load, for loading the weights alone.
+inline std::filesystem::path checkpoint_model_file(const std::filesystem::path& dir) { return newest_intact_checkpoint(dir).model_path; }
+
+namespace detail {
+
+/// Loads one checkpoint pair into model, optimizer and state; nothing is changed unless all is valid.
+template <class Model, class Optimizer, class T, device D>
+void load_checkpoint_pair(const checkpoint_pair& pair, Model& model, Optimizer& optimizer, train_state& state) {
+    const io::safetensors_file& sf = *pair.state;
+    train_state loaded = pair.meta;
+    const std::int64_t optimizer_steps = metadata_integer(sf, "optimizer.step_count");
 
     std::vector<std::string> problems;
     for (auto& [name, g] : state.generators)
@@ -245,20 +346,42 @@ void load_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& 
     });
     for (const auto& name : sf.names())
         if (!expected.count(name)) problems.push_back(fmt::format("tensor '{}' is not a state of this optimizer", name));
-    if (!problems.empty()) throw io_error(fmt::format("load_checkpoint: {}: {}", state_path.string(), fmt::join(problems, "; ")));
+    if (!problems.empty()) throw io_error(fmt::format("load_checkpoint: {}: {}", pair.state_path.string(), fmt::join(problems, "; ")));
 
-    {
-        const io::safetensors_file mf(model_path);
-        const auto it = mf.metadata().find("checkpoint_id");
-        const std::string model_id = it == mf.metadata().end() ? "<none>" : it->second;
-        if (model_id != sf.metadata().at("checkpoint_id"))
-            throw io_error(fmt::format("load_checkpoint: {} (checkpoint id {}) and {} (checkpoint id {}) come from different saves",
-                                       model_path.string(), model_id, state_path.string(), sf.metadata().at("checkpoint_id")));
-    }
-    io::load_state_dict(model_path, model);  // validates everything before it changes the model
+    io::load_state_dict(*pair.model, model);  // validates everything before it changes the model
     optimizer.for_each_state([&](const std::string& name, tensor<T, D>& t) { sf.read_into(name, t.view()); });
     optimizer.set_step_count(optimizer_steps);
     state = std::move(loaded);
+}
+
+} // namespace detail
+
+/// Loads the newest intact checkpoint saved by save_checkpoint into `dir` into model, optimizer
+/// and state. The generators the caller needs are the keys of state.generators: the file must hold
+/// exactly these (seed, stream and offset are all restored). The moments must match the
+/// optimizer's parameters by name and shape, the weights the model's (io::load_state_dict).
+/// Nothing is changed unless all is valid. When the latest checkpoint is damaged or incomplete,
+/// a warning names it and the previous one is loaded; io_error lists every problem when none loads.
+template <class Model, class Optimizer, class T = typename Optimizer::value_type, device D = typename Optimizer::device_type>
+void load_checkpoint(const std::filesystem::path& dir, Model& model, Optimizer& optimizer, train_state& state) {
+    std::vector<std::string> problems;
+    const auto pairs = intact_checkpoints(dir, problems);
+    if (pairs.empty() && problems.empty())
+        throw io_error(fmt::format("load_checkpoint: {}: no checkpoint (a checkpoint directory holds {} and {})", dir.string(),
+                                   model_file_name, state_file_name));
+    for (const auto& pair : pairs) {
+        try {
+            detail::load_checkpoint_pair<Model, Optimizer, T, D>(pair, model, optimizer, state);
+        } catch (const io_error& e) {
+            problems.push_back(e.what());
+            continue;
+        }
+        for (const auto& p : problems)
+            fmt::print(stderr, "warning: {}; resumed from the checkpoint of step {} ({})\n", p, pair.meta.step, pair.state_path.string());
+        return;
+    }
+    if (problems.size() == 1) throw io_error(problems.front());
+    throw io_error(fmt::format("load_checkpoint: {}: no checkpoint loads: {}", dir.string(), fmt::join(problems, "; ")));
 }
 
 } // namespace vediff::train

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "vediff/core/strict_json.hpp"
 #include "vediff/core/error.hpp"
 #include "vediff/models/dit.hpp"
 #include "vediff/optim/ema.hpp"
@@ -49,16 +50,16 @@ struct dit_run_config {
 
 } // namespace vediff::train
 
-// One field list each: nlohmann's macros write to_json and from_json from it (a field missing in
-// the JSON throws, naming it).
+// One field list each: VEDIFF_JSON_FIELDS writes to_json and a strict from_json from it (a field
+// missing in the JSON throws, naming it; a value of another type or out of range too).
 namespace vediff::models {
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_config, input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
+VEDIFF_JSON_FIELDS(dit_config, input_size, patch_size, in_channels, hidden_size, depth, num_heads, mlp_ratio,
                                    class_dropout_prob, num_classes, learn_sigma)
 } // namespace vediff::models
 
 namespace vediff::train {
 
-NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(dit_run_config, latents, tokenizer, tokenizer_config, latent_mean, latent_std, latent_scaling, design, model, steps,
+VEDIFF_JSON_FIELDS(dit_run_config, latents, tokenizer, tokenizer_config, latent_mean, latent_std, latent_scaling, design, model, steps,
                                    batch, warmup, lr, beta1, beta2, weight_decay, clip, ema_decay, optimizer, muon_lr, time_sampling,
                                    cosine_term, seed, time_budget_s)
 
@@ -85,6 +86,8 @@ inline dit_run_config dit_run_config::from_json(nlohmann::json j) {
     try {
         return j.get<dit_run_config>();
     } catch (const nlohmann::json::exception& e) {
+        throw io_error(fmt::format("DiT run configuration: {}", e.what()));
+    } catch (const std::invalid_argument& e) {
         throw io_error(fmt::format("DiT run configuration: {}", e.what()));
     }
 }

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <span>
 #include <string>
@@ -75,13 +76,20 @@ diffusion::latent_moments write_latent_cache(const std::filesystem::path& path, 
                                                            {"labels", "I32", tensor_shape{n}},
                                                            {"latent_mean", "F64", tensor_shape{c}},
                                                            {"latent_std", "F64", tensor_shape{c}}};
-    const std::string header = io::safetensors_header(
-        layout, {{"format", "vediff.latent_cache.v1"}, {"tokenizer", tokenizer}, {"tokenizer_config", tokenizer_config}});
+    const io::metadata_map metadata{{"format", "vediff.latent_cache.v1"}, {"tokenizer", tokenizer}, {"tokenizer_config", tokenizer_config}};
+    // The checksums are known once the data is written: the header goes first with placeholders of
+    // the same length, and is written again over itself at the end.
+    const auto header_with = [&](const std::map<std::string, std::uint64_t>& sums) {
+        return io::safetensors_header(layout, io::with_checksums(metadata, sums));
+    };
+    std::map<std::string, std::uint64_t> sums{{"latents", 0}, {"labels", 0}, {"latent_mean", 0}, {"latent_std", 0}};
+    const std::string placeholder = header_with(sums);
     diffusion::latent_moments moments;
     io::write_file_atomically(path, [&](io::atomic_file& f) {
-        f.write(header);
+        f.write(placeholder);
         std::int64_t written = 0;
         std::vector<std::int32_t> labels;
+        io::xxh3_64_stream latents_sum;
         produce([&](const tensor_view<float, cpu>& z, std::span<const std::int32_t> batch_labels) {
             if (z.rank() != 4 || z.dim(1) != latent_shape[0] || z.dim(2) != latent_shape[1] || z.dim(3) != latent_shape[2])
                 throw shape_error(fmt::format("write_latent_cache: a batch of latents {} is not (B, {})", z.shape(), latent_shape));
@@ -92,15 +100,26 @@ diffusion::latent_moments write_latent_cache(const std::filesystem::path& path, 
             labels.insert(labels.end(), batch_labels.begin(), batch_labels.end());
             const auto values = z.to_vector();  // contiguous, whatever the view's strides
             f.write(values.data(), values.size() * sizeof(float));
+            latents_sum.update(values.data(), values.size() * sizeof(float));
             moments.add(z);
             written += z.dim(0);
         });
         if (written != n) throw std::logic_error(fmt::format("write_latent_cache: {} latents given for a cache of {}", written, n));
-        f.write(labels.data(), labels.size() * sizeof(std::int32_t));
         const std::vector<double> mean = moments.mean();
         const std::vector<double> sd = moments.stddev();
-        f.write(mean.data(), mean.size() * sizeof(double));
-        f.write(sd.data(), sd.size() * sizeof(double));
+        const auto put = [&](const char* name, const auto& v) {
+            const std::size_t bytes = v.size() * sizeof(v[0]);
+            f.write(v.data(), bytes);
+            sums[name] = io::xxh3_64(v.data(), bytes);
+        };
+        put("labels", labels);
+        put("latent_mean", mean);
+        put("latent_std", sd);
+        sums["latents"] = latents_sum.digest();
+        const std::string header = header_with(sums);
+        if (header.size() != placeholder.size())
+            throw std::logic_error("write_latent_cache: the header with checksums differs in length from its placeholder");
+        f.write_at(0, header.data(), header.size());
     });
     return moments;
 }
@@ -109,6 +128,7 @@ diffusion::latent_moments write_latent_cache(const std::filesystem::path& path, 
 /// are not copied: they stay in the mapped file, which the cache keeps alive.
 inline latent_cache load_latent_cache(const std::filesystem::path& path) {
     const io::safetensors_file f(path, io::safetensors_access::map);
+    io::note_if_unverified(f);
     const auto meta = [&](const char* key) {
         const auto it = f.metadata().find(key);
         if (it == f.metadata().end()) f.fail(fmt::format("not a latent cache: metadata '{}' is missing", key));

@@ -68,7 +68,7 @@ tokenizer_run<D> load_tokenizer_run(const std::filesystem::path& dir) {
     } catch (const std::exception& e) {
         throw io_error(fmt::format("tokenizer {}: the run configuration's sigma-VAE noise is unreadable: {}", dir.string(), e.what()));
     }
-    io::load_state_dict(checkpoint / model_file_name, run.model);
+    io::load_state_dict(checkpoint_model_file(checkpoint), run.model);
     return run;
 }
 

@@ -1,0 +1,31 @@
+# Byte-for-byte comparison of the tensors of two safetensors files (included by the example tests).
+# The tensors of a safetensors file: its header without __metadata__ (which holds a per-save
+# checkpoint id) and its data section as hex, for a byte-for-byte comparison.
+function(read_tensors file header_var data_var)
+  file(READ ${file} length_hex LIMIT 8 HEX)
+  set(length 0)
+  foreach(i RANGE 3)  # the header length, a little-endian u64 (headers stay far below 4 GiB)
+    math(EXPR at "2 * ${i}")
+    string(SUBSTRING "${length_hex}" ${at} 2 byte)
+    math(EXPR length "${length} + (0x${byte} << (8 * ${i}))")
+  endforeach()
+  file(READ ${file} header OFFSET 8 LIMIT ${length})
+  string(JSON header REMOVE "${header}" __metadata__)
+  math(EXPR data_start "8 + ${length}")
+  file(READ ${file} data OFFSET ${data_start} HEX)
+  set(${header_var} "${header}" PARENT_SCOPE)
+  set(${data_var} "${data}" PARENT_SCOPE)
+endfunction()
+# Sets out_var to "" when a and b hold the same tensors, else to what differs.
+function(compare_tensors a b out_var)
+  read_tensors(${a} header_a data_a)
+  read_tensors(${b} header_b data_b)
+  if(NOT header_a STREQUAL header_b)
+    set(${out_var} "the tensor names, shapes or offsets differ between ${a} and ${b}" PARENT_SCOPE)
+  elseif(NOT data_a STREQUAL data_b)
+    set(${out_var} "the tensor values differ between ${a} and ${b}" PARENT_SCOPE)
+  else()
+    set(${out_var} "" PARENT_SCOPE)
+  endif()
+endfunction()
+
