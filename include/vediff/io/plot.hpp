@@ -343,6 +343,8 @@ inline figure_files write_figure(const plot_figure& fig, const std::filesystem::
         return files;
     }
     const std::string suffix = ".tmp." + std::to_string(::getpid());
+    remove_stale_temporaries(png, ".tmp.");  // of a drawing killed before its rename
+    remove_stale_temporaries(dir / (png.filename().string() + ".gnuplot-log"), ".tmp.");
     const fs::path temp_png = dir / (png.filename().string() + suffix);
     const fs::path log = dir / (png.filename().string() + ".gnuplot-log" + suffix);
     const std::string command = fmt::format("{} -e {} {} >{} 2>&1", shell_quote(gnuplot->string()),
