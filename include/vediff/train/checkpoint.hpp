@@ -208,7 +208,9 @@ inline std::vector<checkpoint_pair> intact_checkpoints(const std::filesystem::pa
             std::error_code ec;
             if (!fs::is_regular_file(path, ec)) continue;
             try {
-                auto f = std::make_shared<const io::safetensors_file>(path);
+                // Mapped: the four files of two checkpoints (several GB for a large DiT) are verified by
+                // reading them through, and stay out of memory until a tensor is read.
+                auto f = std::make_shared<const io::safetensors_file>(path, io::safetensors_access::map);
                 io::note_if_unverified(*f);
                 const auto it = f->metadata().find("checkpoint_id");
                 out.push_back({path, f, it == f->metadata().end() ? std::string("<none>") : it->second});
