@@ -1,4 +1,11 @@
-# Byte-for-byte comparison of the tensors of two safetensors files (included by the example tests).
+# Helpers of the example tests: run(what, command...) fails naming `what` with the command's output,
+# and a byte-for-byte comparison of the tensors of two safetensors files.
+function(run what)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc)
+    message(FATAL_ERROR "${what} failed (${rc}):\n${out}\n${err}")
+  endif()
+endfunction()
 # The tensors of a safetensors file: its header without __metadata__ (which holds a per-save
 # checkpoint id) and its data section as hex, for a byte-for-byte comparison.
 function(read_tensors file header_var data_var)

@@ -5,12 +5,6 @@
 include(${CMAKE_CURRENT_LIST_DIR}/compare_tensors.cmake)
 
 file(REMOVE_RECURSE ${WORK})
-function(run what)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(rc)
-    message(FATAL_ERROR "${what} failed (${rc}):\n${out}\n${err}")
-  endif()
-endfunction()
 run("the tokenizer" ${VEDIFF} train-tokenizer --ch 32 --ch-mult 1,2 --norm-groups 8 --z-channels 4 --batch 4 --steps 2 --warmup 1
     --eval-images 10 --out ${WORK}/tokenizer)
 run("encoding the latents" ${VEDIFF} encode --tokenizer ${WORK}/tokenizer --max-images 256 --out ${WORK}/latents.safetensors)

@@ -8,12 +8,6 @@
 # next one KILL_STEP_MS later).
 include(${CMAKE_CURRENT_LIST_DIR}/compare_tensors.cmake)
 file(REMOVE_RECURSE ${WORK})
-function(run what)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(rc)
-    message(FATAL_ERROR "${what} failed (${rc}):\n${out}\n${err}")
-  endif()
-endfunction()
 
 set(tokenizer_flags --ch 16 --ch-mult 1,2 --norm-groups 8 --z-channels 4 --batch 4 --steps 40 --warmup 2 --log-every 1
     --checkpoint-every 1 --eval-images 16 --seed 3)
