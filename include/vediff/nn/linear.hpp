@@ -1,5 +1,8 @@
 #pragma once
 // nn::linear: y = x·Wᵀ + b over the last axis, as torch.nn.Linear (weight (out, in), bias (out)).
+// P is the precision policy of its products (core/precision.hpp): under bf16_mixed the forward and
+// both backward products round their operands to bfloat16 and accumulate in fp32, while weight,
+// bias and their gradients stay fp32.
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -11,10 +14,11 @@
 
 namespace vediff::nn {
 
-template <class T = float, device D = cpu>
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct linear {
     using value_type = T;
     using device_type = D;
+    using precision = P;
 
     parameter<T, D> weight;  // (out, in)
     parameter<T, D> bias;    // (out), absent (empty) when constructed without bias
@@ -36,12 +40,12 @@ struct linear {
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_ = record_.keep() ? x : tensor_view<T, D>{};
-        return ops::linear(x, weight.value.view(), bias.value.view());
+        return ops::linear<P>(x, weight.value.view(), bias.value.view());
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         const bool release = record_.spend("linear");
-        auto dx = ops::linear_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view());
+        auto dx = ops::linear_backward<P>(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view());
         if (release) input_ = {};
         return dx;
     }

@@ -15,6 +15,7 @@
 #include <omp.h>
 #endif
 
+#include "vediff/backend/cpu/bf16_gemm.hpp"
 #include "vediff/backend/cpu/packed_gemm.hpp"
 #include "vediff/backend/cpu/parallel.hpp"
 #include "vediff/core/kernels.hpp"
@@ -114,6 +115,90 @@ struct gemm_kernels<cpu> {
             for (std::int64_t i = 0; i < batch; ++i)
                 gemm(m, n, k, alpha, a + i * stride_a, lda, transpose_a, b + i * stride_b, ldb, transpose_b, beta,
                      c + i * stride_c, ldc);
+        }
+    }
+
+    /// The bf16_mixed policy's product (core/precision.hpp): C = alpha·bf16(op(A))·bf16(op(B)) +
+    /// bias + beta·C with fp32 accumulation; operands as gemm's, bias (n) per column or null. On
+    /// vdpbf16ps where the CPU has it (bf16_gemm.hpp), op(B) rounded and packed once and shared by
+    /// the threads that split the rows; otherwise the portable path.
+    static void gemm_bf16(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,
+                          bool transpose_a, const float* b, std::int64_t ldb, bool transpose_b, float beta, float* c,
+                          std::int64_t ldc, const float* bias = nullptr) {
+        if (m <= 0 || n <= 0) return;
+#if defined(__AVX512F__)
+        if (k > 0 && cpu_bf16_dot_kernel_active()) {
+            using blocking = cpu_detail::bf16_gemm_blocking;
+            const split_plan s = plan_split(m, n, k);
+            const std::int64_t tiles = (m + blocking::mr - 1) / blocking::mr;
+            if (s.threads <= 1 || tiles < 2) {
+                cpu_detail::bf16_gemm_serial(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc, bias);
+                return;
+            }
+            tensor<float, cpu> b_buffer(tensor_shape{cpu_detail::bf16_packed_b_words(k, n)});
+            auto* packed = reinterpret_cast<std::uint32_t*>(b_buffer.data());
+            const std::int64_t panels = (n + blocking::nr - 1) / blocking::nr;
+            std::atomic<std::int64_t> next_tile{0};
+#pragma omp parallel num_threads(s.threads)
+            {
+#pragma omp for schedule(static)
+                for (std::int64_t jp = 0; jp < panels; ++jp) cpu_detail::pack_b_bf16_whole(packed, b, ldb, transpose_b, k, n, jp, jp + 1);
+                // Rows in guided chunks of whole tiles, as packed_row_parts.
+                for (;;) {
+                    std::int64_t first = next_tile.load(std::memory_order_relaxed), count = 0;
+                    do {
+                        if (first >= tiles) break;
+                        count = std::min(tiles - first, std::max<std::int64_t>(4, (tiles - first) / (2 * s.threads)));
+                    } while (!next_tile.compare_exchange_weak(first, first + count, std::memory_order_relaxed));
+                    if (first >= tiles) break;
+                    const std::int64_t lo = first * blocking::mr, hi = std::min(m, (first + count) * blocking::mr);
+                    cpu_detail::bf16_gemm_prepacked(hi - lo, n, k, alpha, transpose_a ? a + lo : a + lo * lda, lda, transpose_a,
+                                                    packed, beta, c + lo * ldc, ldc, bias);
+                }
+            }
+            return;
+        }
+#endif
+        gemm_bf16_portable(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc, bias, true);
+    }
+
+    /// gemm_bf16 on the calling thread (inside a parallel loop over independent products).
+    static void gemm_bf16_serial(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,
+                                 bool transpose_a, const float* b, std::int64_t ldb, bool transpose_b, float beta, float* c,
+                                 std::int64_t ldc, const float* bias = nullptr) {
+        if (m <= 0 || n <= 0) return;
+#if defined(__AVX512F__)
+        if (k > 0 && cpu_bf16_dot_kernel_active()) {
+            cpu_detail::bf16_gemm_serial(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc, bias);
+            return;
+        }
+#endif
+        gemm_bf16_portable(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc, bias, false);
+    }
+
+    /// y = bf16(x)·bf16(w)ᵀ + bias with fp32 accumulation (a Linear's forward under bf16_mixed).
+    static void linear_bf16(std::int64_t rows, std::int64_t out, std::int64_t in, const float* x, const float* w, const float* bias,
+                            float* y) {
+        gemm_bf16(rows, out, in, 1.0f, x, in, false, w, in, true, 0.0f, y, out, bias);
+    }
+
+    /// gemm_batched under bf16_mixed.
+    static void gemm_batched_bf16(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                                  std::int64_t lda, std::int64_t stride_a, bool transpose_a, const float* b, std::int64_t ldb,
+                                  std::int64_t stride_b, bool transpose_b, float beta, float* c, std::int64_t ldc,
+                                  std::int64_t stride_c) {
+        const int threads = cpu_detail::available_threads();
+        const bool over_batch = threads > 1 && batch >= threads && (batch % threads == 0 || batch >= 4 * threads) &&
+                                batch * m * n * k >= cpu_detail::gemm_parallel_work;
+        if (over_batch) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+            for (std::int64_t i = 0; i < batch; ++i)
+                gemm_bf16_serial(m, n, k, alpha, a + i * stride_a, lda, transpose_a, b + i * stride_b, ldb, transpose_b, beta,
+                                 c + i * stride_c, ldc);
+        } else {
+            for (std::int64_t i = 0; i < batch; ++i)
+                gemm_bf16(m, n, k, alpha, a + i * stride_a, lda, transpose_a, b + i * stride_b, ldb, transpose_b, beta,
+                          c + i * stride_c, ldc);
         }
     }
 
@@ -253,6 +338,36 @@ private:
             const std::int64_t lo = s.lo(p), hi = s.lo(p + 1);
             if (hi > lo) part(s.split_rows, lo, hi);
         }
+    }
+
+    /// gemm_bf16 without vdpbf16ps: both operands rounded to bf16 values (kept as floats, in a
+    /// compact copy of their stored layout) and multiplied by the fp32 kernel. A product of two
+    /// bf16 values is exact in fp32, so this differs from the vdpbf16ps kernel only in the order
+    /// of the fp32 sums.
+    static void gemm_bf16_portable(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,
+                                   bool transpose_a, const float* b, std::int64_t ldb, bool transpose_b, float beta, float* c,
+                                   std::int64_t ldc, const float* bias, bool threaded) {
+        // Stored extents: A is k×m when transposed, else m×k; B is n×k when transposed, else k×n.
+        const std::int64_t a_rows = transpose_a ? k : m, a_cols = transpose_a ? m : k;
+        const std::int64_t b_rows = transpose_b ? n : k, b_cols = transpose_b ? k : n;
+        tensor<float, cpu> a_rounded(tensor_shape{a_rows * a_cols}), b_rounded(tensor_shape{b_rows * b_cols});
+        const auto round_rows = [](float* dst, const float* src, std::int64_t ld, std::int64_t rows, std::int64_t cols) {
+            for (std::int64_t r = 0; r < rows; ++r)
+                for (std::int64_t j = 0; j < cols; ++j) dst[r * cols + j] = static_cast<float>(bfloat16(src[r * ld + j]));
+        };
+        round_rows(a_rounded.data(), a, lda, a_rows, a_cols);
+        round_rows(b_rounded.data(), b, ldb, b_rows, b_cols);
+        float product_beta = beta;
+        if (bias) {  // C = bias + beta·C first, then the product accumulates onto it
+            for (std::int64_t r = 0; r < m; ++r)
+                for (std::int64_t j = 0; j < n; ++j) c[r * ldc + j] = bias[j] + (beta == 0.0f ? 0.0f : beta * c[r * ldc + j]);
+            product_beta = 1.0f;
+        }
+        if (threaded)
+            gemm(m, n, k, alpha, a_rounded.data(), a_cols, transpose_a, b_rounded.data(), b_cols, transpose_b, product_beta, c, ldc);
+        else
+            gemm_serial(m, n, k, alpha, a_rounded.data(), a_cols, transpose_a, b_rounded.data(), b_cols, transpose_b, product_beta, c,
+                        ldc);
     }
 
     template <class C, class T>

@@ -109,6 +109,27 @@ inline void pack_b(float* dst, const float* bm, std::int64_t ldb, bool transpose
     }
 }
 
+/// Writes a 12 × 32 tile of accumulators: C = alpha·acc + bias + beta·C for the valid rows × cols
+/// (bias per column or null; beta = 0: C is not read). Shared by the fp32 and bf16 kernels.
+inline void store_tile(const __m512 (&acc)[b::mr][2], float* c, std::int64_t ldc, std::int64_t rows, std::int64_t cols,
+                       float alpha, float beta, const float* bias) {
+    const auto mask = [](std::int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); };
+    const __mmask16 m0 = mask(cols), m1 = mask(cols - 16);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (std::int64_t r = 0; r < rows; ++r) {
+        float* cr = c + r * ldc;
+        __m512 y0 = _mm512_fmadd_ps(va, acc[r][0], bias0), y1 = _mm512_fmadd_ps(va, acc[r][1], bias1);
+        if (beta != 0.0f) {
+            y0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), y0);
+            y1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), y1);
+        }
+        _mm512_mask_storeu_ps(cr, m0, y0);
+        _mm512_mask_storeu_ps(cr + 16, m1, y1);
+    }
+}
+
 /// The 12 × 32 tile: acc = A panel · B panel over `depth`, then C = alpha·acc + bias + beta·C for
 /// the valid rows × cols (bias per column or null; beta = 0: C is not read). The 24 accumulators are named variables: held in
 /// an array that the stores index at run time, GCC keeps them in memory and the kernel runs 3×
@@ -136,21 +157,7 @@ inline void micro_kernel(std::int64_t depth, const float* ap, const float* bp, f
     }
     const __m512 acc[b::mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
                                   {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
-    const auto mask = [](std::int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); };
-    const __mmask16 m0 = mask(cols), m1 = mask(cols - 16);
-    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
-    const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-    for (std::int64_t r = 0; r < rows; ++r) {
-        float* cr = c + r * ldc;
-        __m512 y0 = _mm512_fmadd_ps(va, acc[r][0], bias0), y1 = _mm512_fmadd_ps(va, acc[r][1], bias1);
-        if (beta != 0.0f) {
-            y0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, cr), y0);
-            y1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, cr + 16), y1);
-        }
-        _mm512_mask_storeu_ps(cr, m0, y0);
-        _mm512_mask_storeu_ps(cr + 16, m1, y1);
-    }
+    store_tile(acc, c, ldc, rows, cols, alpha, beta, bias);
 }
 } // namespace packed_gemm_detail
 

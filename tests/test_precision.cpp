@@ -1,0 +1,356 @@
+#define BOOST_TEST_MODULE precision
+#include <boost/test/unit_test.hpp>
+
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "support/fixture.hpp"
+#include "support/gradcheck.hpp"
+#include "vediff/backend/cpu.hpp"
+#include "vediff/core/bfloat16.hpp"
+#include "vediff/core/precision.hpp"
+#include "vediff/nn/linear.hpp"
+#include "vediff/ops/gemm.hpp"
+
+using namespace vediff;
+using testing::random_tensor;
+
+namespace {
+
+/// The bfloat16 nearest to f by exhaustive comparison in double (ties to the even mantissa),
+/// independent of the library's carry trick.
+std::uint16_t nearest_bfloat16_bits(float f) {
+    const std::uint32_t u = std::bit_cast<std::uint32_t>(f);
+    const std::uint16_t down = static_cast<std::uint16_t>(u >> 16);
+    if ((u & 0xFFFFu) == 0) return down;
+    const std::uint16_t up = static_cast<std::uint16_t>(down + 1);  // the next value away from zero (may be Inf)
+    const auto value = [](std::uint16_t b) { return double(std::bit_cast<float>(std::uint32_t{b} << 16)); };
+    // Overflow: above the largest finite bfloat16 (0x1.FEp127) rounds to Inf exactly when f is at
+    // or beyond the midpoint 0x1.FFp127 to the next (unrepresentable) step 2^128 (a tie: even is Inf).
+    if ((up & 0x7FFFu) == 0x7F80u) return std::abs(double(f)) >= 0x1.FFp127 ? up : down;
+    const double d_down = std::abs(double(f) - value(down)), d_up = std::abs(double(f) - value(up));
+    if (d_down < d_up) return down;
+    if (d_up < d_down) return up;
+    return (down & 1u) ? up : down;
+}
+
+/// Per element: |got − want| ≤ bound·Σ_p |op(a)(i,p)|·|op(b)(p,j)| + absolute, with want and the
+/// magnitudes in double from the given operands (row-major, op already applied: a m×k, b k×n).
+void check_product(const std::vector<float>& got, const std::vector<double>& a, const std::vector<double>& b,
+                   const std::vector<double>& c0, const std::vector<double>& bias, std::int64_t m, std::int64_t n,
+                   std::int64_t k, double alpha, double beta, double bound, const char* what) {
+    std::int64_t bad = 0;
+    double worst = 0;
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) {
+            double want = 0, magnitude = 0;
+            for (std::int64_t p = 0; p < k; ++p) {
+                want += a[i * k + p] * b[p * n + j];
+                magnitude += std::abs(a[i * k + p] * b[p * n + j]);
+            }
+            want = alpha * want + (bias.empty() ? 0.0 : bias[j]) + (beta == 0 ? 0.0 : beta * c0[i * n + j]);
+            const double allowed = bound * std::abs(alpha) * magnitude + 1e-6 * (std::abs(want) + 1e-30);
+            const double err = std::abs(double(got[i * n + j]) - want);
+            worst = std::max(worst, err / std::max(allowed, 1e-300));
+            if (!(err <= allowed)) ++bad;
+        }
+    BOOST_TEST_INFO(what << ": worst error / allowed = " << worst);
+    BOOST_TEST(bad == 0);
+}
+
+double round_bf16(float v) { return double(static_cast<float>(bfloat16(v))); }
+
+/// Runs gemm_bf16 on random operands in every transpose combination and checks it twice: against
+/// the fp64 product of the bf16-rounded operands within the fp32 accumulation bound (so both the
+/// rounding of every operand and fp32 sums are required), and against the fp64 product of the
+/// unrounded operands within bf16's bound 2u + u² (u = 2^-8) plus that.
+void check_gemm_bf16(std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bool tb, float alpha, float beta, bool with_bias,
+                     bool serial, std::uint64_t seed) {
+    const std::int64_t lda_extra = 3, ldb_extra = 5, ldc_extra = 2;
+    const std::int64_t a_rows = ta ? k : m, a_cols = ta ? m : k, b_rows = tb ? n : k, b_cols = tb ? k : n;
+    const std::int64_t lda = a_cols + lda_extra, ldb = b_cols + ldb_extra, ldc = n + ldc_extra;
+    auto a = random_tensor<float>({a_rows, lda}, seed, 1);
+    auto b = random_tensor<float>({b_rows, ldb}, seed, 2);
+    // A fifth of the values set to exact ties between two bfloat16 neighbours: a truncating or
+    // tie-breaking-wrong rounding then misses the tight bound.
+    for (auto* t : {&a, &b})
+        for (std::int64_t i = 0; i < t->numel(); i += 5) {
+            const std::uint32_t u = (std::bit_cast<std::uint32_t>(t->data()[i]) & 0xFFFF0000u) | 0x8000u;
+            t->data()[i] = std::bit_cast<float>(u);
+        }
+    auto c = random_tensor<float>({m, ldc}, seed, 3);
+    auto bias = random_tensor<float>({n}, seed, 4);
+    std::vector<double> op_a(m * k), op_a_rounded(m * k), op_b(k * n), op_b_rounded(k * n), c0(m * n), bias_d;
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t p = 0; p < k; ++p) {
+            const float v = ta ? a.data()[p * lda + i] : a.data()[i * lda + p];
+            op_a[i * k + p] = v;
+            op_a_rounded[i * k + p] = round_bf16(v);
+        }
+    for (std::int64_t p = 0; p < k; ++p)
+        for (std::int64_t j = 0; j < n; ++j) {
+            const float v = tb ? b.data()[j * ldb + p] : b.data()[p * ldb + j];
+            op_b[p * n + j] = v;
+            op_b_rounded[p * n + j] = round_bf16(v);
+        }
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) c0[i * n + j] = c.data()[i * ldc + j];
+    if (with_bias)
+        for (std::int64_t j = 0; j < n; ++j) bias_d.push_back(bias.data()[j]);
+    if (beta == 0.0f)  // C must not be read: garbage, NaN included, must not leak into the result
+        for (std::int64_t i = 0; i < c.numel(); i += 7) c.data()[i] = std::numeric_limits<float>::quiet_NaN();
+    if (serial)
+        gemm_kernels<cpu>::gemm_bf16_serial(m, n, k, alpha, a.data(), lda, ta, b.data(), ldb, tb, beta, c.data(), ldc,
+                                            with_bias ? bias.data() : nullptr);
+    else
+        gemm_kernels<cpu>::gemm_bf16(m, n, k, alpha, a.data(), lda, ta, b.data(), ldb, tb, beta, c.data(), ldc,
+                                     with_bias ? bias.data() : nullptr);
+    std::vector<float> got(m * n);
+    for (std::int64_t i = 0; i < m; ++i)
+        for (std::int64_t j = 0; j < n; ++j) got[i * n + j] = c.data()[i * ldc + j];
+    // fp32 sums of k products (each exact) and the alpha/bias/beta epilogue: γ_(k+3) of fp32.
+    const double fp32_bound = double(k + 3) * 0x1p-24;
+    const double u = bfloat16_unit_roundoff;
+    BOOST_TEST_CONTEXT(m << "x" << n << "x" << k << " ta=" << ta << " tb=" << tb << " alpha=" << alpha << " beta=" << beta
+                         << " bias=" << with_bias << " serial=" << serial << " kernel=" << cpu_bf16_kernel_name()) {
+        check_product(got, op_a_rounded, op_b_rounded, c0, bias_d, m, n, k, alpha, beta, fp32_bound, "rounded operands, fp32 sums");
+        check_product(got, op_a, op_b, c0, bias_d, m, n, k, alpha, beta, 2 * u + u * u + fp32_bound * 1.01, "bf16 error bound");
+    }
+}
+
+struct kernel_choice_guard {
+    ~kernel_choice_guard() { set_cpu_bf16_kernel(cpu_bf16_kernel::automatic); }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_SUITE(test_precision)
+
+BOOST_AUTO_TEST_CASE(bfloat16_rounds_to_nearest_with_ties_to_even) {
+    const auto bits = [](float f) { return bfloat16(f).bits; };
+    BOOST_TEST(bits(1.0f) == 0x3F80u);
+    BOOST_TEST(bits(1.0f + 0x1p-8f) == 0x3F80u);                // tie, kept half even: down
+    BOOST_TEST(bits(1.0f + 3 * 0x1p-8f) == 0x3F82u);            // tie, kept half odd: up to even
+    BOOST_TEST(bits(1.0f + 0x1p-8f + 0x1p-20f) == 0x3F81u);     // above the tie: up (truncation gives 0x3F80)
+    BOOST_TEST(bits(-(1.0f + 3 * 0x1p-8f)) == 0xBF82u);
+    BOOST_TEST(bits(0.0f) == 0x0000u);
+    BOOST_TEST(bits(-0.0f) == 0x8000u);
+    BOOST_TEST(bits(std::numeric_limits<float>::infinity()) == 0x7F80u);
+    BOOST_TEST(bits(-std::numeric_limits<float>::infinity()) == 0xFF80u);
+    BOOST_TEST(bits(std::numeric_limits<float>::max()) == 0x7F80u);  // beyond the largest bf16's midpoint: Inf
+    BOOST_TEST(bits(std::bit_cast<float>(0x7F7F0000u)) == 0x7F7Fu);  // the largest finite bf16 stays
+    // NaN stays NaN, even one whose payload lies only in the dropped half (a carry would make it Inf).
+    for (std::uint32_t nan : {0x7FC00000u, 0x7F800001u, 0xFF800001u, 0x7FBFFFFFu}) {
+        const bfloat16 r(std::bit_cast<float>(nan));
+        BOOST_TEST(std::isnan(static_cast<float>(r)));
+        BOOST_TEST((r.bits & 0x8000u) == ((nan >> 16) & 0x8000u));  // sign kept
+    }
+    // Subnormals round like any other value: the smallest float subnormal to zero, a tie below
+    // the smallest bf16 subnormal (2^-133) to zero (even), above it up.
+    BOOST_TEST(bits(std::bit_cast<float>(0x00000001u)) == 0x0000u);
+    BOOST_TEST(bits(std::bit_cast<float>(0x00008000u)) == 0x0000u);
+    BOOST_TEST(bits(std::bit_cast<float>(0x00008001u)) == 0x0001u);
+    // Every bfloat16 converts to float and back unchanged.
+    for (std::uint32_t b = 0; b < 0x10000u; ++b) {
+        const float f = static_cast<float>(bfloat16::from_bits(static_cast<std::uint16_t>(b)));
+        if (std::isnan(f)) continue;
+        if (bfloat16(f).bits != b) BOOST_FAIL("bfloat16 " << b << " does not round-trip");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(bfloat16_matches_an_exhaustive_nearest_search) {
+    // 2·10^6 bit patterns over the whole float range (NaN excluded), each against the nearest of
+    // its two bfloat16 neighbours found by comparing distances in double.
+    std::uint64_t state = 0x9E3779B97F4A7C15ull;
+    std::int64_t mismatches = 0;
+    for (int i = 0; i < 2'000'000; ++i) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        std::uint32_t u = static_cast<std::uint32_t>(state >> 32);
+        if (i % 4 == 0) u = (u & 0xFFFF0000u) | 0x8000u;  // a quarter exact ties
+        const float f = std::bit_cast<float>(u);
+        if (std::isnan(f)) continue;
+        if (bfloat16(f).bits != nearest_bfloat16_bits(f)) ++mismatches;
+    }
+    BOOST_TEST(mismatches == 0);
+}
+
+BOOST_AUTO_TEST_CASE(gemm_bf16_is_the_product_of_rounded_operands_summed_in_fp32) {
+    kernel_choice_guard guard;
+    for (const auto kernel : {cpu_bf16_kernel::automatic, cpu_bf16_kernel::portable}) {
+        set_cpu_bf16_kernel(kernel);
+        BOOST_TEST_MESSAGE("bf16 kernel: " << cpu_bf16_kernel_name());
+        std::uint64_t seed = 11;
+        for (bool ta : {false, true})
+            for (bool tb : {false, true}) {
+                // Odd extents, partial tiles, an odd depth, and a depth over one slice (768 + 33).
+                check_gemm_bf16(29, 45, 17, ta, tb, 1.0f, 0.0f, false, false, ++seed);
+                check_gemm_bf16(100, 70, 801, ta, tb, 0.5f, 1.0f, true, false, ++seed);
+                check_gemm_bf16(13, 33, 1, ta, tb, 2.0f, -0.5f, true, true, ++seed);
+                check_gemm_bf16(150, 64, 96, ta, tb, 1.0f, 0.0f, true, true, ++seed);
+            }
+        // Rows beyond one block of 1536 (several A packings per slice), threaded.
+        check_gemm_bf16(1600, 40, 20, false, true, 1.0f, 0.0f, true, false, 99);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(threaded_bf16_gemm_equals_the_serial_one_bit_for_bit) {
+    // Threads split the rows and share one packing of B; each row's sums run in the same order.
+    const std::int64_t m = 600, n = 200, k = 300;
+    const auto a = random_tensor<float>({m, k}, 5, 1), b = random_tensor<float>({n, k}, 5, 2);
+    tensor<float, cpu> serial(tensor_shape{m, n}), threaded(tensor_shape{m, n});
+    gemm_kernels<cpu>::gemm_bf16_serial(m, n, k, 1.0f, a.data(), k, false, b.data(), k, true, 0.0f, serial.data(), n);
+    gemm_kernels<cpu>::gemm_bf16(m, n, k, 1.0f, a.data(), k, false, b.data(), k, true, 0.0f, threaded.data(), n);
+    BOOST_TEST(std::memcmp(serial.data(), threaded.data(), sizeof(float) * m * n) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_kernel_and_portable_path_agree_within_fp32_summation_order) {
+    if (!cpu_detail::cpu_has_avx512_bf16()) {
+        BOOST_TEST_MESSAGE("this CPU has no avx512_bf16: only the portable path runs (checked above)");
+        return;
+    }
+    kernel_choice_guard guard;
+    const std::int64_t m = 97, n = 130, k = 777;
+    const auto a = random_tensor<float>({m, k}, 8, 1), b = random_tensor<float>({k, n}, 8, 2);
+    tensor<float, cpu> fast(tensor_shape{m, n}), portable(tensor_shape{m, n});
+    gemm_kernels<cpu>::gemm_bf16(m, n, k, 1.0f, a.data(), k, false, b.data(), n, false, 0.0f, fast.data(), n);
+    set_cpu_bf16_kernel(cpu_bf16_kernel::portable);
+    gemm_kernels<cpu>::gemm_bf16(m, n, k, 1.0f, a.data(), k, false, b.data(), n, false, 0.0f, portable.data(), n);
+    double worst = 0, scale = 0;
+    for (std::int64_t i = 0; i < m * n; ++i) {
+        worst = std::max(worst, double(std::abs(fast.data()[i] - portable.data()[i])));
+        scale = std::max(scale, double(std::abs(portable.data()[i])));
+    }
+    // Same exact products, sums in two orders: within 2·k fp32 roundings of the largest |sum|
+    // scale (√k·σ² ≈ 28 here), far below one bf16 rounding of an operand (2^-8 relative).
+    BOOST_TEST(worst <= 2.0 * double(k) * 0x1p-24 * scale * 4);
+    BOOST_TEST(worst > 0.0);  // not the same path twice
+}
+
+BOOST_AUTO_TEST_CASE(linear_under_bf16_mixed_rounds_forward_and_backward_products) {
+    // y = x·Wᵀ + b, dx = dy·W, dW += dyᵀ·x: every product from bf16-rounded operands (dy too),
+    // fp32 sums; checked against fp64 on the rounded values (tight), so a product left in fp32
+    // (error ~2^-9 relative to the rounded reference) fails.
+    const std::int64_t rows = 37, in = 50, out = 23;
+    auto x = random_tensor<float>({rows, in}, 21, 1), w = random_tensor<float>({out, in}, 21, 2);
+    auto bias = random_tensor<float>({out}, 21, 3), dy = random_tensor<float>({rows, out}, 21, 4);
+    const auto y = ops::linear<bf16_mixed>(x.view(), w.view(), bias.view());
+    tensor<float, cpu> dw = random_tensor<float>({out, in}, 21, 5), db = random_tensor<float>({out}, 21, 6);
+    const auto dw0 = dw.to_vector(), db0 = db.to_vector();
+    const auto dx = ops::linear_backward<bf16_mixed>(dy.view(), x.view(), w.view(), dw.view(), db.view());
+    const auto r = [](const tensor<float, cpu>& t, std::int64_t i) { return round_bf16(t.data()[i]); };
+    double worst_y = 0, worst_dx = 0, worst_dw = 0, worst_db = 0;
+    for (std::int64_t i = 0; i < rows; ++i)
+        for (std::int64_t o = 0; o < out; ++o) {
+            double want = bias.data()[o], mag = std::abs(bias.data()[o]);
+            for (std::int64_t p = 0; p < in; ++p) {
+                want += r(x, i * in + p) * r(w, o * in + p);
+                mag += std::abs(r(x, i * in + p) * r(w, o * in + p));
+            }
+            worst_y = std::max(worst_y, std::abs(y.data()[i * out + o] - want) / mag);
+        }
+    for (std::int64_t i = 0; i < rows; ++i)
+        for (std::int64_t p = 0; p < in; ++p) {
+            double want = 0, mag = 0;
+            for (std::int64_t o = 0; o < out; ++o) {
+                want += r(dy, i * out + o) * r(w, o * in + p);
+                mag += std::abs(r(dy, i * out + o) * r(w, o * in + p));
+            }
+            worst_dx = std::max(worst_dx, std::abs(dx.data()[i * in + p] - want) / mag);
+        }
+    for (std::int64_t o = 0; o < out; ++o) {
+        for (std::int64_t p = 0; p < in; ++p) {
+            double want = dw0[o * in + p], mag = std::abs(dw0[o * in + p]);
+            for (std::int64_t i = 0; i < rows; ++i) {
+                want += r(dy, i * out + o) * r(x, i * in + p);
+                mag += std::abs(r(dy, i * out + o) * r(x, i * in + p));
+            }
+            worst_dw = std::max(worst_dw, std::abs(dw.data()[o * in + p] - want) / mag);
+        }
+        double want = db0[o], mag = std::abs(db0[o]);  // the bias gradient is a plain fp32 sum of dy
+        for (std::int64_t i = 0; i < rows; ++i) {
+            want += dy.data()[i * out + o];
+            mag += std::abs(dy.data()[i * out + o]);
+        }
+        worst_db = std::max(worst_db, std::abs(db.data()[o] - want) / mag);
+    }
+    const double fp32_bound = (rows + in + 3) * 0x1p-24;
+    BOOST_TEST(worst_y <= fp32_bound);
+    BOOST_TEST(worst_dx <= fp32_bound);
+    BOOST_TEST(worst_dw <= fp32_bound);
+    BOOST_TEST(worst_db <= fp32_bound);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_linear_layer_gradients_match_finite_differences_within_bf16_error) {
+    // The gradient check of the mixed layer: its analytic gradients (bf16 products) against
+    // central differences of the exact (double) layer with the same weights. A bf16 product has
+    // relative error ≤ 2u + u² per term (u = 2^-8); over random terms the norm-wise error of a
+    // gradient stays below that, so the tolerance is 2u + u² ≈ 0.0079: above it, a wrong
+    // transpose or a lost accumulation (errors of order 1) fail; the fp32 layer passes at 1e-5.
+    nn::linear<float, cpu, bf16_mixed> mixed(24, 16, true, 3);
+    nn::linear<double, cpu> exact(24, 16, true, 3);
+    const auto from = nn::named_parameters(mixed);
+    const auto to = nn::named_parameters(exact);
+    BOOST_REQUIRE(from.size() == to.size());
+    for (std::size_t t = 0; t < to.size(); ++t)
+        for (std::int64_t i = 0; i < to[t].second->value.numel(); ++i) to[t].second->value.data()[i] = from[t].second->value.data()[i];
+    const auto x = random_tensor<float>({9, 24}, 4, 1), dy = random_tensor<float>({9, 16}, 4, 2);
+    tensor<double, cpu> xd(x.shape()), dyd(dy.shape());
+    for (std::int64_t i = 0; i < x.numel(); ++i) xd.data()[i] = x.data()[i];
+    for (std::int64_t i = 0; i < dy.numel(); ++i) dyd.data()[i] = dy.data()[i];
+    nn::zero_grad(mixed);
+    (void)mixed.forward(x.view());
+    const auto dx = mixed.backward(dy.view());
+    // L(x, W, b) = <exact.forward(x), dy>: its gradients by central differences in double.
+    const auto loss = [&] { return testing::dot(exact.forward(xd.view()).view(), dyd.view()); };
+    const auto numeric = [&](tensor<double, cpu>& t) {
+        std::vector<double> g(t.numel());
+        for (std::int64_t i = 0; i < t.numel(); ++i) {
+            const double keep = t.data()[i];
+            t.data()[i] = keep + 1e-4;
+            const double up = loss();
+            t.data()[i] = keep - 1e-4;
+            const double down = loss();
+            t.data()[i] = keep;
+            g[i] = (up - down) / 2e-4;
+        }
+        return g;
+    };
+    const auto as_double = [](const tensor_view<float, cpu>& t) {
+        std::vector<double> v(t.numel());
+        for (std::int64_t i = 0; i < t.numel(); ++i) v[i] = t.data()[i];
+        return v;
+    };
+    const double tolerance = 2 * bfloat16_unit_roundoff + bfloat16_unit_roundoff * bfloat16_unit_roundoff;
+    const double e_x = testing::relative_error(as_double(dx.view()), numeric(xd));
+    const double e_w = testing::relative_error(as_double(mixed.weight.grad.view()), numeric(exact.weight.value));
+    const double e_b = testing::relative_error(as_double(mixed.bias.grad.view()), numeric(exact.bias.value));
+    BOOST_TEST_MESSAGE("bf16 linear: relative gradient errors dx " << e_x << ", dW " << e_w << ", db " << e_b);
+    BOOST_TEST(e_x <= tolerance);
+    BOOST_TEST(e_w <= tolerance);
+    BOOST_TEST(e_b <= 1e-5);  // the bias gradient sums dy in fp32, no rounding
+    BOOST_TEST(e_x > 1e-5);   // the products are rounded: not the fp32 layer's accuracy
+}
+
+BOOST_AUTO_TEST_CASE(batched_matmul_under_bf16_mixed_rounds_each_product) {
+    const std::int64_t batch = 6, m = 20, n = 18, k = 40;
+    const auto a = random_tensor<float>({batch, m, k}, 31, 1), b = random_tensor<float>({batch, n, k}, 31, 2);
+    const auto c = ops::matmul<bf16_mixed>(a.view(), b.view(), false, true);
+    double worst = 0;
+    for (std::int64_t s = 0; s < batch; ++s)
+        for (std::int64_t i = 0; i < m; ++i)
+            for (std::int64_t j = 0; j < n; ++j) {
+                double want = 0, mag = 0;
+                for (std::int64_t p = 0; p < k; ++p) {
+                    const double t = round_bf16(a.data()[(s * m + i) * k + p]) * round_bf16(b.data()[(s * n + j) * k + p]);
+                    want += t;
+                    mag += std::abs(t);
+                }
+                worst = std::max(worst, std::abs(c.data()[(s * m + i) * n + j] - want) / mag);
+            }
+    BOOST_TEST(worst <= (k + 2) * 0x1p-24);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
