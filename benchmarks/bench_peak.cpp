@@ -1,4 +1,5 @@
-// The machine's single-precision FMA peak, measured: every thread runs a loop of independent
+// The machine's single-precision FMA peak (and, where the CPU has avx512_bf16, its bf16 dot-product
+// peak: vdpbf16ps chains the same way), measured: every thread runs a loop of independent
 // fused multiply-adds on registers only (no memory traffic), with 512-bit (AVX-512) and with
 // 256-bit (AVX2) vectors. The hosts these sessions run on differ (Zen 5 executes a 512-bit FMA
 // per pipe per cycle, Zen 4 splits it in two 256-bit halves), so the GEMM and model benchmarks
@@ -38,6 +39,31 @@ double fma_loop(Fma fma, Set set, int lanes, double seconds_wanted) {
     for (int i = 0; i < 24; ++i) sink = sink + reinterpret_cast<const float*>(&acc[i])[0];
     return 2.0 * lanes * 24.0 * double(done) / elapsed * 1e-9;
 }
+
+#if defined(__AVX512F__)
+/// GFLOP/s of one thread's loop of 24 independent vdpbf16ps chains (2 flops × 32 products each).
+__attribute__((target("avx512f,avx512bf16"))) double bf16_dot_loop(double seconds_wanted) {
+    __m512 acc[24];
+    for (int i = 0; i < 24; ++i) acc[i] = _mm512_set1_ps(0.001f * float(i));
+    __m512bh a = (__m512bh)_mm512_set1_epi32(0x3F7F3F7F), b = (__m512bh)_mm512_set1_epi32(0x38D138D1);
+    const long iterations = 20'000'000;
+    const auto start = std::chrono::steady_clock::now();
+    long done = 0;
+    double elapsed = 0;
+    while (elapsed < seconds_wanted) {
+        for (long it = 0; it < iterations / 24; ++it) {
+#pragma GCC unroll 24
+            for (int i = 0; i < 24; ++i) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+            asm volatile("" : "+v"(a));
+        }
+        done += iterations / 24;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    }
+    volatile float sink = 0;
+    for (int i = 0; i < 24; ++i) sink = sink + reinterpret_cast<const float*>(&acc[i])[0];
+    return 2.0 * 32 * 24.0 * double(done) / elapsed * 1e-9;
+}
+#endif
 
 std::string cpu_line() {
     std::ifstream in("/proc/cpuinfo");
@@ -88,6 +114,15 @@ int main(int argc, char** argv) {
 #endif
 #if defined(__AVX512F__)
     std::printf("AVX-512 (512-bit) FMA %8.1f GFLOP/s\n", total512);
+    // The bf16 peak: vdpbf16ps adds 32 products (16 lanes × a pair) per instruction.
+    if (__builtin_cpu_supports("avx512bf16")) {
+        double total_bf16 = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total_bf16)
+        total_bf16 += bf16_dot_loop(0.5);
+        std::printf("AVX512-BF16 vdpbf16ps %8.1f GFLOP/s (bf16 products, fp32 sums)\n", total_bf16);
+    } else {
+        std::printf("AVX512-BF16 vdpbf16ps      n/a (this CPU has no avx512_bf16)\n");
+    }
 #else
     std::printf("AVX-512 (512-bit) FMA      n/a (not built with AVX-512)\n");
 #endif

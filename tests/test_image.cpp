@@ -325,6 +325,12 @@ BOOST_AUTO_TEST_CASE(corrupt_files_fail_with_the_file_and_the_cause) {
          {"PNG file", "Invalid IHDR data", "Image width is zero"}},
         {"bomb.png", png_signature + png_ihdr(20000, 20000, 8, 2) + idat_chunk + png_chunk("IEND", ""),
          {"PNG file", "20000×20000", "decompression bomb"}},
+        // Under 2^28 pixels but more than the file's bytes can code (found by fuzz_image: a 262-byte
+        // progressive JPEG declaring 47651×4126 made vediff allocate 590 MB before libjpeg failed).
+        {"small_bomb.jpg", jpeg_of_size(4000, 3000),
+         {"JPEG file", "3000×4000", "pixels per byte of the file, more than the 1024", "truncated or a decompression bomb"}},
+        {"small_bomb.png", png_signature + png_ihdr(2000, 1000, 8, 2) + idat_chunk + png_chunk("IEND", ""),
+         {"PNG file", "2000×1000", "bytes of rows per byte of the file, more than the 1100"}},
     };
     for (const auto& [name, bytes, words] : cases) {
         write_bytes(dir / name, bytes);
@@ -341,6 +347,24 @@ BOOST_AUTO_TEST_CASE(corrupt_files_fail_with_the_file_and_the_cause) {
     // decode_* name no file; read_image adds it.
     const auto bare = io_error_message([&] { io::decode_png(as_bytes(png.substr(0, 100))); });
     BOOST_TEST(bare.starts_with("cannot decode this PNG file of 100 bytes (libpng: "), bare);
+}
+
+BOOST_AUTO_TEST_CASE(large_images_that_compress_well_still_decode) {
+    // The file-size rule must pass what the coders really give: a constant 2048×1024 grey image
+    // (2 Mpx, above the size checked regardless of the file) as a baseline JPEG and as a 1-bit PNG,
+    // deflate at its best ratio: near the rule's bounds without crossing them.
+    const io::image flat(1024, 2048, 1, 128);
+    const std::string jpeg = encode_jpeg(flat, 50);
+    BOOST_TEST_MESSAGE("constant 2048x1024 JPEG: " << jpeg.size() << " bytes, " << 2048.0 * 1024 / double(jpeg.size()) << " px/byte");
+    const auto grey = io::decode_jpeg(as_bytes(jpeg), 1);
+    BOOST_TEST(grey.width == 2048);
+    BOOST_TEST(std::all_of(grey.pixels.begin(), grey.pixels.end(), [](std::uint8_t v) { return v >= 127 && v <= 129; }));
+    const std::vector<std::uint8_t> one_bit_rows(1024 * 256, 0xFF);  // 1-bit grey, all white
+    const std::string png = libpng_encode(2048, 1024, 1, PNG_COLOR_TYPE_GRAY, one_bit_rows);
+    BOOST_TEST_MESSAGE("1-bit 2048x1024 PNG: " << png.size() << " bytes, " << (1024.0 * 257) / double(png.size()) << " row bytes/byte");
+    const auto decoded = io::decode_png(as_bytes(png));
+    BOOST_TEST(decoded.width == 2048);
+    BOOST_TEST(std::all_of(decoded.pixels.begin(), decoded.pixels.end(), [](std::uint8_t v) { return v == 255; }));
 }
 
 BOOST_AUTO_TEST_CASE(benign_png_warnings_do_not_fail) {

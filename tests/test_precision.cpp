@@ -121,8 +121,10 @@ void check_gemm_bf16(std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bo
     }
 }
 
+/// Restores the process's bf16 kernel choice when a test that switches it ends.
 struct kernel_choice_guard {
-    ~kernel_choice_guard() { set_cpu_bf16_kernel(cpu_bf16_kernel::automatic); }
+    cpu_bf16_kernel saved = cpu_detail::bf16_kernel_setting().load();
+    ~kernel_choice_guard() { set_cpu_bf16_kernel(saved); }
 };
 
 } // namespace
@@ -179,7 +181,7 @@ BOOST_AUTO_TEST_CASE(bfloat16_matches_an_exhaustive_nearest_search) {
 
 BOOST_AUTO_TEST_CASE(gemm_bf16_is_the_product_of_rounded_operands_summed_in_fp32) {
     kernel_choice_guard guard;
-    for (const auto kernel : {cpu_bf16_kernel::automatic, cpu_bf16_kernel::portable}) {
+    for (const auto kernel : {cpu_bf16_kernel::dot, cpu_bf16_kernel::portable}) {
         set_cpu_bf16_kernel(kernel);
         BOOST_TEST_MESSAGE("bf16 kernel: " << cpu_bf16_kernel_name());
         std::uint64_t seed = 11;
@@ -198,6 +200,8 @@ BOOST_AUTO_TEST_CASE(gemm_bf16_is_the_product_of_rounded_operands_summed_in_fp32
 
 BOOST_AUTO_TEST_CASE(threaded_bf16_gemm_equals_the_serial_one_bit_for_bit) {
     // Threads split the rows and share one packing of B; each row's sums run in the same order.
+    kernel_choice_guard guard;
+    set_cpu_bf16_kernel(cpu_bf16_kernel::dot);  // the portable path is the fp32 kernel's (tested in test_gemm)
     const std::int64_t m = 600, n = 200, k = 300;
     const auto a = random_tensor<float>({m, k}, 5, 1), b = random_tensor<float>({n, k}, 5, 2);
     tensor<float, cpu> serial(tensor_shape{m, n}), threaded(tensor_shape{m, n});
@@ -215,6 +219,7 @@ BOOST_AUTO_TEST_CASE(bf16_kernel_and_portable_path_agree_within_fp32_summation_o
     const std::int64_t m = 97, n = 130, k = 777;
     const auto a = random_tensor<float>({m, k}, 8, 1), b = random_tensor<float>({k, n}, 8, 2);
     tensor<float, cpu> fast(tensor_shape{m, n}), portable(tensor_shape{m, n});
+    set_cpu_bf16_kernel(cpu_bf16_kernel::dot);
     gemm_kernels<cpu>::gemm_bf16(m, n, k, 1.0f, a.data(), k, false, b.data(), n, false, 0.0f, fast.data(), n);
     set_cpu_bf16_kernel(cpu_bf16_kernel::portable);
     gemm_kernels<cpu>::gemm_bf16(m, n, k, 1.0f, a.data(), k, false, b.data(), n, false, 0.0f, portable.data(), n);

@@ -13,6 +13,9 @@
 // libpng's benign warnings ("iCCP: known incorrect sRGB profile", an invalid ancillary chunk) are
 // ignored. Refused outright: an image of zero pixels, and one of more than 2^28 pixels, a
 // decompression bomb (a small file that declares a huge image would otherwise take gigabytes);
+// above 2^20 pixels, one that declares more data than its file's bytes can code (JPEG: 1024
+// pixels per byte, twice the bound of one Huffman bit per 8×8 block; PNG: 1100 bytes of rows per
+// byte, deflate's ratio ~1032:1), a truncated file or a bomb, refused before allocating;
 // a progressive JPEG of more than 500 scans (a small file that would take minutes to decode).
 //
 // Channels as stored (channels 0):
@@ -39,6 +42,7 @@
 #include <algorithm>
 #include <csetjmp>
 #include <cstddef>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -112,12 +116,36 @@ namespace detail {
     throw io_error(fmt::format("cannot decode this {} file of {} bytes ({})", format, bytes, cause));
 }
 
-inline void check_decoded_size(std::string_view format, std::size_t bytes, std::int64_t width, std::int64_t height) {
+/// Images of up to this many pixels (3 MiB of RGB) are decoded whatever their file's size.
+inline constexpr std::int64_t pixels_decoded_regardless_of_file_size = std::int64_t{1} << 20;
+
+/// JPEG: every 8×8 block of the full-resolution component costs at least one bit of Huffman code
+/// (its DC difference, in a baseline scan or a progressive DC scan), so a file of B bytes holds at
+/// most 512·B pixels; twice that is allowed. (Arithmetic coding can spend less than a bit on a
+/// block, but a legitimate file that small for its size is not one vediff needs to read.)
+inline constexpr double max_jpeg_pixels_per_file_byte = 1024;
+
+/// PNG: deflate expands at most ~1032:1, so a file of B bytes holds at most ~1032·B bytes of
+/// filtered rows; 1100 allows for the zlib and chunk framing.
+inline constexpr double max_png_row_bytes_per_file_byte = 1100;
+
+/// The declared size, checked before anything is allocated: not empty, at most 2^28 pixels, and
+/// (above pixels_decoded_regardless_of_file_size) no more data than a file of `bytes` can code:
+/// `coded` (pixels or row bytes, named by `unit`) at most `per_byte` per byte of the file. A
+/// file that declares more is truncated or a decompression bomb: a few hundred bytes would
+/// otherwise take hundreds of MB and seconds of decoding.
+inline void check_decoded_size(std::string_view format, std::size_t bytes, std::int64_t width, std::int64_t height, double coded,
+                               double per_byte, std::string_view unit) {
     if (width < 1 || height < 1) decode_failure(format, bytes, fmt::format("it declares {}×{} pixels, an empty image", width, height));
     if (width * height > max_decoded_pixels)
         decode_failure(format, bytes,
                        fmt::format("it declares {}×{} pixels, more than the 2^28 vediff decodes: refused as a decompression bomb", width,
                                    height));
+    if (width * height > pixels_decoded_regardless_of_file_size && coded > per_byte * double(bytes))
+        decode_failure(format, bytes,
+                       fmt::format("it declares {}×{} pixels, {:.0f} {} per byte of the file, more than the {:.0f} its coding can hold: "
+                                   "refused as truncated or a decompression bomb",
+                                   width, height, coded / double(bytes), unit, per_byte));
 }
 
 // ---- JPEG ------------------------------------------------------------------------------------
@@ -307,7 +335,9 @@ inline image decode_jpeg(std::span<const std::uint8_t> bytes, int channels = 0) 
         ~destroy() { jpeg_destroy_decompress(&d.cinfo); }
     } guard{d};
     if (!detail::jpeg_header_step(&d, bytes.data(), bytes.size())) detail::decode_failure("JPEG", bytes.size(), d.message);
-    detail::check_decoded_size("JPEG", bytes.size(), d.cinfo.output_width, d.cinfo.output_height);
+    detail::check_decoded_size("JPEG", bytes.size(), d.cinfo.output_width, d.cinfo.output_height,
+                               double(d.cinfo.output_width) * double(d.cinfo.output_height), detail::max_jpeg_pixels_per_file_byte,
+                               "pixels");
     image img(d.cinfo.output_height, d.cinfo.output_width, d.cinfo.output_components);
     if (!detail::jpeg_pixels_step(&d, img.pixels.data(), static_cast<std::size_t>(img.width * img.channels)))
         detail::decode_failure("JPEG", bytes.size(), d.message);
@@ -331,7 +361,12 @@ inline image decode_png(std::span<const std::uint8_t> bytes, int channels = 0) {
                                *d.warning ? fmt::format("{}, after the warning: {}", d.message, d.warning) : std::string(d.message));
     };
     if (!detail::png_header_step(&d)) fail();
-    detail::check_decoded_size("PNG", bytes.size(), d.width, d.height);
+    // The rows as deflate holds them: a filter byte, then width × samples × bit depth bits.
+    const int samples = d.color_type == PNG_COLOR_TYPE_RGB ? 3 : d.color_type == PNG_COLOR_TYPE_RGB_ALPHA ? 4
+                        : d.color_type == PNG_COLOR_TYPE_GRAY_ALPHA ? 2 : 1;
+    const double row_bytes = 1.0 + std::ceil(double(d.width) * samples * d.bit_depth / 8.0);
+    detail::check_decoded_size("PNG", bytes.size(), d.width, d.height, row_bytes * double(d.height),
+                               detail::max_png_row_bytes_per_file_byte, "bytes of rows");
     if (!detail::png_transform_step(&d)) fail();
     image img(d.height, d.width, d.channels);
     std::vector<png_bytep> rows(static_cast<std::size_t>(img.height));

@@ -13,13 +13,18 @@
 //
 // The kernel needs avx512_bf16 at run time (Zen 4, Zen 5, Intel Cooper Lake and Sapphire Rapids
 // on): it is compiled with a target attribute whenever the build has AVX-512 and chosen by CPUID
-// (cpu_has_avx512_bf16); without it gemm_kernels<cpu> rounds the operands to bf16 values and runs
-// the fp32 kernel, which gives the same products (a product of two bf16 values is exact in fp32)
-// summed in another order.
+// where it is the faster path (cpu_bf16_dot_kernel_active); otherwise gemm_kernels<cpu> rounds the
+// operands to bf16 values and runs the fp32 kernel, which gives the same products (a product of
+// two bf16 values is exact in fp32) summed in another order.
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string_view>
+
+#include <fmt/format.h>
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -31,15 +36,26 @@
 
 namespace vediff {
 
-/// Which kernel the cpu backend's bf16 products use: `automatic` takes vdpbf16ps where the CPU
-/// has it; `portable` always takes the fallback (rounded operands through the fp32 kernel), so
-/// tests and benchmarks can compare the two on one machine.
-enum class cpu_bf16_kernel { automatic, portable };
+/// Which kernel the cpu backend's bf16 products use: `automatic` takes vdpbf16ps where it is the
+/// faster of the two (below); `dot` takes it wherever the CPU has it; `portable` always takes the
+/// fallback (rounded operands through the fp32 kernel). The environment variable
+/// VEDIFF_CPU_BF16_KERNEL=auto|dot|portable sets the starting choice; tests and benchmarks
+/// switch with set_cpu_bf16_kernel to compare the two on one machine.
+enum class cpu_bf16_kernel { automatic, dot, portable };
 
 namespace cpu_detail {
 
+/// The choice VEDIFF_CPU_BF16_KERNEL names (automatic when unset); anything else is an error.
+inline cpu_bf16_kernel bf16_kernel_from_environment() {
+    const char* v = std::getenv("VEDIFF_CPU_BF16_KERNEL");
+    if (!v || !*v || std::string_view(v) == "auto") return cpu_bf16_kernel::automatic;
+    if (std::string_view(v) == "dot") return cpu_bf16_kernel::dot;
+    if (std::string_view(v) == "portable") return cpu_bf16_kernel::portable;
+    throw std::invalid_argument(fmt::format("VEDIFF_CPU_BF16_KERNEL={}: expected auto, dot or portable", v));
+}
+
 inline std::atomic<cpu_bf16_kernel>& bf16_kernel_setting() {
-    static std::atomic<cpu_bf16_kernel> setting{cpu_bf16_kernel::automatic};
+    static std::atomic<cpu_bf16_kernel> setting{bf16_kernel_from_environment()};
     return setting;
 }
 
@@ -54,14 +70,32 @@ inline bool cpu_has_avx512_bf16() {
 #endif
 }
 
+/// Whether vdpbf16ps outruns the fp32 FMA on this CPU, so that `automatic` takes it. On AMD's
+/// Zen 4 and Zen 5 it issues at the fp32 FMA's rate with twice the products; on Intel's (Cooper
+/// Lake, Sapphire and Emerald Rapids) at half that rate, so there it only matches the FMA per
+/// product: measured on an Emerald Rapids host, 90 GFLOP/s per core against the FMA's 182, and the
+/// bf16 kernel at 0.52× the fp32 one (docs/benchmarks.md). The vendor decides, not a timing at
+/// start-up, so a run's arithmetic does not depend on how busy the machine was.
+inline bool bf16_dot_outruns_fma() {
+#if defined(__AVX512F__)
+    static const bool amd = (__builtin_cpu_init(), true) && __builtin_cpu_is("amd");
+    return amd;
+#else
+    return false;
+#endif
+}
+
 } // namespace cpu_detail
 
-/// Sets the bf16 kernel choice for the whole process (tests and benchmarks; the default is automatic).
+/// Sets the bf16 kernel choice for the whole process (tests and benchmarks).
 inline void set_cpu_bf16_kernel(cpu_bf16_kernel k) { cpu_detail::bf16_kernel_setting().store(k); }
 
-/// Whether bf16 products run on vdpbf16ps now (the CPU has it and the portable path is not forced).
+/// Whether bf16 products run on vdpbf16ps now: the CPU has it, and it is chosen (`dot`) or
+/// faster than the fp32 FMA here (`automatic`).
 inline bool cpu_bf16_dot_kernel_active() {
-    return cpu_detail::cpu_has_avx512_bf16() && cpu_detail::bf16_kernel_setting().load() == cpu_bf16_kernel::automatic;
+    const cpu_bf16_kernel k = cpu_detail::bf16_kernel_setting().load();
+    return cpu_detail::cpu_has_avx512_bf16() &&
+           (k == cpu_bf16_kernel::dot || (k == cpu_bf16_kernel::automatic && cpu_detail::bf16_dot_outruns_fma()));
 }
 
 /// The bf16 kernel in use, in words (for logs and benchmark tables).
@@ -90,8 +124,9 @@ namespace bf16_gemm_detail {
 using b = bf16_gemm_blocking;
 
 /// 16 floats rounded to bfloat16, each result in the upper half of its 32-bit lane (the lower
-/// half is not cleared): the same rule as bfloat16_detail::round_bits, NaN kept quiet.
-VEDIFF_BF16_TARGET inline __m512i rounded_high(__m512 x) {
+/// half is not cleared): the same rule as bfloat16_detail::round_bits, NaN kept quiet. AVX-512F
+/// only, so the portable path uses it too.
+inline __m512i rounded_high(__m512 x) {
     const __m512i u = _mm512_castps_si512(x);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7FFF)), lsb);
@@ -104,7 +139,7 @@ VEDIFF_BF16_TARGET inline __m512i pair_words(__m512 even, __m512 odd) {
     return _mm512_mask_blend_epi16(0xAAAAAAAAu, _mm512_srli_epi32(rounded_high(even), 16), rounded_high(odd));
 }
 
-VEDIFF_BF16_TARGET inline __mmask16 lanes(std::int64_t n) {
+inline __mmask16 lanes(std::int64_t n) {
     return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
@@ -177,6 +212,17 @@ VEDIFF_BF16_TARGET inline void micro_kernel(std::int64_t pairs, const std::uint3
     const __m512 acc[b::mr][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
                                   {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
     packed_gemm_detail::store_tile(acc, c, ldc, rows, cols, alpha, beta, bias);
+}
+
+/// dst[i] = float(bfloat16(src[i])): n values rounded to bf16 values, kept as floats (the
+/// portable path's operands).
+inline void round_to_bf16_values(float* dst, const float* src, std::int64_t n) {
+    std::int64_t i = 0;
+    for (; i < n; i += 16) {
+        const __mmask16 m = lanes(n - i);
+        const __m512i r = _mm512_and_si512(rounded_high(_mm512_maskz_loadu_ps(m, src + i)), _mm512_set1_epi32(int(0xFFFF0000u)));
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_castsi512_ps(r));
+    }
 }
 
 } // namespace bf16_gemm_detail

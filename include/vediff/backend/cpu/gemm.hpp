@@ -351,9 +351,16 @@ private:
         const std::int64_t a_rows = transpose_a ? k : m, a_cols = transpose_a ? m : k;
         const std::int64_t b_rows = transpose_b ? n : k, b_cols = transpose_b ? k : n;
         tensor<float, cpu> a_rounded(tensor_shape{a_rows * a_cols}), b_rounded(tensor_shape{b_rows * b_cols});
-        const auto round_rows = [](float* dst, const float* src, std::int64_t ld, std::int64_t rows, std::int64_t cols) {
-            for (std::int64_t r = 0; r < rows; ++r)
-                for (std::int64_t j = 0; j < cols; ++j) dst[r * cols + j] = static_cast<float>(bfloat16(src[r * ld + j]));
+        const auto round_rows = [threaded](float* dst, const float* src, std::int64_t ld, std::int64_t rows, std::int64_t cols) {
+            cpu_detail::parallel_for(threaded ? rows : 1, [&](std::int64_t r0) {
+                for (std::int64_t r = threaded ? r0 : 0; r < (threaded ? r0 + 1 : rows); ++r) {
+#if defined(__AVX512F__)
+                    cpu_detail::bf16_gemm_detail::round_to_bf16_values(dst + r * cols, src + r * ld, cols);
+#else
+                    for (std::int64_t j = 0; j < cols; ++j) dst[r * cols + j] = static_cast<float>(bfloat16(src[r * ld + j]));
+#endif
+                }
+            }, cols);
         };
         round_rows(a_rounded.data(), a, lda, a_rows, a_cols);
         round_rows(b_rounded.data(), b, ldb, b_rows, b_cols);
