@@ -12,7 +12,10 @@
 #include "vediff/backend/cpu.hpp"
 #include "vediff/core/bfloat16.hpp"
 #include "vediff/core/precision.hpp"
+#include "vediff/models/dit.hpp"
+#include "vediff/nn/attention.hpp"
 #include "vediff/nn/linear.hpp"
+#include "vediff/ops/attention.hpp"
 #include "vediff/ops/gemm.hpp"
 
 using namespace vediff;
@@ -126,6 +129,27 @@ struct kernel_choice_guard {
     cpu_bf16_kernel saved = cpu_detail::bf16_kernel_setting().load();
     ~kernel_choice_guard() { set_cpu_bf16_kernel(saved); }
 };
+
+/// ‖a − b‖ / ‖b‖ over all elements.
+double norm_relative_difference(const tensor_view<float, cpu>& a, const tensor_view<float, cpu>& b) {
+    double diff = 0, norm = 0;
+    for (std::int64_t i = 0; i < a.numel(); ++i) {
+        diff += (double(a.data()[i]) - b.data()[i]) * (double(a.data()[i]) - b.data()[i]);
+        norm += double(b.data()[i]) * b.data()[i];
+    }
+    return std::sqrt(diff / norm);
+}
+
+/// Every parameter (the zero-initialized adaLN and output layers included) set to N(0, 0.1²), so
+/// that no product of the model is multiplied away by a zero weight.
+template <class Model>
+void randomize_parameters(Model& m, std::uint64_t seed) {
+    std::uint64_t stream = 0;
+    for (auto& [name, p] : nn::named_parameters(m)) {
+        const auto r = random_tensor<float>(p->value.shape(), seed, ++stream, 0.1);
+        std::copy(r.data(), r.data() + r.numel(), p->value.data());
+    }
+}
 
 } // namespace
 
@@ -356,6 +380,89 @@ BOOST_AUTO_TEST_CASE(batched_matmul_under_bf16_mixed_rounds_each_product) {
                 worst = std::max(worst, std::abs(c.data()[(s * m + i) * n + j] - want) / mag);
             }
     BOOST_TEST(worst <= (k + 2) * 0x1p-24);
+}
+
+
+BOOST_AUTO_TEST_CASE(packed_attention_under_bf16_mixed_rounds_its_products) {
+    // Against fp64 attention on the unrounded operands: within bf16's error (the products' operands,
+    // q, k, v and the probabilities, each rounded once), and not at fp32's accuracy (so the
+    // products are rounded). The backward the same way against fp64's gradients.
+    const std::int64_t batch = 2, tokens = 24, heads = 3, hd = 16, dim = heads * hd;
+    const auto qkv = random_tensor<float>({batch, tokens, 3 * dim}, 41, 1);
+    const auto dout = random_tensor<float>({batch, tokens, dim}, 41, 2);
+    auto mixed = ops::packed_attention<bf16_mixed>(qkv.view(), heads);
+    const auto dqkv = ops::packed_attention_backward<bf16_mixed>(dout.view(), qkv.view(), mixed.saved, heads);
+    auto exact = ops::packed_attention(qkv.view(), heads);
+    const auto dqkv_exact = ops::packed_attention_backward(dout.view(), qkv.view(), exact.saved, heads);
+    tensor<double, cpu> qkv_d(qkv.shape()), dout_d(dout.shape());
+    for (std::int64_t i = 0; i < qkv.numel(); ++i) qkv_d.data()[i] = qkv.data()[i];
+    for (std::int64_t i = 0; i < dout.numel(); ++i) dout_d.data()[i] = dout.data()[i];
+    auto reference = ops::packed_attention(qkv_d.view(), heads);
+    const auto dqkv_reference = ops::packed_attention_backward(dout_d.view(), qkv_d.view(), reference.saved, heads);
+    const auto rel = [](const auto& got, const tensor<double, cpu>& want) {
+        double diff = 0, norm = 0;
+        for (std::int64_t i = 0; i < want.numel(); ++i) {
+            diff += (double(got.data()[i]) - want.data()[i]) * (double(got.data()[i]) - want.data()[i]);
+            norm += want.data()[i] * want.data()[i];
+        }
+        return std::sqrt(diff / norm);
+    };
+    const double out_mixed = rel(mixed.out, reference.out), out_fp32 = rel(exact.out, reference.out);
+    const double grad_mixed = rel(dqkv, dqkv_reference), grad_fp32 = rel(dqkv_exact, dqkv_reference);
+    BOOST_TEST_MESSAGE("attention, relative to fp64: bf16 out " << out_mixed << ", grads " << grad_mixed << "; fp32 out " << out_fp32
+                                                                << ", grads " << grad_fp32);
+    const double u = bfloat16_unit_roundoff;
+    BOOST_TEST(out_mixed <= 3 * u);
+    BOOST_TEST(grad_mixed <= 6 * u);  // two products deep (dP = dO·Vᵀ, then dS·K)
+    BOOST_TEST(out_mixed > 20 * out_fp32);
+    BOOST_TEST(grad_mixed > 20 * grad_fp32);
+    // Inference (no saved state) computes the same output as training's forward, bit for bit.
+    nn::no_grad inference;
+    const auto out_only = ops::packed_attention<bf16_mixed>(qkv.view(), heads);
+    BOOST_TEST(std::memcmp(out_only.out.data(), mixed.out.data(), sizeof(float) * mixed.out.numel()) == 0);
+}
+
+BOOST_AUTO_TEST_CASE(dit_under_bf16_mixed_stays_within_bf16_error_of_fp32) {
+    // The whole model: the same parameters (names and values) in a bf16_mixed and an fp32 DiT; the
+    // outputs and every parameter's gradient differ by bf16 error (a few u = 2^-8, norm-wise),
+    // not more (a product computed wrongly) and not less (products left in fp32).
+    models::dit_config c;
+    c.input_size = 8, c.patch_size = 2, c.in_channels = 4, c.hidden_size = 48, c.depth = 2, c.num_heads = 3, c.num_classes = 5;
+    models::dit<float, cpu, bf16_mixed> mixed(c, 3);
+    models::dit<float, cpu> exact(c, 3);
+    randomize_parameters(mixed, 77);
+    const auto from = nn::named_parameters(mixed);
+    const auto to = nn::named_parameters(exact);
+    BOOST_REQUIRE(from.size() == to.size());
+    for (std::size_t i = 0; i < from.size(); ++i) {
+        BOOST_REQUIRE(from[i].first == to[i].first);  // one state dict for both precisions
+        std::copy(from[i].second->value.data(), from[i].second->value.data() + from[i].second->value.numel(), to[i].second->value.data());
+    }
+    const auto x = random_tensor<float>({3, 4, 8, 8}, 5, 1);
+    const auto t = tensor<float, cpu>::from_host({3}, std::vector<float>{0.1f, 0.5f, 0.9f});
+    const auto y = tensor<std::int32_t, cpu>::from_host({3}, std::vector<std::int32_t>{0, 3, 5});
+    const auto dout = random_tensor<float>({3, 4, 8, 8}, 5, 2);
+    mixed.train(false, true);
+    exact.train(false, true);
+    nn::zero_grad(mixed);
+    nn::zero_grad(exact);
+    const auto out_mixed = mixed.forward(x.view(), t.view(), y.view());
+    const auto out_exact = exact.forward(x.view(), t.view(), y.view());
+    (void)mixed.backward(dout.view());
+    (void)exact.backward(dout.view());
+    const double out_diff = norm_relative_difference(out_mixed.view(), out_exact.view());
+    double worst_grad = 0;
+    std::string worst_name;
+    for (std::size_t i = 0; i < from.size(); ++i) {
+        if (!from[i].second->trainable) continue;
+        const double d = norm_relative_difference(from[i].second->grad.view(), to[i].second->grad.view());
+        if (d > worst_grad) worst_grad = d, worst_name = from[i].first;
+    }
+    BOOST_TEST_MESSAGE("DiT bf16 vs fp32: output " << out_diff << ", worst parameter gradient " << worst_grad << " (" << worst_name << ")");
+    const double u = bfloat16_unit_roundoff;
+    BOOST_TEST(out_diff <= 4 * u);
+    BOOST_TEST(out_diff > 0.05 * u);
+    BOOST_TEST(worst_grad <= 16 * u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -54,12 +54,15 @@ inline nn::init_rule dit_reference_rule(std::string_view name, const tensor_shap
     return nn::init_rule::uniform(nn::xavier_uniform_bound(fan_in, fan_out));
 }
 
-template <class Design, class T = float, device D = cpu>
+/// P: the precision policy of the blocks' and final layer's matrix products (core/precision.hpp);
+/// the patch, timestep and label embedders (under 1% of the flops) stay in T.
+template <class Design, class T = float, device D = cpu, precision_policy P = fp32>
 struct diffusion_transformer {
     using value_type = T;
     using device_type = D;
     using design = Design;
-    using block_type = dit_block_layer<T, D, Design>;
+    using precision = P;
+    using block_type = dit_block_layer<T, D, Design, P>;
     static constexpr bool has_rope = Design::rope::enabled;
 
     dit_config config;
@@ -68,7 +71,7 @@ struct diffusion_transformer {
     label_embedder<T, D> y_embedder;
     nn::parameter<T, D> pos_embed;  // (1, N, D), fixed
     nn::conditioned_stack<block_type> blocks;
-    dit_final_layer<T, D, typename Design::norm> final_layer;
+    dit_final_layer<T, D, typename Design::norm, P> final_layer;
     nn::parameter<T, D> rope_cos, rope_sin;  // feat_rope.freqs_cos / freqs_sin (N, head_dim), fixed, with RoPE
 
     diffusion_transformer() = default;
@@ -82,7 +85,7 @@ struct diffusion_transformer {
         pos_embed = fixed_table({1, c.tokens(), hidden}, sincos_pos_embed_2d(hidden, c.grid()));
         for (std::int64_t i = 0; i < c.depth; ++i)
             blocks.push_back(block_type({.dim = hidden, .heads = c.num_heads, .mlp_ratio = c.mlp_ratio, .grid = c.grid()}));
-        final_layer = dit_final_layer<T, D, typename Design::norm>(hidden, c.patch_size * c.patch_size * c.out_channels());
+        final_layer = dit_final_layer<T, D, typename Design::norm, P>(hidden, c.patch_size * c.patch_size * c.out_channels());
         if constexpr (has_rope) {
             const auto angles = rope_2d_angles(c.head_dim(), c.grid());
             std::vector<double> cos(angles.size()), sin(angles.size());
@@ -180,9 +183,9 @@ private:
     tensor<T, D> out_tokens_;    // (B, N, p²·out_channels)
 };
 
-template <class T = float, device D = cpu>
-using dit = diffusion_transformer<dit_design, T, D>;
-template <class T = float, device D = cpu>
-using lightning_dit = diffusion_transformer<lightning_dit_design, T, D>;
+template <class T = float, device D = cpu, precision_policy P = fp32>
+using dit = diffusion_transformer<dit_design, T, D, P>;
+template <class T = float, device D = cpu, precision_policy P = fp32>
+using lightning_dit = diffusion_transformer<lightning_dit_design, T, D, P>;
 
 } // namespace vediff::models

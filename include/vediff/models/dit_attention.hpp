@@ -33,17 +33,18 @@ struct dit_attention_config {
     std::int64_t grid = 0;  // tokens per side of the square patch grid (RoPE tables)
 };
 
-template <class T, device D, class Rope, class QkNorm>
+template <class T, device D, class Rope, class QkNorm, precision_policy P = fp32>
 struct dit_attention {
     using value_type = T;
     using device_type = D;
+    using precision = P;
     static constexpr bool transforms_qk = Rope::enabled || QkNorm::enabled;
 
     dit_attention_config cfg;
-    nn::linear<T, D> qkv;      // D → 3D
+    nn::linear<T, D, P> qkv;   // D → 3D
     nn::rms_norm<T, D> q_norm;  // (head_dim), with qk-norm only
     nn::rms_norm<T, D> k_norm;  // (head_dim), with qk-norm only
-    nn::linear<T, D> proj;     // D → D
+    nn::linear<T, D, P> proj;  // D → D
 
     dit_attention() = default;
     explicit dit_attention(const dit_attention_config& c)
@@ -153,7 +154,7 @@ private:
     }
 
     nn::backward_record record_;
-    nn::multi_head_attention_core<T, D> core_;
+    nn::multi_head_attention_core<T, D, P> core_;
     tensor<T, D> cos_, sin_;  // (N, head_dim) RoPE tables, with RoPE only
     tensor<T, D> qkv_;        // (B, N, 3D), the attention's input without qk transforms
     tensor<T, D> q_, k_, v_;  // (B, N, heads, head_dim) q and k, (B, N, D) v: cut from qkv_

@@ -30,8 +30,8 @@ struct dit_block_config {
 };
 
 /// adaLN_modulation: SiLU then Linear(D, k·D), named "adaLN_modulation.1" as nn.Sequential(SiLU, Linear).
-template <class T, device D>
-using ada_ln_modulation = nn::sequential<nn::silu<T, D>, nn::linear<T, D>>;
+template <class T, device D, precision_policy P = fp32>
+using ada_ln_modulation = nn::sequential<nn::silu<T, D>, nn::linear<T, D, P>>;
 
 /// The k chunks (B, D) of a modulation (B, k·D), each seen as (B, 1, D) to broadcast over tokens.
 template <class T, device D>
@@ -49,20 +49,24 @@ tensor<T, D> join_modulation_gradients(const std::vector<tensor_view<T, D>>& dch
     return ops::concat(flat, 1);
 }
 
-template <class T, device D, class Design>
+/// P: the precision policy of the block's matrix products (core/precision.hpp): the attention's
+/// qkv, its products and proj, the MLP and adaLN_modulation; the norms, modulation and residual
+/// sums stay in T.
+template <class T, device D, class Design, precision_policy P = fp32>
 struct dit_block_layer {
     using value_type = T;
     using device_type = D;
+    using precision = P;
     using norm_layer = typename Design::norm::template layer<T, D>;
-    using mlp_layer = typename Design::mlp::template layer<T, D>;
-    using attention_layer = dit_attention<T, D, typename Design::rope, typename Design::qk>;
+    using mlp_layer = typename Design::mlp::template layer<T, D, P>;
+    using attention_layer = dit_attention<T, D, typename Design::rope, typename Design::qk, P>;
 
     dit_block_config cfg;
     norm_layer norm1;
     attention_layer attn;
     norm_layer norm2;
     mlp_layer mlp;
-    ada_ln_modulation<T, D> adaLN_modulation;
+    ada_ln_modulation<T, D, P> adaLN_modulation;
 
     dit_block_layer() = default;
     /// Parameters as nn::initialize(*this, seed) draws them (models/dit.hpp sets the reference init).
@@ -71,8 +75,8 @@ struct dit_block_layer {
           norm1(Design::norm::template make<T, D>(c.dim)),
           attn({.dim = c.dim, .heads = c.heads, .grid = c.grid}),
           norm2(Design::norm::template make<T, D>(c.dim)),
-          mlp(Design::mlp::template make<T, D>(c.dim, c.mlp_ratio)),
-          adaLN_modulation(nn::silu<T, D>{}, nn::linear<T, D>(c.dim, 6 * c.dim)) {
+          mlp(Design::mlp::template make<T, D, P>(c.dim, c.mlp_ratio)),
+          adaLN_modulation(nn::silu<T, D>{}, nn::linear<T, D, P>(c.dim, 6 * c.dim)) {
         nn::initialize(*this, seed);
     }
 
@@ -141,7 +145,7 @@ private:
 };
 
 /// DiT's FinalLayer: norm_final, adaLN (shift, scale) from Linear(D, 2D) after SiLU, `linear` D → out.
-template <class T, device D, class Norm>
+template <class T, device D, class Norm, precision_policy P = fp32>
 struct dit_final_layer {
     using value_type = T;
     using device_type = D;
@@ -149,15 +153,15 @@ struct dit_final_layer {
 
     std::int64_t dim = 0;
     norm_layer norm_final;
-    nn::linear<T, D> linear;
-    ada_ln_modulation<T, D> adaLN_modulation;
+    nn::linear<T, D, P> linear;
+    ada_ln_modulation<T, D, P> adaLN_modulation;
 
     dit_final_layer() = default;
     dit_final_layer(std::int64_t hidden, std::int64_t out_features, std::uint64_t seed = 0)
         : dim(hidden),
           norm_final(Norm::template make<T, D>(hidden)),
           linear(hidden, out_features),
-          adaLN_modulation(nn::silu<T, D>{}, nn::linear<T, D>(hidden, 2 * hidden)) {
+          adaLN_modulation(nn::silu<T, D>{}, nn::linear<T, D, P>(hidden, 2 * hidden)) {
         nn::initialize(*this, seed);
     }
 

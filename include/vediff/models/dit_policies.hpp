@@ -32,23 +32,23 @@ struct rms_norm {
 };
 
 struct gelu_mlp {
-    template <class T, device D>
-    using layer = nn::sequential<nn::named<"fc1", nn::linear<T, D>>, nn::gelu<T, D>, nn::named<"fc2", nn::linear<T, D>>>;
+    template <class T, device D, precision_policy P = fp32>
+    using layer = nn::sequential<nn::named<"fc1", nn::linear<T, D, P>>, nn::gelu<T, D>, nn::named<"fc2", nn::linear<T, D, P>>>;
     static std::int64_t hidden(std::int64_t dim, double ratio) { return static_cast<std::int64_t>(double(dim) * ratio); }
-    template <class T, device D>
-    static layer<T, D> make(std::int64_t dim, double ratio) {
-        return layer<T, D>(nn::linear<T, D>(dim, hidden(dim, ratio)), nn::gelu<T, D>{}, nn::linear<T, D>(hidden(dim, ratio), dim));
+    template <class T, device D, precision_policy P = fp32>
+    static layer<T, D, P> make(std::int64_t dim, double ratio) {
+        return layer<T, D, P>(nn::linear<T, D, P>(dim, hidden(dim, ratio)), nn::gelu<T, D>{}, nn::linear<T, D, P>(hidden(dim, ratio), dim));
     }
 };
 
 struct swiglu {
-    template <class T, device D>
-    using layer = nn::swiglu<T, D>;
+    template <class T, device D, precision_policy P = fp32>
+    using layer = nn::swiglu<T, D, P>;
     static std::int64_t hidden(std::int64_t dim, double ratio) {
         return static_cast<std::int64_t>(2.0 / 3.0 * double(static_cast<std::int64_t>(double(dim) * ratio)));
     }
-    template <class T, device D>
-    static layer<T, D> make(std::int64_t dim, double ratio) { return layer<T, D>(dim, hidden(dim, ratio)); }
+    template <class T, device D, precision_policy P = fp32>
+    static layer<T, D, P> make(std::int64_t dim, double ratio) { return layer<T, D, P>(dim, hidden(dim, ratio)); }
 };
 
 struct no_rope {

@@ -38,10 +38,12 @@ private:
     tensor<T, D> output_;  // (..., n)
 };
 
-template <class T = float, device D = cpu>
+/// P: the precision policy of the attention's products (core/precision.hpp).
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct multi_head_attention_core : parameterless {
     using value_type = T;
     using device_type = D;
+    using precision = P;
     struct config {
         std::int64_t heads = 1;
     };
@@ -57,7 +59,7 @@ struct multi_head_attention_core : parameterless {
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& qkv) {
         input_ = record_.keep() ? qkv : tensor_view<T, D>{};
-        auto r = ops::packed_attention(qkv, cfg.heads);  // under nn::no_grad the op keeps no state
+        auto r = ops::packed_attention<P>(qkv, cfg.heads);  // under nn::no_grad the op keeps no state
         saved_ = std::move(r.saved);
         return std::move(r.out);
     }
@@ -65,7 +67,7 @@ struct multi_head_attention_core : parameterless {
     /// dy (B, N, D) → dqkv (B, N, 3·D).
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         const bool release = record_.spend("multi_head_attention_core");
-        auto dqkv = ops::packed_attention_backward(dy, input_, saved_, cfg.heads);
+        auto dqkv = ops::packed_attention_backward<P>(dy, input_, saved_, cfg.heads);
         if (release) {
             input_ = {};
             saved_ = {};

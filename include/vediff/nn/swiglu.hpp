@@ -13,13 +13,13 @@
 
 namespace vediff::nn {
 
-template <class T = float, device D = cpu>
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct swiglu {
     using value_type = T;
     using device_type = D;
 
-    linear<T, D> w12;  // dim → 2·hidden
-    linear<T, D> w3;   // hidden → dim
+    linear<T, D, P> w12;  // dim → 2·hidden
+    linear<T, D, P> w3;   // hidden → dim
 
     swiglu() = default;
     swiglu(std::int64_t dim, std::int64_t hidden, std::uint64_t seed = 0) : w12(dim, 2 * hidden), w3(hidden, dim) {

@@ -10,6 +10,9 @@
 // the probabilities (B, H, Nq, Nk) there; the cuda backend only each row's log Σ exp).
 // packed_attention_output computes the output alone, keeping nothing; packed_attention does
 // that itself under nn::no_grad, so a layer has one forward for training and inference.
+// The packed forms take a precision policy first (core/precision.hpp): under bf16_mixed the
+// products q·kᵀ and p·v (and the backward's four) round their operands to bfloat16 and
+// accumulate in fp32, while the softmax, its backward and the saved probabilities stay fp32.
 #include <cmath>
 #include <cstdint>
 #include <optional>
@@ -17,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "vediff/core/kernels.hpp"
+#include "vediff/core/precision.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/nn/grad_mode.hpp"
 
@@ -159,33 +163,41 @@ attention_gradients<T, D> attention_backward(const tensor_view<T, D>& dout, cons
 }
 
 /// packed_attention's output alone, with no state kept for a backward (inference, nn::no_grad).
-template <class T, device D>
+template <precision_policy P = fp32, class T, device D>
 tensor<T, D> packed_attention_output(const tensor_view<T, D>& qkv, std::int64_t heads, std::optional<double> scale = std::nullopt) {
     const auto l = detail::packed_layout("packed_attention_output", qkv, heads);
     const T* base = qkv.data();
     const std::int64_t d = l.heads * l.key_dim;
     tensor<T, D> out(tensor_shape{l.batch, l.queries, d});
-    attention_kernels<D>::template forward_output<false>(out.data(), base, base + d, base + 2 * d, l,
-                                                         T(detail::attention_scale(scale, l.key_dim)));
+    const T s = T(detail::attention_scale(scale, l.key_dim));
+    if constexpr (P::rounds_operands) attention_kernels<D>::template forward_output<false, P>(out.data(), base, base + d, base + 2 * d, l, s);
+    else attention_kernels<D>::template forward_output<false>(out.data(), base, base + d, base + 2 * d, l, s);
     return out;
 }
 
 /// Multi-head self-attention on a packed qkv (B, N, 3·D) → (B, N, D), heads concatenated. Under
 /// nn::no_grad the saved state stays empty: the output-only kernel, the same arithmetic, runs
 /// without storing what a backward would read (on the cpu, every head's probabilities).
-template <class T, device D>
+template <precision_policy P = fp32, class T, device D>
 attention_result<T, D> packed_attention(const tensor_view<T, D>& qkv, std::int64_t heads,
                                         std::optional<double> scale = std::nullopt) {
-    if (!nn::grad_enabled()) return {packed_attention_output(qkv, heads, scale), {}};
+    if (!nn::grad_enabled()) return {packed_attention_output<P>(qkv, heads, scale), {}};
     const auto l = detail::packed_layout("packed_attention", qkv, heads);
     const T* base = qkv.data();
     const std::int64_t d = l.heads * l.key_dim;
-    return detail::attention_forward<false, T, D>(l, tensor_shape{l.batch, l.queries, d}, base, base + d, base + 2 * d,
-                                                  detail::attention_scale(scale, l.key_dim));
+    if constexpr (P::rounds_operands) {
+        tensor<T, D> out(tensor_shape{l.batch, l.queries, d});
+        auto saved = attention_kernels<D>::template forward<false, P>(out.data(), base, base + d, base + 2 * d, l,
+                                                                      T(detail::attention_scale(scale, l.key_dim)));
+        return {std::move(out), std::move(saved)};
+    } else {
+        return detail::attention_forward<false, T, D>(l, tensor_shape{l.batch, l.queries, d}, base, base + d, base + 2 * d,
+                                                      detail::attention_scale(scale, l.key_dim));
+    }
 }
 
 /// dqkv (B, N, 3·D) from dout (B, N, D) and the forward's saved state.
-template <class T, device D>
+template <precision_policy P = fp32, class T, device D>
 tensor<T, D> packed_attention_backward(const tensor_view<T, D>& dout, const tensor_view<T, D>& qkv,
                                        const attention_saved<T, D>& saved, std::int64_t heads,
                                        std::optional<double> scale = std::nullopt) {
@@ -195,9 +207,13 @@ tensor<T, D> packed_attention_backward(const tensor_view<T, D>& dout, const tens
     detail::check_dout("packed_attention_backward", dout, tensor_shape{l.batch, l.queries, d});
     tensor<T, D> dqkv(qkv.shape());
     const T* base = qkv.data();
-    attention_kernels<D>::template backward<false>(dqkv.data(), dqkv.data() + d, dqkv.data() + 2 * d, dout.data(), base,
-                                                   base + d, base + 2 * d, saved, l,
-                                                   T(detail::attention_scale(scale, l.key_dim)));
+    const T s = T(detail::attention_scale(scale, l.key_dim));
+    if constexpr (P::rounds_operands)
+        attention_kernels<D>::template backward<false, P>(dqkv.data(), dqkv.data() + d, dqkv.data() + 2 * d, dout.data(), base, base + d,
+                                                          base + 2 * d, saved, l, s);
+    else
+        attention_kernels<D>::template backward<false>(dqkv.data(), dqkv.data() + d, dqkv.data() + 2 * d, dout.data(), base, base + d,
+                                                       base + 2 * d, saved, l, s);
     return dqkv;
 }
 

@@ -5,12 +5,16 @@
 // are read and written in place, never rearranged into (B, H, N, hd) copies. Tokens-major float
 // operands go through small_gemm.hpp's unpacked AVX-512 kernel (only K, or V in the backward, is
 // transposed, into a per-head scratch); other layouts and types through Eigen products on Maps.
+// Under a rounding precision policy (bf16_mixed, tokens-major operands) every product goes
+// through gemm_kernels<cpu>::gemm_bf16_serial, its operands in place through their strides.
 #include <cstdint>
 #include <type_traits>
 
 #include <fmt/format.h>
 
 #include "vediff/backend/cpu/eigen.hpp"
+#include "vediff/backend/cpu/gemm.hpp"
+#include "vediff/core/precision.hpp"
 
 #include "vediff/backend/cpu/parallel.hpp"
 #include "vediff/backend/cpu/small_gemm.hpp"
@@ -56,26 +60,26 @@ struct attention_kernels<cpu> {
     };
 
     /// out = softmax(scale·q·kᵀ)·v; the returned state holds the softmax for the backward.
-    template <bool ChannelsFirst, class T>
+    template <bool ChannelsFirst, class Precision = fp32, class T>
     static saved_state<T> forward(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
         saved_state<T> saved{tensor<T, cpu>(tensor_shape{l.batch, l.heads, l.queries, l.keys})};
         T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
         for_each_pair<T>(l, nq * nk * (l.key_dim + l.value_dim), direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0,
                          [&](std::int64_t bh, T* keys_transposed) {
-                             head_forward<ChannelsFirst>(probs + bh * nq * nk, keys_transposed, out, q, k, v, l, bh, scale);
+                             head_forward<ChannelsFirst, Precision>(probs + bh * nq * nk, keys_transposed, out, q, k, v, l, bh, scale);
                          });
         return saved;
     }
 
     /// out alone, keeping nothing for a backward (inference): each thread's probabilities live in
     /// its scratch block, reused for all its (batch, head) pairs.
-    template <bool ChannelsFirst, class T>
+    template <bool ChannelsFirst, class Precision = fp32, class T>
     static void forward_output(T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale) {
         const std::int64_t nq = l.queries, nk = l.keys;
         for_each_pair<T>(l, nq * nk * (l.key_dim + l.value_dim), nq * nk + (direct_products<ChannelsFirst, T>() ? l.key_dim * nk : 0),
                          [&](std::int64_t bh, T* scratch) {
-                             head_forward<ChannelsFirst>(scratch, scratch + nq * nk, out, q, k, v, l, bh, scale);
+                             head_forward<ChannelsFirst, Precision>(scratch, scratch + nq * nk, out, q, k, v, l, bh, scale);
                          });
     }
     /// Throws shape_error naming the op unless `saved` belongs to a forward of layout l.
@@ -88,12 +92,20 @@ struct attention_kernels<cpu> {
 
     /// dv = Pᵀ·dout; dS = scale·P∘(dP − rowsum(dP∘P)) with dP = dout·vᵀ; dq = dS·k; dk = dSᵀ·q.
     /// dq, dk, dv are overwritten and laid out like q, k, v.
-    template <bool ChannelsFirst, class T>
+    template <bool ChannelsFirst, class Precision = fp32, class T>
     static void backward(T* dq, T* dk, T* dv, const T* dout, const T* q, const T* k, const T* v, const saved_state<T>& saved,
                          const attention_layout& l, T scale) {
         using namespace cpu_detail;
         const T* probs = saved.probs.data();
         const std::int64_t nq = l.queries, nk = l.keys;
+        if constexpr (Precision::rounds_operands) {
+            static_assert(!ChannelsFirst && std::is_same_v<T, float>,
+                          "bf16_mixed attention on the cpu: tokens-major float operands (channels-first attention stays fp32)");
+            for_each_pair<T>(l, nq * nk * (2 * l.key_dim + 2 * l.value_dim), nq * nk, [&](std::int64_t bh, T* ds) {
+                head_backward_bf16(dq, dk, dv, dout, q, k, v, probs + bh * nq * nk, ds, l, bh / l.heads, bh % l.heads, scale);
+            });
+            return;
+        }
         // Per-thread scratch: dS (Nq, Nk), and Vᵀ for the direct products.
         const std::int64_t scratch = nq * nk + (direct_products<ChannelsFirst, T>() ? l.value_dim * nk : 0);
         for_each_pair<T>(l, nq * nk * (2 * l.key_dim + 2 * l.value_dim), scratch, [&](std::int64_t bh, T* ds) {
@@ -152,11 +164,26 @@ private:
 
     /// One (batch, head) pair: P = softmax(scale·Q·Kᵀ) into probs (Nq, Nk), O = P·V.
     /// keys_transposed: scratch of key_dim × Nk for the direct products (unused otherwise).
-    template <bool ChannelsFirst, class T>
+    template <bool ChannelsFirst, class Precision, class T>
     static void head_forward(T* probs, T* keys_transposed, T* out, const T* q, const T* k, const T* v, const attention_layout& l,
                              std::int64_t bh, T scale) {
         using namespace cpu_detail;
         const std::int64_t b = bh / l.heads, h = bh % l.heads, nq = l.queries, nk = l.keys;
+        if constexpr (Precision::rounds_operands) {
+            static_assert(!ChannelsFirst && std::is_same_v<T, float>,
+                          "bf16_mixed attention on the cpu: tokens-major float operands (channels-first attention stays fp32)");
+            const float* qb = q + b * l.q.batch_stride + h * l.q.head_stride;
+            const float* kb = k + b * l.k.batch_stride + h * l.k.head_stride;
+            const float* vb = v + b * l.v.batch_stride + h * l.v.head_stride;
+            float* ob = out + b * l.out.batch_stride + h * l.out.head_stride;
+            // S = bf16(Q)·bf16(K)ᵀ, P = softmax(scale·S) in fp32, O = bf16(P)·bf16(V).
+            gemm_kernels<cpu>::gemm_bf16_serial(nq, nk, l.key_dim, 1.0f, qb, l.q.outer_stride, false, kb, l.k.outer_stride, true, 0.0f,
+                                                probs, nk);
+            for (std::int64_t i = 0; i < nq; ++i) softmax_row(probs + i * nk, probs + i * nk, nk, scale);
+            gemm_kernels<cpu>::gemm_bf16_serial(nq, l.value_dim, nk, 1.0f, probs, nk, false, vb, l.v.outer_stride, false, 0.0f, ob,
+                                                l.out.outer_stride);
+            return;
+        }
 #if defined(__AVX512F__)
         if constexpr (direct_products<ChannelsFirst, T>()) {
             const T* qb = q + b * l.q.batch_stride + h * l.q.head_stride;
@@ -180,6 +207,24 @@ private:
         // The scale is applied inside the softmax's exp, saving a pass over P.
         for (std::int64_t i = 0; i < nq; ++i) softmax_row(P.data() + i * nk, P.data() + i * nk, nk, scale);
         O.noalias() = P * V;
+    }
+
+    /// backward for one (batch, head) pair under bf16_mixed: the four products from bf16-rounded
+    /// operands (dO, V, P, dS, K, Q) with fp32 sums; the softmax backward in fp32.
+    static void head_backward_bf16(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                                   const float* probs, float* ds, const attention_layout& l, std::int64_t b, std::int64_t h,
+                                   float scale) {
+        using namespace cpu_detail;
+        const std::int64_t nq = l.queries, nk = l.keys, dkey = l.key_dim, dval = l.value_dim;
+        const auto at = [&](auto* base, const attention_operand& o) { return base + b * o.batch_stride + h * o.head_stride; };
+        const float *qb = at(q, l.q), *kb = at(k, l.k), *vb = at(v, l.v), *dob = at(dout, l.out);
+        float *dqb = at(dq, l.q), *dkb = at(dk, l.k), *dvb = at(dv, l.v);
+        using g = gemm_kernels<cpu>;
+        g::gemm_bf16_serial(nk, dval, nq, 1.0f, probs, nk, true, dob, l.out.outer_stride, false, 0.0f, dvb, l.v.outer_stride);  // dV = Pᵀ·dO
+        g::gemm_bf16_serial(nq, nk, dval, 1.0f, dob, l.out.outer_stride, false, vb, l.v.outer_stride, true, 0.0f, ds, nk);     // dP = dO·Vᵀ
+        for (std::int64_t i = 0; i < nq; ++i) softmax_backward_row(ds + i * nk, ds + i * nk, probs + i * nk, nk, scale);
+        g::gemm_bf16_serial(nq, dkey, nk, 1.0f, ds, nk, false, kb, l.k.outer_stride, false, 0.0f, dqb, l.q.outer_stride);  // dQ = dS·K
+        g::gemm_bf16_serial(nk, dkey, nq, 1.0f, ds, nk, true, qb, l.q.outer_stride, false, 0.0f, dkb, l.k.outer_stride);   // dK = dSᵀ·Q
     }
 
 #if defined(__AVX512F__)
