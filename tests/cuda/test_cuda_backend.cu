@@ -18,6 +18,8 @@
 
 #include "vediff/backend/cpu/memory.hpp"  // host memory only: no Eigen, no OpenMP kernels
 #include "vediff/backend/cuda.hpp"
+#include "vediff/core/bfloat16.hpp"
+#include "vediff/core/precision.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/transfer.hpp"
 #include "vediff/ops/activation.hpp"
@@ -481,6 +483,59 @@ BOOST_AUTO_TEST_CASE(packed_attention_matches_a_host_loop_forward_and_backward) 
     for (std::size_t i = 0; i < op.size(); ++i) fd += (op[i] - om[i]) / (2 * h) * dout.values[i];
     for (std::size_t i = 0; i < grad.size(); ++i) analytic += double(grad[i]) * e.values[i];
     BOOST_TEST(analytic == fd, boost::test_tools::tolerance(1e-3));
+}
+
+BOOST_AUTO_TEST_CASE(bf16_mixed_products_round_their_operands_and_sum_in_fp32) {
+    // Against fp64 loops on the bf16-rounded operands (vediff::bfloat16, round to nearest even:
+    // the same rounding as __float2bfloat16_rn): within fp32 summation error, so both the rounding
+    // and fp32 accumulation are required; and against the unrounded operands, not within it.
+    const auto rounded = [](host_matrix m) {
+        for (auto& v : m.values) v = static_cast<float>(bfloat16(v));
+        return m;
+    };
+    for (int t = 0; t < 4; ++t) {
+        const bool ta = t & 1, tb = t & 2;
+        BOOST_TEST_CONTEXT("transpose a " << ta << ", transpose b " << tb) {
+            const std::int64_t m = 67, n = 45, k = 131;
+            const auto a = random_matrix(ta ? tensor_shape{k, m} : tensor_shape{m, k}, 14);
+            const auto b = random_matrix(tb ? tensor_shape{n, k} : tensor_shape{k, n}, 15);
+            const auto got = ops::matmul<bf16_mixed>(on_device(a).view(), on_device(b).view(), ta, tb).to_vector();
+            BOOST_TEST(relative_difference(got, naive_matmul(rounded(a), rounded(b), ta, tb)) < 1e-5);
+            BOOST_TEST(relative_difference(got, naive_matmul(a, b, ta, tb)) > 1e-4);
+        }
+    }
+    // A Linear with bias, forward and the two backward products.
+    const std::int64_t rows = 70, in = 40, out = 24;
+    const auto x = random_matrix({rows, in}, 16), w = random_matrix({out, in}, 17), bias = random_matrix({1, out}, 18);
+    const auto dy = random_matrix({rows, out}, 19);
+    const auto db_ = tensor<float, gpu>::from_host({out}, std::span<const float>(bias.values));
+    auto want = naive_matmul(rounded(x), rounded(w), false, true);
+    for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < out; ++j) want[static_cast<std::size_t>(r * out + j)] += bias.values[static_cast<std::size_t>(j)];
+    BOOST_TEST(relative_difference(ops::linear<bf16_mixed>(on_device(x).view(), on_device(w).view(), db_.view()).to_vector(), want) < 1e-5);
+    auto gw = tensor<float, gpu>::zeros({out, in}), gb = tensor<float, gpu>::zeros({out});
+    const auto gx = ops::linear_backward<bf16_mixed>(on_device(dy).view(), on_device(x).view(), on_device(w).view(), gw.view(), gb.view());
+    BOOST_TEST(relative_difference(gx.to_vector(), naive_matmul(rounded(dy), rounded(w), false, false)) < 1e-5);
+    BOOST_TEST(relative_difference(gw.to_vector(), naive_matmul(rounded(dy), rounded(x), true, false)) < 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(bf16_mixed_packed_attention_stays_within_bf16_error) {
+    // Against fp32 attention on the device: within bf16's error and not at fp32's agreement.
+    const std::int64_t B = 2, N = 20, heads = 2, hd = 16, D = heads * hd;
+    const auto qkv = random_matrix({B * N, 3 * D}, 50), dout = random_matrix({B * N, D}, 51);
+    const auto dqkv_in = tensor<float, gpu>::from_host({B, N, 3 * D}, std::span<const float>(qkv.values));
+    const auto ddout = tensor<float, gpu>::from_host({B, N, D}, std::span<const float>(dout.values));
+    const auto exact = ops::packed_attention(dqkv_in.view(), heads);
+    const auto mixed = ops::packed_attention<bf16_mixed>(dqkv_in.view(), heads);
+    const auto g_exact = ops::packed_attention_backward(ddout.view(), dqkv_in.view(), exact.saved, heads).to_vector();
+    const auto g_mixed = ops::packed_attention_backward<bf16_mixed>(ddout.view(), dqkv_in.view(), mixed.saved, heads).to_vector();
+    const auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    const double out_diff = relative_difference(mixed.out.to_vector(), as_double(exact.out.to_vector()));
+    const double grad_diff = relative_difference(g_mixed, as_double(g_exact));
+    BOOST_TEST_MESSAGE("cuda attention bf16 vs fp32: out " << out_diff << ", grads " << grad_diff);
+    BOOST_TEST(out_diff < 0.02);
+    BOOST_TEST(grad_diff < 0.04);
+    BOOST_TEST(out_diff > 1e-4);
 }
 
 BOOST_AUTO_TEST_CASE(conv2d_matches_a_host_loop_forward_and_backward) {

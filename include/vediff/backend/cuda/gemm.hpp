@@ -3,9 +3,13 @@
 // column-major: a row-major m × n matrix with leading dimension ld is, to cuBLAS, its n × m
 // transpose with the same ld, so C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ with the
 // operands swapped and no copies. Float products use FP32 math unless set_cuda_tf32(true).
+// bf16_mixed products (core/precision.hpp) round their float operands to __nv_bfloat16 (round to
+// nearest even, __float2bfloat16_rn) into scratch copies of the same layout and call cuBLAS with
+// bf16 inputs, an fp32 output and fp32 compute (CUBLAS_COMPUTE_32F), the tensor-core path.
 #include <cstdint>
 #include <type_traits>
 
+#include <cuda_bf16.h>
 #include <thrust/execution_policy.h>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/transform.h>
@@ -45,6 +49,34 @@ struct bias_rows_op {
     std::int64_t out;
     __host__ __device__ T operator()(std::int64_t i) const { return bias[i % out]; }
 };
+
+/// dst[i] = bf16(src[i]), round to nearest even.
+struct round_to_bf16_op {
+    const float* src;
+    __nv_bfloat16* dst;
+    __device__ void operator()(std::int64_t i) const { dst[i] = __float2bfloat16_rn(src[i]); }
+};
+
+/// c[i·stride_c + r·ldc + j] = bias[j] for every product i, row r, column j.
+struct bias_fill_op {
+    float* c;
+    const float* bias;
+    std::int64_t m, n, ldc, stride_c;
+    __device__ void operator()(std::int64_t e) const {
+        const std::int64_t i = e / (m * n), r = e / n % m, j = e % n;
+        c[i * stride_c + r * ldc + j] = bias[j];
+    }
+};
+
+/// Elements a row-major rows × cols matrix with leading dimension ld spans.
+inline std::int64_t matrix_span(std::int64_t rows, std::int64_t cols, std::int64_t ld) { return rows <= 0 || cols <= 0 ? 0 : (rows - 1) * ld + cols; }
+
+/// The first `span` floats of src rounded to bf16, in a scratch tensor of the same layout.
+inline tensor<__nv_bfloat16, cuda> rounded_copy(const float* src, std::int64_t span) {
+    tensor<__nv_bfloat16, cuda> out(tensor_shape{span});
+    if (span > 0) for_each_element(span, round_to_bf16_op{src, out.data()});
+    return out;
+}
 
 } // namespace cuda_detail
 
@@ -92,6 +124,43 @@ struct gemm_kernels<cuda> {
                                                       cuda_detail::as_int(ldc, "ldc"), stride_c, cuda_detail::as_int(batch, "batch"),
                                                       types::compute(), CUBLAS_GEMM_DEFAULT),
                            "cublasGemmStridedBatchedEx");
+    }
+
+    /// bf16_mixed: C = alpha·bf16(op(A))·bf16(op(B)) + bias + beta·C with fp32 accumulation.
+    static void gemm_bf16(std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a, std::int64_t lda,
+                          bool transpose_a, const float* b, std::int64_t ldb, bool transpose_b, float beta, float* c,
+                          std::int64_t ldc, const float* bias = nullptr) {
+        gemm_batched_bf16(1, m, n, k, alpha, a, lda, 0, transpose_a, b, ldb, 0, transpose_b, beta, c, ldc, 0, bias);
+    }
+
+    static void linear_bf16(std::int64_t rows, std::int64_t out, std::int64_t in, const float* x, const float* w, const float* bias,
+                            float* y) {
+        gemm_bf16(rows, out, in, 1.0f, x, in, false, w, in, true, 0.0f, y, out, bias);
+    }
+
+    /// gemm_batched under bf16_mixed (bias, when given, added to every product's rows).
+    static void gemm_batched_bf16(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, float alpha, const float* a,
+                                  std::int64_t lda, std::int64_t stride_a, bool transpose_a, const float* b, std::int64_t ldb,
+                                  std::int64_t stride_b, bool transpose_b, float beta, float* c, std::int64_t ldc,
+                                  std::int64_t stride_c, const float* bias = nullptr) {
+        if (batch <= 0 || m <= 0 || n <= 0) return;
+        if (bias) {  // C = the bias rows first, then the product accumulates onto them
+            if (beta != 0.0f) throw std::invalid_argument("cuda gemm_bf16: a bias with beta != 0 is not supported");
+            cuda_detail::for_each_element(batch * m * n, cuda_detail::bias_fill_op{c, bias, m, n, ldc, stride_c});
+            beta = 1.0f;
+        }
+        // Stored extents: A is k×m when transposed, else m×k; B is n×k when transposed, else k×n.
+        const std::int64_t span_a = (batch - 1) * stride_a + cuda_detail::matrix_span(transpose_a ? k : m, transpose_a ? m : k, lda);
+        const std::int64_t span_b = (batch - 1) * stride_b + cuda_detail::matrix_span(transpose_b ? n : k, transpose_b ? k : n, ldb);
+        const auto a16 = cuda_detail::rounded_copy(a, span_a), b16 = cuda_detail::rounded_copy(b, span_b);
+        cuda_detail::check(cublasGemmStridedBatchedEx(cuda_detail::cublas(), transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                                      transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, cuda_detail::as_int(n, "n"),
+                                                      cuda_detail::as_int(m, "m"), cuda_detail::as_int(k, "k"), &alpha, b16.data(),
+                                                      CUDA_R_16BF, cuda_detail::as_int(ldb, "ldb"), stride_b, a16.data(), CUDA_R_16BF,
+                                                      cuda_detail::as_int(lda, "lda"), stride_a, &beta, c, CUDA_R_32F,
+                                                      cuda_detail::as_int(ldc, "ldc"), stride_c, cuda_detail::as_int(batch, "batch"),
+                                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                           "cublasGemmStridedBatchedEx (bf16)");
     }
 
     /// out[j] += Σ_r x[r, j] over a row-major rows × cols matrix (bias gradients): one product
