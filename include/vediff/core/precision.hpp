@@ -8,6 +8,8 @@
 //               norms, softmax, activations, losses, reductions, the VE/KL terms stay fp32.
 // The op-by-op list is in docs/design.md ("Mixed precision"). A policy is a tag; the kernels
 // read `product_operand` (what the operands are rounded to) and nothing else.
+#include <stdexcept>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -29,7 +31,16 @@ struct bf16_mixed {
 template <class P>
 concept precision_policy = std::is_same_v<P, fp32> || std::is_same_v<P, bf16_mixed>;
 
-/// A precision chosen at run time (the `--precision` flag), mapped to a policy type by the caller.
-enum class precision_choice { fp32, bf16 };
+/// Whether `name` names a precision policy ("fp32" or "bf16", the `--precision` flag's values).
+inline bool is_precision_name(std::string_view name) { return name == fp32::name || name == bf16_mixed::name; }
+
+/// Calls f.template operator()<P>() with the policy named by `name` ("fp32" or "bf16"): a run's
+/// precision chosen at run time, each policy compiled once.
+template <class F>
+decltype(auto) with_precision(std::string_view name, F&& f) {
+    if (name == fp32::name) return f.template operator()<fp32>();
+    if (name == bf16_mixed::name) return f.template operator()<bf16_mixed>();
+    throw std::invalid_argument("--precision " + std::string(name) + ": expected fp32 or bf16");
+}
 
 } // namespace vediff

@@ -56,6 +56,7 @@ struct sample_job {
     std::uint64_t seed = 0;
     bool use_ema = true;
     std::string device = "cpu";  // where the DiT and the decoder run
+    std::string precision = "fp32";  // the DiT's products: fp32 | bf16 (core/precision.hpp), whatever it was trained in
 };
 
 /// The samples of a sample job as written to OUT/samples.safetensors.
@@ -105,10 +106,10 @@ void check_tokenizer_matches(const train::dit_run_config& cfg, const train::toke
 
 namespace sample_detail {
 
-template <class Design, device D>
+template <class Design, device D, class Precision>
 nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
     namespace fs = std::filesystem;
-    using model_type = models::diffusion_transformer<Design, float, D>;
+    using model_type = models::diffusion_transformer<Design, float, D, Precision>;
     model_type model(cfg.model);
     optim::ema<float, D> average(model);
     train::model_with_ema<model_type> model_and_average{model, average};
@@ -175,6 +176,7 @@ nlohmann::json run(const train::dit_run_config& cfg, const sample_job& job) {
         metrics["function_evaluations"] = std::accumulate(function_evaluations.begin(), function_evaluations.end(), std::int64_t(0));
         metrics["function_evaluations_per_batch"] = function_evaluations;
     }
+    metrics["precision"] = std::string(Precision::name);
     if (!job.classifier.empty()) {
         auto net = metrics::load_fashion_classifier(job.classifier);
         metrics["classifier"] = job.classifier.string();
@@ -196,7 +198,9 @@ nlohmann::json sample(const sample_job& job) {
     if (job.per_class < 1 || job.batch < 1) throw std::invalid_argument("--per-class and --batch must be positive");
     const auto cfg = read_dit_run(job.dit);
     return with_device<Devices>(job.device, [&]<device D>() {
-        return train::with_dit_design(cfg.design, [&]<class Design>() { return sample_detail::run<Design, D>(cfg, job); });
+        return train::with_dit_design(cfg.design, [&]<class Design>() {
+            return with_precision(job.precision, [&]<class Precision>() { return sample_detail::run<Design, D, Precision>(cfg, job); });
+        });
     });
 }
 
@@ -231,7 +235,8 @@ void add_sample_options(cxxopts::Options& options) {
          cxxopts::value<std::int64_t>()->default_value("0"))
         ("no-classifier", "do not report the classifier's accuracy")
         ("no-ema", "sample with the raw weights instead of the EMA")
-        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
+        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)))
+        ("precision", "the DiT's products: fp32 | bf16 (bf16 operands, fp32 accumulation)", cxxopts::value<std::string>()->default_value(d.precision));
     // clang-format on
     add_device_option<Devices>(options);
 }
@@ -265,6 +270,8 @@ sample_job read_sample_options(const cxxopts::ParseResult& a) {
     job.guidance.first_channels = a["cfg-first-channels"].as<std::int64_t>();
     job.use_ema = a.count("no-ema") == 0;
     job.seed = a["seed"].as<std::uint64_t>();
+    job.precision = a["precision"].as<std::string>();
+    if (!is_precision_name(job.precision)) throw usage_error(fmt::format("--precision {}: expected fp32 or bf16", job.precision));
     job.device = read_device<Devices>(a);
     return job;
 }

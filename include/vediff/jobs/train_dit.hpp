@@ -73,9 +73,9 @@ Optimizer make_optimizer(Model& model, const train::dit_run_config& cfg, Comm& c
 }
 
 
-template <class Design, device D, class Optimizer, class Comm>
+template <class Design, device D, class Precision, class Optimizer, class Comm>
 nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run, Comm& comm) {
-    using model_type = models::diffusion_transformer<Design, float, D>;
+    using model_type = models::diffusion_transformer<Design, float, D, Precision>;
     const fs::path checkpoint_dir = run.out / "checkpoint";
     const bool root = comm.rank() == 0;
     if (comm.size() > 1) device_selection<D>::use(comm.local_rank());  // one GPU per rank, before the first tensor on D
@@ -123,9 +123,9 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     auto& noise = state.generators.at("noise");
     noise.shard = model.y_embedder.generator.shard = parallel.shard();
     if (root)
-        fmt::print("{}: {} parameters, {} tokens of {}, latents {} ({} images, {} classes), on {} ({} threads){}\n", cfg.design,
+        fmt::print("{}: {} parameters, {} tokens of {}, latents {} ({} images, {} classes), on {} ({} threads, {}){}\n", cfg.design,
                    nn::parameter_count(model), cfg.model.tokens(), cfg.model.hidden_size, cache.latents.shape().to_string(), cache.size(),
-                   cfg.model.num_classes, D::name, omp_get_max_threads(),
+                   cfg.model.num_classes, D::name, omp_get_max_threads(), Precision::name,
                    comm.size() > 1 ? fmt::format(", {} ranks of batch {}", comm.size(), loader.local_batch_size()) : std::string());
 
     const auto save = [&] {
@@ -186,15 +186,16 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
     return summary;
 }
 
-template <class Design, device D, class Comm>
+template <class Design, device D, class Precision, class Comm>
 nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run, Comm& comm) {
     if (cfg.optimizer == "adamw") {
-        if constexpr (Comm::is_distributed) return train_with<Design, D, distributed::sharded_adamw<Comm, float, D>>(std::move(cfg), run, comm);
-        else return train_with<Design, D, optim::adamw<float, D>>(std::move(cfg), run, comm);
+        if constexpr (Comm::is_distributed)
+            return train_with<Design, D, Precision, distributed::sharded_adamw<Comm, float, D>>(std::move(cfg), run, comm);
+        else return train_with<Design, D, Precision, optim::adamw<float, D>>(std::move(cfg), run, comm);
     }
     if (cfg.optimizer == "muon") {
         if (run.zero1 && comm.size() > 1) throw std::invalid_argument("--zero1 shards AdamW's state; use it with --optimizer adamw");
-        return train_with<Design, D, optim::muon<float, D>>(std::move(cfg), run, comm);
+        return train_with<Design, D, Precision, optim::muon<float, D>>(std::move(cfg), run, comm);
     }
     throw usage_error(fmt::format("--optimizer {}: expected adamw or muon", cfg.optimizer));
 }
@@ -207,7 +208,9 @@ nlohmann::json train(train::dit_run_config cfg, const dit_run_options& run, Comm
 template <class Devices = cpu_only, class Comm>
 nlohmann::json train_dit(const train::dit_run_config& cfg, const dit_run_options& run, Comm& comm) {
     return with_device<Devices>(run.device, [&]<device D>() {
-        return train::with_dit_design(cfg.design, [&]<class Design>() { return dit_detail::train<Design, D>(cfg, run, comm); });
+        return train::with_dit_design(cfg.design, [&]<class Design>() {
+            return with_precision(cfg.precision, [&]<class Precision>() { return dit_detail::train<Design, D, Precision>(cfg, run, comm); });
+        });
     });
 }
 
@@ -247,7 +250,9 @@ void add_dit_options(cxxopts::Options& options) {
         ("ema", "EMA decay", cxxopts::value<double>()->default_value(dflt(d.ema_decay)))
         ("times", "uniform | logit_normal", cxxopts::value<std::string>()->default_value(d.time_sampling))
         ("cosine-term", "add LightningDiT's 1 - cos(v, u) term")
-        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"));
+        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value("0"))
+        ("precision", "fp32 | bf16 (matrix products on bf16 operands, fp32 accumulation and master weights)",
+         cxxopts::value<std::string>()->default_value(d.precision));
     options.add_options("output")
         ("out", "output directory", cxxopts::value<std::string>()->default_value("runs/dit"))
         ("resume", "continue from OUT/checkpoint with its saved configuration")
@@ -305,6 +310,8 @@ std::pair<train::dit_run_config, dit_run_options> read_dit_options(const cxxopts
             throw usage_error(fmt::format("--times {}: expected uniform or logit_normal", cfg.time_sampling));
         cfg.cosine_term = a.count("cosine-term") > 0;
         cfg.seed = a["seed"].as<std::uint64_t>();
+        cfg.precision = a["precision"].as<std::string>();
+        if (!is_precision_name(cfg.precision)) throw usage_error(fmt::format("--precision {}: expected fp32 or bf16", cfg.precision));
     }
     return {cfg, run};
 }

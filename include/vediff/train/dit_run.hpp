@@ -40,11 +40,13 @@ struct dit_run_config {
     bool cosine_term = false;
     std::uint64_t seed = 0;
     double time_budget_s = 0;  // > 0: stop once this much training time has passed
+    // fp32 | bf16 (core/precision.hpp: bf16_mixed, matrix products on bf16 operands, fp32 master weights).
+    std::string precision = "fp32";
 
     nlohmann::json to_json() const;
     /// The configuration a checkpoint saved; a missing or mistyped field is an error naming it,
     /// except the fields runs saved before they existed lack (tokenizer_config, optimizer,
-    /// muon_lr, latent_scaling), which take their defaults.
+    /// muon_lr, latent_scaling, precision), which take their defaults.
     static dit_run_config from_json(nlohmann::json j);
 };
 
@@ -61,7 +63,7 @@ namespace vediff::train {
 
 VEDIFF_JSON_FIELDS(dit_run_config, latents, tokenizer, tokenizer_config, latent_mean, latent_std, latent_scaling, design, model, steps,
                                    batch, warmup, lr, beta1, beta2, weight_decay, clip, ema_decay, optimizer, muon_lr, time_sampling,
-                                   cosine_term, seed, time_budget_s)
+                                   cosine_term, seed, time_budget_s, precision)
 
 inline nlohmann::json dit_run_config::to_json() const {
     nlohmann::json j = *this;
@@ -72,6 +74,7 @@ inline nlohmann::json dit_run_config::to_json() const {
     if (optimizer == defaults.optimizer) j.erase("optimizer");
     if (muon_lr == defaults.muon_lr) j.erase("muon_lr");
     if (latent_scaling == defaults.latent_scaling) j.erase("latent_scaling");
+    if (precision == defaults.precision) j.erase("precision");
     return j;
 }
 
@@ -82,6 +85,7 @@ inline dit_run_config dit_run_config::from_json(nlohmann::json j) {
         if (!j.contains("optimizer")) j["optimizer"] = defaults.optimizer;
         if (!j.contains("muon_lr")) j["muon_lr"] = defaults.muon_lr;
         if (!j.contains("latent_scaling")) j["latent_scaling"] = defaults.latent_scaling;
+        if (!j.contains("precision")) j["precision"] = defaults.precision;
     }
     try {
         return j.get<dit_run_config>();
