@@ -4,12 +4,15 @@
 //           latents, 10 classes: forward, MSE, backward, AdamW; samples/s, peak memory, and the
 //           achieved GFLOP/s of the step's matrix products;
 //   sample  64 images, 50 Euler steps with classifier-free guidance (scale 4, the batch doubled).
-//   bench_dit [--mode train|sample|both] [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]
+// --precision bf16 runs vediff's bf16_mixed DiT against PyTorch under torch.autocast("cpu",
+// bfloat16); --precision both runs the fp32 pair, then the bf16 pair, in one invocation.
+//   bench_dit [--mode train|sample|both] [--precision fp32|bf16|both] [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]
 #include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +24,7 @@
 
 #include "peer.hpp"
 #include "vediff/backend/cpu.hpp"
+#include "vediff/core/precision.hpp"
 #include "vediff/diffusion/flow_matching.hpp"
 #include "vediff/diffusion/guidance.hpp"
 #include "vediff/diffusion/samplers.hpp"
@@ -51,8 +55,9 @@ double forward_flops_per_sample(const models::dit_config& c) {
     return 2 * (n * (per_token + attention) + per_sample);
 }
 
+template <class Precision>
 struct dit_trainer {
-    models::dit<float> model;
+    models::dit<float, cpu, Precision> model;
     optim::adamw<float> opt;
     tensor<float> x1;
     std::vector<std::int32_t> labels;
@@ -79,8 +84,9 @@ struct dit_trainer {
     }
 };
 
+template <class Precision>
 struct dit_sampler {
-    models::dit<float> model;
+    models::dit<float, cpu, Precision> model;
     std::int64_t images;
     int steps;
     double scale;
@@ -110,8 +116,13 @@ struct dit_sampler {
     }
 };
 
+/// Items per second (median) of vediff and of torch (0 when it did not run).
+struct rates {
+    double ours = 0, theirs = 0;
+};
+
 template <class Ours>
-void compare(const char* title, Ours& ours_side, std::vector<std::string> peer_args, bool with_torch, int warmup, int steps,
+rates compare(const char* title, Ours& ours_side, std::vector<std::string> peer_args, bool with_torch, int warmup, int steps,
              double items_per_step, double flops_per_step) {
     fmt::print("== {}; median of {} after {} warm-up, the libraries taking turns; load average {}\n", title, steps, warmup, load_average());
     std::fflush(stdout);
@@ -151,6 +162,7 @@ void compare(const char* title, Ours& ours_side, std::vector<std::string> peer_a
     }
     fmt::print("other processes used {:.0f}% of the CPUs during the timed steps\n", others);
     std::fflush(stdout);
+    return {ours_rate, theirs_rate};
 }
 
 } // namespace
@@ -158,8 +170,11 @@ void compare(const char* title, Ours& ours_side, std::vector<std::string> peer_a
 int main(int argc, char** argv) {
     int threads = 2, warmup = 1, steps = 5;
     std::int64_t batch = 64;
-    std::string mode = "both";
+    std::string mode = "both", precision = "fp32";
     bool with_torch = true;
+    const char* usage =
+        "usage: bench_dit [--mode train|sample|both] [--precision fp32|bf16|both] [--threads N] [--warmup W] [--steps S] [--batch B] "
+        "[--no-torch]\n";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
@@ -167,14 +182,16 @@ int main(int argc, char** argv) {
         else if (a == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
         else if (a == "--batch" && i + 1 < argc) batch = std::atoll(argv[++i]);
         else if (a == "--mode" && i + 1 < argc) mode = argv[++i];
+        else if (a == "--precision" && i + 1 < argc) precision = argv[++i];
         else if (a == "--no-torch") with_torch = false;
         else {
-            std::fprintf(stderr, "usage: bench_dit [--mode train|sample|both] [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]\n");
+            std::fputs(usage, stderr);
             return 2;
         }
     }
-    if (threads < 1 || warmup < 0 || steps < 1 || batch < 1 || (mode != "train" && mode != "sample" && mode != "both")) {
-        std::fprintf(stderr, "bench_dit: bad arguments (see --help)\n");
+    if (threads < 1 || warmup < 0 || steps < 1 || batch < 1 || (mode != "train" && mode != "sample" && mode != "both") ||
+        (precision != "fp32" && precision != "bf16" && precision != "both")) {
+        std::fprintf(stderr, "bench_dit: bad arguments\n%s", usage);
         return 2;
     }
     std::signal(SIGPIPE, SIG_IGN);
@@ -183,18 +200,46 @@ int main(int argc, char** argv) {
 #endif
     const std::string script = std::string(VEDIFF_BENCH_DIR) + "/torch_dit.py";
     const auto c = dit_s1();
-    if (mode != "sample") {
-        dit_trainer trainer(batch);
-        fmt::print("DiT-S/1: {} parameters, {} tokens\n", nn::parameter_count(trainer.model), c.tokens());
-        compare(fmt::format("training step, batch {}, {} threads", batch, threads).c_str(), trainer,
-                {"/usr/bin/python3", script, "train", std::to_string(threads), std::to_string(batch)}, with_torch, warmup, steps,
-                double(batch), 3.0 * forward_flops_per_sample(c) * double(batch));
-    }
-    if (mode != "train") {
-        dit_sampler sampler(64, 50, 4.0);
-        compare(fmt::format("sampling 64 images, 50 Euler steps, CFG 4, {} threads", threads).c_str(), sampler,
-                {"/usr/bin/python3", script, "sample", std::to_string(threads), "64", "50", "4"}, with_torch, 0, 1, 64.0,
-                2.0 * 64 * 50 * forward_flops_per_sample(c));
+    const auto env = [](const char* name) { const char* v = std::getenv(name); return v ? std::string(v) : std::string("unset"); };
+    fmt::print("torch's OpenBLAS: OPENBLAS_CORETYPE={}, OPENBLAS_L2_SIZE={} (benchmarks/run.sh: SkylakeX, unset)\n", env("OPENBLAS_CORETYPE"),
+               env("OPENBLAS_L2_SIZE"));
+    std::map<std::string, rates> measured;  // "train fp32", "sample bf16", ...
+    const auto run = [&]<class Precision>() {
+        const std::string p(Precision::name);
+        std::vector<std::string> extra;
+        if (Precision::rounds_operands) extra.push_back("bf16");
+        const auto with_extra = [&](std::vector<std::string> args) {
+            args.insert(args.end(), extra.begin(), extra.end());
+            return args;
+        };
+        if (mode != "sample") {
+            dit_trainer<Precision> trainer(batch);
+            fmt::print("DiT-S/1 ({}): {} parameters, {} tokens{}\n", p, nn::parameter_count(trainer.model), c.tokens(),
+                       Precision::rounds_operands ? fmt::format("; bf16 kernel: {}; torch under autocast bf16", cpu_bf16_kernel_name()) : "");
+            measured["train " + p] = compare(fmt::format("training step ({}), batch {}, {} threads", p, batch, threads).c_str(), trainer,
+                                             with_extra({"/usr/bin/python3", script, "train", std::to_string(threads), std::to_string(batch)}),
+                                             with_torch, warmup, steps, double(batch), 3.0 * forward_flops_per_sample(c) * double(batch));
+        }
+        if (mode != "train") {
+            dit_sampler<Precision> sampler(64, 50, 4.0);
+            measured["sample " + p] = compare(fmt::format("sampling ({}) 64 images, 50 Euler steps, CFG 4, {} threads", p, threads).c_str(),
+                                              sampler, with_extra({"/usr/bin/python3", script, "sample", std::to_string(threads), "64", "50", "4"}),
+                                              with_torch, 0, 1, 64.0, 2.0 * 64 * 50 * forward_flops_per_sample(c));
+        }
+    };
+    if (precision != "bf16") run.template operator()<fp32>();
+    if (precision != "fp32") run.template operator()<bf16_mixed>();
+    if (precision == "both") {
+        fmt::print("== bf16 against fp32, this invocation\n");
+        for (const char* what : {"train", "sample"}) {
+            const auto f = measured.find(std::string(what) + " fp32"), b = measured.find(std::string(what) + " bf16");
+            if (f == measured.end() || b == measured.end()) continue;
+            fmt::print("{:<7} vediff bf16 / vediff fp32 {:.2f}x", what, b->second.ours / f->second.ours);
+            if (b->second.theirs > 0 && f->second.theirs > 0)
+                fmt::print("; torch bf16 / torch fp32 {:.2f}x; vediff bf16 / torch bf16 {:.2f}x", b->second.theirs / f->second.theirs,
+                           b->second.ours / b->second.theirs);
+            fmt::print("\n");
+        }
     }
     return 0;
 }

@@ -10,8 +10,10 @@ depth 12, 6 heads, patch 1, 64 tokens, learn_sigma off), in one of two modes:
           linspace(0, 1, STEPS + 1), classifier-free guidance with scale CFG on every channel (the
           batch doubled with null labels, v = v_u + s·(v_c − v_u)).
 
-Usage: torch_dit.py train THREADS BATCH
-       torch_dit.py sample THREADS IMAGES STEPS CFG
+Usage: torch_dit.py train THREADS BATCH [bf16]
+       torch_dit.py sample THREADS IMAGES STEPS CFG [bf16]
+With bf16 last, the forward passes run under torch.autocast("cpu", dtype=torch.bfloat16) (oneDNN's
+bf16 matrix products; weights, optimizer and loss fp32), the peer of vediff's --precision bf16.
 It builds the model, prints `rss_baseline_kib` (ru_maxrss after importing torch, before the model
 is built), `parameters` (trainable scalars; pos_embed excluded) and `ready`, then serves commands
 from stdin, one a line, so that the C++ benchmark can interleave its steps with vediff's:
@@ -50,7 +52,11 @@ def vm_hwm_kib():
     return -1
 
 
-def make_train_step(model, batch):
+def autocast(bf16):
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+def make_train_step(model, batch, bf16=False):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95),
                             weight_decay=0.0)
     x1 = torch.randn(batch, IN_CHANNELS, INPUT_SIZE, INPUT_SIZE)
@@ -63,7 +69,9 @@ def make_train_step(model, batch):
         tb = t[:, None, None, None]
         xt = tb * x1 + (1 - tb) * x0
         y = drop_labels(labels, NUM_CLASSES, 0.1)
-        loss = torch.mean((model(xt, t, y) - (x1 - x0)) ** 2)
+        with autocast(bf16):
+            v = model(xt, t, y)
+        loss = torch.mean((v.float() - (x1 - x0)) ** 2)
         loss.backward()
         opt.step()
         return f"loss {loss.item():.6g}"
@@ -71,7 +79,7 @@ def make_train_step(model, batch):
     return step, batch
 
 
-def make_sample_run(model, images, steps, cfg):
+def make_sample_run(model, images, steps, cfg, bf16=False):
     model.eval()
     labels = torch.randint(0, NUM_CLASSES, (images,))
     ts = torch.linspace(0, 1, steps + 1)
@@ -81,8 +89,9 @@ def make_sample_run(model, images, steps, cfg):
         with torch.no_grad():
             x = torch.randn(images, IN_CHANNELS, INPUT_SIZE, INPUT_SIZE)
             for i in range(steps):
-                v = model.forward_with_cfg(x, ts[i].expand(images), labels, cfg)
-                x = x + (ts[i + 1] - ts[i]) * v
+                with autocast(bf16):
+                    v = model.forward_with_cfg(x, ts[i].expand(images), labels, cfg)
+                x = x + (ts[i + 1] - ts[i]) * v.float()
         return f"images_per_s {images / (time.perf_counter() - start):.3f}"
 
     return run, images
@@ -97,10 +106,11 @@ def main():
     print(f"rss_baseline_kib {max_rss_kib()}", flush=True)
 
     model = dit("S", 1, input_size=INPUT_SIZE, in_channels=IN_CHANNELS, num_classes=NUM_CLASSES, learn_sigma=False)
+    bf16 = sys.argv[-1] == "bf16"
     if mode == "train":
-        step, per_step = make_train_step(model, int(sys.argv[3]))
+        step, per_step = make_train_step(model, int(sys.argv[3]), bf16)
     else:
-        step, per_step = make_sample_run(model, int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+        step, per_step = make_sample_run(model, int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), bf16)
     print(f"parameters {sum(p.numel() for p in model.parameters() if p.requires_grad)}", flush=True)
 
     print("ready", flush=True)

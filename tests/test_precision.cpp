@@ -17,6 +17,7 @@
 #include "vediff/nn/linear.hpp"
 #include "vediff/ops/attention.hpp"
 #include "vediff/ops/gemm.hpp"
+#include "vediff/train/dit_run.hpp"
 
 using namespace vediff;
 using testing::random_tensor;
@@ -463,6 +464,24 @@ BOOST_AUTO_TEST_CASE(dit_under_bf16_mixed_stays_within_bf16_error_of_fp32) {
     BOOST_TEST(out_diff <= 4 * u);
     BOOST_TEST(out_diff > 0.05 * u);
     BOOST_TEST(worst_grad <= 16 * u);
+}
+
+BOOST_AUTO_TEST_CASE(a_run_names_its_precision_and_keeps_it) {
+    // with_precision instantiates the job for the named policy; other names are refused.
+    BOOST_TEST(with_precision("fp32", []<class P>() { return std::string(P::name); }) == "fp32");
+    BOOST_TEST(with_precision("bf16", []<class P>() { return P::rounds_operands; }));
+    BOOST_CHECK_EXCEPTION(with_precision("fp16", []<class P>() { return 0; }), std::invalid_argument, [](const std::invalid_argument& e) {
+        return std::string(e.what()) == "--precision fp16: expected fp32 or bf16";
+    });
+    // A DiT run saves its precision; configurations saved before it existed read as fp32, and an
+    // fp32 run writes none (so that they still compare equal).
+    train::dit_run_config c;
+    BOOST_TEST(!c.to_json().contains("precision"));
+    c.precision = "bf16";
+    BOOST_TEST(train::dit_run_config::from_json(c.to_json()).precision == "bf16");
+    auto old = c.to_json();
+    old.erase("precision");
+    BOOST_TEST(train::dit_run_config::from_json(old).precision == "fp32");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

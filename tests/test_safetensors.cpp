@@ -22,6 +22,7 @@
 #include "support/gradcheck.hpp"
 #include "vediff/backend/cpu.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/core/bfloat16.hpp"
 #include "vediff/io/safetensors.hpp"
 #include "vediff/train/latent_cache.hpp"
 
@@ -128,6 +129,35 @@ BOOST_AUTO_TEST_CASE(map_helpers) {
     BOOST_TEST(back.at("x").to_vector() == m.at("x").to_vector());
     BOOST_TEST(back.at("y").to_vector() == m.at("y").to_vector());
     BOOST_TEST(io::safetensors_file(dir / "m.safetensors").metadata().at("k") == "v");
+}
+
+BOOST_AUTO_TEST_CASE(bf16_tensors_are_written_rounded_and_read_back) {
+    // add_as_bf16 rounds to nearest even and stores BF16 (2 bytes a value, checksummed); the file
+    // reads back as bfloat16 bit for bit and as float exactly (every bf16 is a float).
+    temp_dir dir("safetensors");
+    auto x = testing::random_tensor<float>({5, 7}, 9);
+    x.data()[0] = 1.0f + 0x1p-8f;      // a tie: stays 1
+    x.data()[1] = 1.0f + 3 * 0x1p-8f;  // a tie: up to even
+    io::safetensors_writer w;
+    w.add_as_bf16("x", x.view());
+    w.add("y", x.view());  // F32 beside it
+    w.write(dir / "b.safetensors");
+    io::safetensors_file f(dir / "b.safetensors");
+    BOOST_TEST(f.entry("x").dtype == "BF16");
+    BOOST_TEST(f.entry("x").end - f.entry("x").begin == 2u * 35u);
+    BOOST_TEST(f.checksummed());
+    const auto as16 = f.get<bfloat16>("x");
+    const auto as32 = f.get<float>("x");
+    for (std::int64_t i = 0; i < x.numel(); ++i) {
+        BOOST_TEST(as16.data()[i].bits == bfloat16(x.data()[i]).bits);
+        BOOST_TEST(as32.data()[i] == static_cast<float>(bfloat16(x.data()[i])));
+    }
+    BOOST_TEST(as32.data()[0] == 1.0f);
+    BOOST_TEST(as32.data()[1] == 1.0f + 0x1p-6f);
+    // An F32 tensor read as bfloat16 rounds the same way.
+    const auto y16 = f.get<bfloat16>("y");
+    for (std::int64_t i = 0; i < x.numel(); ++i) BOOST_TEST(y16.data()[i].bits == bfloat16(x.data()[i]).bits);
+    BOOST_TEST(f.view<bfloat16>("x").data()[3].bits == bfloat16(x.data()[3]).bits);  // in place, no copy
 }
 
 BOOST_AUTO_TEST_CASE(reads_an_independently_written_file) {

@@ -2,7 +2,7 @@
 // The safetensors format (huggingface/safetensors): an 8-byte little-endian header length N,
 // N bytes of JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__":
 // {string: string}} padded with spaces, then the raw little-endian tensor bytes, offsets relative
-// to the end of the header. Tensors are written as F32, F64, I32 or I64 and read from F16, BF16, F32, F64,
+// to the end of the header. Tensors are written as F32, F64, BF16, I32 or I64 and read from F16, BF16, F32, F64,
 // I32 or I64, converted to the requested type (integer tensors, e.g. labels, only from I32/I64). A loaded file is validated completely (sizes, offsets, dtypes)
 // before any tensor is handed out; every problem is an io_error naming the file and the cause.
 //
@@ -37,6 +37,7 @@
 #include "vediff/core/error.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/io/atomic_file.hpp"
+#include "vediff/core/bfloat16.hpp"
 #include "vediff/io/checksum.hpp"
 #include "vediff/io/mapped_file.hpp"
 #include "vediff/nn/layer.hpp"
@@ -58,7 +59,8 @@ inline std::size_t safetensors_dtype_size(std::string_view dtype) {
 /// The dtype a tensor of T is stored as when no conversion is needed (labels are int32 or int64).
 template <class T>
 constexpr const char* safetensors_native_dtype() {
-    if constexpr (std::is_same_v<T, std::int32_t>) return "I32";
+    if constexpr (std::is_same_v<T, bfloat16>) return "BF16";
+    else if constexpr (std::is_same_v<T, std::int32_t>) return "I32";
     else if constexpr (std::is_same_v<T, std::int64_t>) return "I64";
     else if constexpr (std::is_same_v<T, double>) return "F64";
     else return "F32";
@@ -67,9 +69,9 @@ constexpr const char* safetensors_native_dtype() {
 /// The dtype vediff writes a tensor of T as.
 template <class T>
 constexpr const char* safetensors_dtype_of() {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, std::int32_t> ||
-                      std::is_same_v<T, std::int64_t>,
-                  "safetensors: vediff writes float (F32), double (F64), int32 (I32) or int64 (I64)");
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> || std::is_same_v<T, bfloat16> ||
+                      std::is_same_v<T, std::int32_t> || std::is_same_v<T, std::int64_t>,
+                  "safetensors: vediff writes float (F32), double (F64), bfloat16 (BF16), int32 (I32) or int64 (I64)");
     return safetensors_native_dtype<T>();
 }
 
@@ -198,6 +200,10 @@ public:
                     fail(fmt::format("tensor '{}' holds {} at element {}, out of range for the destination", name, v, i));
                 host[i] = static_cast<T>(v);
             }
+        } else if constexpr (std::is_same_v<T, bfloat16>) {
+            // Another dtype into bf16: through float, rounded to nearest even (F64 via float: a
+            // double rounding that can differ from direct rounding only on exact float ties).
+            for (std::size_t i = 0; i < n; ++i) host[i] = bfloat16(static_cast<float>(element_as_double(e.dtype, src, i)));
         } else {
             for (std::size_t i = 0; i < n; ++i) host[i] = static_cast<T>(element_as_double(e.dtype, src, i));
         }
@@ -443,7 +449,7 @@ inline metadata_map with_checksums(metadata_map metadata, const std::map<std::st
     return metadata;
 }
 
-/// Collects named tensors (copied to the host as F32, F64, I32 or I64) and writes them atomically,
+/// Collects named tensors (copied to the host as F32, F64, BF16, I32 or I64) and writes them atomically,
 /// with their checksums.
 class safetensors_writer {
 public:
@@ -455,6 +461,15 @@ public:
         item it{detail::safetensors_dtype_of<T>(), t.shape(), std::vector<char>(host.size() * sizeof(T))};
         if (!host.empty()) std::memcpy(it.bytes.data(), host.data(), it.bytes.size());
         items_.emplace(name, std::move(it));
+    }
+    /// A float tensor stored as BF16, each value rounded to nearest even (half the bytes; what
+    /// PyTorch's bf16 checkpoints hold).
+    template <device D>
+    void add_as_bf16(const std::string& name, const tensor_view<float, D>& t) {
+        const auto host = t.to_vector();
+        tensor<bfloat16, cpu> rounded(t.shape());
+        round_to_bfloat16(rounded.data(), host.data(), static_cast<std::int64_t>(host.size()));
+        add(name, rounded.view());
     }
     void add_metadata(const std::string& key, const std::string& value) {
         if (key == checksum_metadata_key) throw std::invalid_argument(fmt::format("safetensors_writer: metadata key '{}' is reserved", key));
