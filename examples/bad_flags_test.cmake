@@ -43,6 +43,8 @@ set(cases
   "classifier|--epochs,-1,--out,${out}|--epochs -1: must be a positive integer"
   "classifier|--lr,0,--out,${out}|--lr 0: must be > 0"
   "experiment|--stop-after,-2,--out,${out}|--stop-after -2: must be an integer ≥ 0"
+  "eval|--samples,${WORK}/missing,--out,${out}|--samples .*/missing: no such directory"
+  "toy|--samples,0,--out,${out}|--samples 0: must be a positive integer"
   "experiment|--inception-weights,${WORK}/missing.safetensors,--out,${out}|--inception-weights .*/missing.safetensors: no such file"
 )
 set(failures 0)
@@ -74,6 +76,14 @@ foreach(case IN LISTS cases)
     message(STATUS "ok: vediff ${command} ${rest} -> ${err}")
   endif()
 endforeach()
+# A flag name that means different things in two subcommands is checked as each means it: eval's
+# --samples is a directory (toy's a count, above), so a directory passes the table and eval goes on
+# to its own check of what the directory holds.
+execute_process(COMMAND ${VEDIFF} eval --samples ${WORK}/a_directory --out ${out} RESULT_VARIABLE rc ERROR_VARIABLE err)
+if(rc EQUAL 0 OR NOT err MATCHES "a_directory/samples.safetensors: no such file")
+  message(SEND_ERROR "vediff eval --samples <a directory>: exit ${rc}, expected its samples.safetensors to be looked for\n  stderr: ${err}")
+  math(EXPR failures "${failures} + 1")
+endif()
 list(LENGTH cases total)
 if(failures GREATER 0)
   message(FATAL_ERROR "${failures} of ${total} bad command lines were not answered as expected")

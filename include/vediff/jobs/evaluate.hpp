@@ -418,10 +418,11 @@ template <class Devices = cpu_only>
 int evaluate_main(int argc, char** argv, const std::string& program = "vediff eval") {
     cxxopts::Options options(program, "Tokenizer and sample metrics against the Fashion-MNIST test set");
     add_eval_options<Devices>(options);
+    // --samples is a sample directory here (toy's --samples is a count).
     return run_command(options, argc, argv, [](const cxxopts::ParseResult& a) {
         (void)evaluate<Devices>(read_eval_options<Devices>(a));
         return 0;
-    });
+    }, {{"samples", flag_kind::existing_directory}});
 }
 
 } // namespace vediff::jobs
