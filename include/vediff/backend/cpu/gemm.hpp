@@ -143,18 +143,10 @@ struct gemm_kernels<cpu> {
             {
 #pragma omp for schedule(static)
                 for (std::int64_t jp = 0; jp < panels; ++jp) cpu_detail::pack_b_bf16_whole(packed, b, ldb, transpose_b, k, n, jp, jp + 1);
-                // Rows in guided chunks of whole tiles, as packed_row_parts.
-                for (;;) {
-                    std::int64_t first = next_tile.load(std::memory_order_relaxed), count = 0;
-                    do {
-                        if (first >= tiles) break;
-                        count = std::min(tiles - first, std::max<std::int64_t>(4, (tiles - first) / (2 * s.threads)));
-                    } while (!next_tile.compare_exchange_weak(first, first + count, std::memory_order_relaxed));
-                    if (first >= tiles) break;
-                    const std::int64_t lo = first * blocking::mr, hi = std::min(m, (first + count) * blocking::mr);
+                take_row_chunks(next_tile, tiles, blocking::mr, m, s.threads, [&](std::int64_t lo, std::int64_t hi) {
                     cpu_detail::bf16_gemm_prepacked(hi - lo, n, k, alpha, transpose_a ? a + lo : a + lo * lda, lda, transpose_a,
                                                     packed, beta, c + lo * ldc, ldc, bias);
-                }
+                });
             }
             return;
         }
@@ -284,6 +276,24 @@ private:
         return s;
     }
 
+    /// Inside a parallel region: rows of C in guided chunks of whole tiles of `mr` rows, each
+    /// thread taking half its fair share of what is left (at least 4 tiles), so the threads finish
+    /// within a few tiles of each other and one the OS preempts only makes the others take more.
+    /// Calls rows(lo, hi) for each chunk taken.
+    template <class Rows>
+    static void take_row_chunks(std::atomic<std::int64_t>& next_tile, std::int64_t tiles, std::int64_t mr, std::int64_t m, int threads,
+                                Rows&& rows) {
+        for (;;) {
+            std::int64_t first = next_tile.load(std::memory_order_relaxed), count = 0;
+            do {
+                if (first >= tiles) break;
+                count = std::min(tiles - first, std::max<std::int64_t>(4, (tiles - first) / (2 * threads)));
+            } while (!next_tile.compare_exchange_weak(first, first + count, std::memory_order_relaxed));
+            if (first >= tiles) break;
+            rows(first * mr, std::min(m, (first + count) * mr));
+        }
+    }
+
 #if defined(__AVX512F__)
     /// A product for the packed kernel whose rows are split among threads: op(B) is packed once,
     /// by all threads, and shared, instead of once per part (for a Linear at 8192 tokens, 8
@@ -307,17 +317,10 @@ private:
         {
 #pragma omp for schedule(static)
             for (std::int64_t jp = 0; jp < panels; ++jp) cpu_detail::pack_b_whole(packed, b, ldb, transpose_b, k, n, jp, jp + 1);
-            for (;;) {
-                std::int64_t first = next_tile.load(std::memory_order_relaxed), count = 0;
-                do {
-                    if (first >= tiles) break;
-                    count = std::min(tiles - first, std::max<std::int64_t>(4, (tiles - first) / (2 * s.threads)));
-                } while (!next_tile.compare_exchange_weak(first, first + count, std::memory_order_relaxed));
-                if (first >= tiles) break;
-                const std::int64_t lo = first * blocking::mr, hi = std::min(m, (first + count) * blocking::mr);
+            take_row_chunks(next_tile, tiles, blocking::mr, m, s.threads, [&](std::int64_t lo, std::int64_t hi) {
                 cpu_detail::packed_gemm_prepacked(hi - lo, n, k, alpha, transpose_a ? a + lo : a + lo * lda, lda, transpose_a,
                                                   packed, beta, c + lo * ldc, ldc, bias);
-            }
+            });
         }
         return true;
     }
