@@ -3,7 +3,9 @@
 // second and peak memory, for vediff and, in the same invocation, the same LDM architecture in
 // PyTorch (benchmarks/torch_tokenizer.py) on the same thread count. Default: the issue's target,
 // batch 64 of 1×32×32, ch 64, ch_mult (1, 2, 2), 1 res block, z_channels 4.
-//   bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch]
+//   bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch] [--precision fp32|bf16]
+//   --precision bf16: the tokenizer's convolutions under bf16_mixed (core/precision.hpp), against PyTorch
+//       with encode and decode under torch.autocast("cpu", dtype=torch.bfloat16) (oneDNN); the critics fp32
 //   bench_tokenizer --recipe [--resolution R] ...   LDM's real-resolution step: the f8c4 tokenizer (SD's
 //       VAE) on batch 4 of 3×256×256 by default, + LPIPS (full VGG16, random weights) + the PatchGAN
 //       (ndf 64) with the adaptive weight, and the discriminator's own step (train/tokenizer_critics.hpp)
@@ -46,6 +48,7 @@
 
 #include "peer.hpp"
 #include "vediff/backend/cpu.hpp"
+#include "vediff/core/precision.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/loss/magnitude.hpp"
 #include "vediff/loss/reconstruction.hpp"
@@ -71,9 +74,10 @@ constexpr const char* phase_names[phase_count] = {"encode",          "posterior 
                                                   "AdamW + zero grad"};
 using critics_type = train::tokenizer_critics<float, cpu, distributed::single_process>;
 
-/// vediff's side: the agreed training step of the tokenizer.
+/// vediff's side: the agreed training step of the tokenizer, its convolutions under precision P.
+template <class P>
 struct vediff_trainer {
-    models::autoencoder_kl<float> ae;
+    models::autoencoder_kl<float, cpu, P> ae;
     optim::adamw<float> opt;
     loss::tokenizer_loss<loss::reconstruction<loss::l1>, loss::variance_expansion, loss::magnitude_regularizer> objective;
     philox_generator noise_gen{.seed = 2};
@@ -153,6 +157,7 @@ int main(int argc, char** argv) {
     int threads = 2, warmup = 2, steps = 7;
     std::int64_t batch = 0, resolution = 256;
     bool with_torch = true, recipe = false, sequential = false, trace_memory = false;
+    std::string precision = "fp32";
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--threads" && i + 1 < argc) threads = std::atoi(argv[++i]);
@@ -165,9 +170,10 @@ int main(int argc, char** argv) {
         else if (a == "--memory") trace_memory = true;
         else if (a == "--cache-mib" && i + 1 < argc) memory<cpu>::set_cache_budget(std::size_t(std::atoll(argv[++i])) << 20);
         else if (a == "--resolution" && i + 1 < argc) resolution = std::atoll(argv[++i]);
+        else if (a == "--precision" && i + 1 < argc && is_precision_name(argv[i + 1])) precision = argv[++i];
         else {
             std::fprintf(stderr, "usage: bench_tokenizer [--threads N] [--warmup W] [--steps S] [--batch B] [--no-torch] "
-                                 "[--recipe [--resolution R]] [--sequential] [--cache-mib M] [--memory]\n");
+                                 "[--recipe [--resolution R]] [--sequential] [--cache-mib M] [--memory] [--precision fp32|bf16]\n");
             return 2;
         }
     }
@@ -181,15 +187,16 @@ int main(int argc, char** argv) {
 #ifdef _OPENMP
     omp_set_num_threads(threads);
 #endif
+    return with_precision(precision, [&]<class P>() -> int {
     // Default: ch 64, ch_mult (1, 2, 2), 1 res block, z 4 on 1×32×32; --recipe: SD's VAE on RGB.
     const models::autoencoder_config cfg = recipe ? models::published_autoencoder("f8c4", resolution) : models::autoencoder_config{};
     if (recipe)
         fmt::print("LDM's recipe: + LPIPS (VGG16, weight 1 per pixel) + PatchGAN (ndf 64, hinge, adaptive weight) + the "
                    "discriminator's AdamW step\n");
     fmt::print("tokenizer training step (encode + sample + decode + l1/VE/magnitude loss + backward + AdamW), "
-               "batch {} of {}×{}×{}, ch {}, {} threads; median of {} steps after {} warm-up steps, the libraries "
+               "batch {} of {}×{}×{}, ch {}, {} threads, precision {}; median of {} steps after {} warm-up steps, the libraries "
                "taking turns\n",
-               batch, cfg.in_channels, cfg.resolution, cfg.resolution, cfg.ch, threads, steps, warmup);
+               batch, cfg.in_channels, cfg.resolution, cfg.resolution, cfg.ch, threads, P::name, steps, warmup);
     fmt::print("load average before: {}\n", load_average());
     std::fflush(stdout);
 
@@ -203,7 +210,8 @@ int main(int argc, char** argv) {
         }
         theirs.ok = peer.start({"/usr/bin/python3", std::string(VEDIFF_BENCH_DIR) + "/torch_tokenizer.py", std::to_string(threads),
                                 std::to_string(batch), std::to_string(cfg.ch), mult, std::to_string(cfg.num_res_blocks),
-                                std::to_string(cfg.z_channels), std::to_string(cfg.resolution), recipe ? "recipe" : "plain"});
+                                std::to_string(cfg.z_channels), std::to_string(cfg.resolution), recipe ? "recipe" : "plain",
+                                std::string(P::name)});
         if (theirs.ok) {
             theirs.rss_baseline_kib = long(peer.header().count("rss_baseline_kib") ? peer.header().at("rss_baseline_kib") : 0);
             theirs.parameters = std::int64_t(peer.header().count("parameters") ? peer.header().at("parameters") : 0);
@@ -213,7 +221,7 @@ int main(int argc, char** argv) {
     }
 
     ours.rss_baseline_kib = self_usage().ru_maxrss;
-    auto trainer = std::make_unique<vediff_trainer>(cfg, batch, recipe);
+    auto trainer = std::make_unique<vediff_trainer<P>>(cfg, batch, recipe);
     trainer->trace_memory = trace_memory;
     ours.parameters = nn::parameter_count(trainer->ae);
     ours.ok = true;
@@ -299,4 +307,5 @@ int main(int argc, char** argv) {
     fmt::print("other processes used {:.0f}% of the CPUs during the timed steps; load average after: {}\n", others,
                load_average());
     return 0;
+    });
 }

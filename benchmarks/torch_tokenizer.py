@@ -4,7 +4,9 @@ model vediff's parity fixtures come from; GroupNorm(32) here), with the loss of 
 defaults: l1 reconstruction + variance expansion + magnitude, each summed over an image and
 averaged over the batch.
 
-Usage: torch_tokenizer.py THREADS BATCH CH CH_MULT(e.g. 1,2,2) NUM_RES_BLOCKS Z_CHANNELS RESOLUTION [recipe]
+Usage: torch_tokenizer.py THREADS BATCH CH CH_MULT(e.g. 1,2,2) NUM_RES_BLOCKS Z_CHANNELS RESOLUTION [recipe|plain] [bf16]
+With bf16 last, the tokenizer's encode and decode run under torch.autocast("cpu", dtype=torch.bfloat16)
+(oneDNN's bf16 convolutions; weights, optimizer and losses fp32), the peer of vediff's bf16_mixed.
 With `recipe`: LDM's real-resolution step on RGB images (the code of LDM's LPIPSWithDiscriminator,
 written here on tests/fixtures/tokenizer_critics.py's networks, random weights): L1 + LPIPS added
 to every pixel (weight 1) + VE + magnitude + the hinge PatchGAN term (ndf 64) with LDM's adaptive
@@ -61,6 +63,7 @@ def main():
     ch_mult = tuple(int(v) for v in sys.argv[4].split(","))
     num_res_blocks, z_channels, resolution = (int(v) for v in sys.argv[5:8])
     recipe = len(sys.argv) > 8 and sys.argv[8] == "recipe"
+    bf16 = sys.argv[-1] == "bf16"
     channels = 3 if recipe else 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -84,10 +87,14 @@ def main():
     def forward():
         """encode, posterior sample (logvar clamped as LDM's), decode: mean, logvar, z, x_hat."""
         opt.zero_grad(set_to_none=False)
-        mean, logvar = torch.chunk(model.encode(x), 2, dim=1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            moments = model.encode(x)
+        mean, logvar = torch.chunk(moments.float(), 2, dim=1)
         logvar = torch.clamp(logvar, -30.0, 20.0)
         z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-        return mean, logvar, z, model.decode(z)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            x_hat = model.decode(z)
+        return mean, logvar, z, x_hat.float()
 
     def recipe_step():
         mean, logvar, z, x_hat = forward()

@@ -29,6 +29,7 @@ set(cases
   "train-dit|--latents,${WORK}/a_directory,--out,${out}|--latents .*/a_directory: a directory, where a file is expected"
   "train-dit|--ema,1.5,--out,${out}|--ema 1.5: must be in .0, 1.$"
   "train-dit|--latents,${WORK}/a_file,--precision,fp16,--out,${out}|--precision fp16: expected fp32 or bf16"
+  "train-tokenizer|--precision,bf8,--out,${out}|--precision bf8: expected fp32 or bf16"
   "sample|--dit,${WORK}/a_directory,--no-classifier,--precision,fp16,--out,${out}|--precision fp16: expected fp32 or bf16"
   "train-dit|--class-dropout,-0.1,--out,${out}|--class-dropout -0.1: must be in .0, 1.$"
   "train-dit|--depth,0,--out,${out}|--depth 0: must be a positive integer"

@@ -138,8 +138,8 @@ inline weight_naming detect_weight_naming(const safetensors_file& f) {
 /// loss (names starting "loss.", which LDM checkpoints carry: LPIPS, the discriminator) are
 /// skipped; any other tensor the model lacks is an error. All problems are reported together and
 /// the model is untouched when there is any. Returns the naming the file had.
-template <class T, device D>
-weight_naming load_autoencoder_weights(const std::filesystem::path& path, models::autoencoder_kl<T, D>& ae) {
+template <class T, device D, precision_policy P>
+weight_naming load_autoencoder_weights(const std::filesystem::path& path, models::autoencoder_kl<T, D, P>& ae) {
     const safetensors_file f(path);
     const weight_naming naming = detect_weight_naming(f);
     const std::int64_t levels = ae.config.levels();
@@ -180,8 +180,8 @@ weight_naming load_autoencoder_weights(const std::filesystem::path& path, models
 }
 
 /// Writes the tokenizer's weights in the given naming (atomically, like every safetensors write).
-template <class T, device D>
-void save_autoencoder_weights(const std::filesystem::path& path, models::autoencoder_kl<T, D>& ae, weight_naming naming,
+template <class T, device D, precision_policy P>
+void save_autoencoder_weights(const std::filesystem::path& path, models::autoencoder_kl<T, D, P>& ae, weight_naming naming,
                               const metadata_map& metadata = {}) {
     safetensors_writer w;
     const std::int64_t levels = ae.config.levels();

@@ -83,6 +83,9 @@ struct tokenizer_job {
     models::sigma_vae_noise sigma_vae;  // --loss sigma-vae: the law of the fixed latent noise
     std::string reduction = "per_image_sum";
     train::critic_config critics;  // LPIPS and the PatchGAN discriminator, off unless their weights are > 0
+    // fp32 | bf16: the tokenizer's convolutions on bf16 operands with fp32 sums and master weights
+    // (core/precision.hpp: bf16_mixed); the critics, norms, attention and losses stay fp32.
+    std::string precision = "fp32";
     // Optimization.
     std::int64_t steps = 2000, batch = 32, warmup = 100;
     double lr = 1e-3, beta1 = 0.5, beta2 = 0.9, weight_decay = 0.0, clip = 0.0;
@@ -113,6 +116,7 @@ struct tokenizer_job {
             j["sigma_vae_law"] = models::sigma_vae_noise::law_name(sigma_vae.distribution);
         }
         if (critics.perceptual() || critics.adversarial()) j["critics"] = critics.to_json();
+        if (precision != "fp32") j["precision"] = precision;
         return j;
     }
 };
@@ -209,8 +213,8 @@ inline datasets load_data(const tokenizer_job& cfg) {
 
 /// Test-set reconstruction quality and latent statistics of the trained tokenizer (the model on D,
 /// the metrics on the host).
-template <device D>
-nlohmann::json evaluate(models::autoencoder_kl<float, D>& ae, const test_images& test, std::int64_t max_images, std::uint64_t seed,
+template <device D, precision_policy P>
+nlohmann::json evaluate(models::autoencoder_kl<float, D, P>& ae, const test_images& test, std::int64_t max_images, std::uint64_t seed,
                         const fs::path& grid_path, const std::optional<models::sigma_vae_noise>& sigma_vae) {
     const std::int64_t n = std::min(max_images, test.size);
     const std::int64_t batch = 100;
@@ -271,7 +275,7 @@ std::pair<double, std::vector<double>> global_latent_statistics(Parallel& parall
     return {global[0], stds};
 }
 
-template <device D, class Loss, class Comm>
+template <device D, precision_policy Precision, class Loss, class Comm>
 nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     const fs::path out_dir = cfg.out;
     const fs::path checkpoint_dir = out_dir / "checkpoint";
@@ -299,7 +303,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     }
     cfg.model.in_channels = cfg.model.out_channels = sets.channels;
     cfg.model.resolution = sets.resolution;
-    using model_type = models::autoencoder_kl<float, D>;
+    using model_type = models::autoencoder_kl<float, D, Precision>;
     model_type ae(cfg.model, cfg.seed);
     if (!cfg.init_from.empty() && !cfg.resume) {
         const auto naming = io::load_autoencoder_weights(cfg.init_from, ae);
@@ -468,7 +472,7 @@ nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     return metrics;
 }
 
-template <class Norm, device D, class Comm>
+template <class Norm, device D, precision_policy Precision, class Comm>
 nlohmann::json train_with(const tokenizer_job& cfg, Comm& comm) {
     const auto mode = loss::parse_reduction(cfg.reduction);
     const loss::reconstruction<Norm> rec;
@@ -476,19 +480,19 @@ nlohmann::json train_with(const tokenizer_job& cfg, Comm& comm) {
     const loss::magnitude_regularizer mag({.weight = cfg.magnitude_weight, .tau = cfg.tau});
     const loss::kl_divergence kl({.weight = cfg.kl_weight});
     if (cfg.loss == "ve")
-        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer>{{rec, ve, mag}, mode}, comm);
+        return train<D, Precision>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer>{{rec, ve, mag}, mode}, comm);
     if (cfg.loss == "ve+kl")
-        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer,
+        return train<D, Precision>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::variance_expansion, loss::magnitude_regularizer,
                                                   loss::kl_divergence>{{rec, ve, mag, kl}, mode}, comm);
-    if (cfg.loss == "kl") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode}, comm);
+    if (cfg.loss == "kl") return train<D, Precision>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::kl_divergence>{{rec, kl}, mode}, comm);
     if (cfg.loss == "sigma-vae") {
         // The noise is the regularizer; the magnitude term (VE's second, here on μ) keeps μ from
         // outgrowing it.
         cfg.sigma_vae.validate();
         const loss::magnitude_regularizer mag_of_mean({.weight = cfg.magnitude_weight, .tau = cfg.tau, .of_mean = true});
-        return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::magnitude_regularizer>{{rec, mag_of_mean}, mode}, comm);
+        return train<D, Precision>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>, loss::magnitude_regularizer>{{rec, mag_of_mean}, mode}, comm);
     }
-    if (cfg.loss == "none") return train<D>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode}, comm);
+    if (cfg.loss == "none") return train<D, Precision>(cfg, loss::tokenizer_loss<loss::reconstruction<Norm>>{{rec}, mode}, comm);
     throw usage_error(fmt::format("--loss {}: expected ve, kl, ve+kl, sigma-vae or none", cfg.loss));
 }
 
@@ -514,9 +518,11 @@ template <class Devices = cpu_only, class Comm>
 nlohmann::json train_tokenizer(const tokenizer_job& cfg, Comm& comm) {
     return with_device<Devices>(cfg.device, [&]<device D>() {
         if (comm.size() > 1) device_selection<D>::use(comm.local_rank());  // one GPU per rank, before the first tensor on D
-        if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1, D>(cfg, comm);
-        if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2, D>(cfg, comm);
-        throw usage_error(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
+        return with_precision(cfg.precision, [&]<precision_policy Precision>() {
+            if (cfg.reconstruction == "l1") return tokenizer_detail::train_with<loss::l1, D, Precision>(cfg, comm);
+            if (cfg.reconstruction == "l2") return tokenizer_detail::train_with<loss::l2, D, Precision>(cfg, comm);
+            throw usage_error(fmt::format("--reconstruction {}: expected l1 or l2", cfg.reconstruction));
+        });
     });
 }
 
@@ -584,7 +590,9 @@ void add_tokenizer_options(cxxopts::Options& options) {
         ("weight-decay", "AdamW decoupled weight decay", cxxopts::value<double>()->default_value(dflt(d.weight_decay)))
         ("warmup", "linear warmup steps", cxxopts::value<std::int64_t>()->default_value(dflt(d.warmup)))
         ("clip", "clip the global gradient norm to this (0: off)", cxxopts::value<double>()->default_value(dflt(d.clip)))
-        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)));
+        ("seed", "random seed", cxxopts::value<std::uint64_t>()->default_value(dflt(d.seed)))
+        ("precision", "fp32 | bf16 (convolutions on bf16 operands, fp32 accumulation and master weights)",
+         cxxopts::value<std::string>()->default_value(d.precision));
     options.add_options("output")
         ("out", "output directory", cxxopts::value<std::string>()->default_value(d.out))
         ("resume", "continue from OUT/checkpoint")
@@ -624,6 +632,8 @@ tokenizer_job read_tokenizer_options(const cxxopts::ParseResult& a) {
     cfg.init_from = a["init-from"].as<std::string>();
     cfg.loss = a["loss"].as<std::string>();
     cfg.reconstruction = a["reconstruction"].as<std::string>();
+    cfg.precision = a["precision"].as<std::string>();
+    if (!is_precision_name(cfg.precision)) throw usage_error(fmt::format("--precision {}: expected fp32 or bf16", cfg.precision));
     cfg.ve_weight = a["ve-weight"].as<double>();
     cfg.delta = a["delta"].as<double>();
     cfg.magnitude_weight = a["magnitude-weight"].as<double>();

@@ -25,13 +25,13 @@ struct attn_block_config {
 };
 
 /// The AttnBlock without its residual connection: norm → q, k, v → attention → proj_out.
-template <class T = float, device D = cpu>
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct spatial_self_attention {
     using value_type = T;
     using device_type = D;
 
     nn::group_norm<T, D> norm;
-    nn::conv2d<T, D> q, k, v, proj_out;  // 1×1, C → C
+    nn::conv2d<T, D, P> q, k, v, proj_out;  // 1×1, C → C
 
     spatial_self_attention() = default;
     /// 1×1 convolutions initialized as PyTorch's defaults, drawn as nn::initialize(*this, seed) draws them.
@@ -84,8 +84,8 @@ struct spatial_self_attention {
     }
 
 private:
-    static nn::conv2d<T, D> conv1x1(std::int64_t channels) {
-        return nn::conv2d<T, D>({.in_channels = channels, .out_channels = channels, .kernel_size = 1});
+    static nn::conv2d<T, D, P> conv1x1(std::int64_t channels) {
+        return nn::conv2d<T, D, P>({.in_channels = channels, .out_channels = channels, .kernel_size = 1});
     }
     /// (B, C, H, W) seen as (B, C, H·W).
     static tensor_view<T, D> flat(const tensor_view<T, D>& t) { return t.reshape({t.dim(0), t.dim(1), -1}); }
@@ -97,11 +97,11 @@ private:
 };
 
 /// y = x + spatial_self_attention(x); parameters `norm`, `q`, `k`, `v`, `proj_out` as in LDM.
-template <class T = float, device D = cpu>
-struct attn_block : nn::residual<spatial_self_attention<T, D>> {
-    using base = nn::residual<spatial_self_attention<T, D>>;
+template <class T = float, device D = cpu, precision_policy P = fp32>
+struct attn_block : nn::residual<spatial_self_attention<T, D, P>> {
+    using base = nn::residual<spatial_self_attention<T, D, P>>;
     attn_block() = default;
-    explicit attn_block(const attn_block_config& c, std::uint64_t seed = 0) : base(spatial_self_attention<T, D>(c, seed)) {}
+    explicit attn_block(const attn_block_config& c, std::uint64_t seed = 0) : base(spatial_self_attention<T, D, P>(c, seed)) {}
 };
 
 } // namespace vediff::models

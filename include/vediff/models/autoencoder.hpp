@@ -22,22 +22,23 @@
 
 namespace vediff::models {
 
-template <class T = float, device D = cpu>
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct autoencoder_kl {
     using value_type = T;
     using device_type = D;
+    using precision = P;  // of every convolution; the spatial attention's products and the norms stay fp32
 
     autoencoder_config config;
-    models::encoder<T, D> encoder;
-    models::decoder<T, D> decoder;
-    nn::conv2d<T, D> quant_conv;       // 1×1, 2·z_channels → 2·embed_dim
-    nn::conv2d<T, D> post_quant_conv;  // 1×1, embed_dim → z_channels
+    models::encoder<T, D, P> encoder;
+    models::decoder<T, D, P> decoder;
+    nn::conv2d<T, D, P> quant_conv;       // 1×1, 2·z_channels → 2·embed_dim
+    nn::conv2d<T, D, P> post_quant_conv;  // 1×1, embed_dim → z_channels
 
     /// Weights as nn::initialize(*this, seed) draws them: each parameter from its own key.
     explicit autoencoder_kl(const autoencoder_config& c, std::uint64_t seed = 0) : config(c) {
         config.validate();
-        encoder = models::encoder<T, D>(config);
-        decoder = models::decoder<T, D>(config);
+        encoder = models::encoder<T, D, P>(config);
+        decoder = models::decoder<T, D, P>(config);
         quant_conv = conv1x1(2 * config.z_channels, 2 * config.embed_dim);
         post_quant_conv = conv1x1(config.embed_dim, config.z_channels);
         nn::initialize(*this, seed);
@@ -96,8 +97,8 @@ struct autoencoder_kl {
     }
 
 private:
-    static nn::conv2d<T, D> conv1x1(std::int64_t in, std::int64_t out) {
-        return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 1});
+    static nn::conv2d<T, D, P> conv1x1(std::int64_t in, std::int64_t out) {
+        return nn::conv2d<T, D, P>({.in_channels = in, .out_channels = out, .kernel_size = 1});
     }
 
     tensor<T, D> h_;       // (B, 2·z_channels, h, w), the encoder's output

@@ -20,25 +20,25 @@
 
 namespace vediff::models {
 
-template <class T = float, device D = cpu>
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct decoder {
     using value_type = T;
     using device_type = D;
-    using level = resolution_level<T, D, nn::named<"upsample", upsample<T, D>>>;
+    using level = resolution_level<T, D, nn::named<"upsample", upsample<T, D, P>>, P>;
 
-    nn::conv2d<T, D> conv_in;
-    mid_block<T, D> mid;
+    nn::conv2d<T, D, P> conv_in;
+    mid_block<T, D, P> mid;
     nn::module_list<level> up;  // up[i] is level i; up[0] the finest
-    output_head<T, D> head;     // norm_out, conv_out
+    output_head<T, D, P> head;     // norm_out, conv_out
 
     decoder() = default;
     /// Weights as nn::initialize(*this, seed) draws them.
     explicit decoder(const autoencoder_config& c, std::uint64_t seed = 0) {
         c.validate();
         std::int64_t channels = c.level_channels(c.levels() - 1), res = c.latent_resolution();
-        conv_in = nn::conv2d<T, D>(
+        conv_in = nn::conv2d<T, D, P>(
             {.in_channels = c.z_channels, .out_channels = channels, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
-        mid = mid_block<T, D>(channels, c.norm_groups, c.norm_eps);
+        mid = mid_block<T, D, P>(channels, c.norm_groups, c.norm_eps);
         // Built coarsest first (LDM's order), stored finest first.
         std::vector<level> levels;
         for (std::int64_t i = c.levels(); i-- > 0;) {
@@ -53,7 +53,7 @@ struct decoder {
             if (i != 0) res *= 2;
         }
         for (std::size_t i = levels.size(); i-- > 0;) up.push_back(std::move(levels[i]));
-        head = output_head<T, D>(channels, c.out_channels, c.norm_groups, c.norm_eps);
+        head = output_head<T, D, P>(channels, c.out_channels, c.norm_groups, c.norm_eps);
         nn::initialize(*this, seed);
     }
 

@@ -19,22 +19,22 @@
 
 namespace vediff::models {
 
-template <class T = float, device D = cpu>
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct encoder {
     using value_type = T;
     using device_type = D;
-    using level = resolution_level<T, D, nn::named<"downsample", downsample<T, D>>>;
+    using level = resolution_level<T, D, nn::named<"downsample", downsample<T, D, P>>, P>;
 
-    nn::conv2d<T, D> conv_in;
+    nn::conv2d<T, D, P> conv_in;
     nn::module_list<level> down;
-    mid_block<T, D> mid;
-    output_head<T, D> head;  // norm_out, conv_out
+    mid_block<T, D, P> mid;
+    output_head<T, D, P> head;  // norm_out, conv_out
 
     encoder() = default;
     /// Weights as nn::initialize(*this, seed) draws them.
     explicit encoder(const autoencoder_config& c, std::uint64_t seed = 0) {
         c.validate();
-        conv_in = nn::conv2d<T, D>(
+        conv_in = nn::conv2d<T, D, P>(
             {.in_channels = c.in_channels, .out_channels = c.ch, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
         std::int64_t res = c.resolution, channels = c.ch;
         for (std::int64_t i = 0; i < c.levels(); ++i) {
@@ -49,8 +49,8 @@ struct encoder {
             channels = c.level_channels(i);
             if (!last) res /= 2;
         }
-        mid = mid_block<T, D>(channels, c.norm_groups, c.norm_eps);
-        head = output_head<T, D>(channels, 2 * c.z_channels, c.norm_groups, c.norm_eps);
+        mid = mid_block<T, D, P>(channels, c.norm_groups, c.norm_eps);
+        head = output_head<T, D, P>(channels, 2 * c.z_channels, c.norm_groups, c.norm_eps);
         nn::initialize(*this, seed);
     }
 

@@ -9,22 +9,22 @@
 
 namespace vediff::models {
 
-template <class T, device D>
-using mid_block_base = nn::sequential<nn::named<"block_1", resnet_block<T, D>>, nn::named<"attn_1", attn_block<T, D>>,
-                                      nn::named<"block_2", resnet_block<T, D>>>;
+template <class T, device D, precision_policy P = fp32>
+using mid_block_base = nn::sequential<nn::named<"block_1", resnet_block<T, D, P>>, nn::named<"attn_1", attn_block<T, D, P>>,
+                                      nn::named<"block_2", resnet_block<T, D, P>>>;
 
-template <class T = float, device D = cpu>
-struct mid_block : mid_block_base<T, D> {
+template <class T = float, device D = cpu, precision_policy P = fp32>
+struct mid_block : mid_block_base<T, D, P> {
     mid_block() = default;
     mid_block(std::int64_t channels, std::int64_t norm_groups, double norm_eps)
-        : mid_block_base<T, D>(make(channels, norm_groups, norm_eps)) {}
+        : mid_block_base<T, D, P>(make(channels, norm_groups, norm_eps)) {}
 
 private:
-    static mid_block_base<T, D> make(std::int64_t channels, std::int64_t groups, double eps) {
+    static mid_block_base<T, D, P> make(std::int64_t channels, std::int64_t groups, double eps) {
         const resnet_block_config block{.in_channels = channels, .out_channels = channels, .norm_groups = groups, .norm_eps = eps};
-        return mid_block_base<T, D>(resnet_block<T, D>(block),
-                                    attn_block<T, D>({.channels = channels, .norm_groups = groups, .norm_eps = eps}),
-                                    resnet_block<T, D>(block));
+        return mid_block_base<T, D, P>(resnet_block<T, D, P>(block),
+                                    attn_block<T, D, P>({.channels = channels, .norm_groups = groups, .norm_eps = eps}),
+                                    resnet_block<T, D, P>(block));
     }
 };
 

@@ -24,16 +24,16 @@ struct resnet_block_config {
 };
 
 /// norm1 + SiLU → conv1 → norm2 + SiLU → conv2, named as in LDM's state_dict.
-template <class T, device D>
-using resnet_body = nn::sequential<nn::named<"norm1", nn::group_norm_silu<T, D>>, nn::named<"conv1", nn::conv2d<T, D>>,
-                                   nn::named<"norm2", nn::group_norm_silu<T, D>>, nn::named<"conv2", nn::conv2d<T, D>>>;
+template <class T, device D, precision_policy P = fp32>
+using resnet_body = nn::sequential<nn::named<"norm1", nn::group_norm_silu<T, D>>, nn::named<"conv1", nn::conv2d<T, D, P>>,
+                                   nn::named<"norm2", nn::group_norm_silu<T, D>>, nn::named<"conv2", nn::conv2d<T, D, P>>>;
 
-template <class T, device D>
-using resnet_shortcut = nn::named<"nin_shortcut", nn::optional_layer<nn::conv2d<T, D>>>;
+template <class T, device D, precision_policy P = fp32>
+using resnet_shortcut = nn::named<"nin_shortcut", nn::optional_layer<nn::conv2d<T, D, P>>>;
 
-template <class T = float, device D = cpu>
-struct resnet_block : nn::residual<resnet_body<T, D>, resnet_shortcut<T, D>> {
-    using base = nn::residual<resnet_body<T, D>, resnet_shortcut<T, D>>;
+template <class T = float, device D = cpu, precision_policy P = fp32>
+struct resnet_block : nn::residual<resnet_body<T, D, P>, resnet_shortcut<T, D, P>> {
+    using base = nn::residual<resnet_body<T, D, P>, resnet_shortcut<T, D, P>>;
 
     resnet_block() = default;
     /// Convolutions initialized as PyTorch's defaults, GroupNorm weight 1, bias 0, drawn as
@@ -48,17 +48,17 @@ private:
     static nn::group_norm_silu<T, D> norm(const resnet_block_config& c, std::int64_t channels) {
         return nn::group_norm_silu<T, D>({.groups = c.norm_groups, .channels = channels, .eps = c.norm_eps, .affine = true});
     }
-    static nn::conv2d<T, D> conv3x3(std::int64_t in, std::int64_t out) {
-        return nn::conv2d<T, D>({.in_channels = in, .out_channels = out, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
+    static nn::conv2d<T, D, P> conv3x3(std::int64_t in, std::int64_t out) {
+        return nn::conv2d<T, D, P>({.in_channels = in, .out_channels = out, .kernel_size = 3, .padding = ops::padding2d::symmetric(1)});
     }
-    static resnet_body<T, D> make_body(const resnet_block_config& c) {
-        return resnet_body<T, D>(norm(c, c.in_channels), conv3x3(c.in_channels, c.out_channels), norm(c, c.out_channels),
+    static resnet_body<T, D, P> make_body(const resnet_block_config& c) {
+        return resnet_body<T, D, P>(norm(c, c.in_channels), conv3x3(c.in_channels, c.out_channels), norm(c, c.out_channels),
                                  conv3x3(c.out_channels, c.out_channels));
     }
-    static resnet_shortcut<T, D> make_shortcut(const resnet_block_config& c) {
+    static resnet_shortcut<T, D, P> make_shortcut(const resnet_block_config& c) {
         if (c.in_channels == c.out_channels) return {};
-        return nn::optional_layer<nn::conv2d<T, D>>(
-            nn::conv2d<T, D>({.in_channels = c.in_channels, .out_channels = c.out_channels, .kernel_size = 1}));
+        return nn::optional_layer<nn::conv2d<T, D, P>>(
+            nn::conv2d<T, D, P>({.in_channels = c.in_channels, .out_channels = c.out_channels, .kernel_size = 1}));
     }
 };
 

@@ -25,25 +25,25 @@ struct resolution_level_config {
     double norm_eps = 1e-6;
 };
 
-/// Resample is named<"downsample", downsample<T, D>> or named<"upsample", upsample<T, D>>.
-template <class T, device D, class Resample>
+/// Resample is named<"downsample", downsample<T, D, P>> or named<"upsample", upsample<T, D, P>>.
+template <class T, device D, class Resample, precision_policy P = fp32>
 struct resolution_level {
     using value_type = T;
     using device_type = D;
 
-    nn::module_list<resnet_block<T, D>> block;
-    nn::module_list<attn_block<T, D>> attn;  // empty, or one per block
+    nn::module_list<resnet_block<T, D, P>> block;
+    nn::module_list<attn_block<T, D, P>> attn;  // empty, or one per block
     nn::optional_layer<Resample> resample;
 
     resolution_level() = default;
     explicit resolution_level(const resolution_level_config& c) {
         for (std::int64_t j = 0; j < c.blocks; ++j) {
-            block.push_back(resnet_block<T, D>({.in_channels = j == 0 ? c.in_channels : c.out_channels,
+            block.push_back(resnet_block<T, D, P>({.in_channels = j == 0 ? c.in_channels : c.out_channels,
                                                 .out_channels = c.out_channels,
                                                 .norm_groups = c.norm_groups,
                                                 .norm_eps = c.norm_eps}));
             if (c.attention)
-                attn.push_back(attn_block<T, D>({.channels = c.out_channels, .norm_groups = c.norm_groups, .norm_eps = c.norm_eps}));
+                attn.push_back(attn_block<T, D, P>({.channels = c.out_channels, .norm_groups = c.norm_groups, .norm_eps = c.norm_eps}));
         }
         if (c.resample) resample = Resample(c.out_channels);
     }

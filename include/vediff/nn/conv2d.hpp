@@ -19,10 +19,13 @@ struct conv2d_config {
     bool bias = true;
 };
 
-template <class T = float, device D = cpu>
+/// P: the precision policy of the convolution's products (core/precision.hpp); parameters and
+/// their gradients are T (fp32 master weights) under every policy.
+template <class T = float, device D = cpu, precision_policy P = fp32>
 struct conv2d {
     using value_type = T;
     using device_type = D;
+    using precision = P;
 
     parameter<T, D> weight;  // (out, in, k, k)
     parameter<T, D> bias;    // (out), absent (empty) when config.bias is false
@@ -48,12 +51,12 @@ struct conv2d {
     tensor<T, D> forward(tensor<T, D>&&) = delete;  // inputs must outlive backward: temporaries rejected
     tensor<T, D> forward(const tensor_view<T, D>& x) {
         input_ = record_.keep() ? x : tensor_view<T, D>{};
-        return ops::conv2d(x, weight.value.view(), bias.value.view(), options());
+        return ops::conv2d<P>(x, weight.value.view(), bias.value.view(), options());
     }
 
     tensor<T, D> backward(const tensor_view<T, D>& dy) {
         const bool release = record_.spend("conv2d");
-        auto dx = ops::conv2d_backward(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view(), options());
+        auto dx = ops::conv2d_backward<P>(dy, input_, weight.value.view(), weight.grad.view(), bias.grad.view(), options());
         if (release) input_ = {};
         return dx;
     }
@@ -64,7 +67,7 @@ struct conv2d {
     tensor<T, D> weight_gradient(const tensor_view<T, D>& dy) const {
         record_.require("conv2d");
         auto dweight = tensor<T, D>::zeros(weight.value.shape());
-        (void)ops::conv2d_backward(dy, input_, weight.value.view(), dweight.view(), tensor_view<T, D>{}, options());
+        (void)ops::conv2d_backward<P>(dy, input_, weight.value.view(), dweight.view(), tensor_view<T, D>{}, options());
         return dweight;
     }
 

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "vediff/core/kernels.hpp"
+#include "vediff/core/precision.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/ops/gemm.hpp"
 
@@ -67,24 +68,27 @@ conv2d_geometry conv2d_check(const char* op, const tensor_view<T, D>& x, const t
 }
 
 /// y (N, O, Ho, Wo) with Ho = (H + top + bottom − kh) / stride + 1 (floor), likewise Wo.
-/// bias (O), or an empty view for none.
-template <class T, device D>
+/// bias (O), or an empty view for none. P: the products' precision policy (core/precision.hpp):
+/// under bf16_mixed x and weight (as im2col columns, or Winograd-transformed) are rounded to
+/// bfloat16 and the sums are fp32; the bias is added in fp32.
+template <precision_policy P = fp32, class T, device D>
 tensor<T, D> conv2d(const tensor_view<T, D>& x, const tensor_view<T, D>& weight, const tensor_view<T, D>& bias,
                     const conv2d_options& options = {}) {
     const auto g = conv2d_check("conv2d", x, weight, bias, options);
     tensor<T, D> y({g.batch, g.out_channels, g.out_h, g.out_w});
-    conv_kernels<D>::conv2d_forward(y.data(), x.data(), weight.data(), detail::present(bias) ? bias.data() : nullptr, g);
+    conv_kernels<D>::template conv2d_forward<P>(y.data(), x.data(), weight.data(), detail::present(bias) ? bias.data() : nullptr, g);
     return y;
 }
 
-template <class T, device D>
+template <precision_policy P = fp32, class T, device D>
 tensor<T, D> conv2d(const tensor_view<T, D>& x, const tensor_view<T, D>& weight, const conv2d_options& options) {
-    return conv2d(x, weight, tensor_view<T, D>{}, options);
+    return conv2d<P>(x, weight, tensor_view<T, D>{}, options);
 }
 
 /// Backward of conv2d: returns dx; accumulates dweight += ∂L/∂weight and, unless dbias is an
-/// empty view, dbias += ∂L/∂bias.
-template <class T, device D>
+/// empty view, dbias += ∂L/∂bias. Under bf16_mixed the products round dy, x and weight (dbias
+/// sums dy in fp32).
+template <precision_policy P = fp32, class T, device D>
 tensor<T, D> conv2d_backward(const tensor_view<T, D>& dy, const tensor_view<T, D>& x, const tensor_view<T, D>& weight,
                              const tensor_view<T, D>& dweight, const tensor_view<T, D>& dbias,
                              const conv2d_options& options = {}) {
@@ -95,7 +99,7 @@ tensor<T, D> conv2d_backward(const tensor_view<T, D>& dy, const tensor_view<T, D
                                       x.shape(), weight.shape()));
     require_same_shape("conv2d_backward (dweight vs weight)", dweight, weight);
     tensor<T, D> dx(x.shape());
-    conv_kernels<D>::conv2d_backward(dx.data(), dweight.data(), detail::present(dbias) ? dbias.data() : nullptr,
+    conv_kernels<D>::template conv2d_backward<P>(dx.data(), dweight.data(), detail::present(dbias) ? dbias.data() : nullptr,
                                      dy.data(), x.data(), weight.data(), g);
     return dx;
 }

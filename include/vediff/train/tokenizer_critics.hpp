@@ -144,8 +144,9 @@ public:
     /// Adds the perceptual and adversarial gradients to dx_hat, which holds the reconstruction
     /// term's gradient on entry. last_layer is the decoder's conv_out after its forward. x and
     /// x_hat must live until the tokenizer's backward has run.
+    template <precision_policy P>
     generator_terms generator(const tensor_view<T, D>& x, const tensor_view<T, D>& x_hat, const tensor_view<T, D>& dx_hat,
-                              const nn::conv2d<T, D>& last_layer, std::int64_t step, loss::reduction mode) {
+                              const nn::conv2d<T, D, P>& last_layer, std::int64_t step, loss::reduction mode) {
         require_same_shape("tokenizer critics (x vs x_hat)", x, x_hat);
         require_same_shape("tokenizer critics (x_hat vs its gradient)", x_hat, dx_hat);
         generator_terms r;

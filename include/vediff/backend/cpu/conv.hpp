@@ -28,18 +28,19 @@ struct conv_kernels<cpu> {
     }
 
     /// y (N, Cout, Ho, Wo) = conv(x (N, Cin, H, W), w (Cout, Cin, kh, kw)) + bias (Cout); bias may be null.
-    template <class T>
+    /// P: the precision policy of the products (core/precision.hpp).
+    template <class P = fp32, class T>
     static void conv2d_forward(T* y, const T* x, const T* w, const T* bias, const conv2d_geometry& g) {
-        if (uses_winograd(g)) cpu_detail::winograd_conv::forward(y, x, w, bias, g);
-        else cpu_detail::im2col_conv::forward(y, x, w, bias, g);
+        if (uses_winograd(g)) cpu_detail::winograd_conv::forward<P>(y, x, w, bias, g);
+        else cpu_detail::im2col_conv::forward<P>(y, x, w, bias, g);
     }
 
     /// Given dy (N, Cout, Ho, Wo): writes dx (may be null: not needed) and accumulates
     /// dw += ∂/∂w and db += ∂/∂bias (db may be null: no bias).
-    template <class T>
+    template <class P = fp32, class T>
     static void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const conv2d_geometry& g) {
-        if (uses_winograd(g)) cpu_detail::winograd_conv::backward(dx, dw, db, dy, x, w, g);
-        else cpu_detail::im2col_conv::backward(dx, dw, db, dy, x, w, g);
+        if (uses_winograd(g)) cpu_detail::winograd_conv::backward<P>(dx, dw, db, dy, x, w, g);
+        else cpu_detail::im2col_conv::backward<P>(dx, dw, db, dy, x, w, g);
     }
 };
 

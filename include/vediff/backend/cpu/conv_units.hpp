@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <cstdint>
 #include <new>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "vediff/backend/cpu/gemm.hpp"
 #include "vediff/backend/cpu/memory.hpp"
 #include "vediff/core/conv2d_geometry.hpp"
+#include "vediff/core/precision.hpp"
 
 namespace vediff {
 
@@ -31,6 +33,37 @@ public:
 private:
     std::size_t bytes_;
     T* data_;
+};
+
+/// A conv's matrix products under precision policy P (core/precision.hpp): the element type's
+/// product under fp32; under bf16_mixed both operands rounded to bfloat16 and summed in fp32
+/// (gemm_bf16), so the im2col columns and the Winograd transforms are rounded as they are packed.
+template <class P>
+struct conv_products {
+    template <class T>
+    static void gemm(std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda, bool transpose_a,
+                     const T* b, std::int64_t ldb, bool transpose_b, T beta, T* c, std::int64_t ldc) {
+        if constexpr (P::rounds_operands) {
+            static_assert(std::is_same_v<T, float>, "bf16_mixed convolutions take float tensors (fp32 master values)");
+            gemm_kernels<cpu>::gemm_bf16(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
+        } else {
+            gemm_kernels<cpu>::gemm(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
+        }
+    }
+
+    template <class T>
+    static void gemm_batched(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
+                             std::int64_t lda, std::int64_t stride_a, bool transpose_a, const T* b, std::int64_t ldb,
+                             std::int64_t stride_b, bool transpose_b, T beta, T* c, std::int64_t ldc, std::int64_t stride_c) {
+        if constexpr (P::rounds_operands) {
+            static_assert(std::is_same_v<T, float>, "bf16_mixed convolutions take float tensors (fp32 master values)");
+            gemm_kernels<cpu>::gemm_batched_bf16(batch, m, n, k, alpha, a, lda, stride_a, transpose_a, b, ldb, stride_b,
+                                                 transpose_b, beta, c, ldc, stride_c);
+        } else {
+            gemm_kernels<cpu>::gemm_batched(batch, m, n, k, alpha, a, lda, stride_a, transpose_a, b, ldb, stride_b, transpose_b,
+                                            beta, c, ldc, stride_c);
+        }
+    }
 };
 
 /// How a batch is cut into units: `groups` groups of consecutive images (sizes differ by at most

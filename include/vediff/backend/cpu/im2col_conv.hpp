@@ -39,7 +39,7 @@ struct im2col_conv {
     /// Input rows (in padded coordinates) read by a band of `band` output rows.
     static std::int64_t band_in_rows(const conv2d_geometry& g, std::int64_t band) { return (band - 1) * g.stride_h + g.kernel_h; }
 
-    template <class T>
+    template <class P, class T>
     static void forward(T* y, const T* x, const T* w, const T* bias, const conv2d_geometry& g) {
         const conv_plan p = make_plan(g);
         const bool in_place = direct(g, p);
@@ -55,7 +55,7 @@ struct im2col_conv {
                 const std::int64_t ldc = p.images == 1 ? g.out_plane() : cols;
                 if (bias)
                     for (std::int64_t o = 0; o < g.out_channels; ++o) std::fill(c + o * ldc, c + o * ldc + cols, bias[o]);
-                gemm_kernels<cpu>::gemm(g.out_channels, cols, g.patch(), T(1), w, g.patch(), false, b, ldb, false,
+                conv_products<P>::gemm(g.out_channels, cols, g.patch(), T(1), w, g.patch(), false, b, ldb, false,
                                         bias ? T(1) : T(0), c, ldc);
                 if (p.images > 1)
                     for (std::int64_t m = 0; m < images; ++m)
@@ -66,7 +66,7 @@ struct im2col_conv {
         run_conv_groups(p.groups, make, group, [](workspace<T>&) {});
     }
 
-    template <class T>
+    template <class P, class T>
     static void backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const conv2d_geometry& g) {
         const conv_plan p = make_plan(g);
         const bool in_place = direct(g, p);
@@ -92,14 +92,14 @@ struct im2col_conv {
                     lda = cols;
                 }
                 const auto [b, ldb] = patches(ws, x, g, in_place, n0, images, r0, r1, parallel);
-                gemm_kernels<cpu>::gemm(g.out_channels, K, cols, T(1), a, lda, false, b, ldb, true, T(1), dw_acc, K);
+                conv_products<P>::gemm(g.out_channels, K, cols, T(1), a, lda, false, b, ldb, true, T(1), dw_acc, K);
                 if (!dx) continue;
                 if (in_place) {
-                    gemm_kernels<cpu>::gemm(K, cols, g.out_channels, T(1), w, K, true, a, lda, false, T(0),
+                    conv_products<P>::gemm(K, cols, g.out_channels, T(1), w, K, true, a, lda, false, T(0),
                                             dx + n0 * g.in_channels * g.in_plane() + r0 * g.out_w, g.in_plane());
                     continue;
                 }
-                gemm_kernels<cpu>::gemm(K, cols, g.out_channels, T(1), w, K, true, a, lda, false, T(0), ws.dcol.data(), cols);
+                conv_products<P>::gemm(K, cols, g.out_channels, T(1), w, K, true, a, lda, false, T(0), ws.dcol.data(), cols);
                 for (std::int64_t m = 0; m < images; ++m)
                     col2im(dx + (n0 + m) * g.in_channels * g.in_plane(), ws.dcol.data() + m * pixels, cols, g, r0, r1,
                            ws.dpad.data(), parallel);

@@ -48,7 +48,7 @@ struct winograd_conv {
                 available_threads()};
     }
 
-    template <class T>
+    template <class P, class T>
     static void forward(T* y, const T* x, const T* w, const T* bias, const conv2d_geometry& g) {
         const conv_plan p = make_plan(g);
         const std::int64_t ci = g.in_channels, co = g.out_channels, th = tile_rows(g), tw = tile_cols(g);
@@ -63,7 +63,7 @@ struct winograd_conv {
                 for (std::int64_t m = 0; m < images; ++m)
                     transform_input(ws.v.data() + m * tiles, cols, vs, x + (n0 + m) * ci * g.in_plane(), g, t0, t1,
                                     ws.pad.data(), parallel);
-                gemm_kernels<cpu>::gemm_batched(16, co, cols, ci, T(1), u.data(), ci, co * ci, false, ws.v.data(), cols, vs,
+                conv_products<P>::gemm_batched(16, co, cols, ci, T(1), u.data(), ci, co * ci, false, ws.v.data(), cols, vs,
                                                 false, T(0), ws.m.data(), cols, ms);
                 for (std::int64_t m = 0; m < images; ++m)
                     transform_output(y + (n0 + m) * co * g.out_plane(), ws.m.data() + m * tiles, cols, ms, bias, g, t0, t1,
@@ -73,7 +73,7 @@ struct winograd_conv {
         run_conv_groups(p.groups, make, group, [](workspace<T>&) {});
     }
 
-    template <class T>
+    template <class P, class T>
     static void backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const conv2d_geometry& g) {
         const conv_plan p = make_plan(g);
         const std::int64_t ci = g.in_channels, co = g.out_channels, th = tile_rows(g), tw = tile_cols(g);
@@ -96,10 +96,10 @@ struct winograd_conv {
                     transform_output_grad(ws.m.data() + m * tiles, cols, ms, dy + (n0 + m) * co * g.out_plane(), g, t0, t1,
                                           parallel);
                 }
-                gemm_kernels<cpu>::gemm_batched(16, co, ci, cols, T(1), ws.m.data(), cols, ms, false, ws.v.data(), cols, vs,
+                conv_products<P>::gemm_batched(16, co, ci, cols, T(1), ws.m.data(), cols, ms, false, ws.v.data(), cols, vs,
                                                 true, T(1), du_acc, ci, co * ci);
                 if (!dx) continue;
-                gemm_kernels<cpu>::gemm_batched(16, ci, cols, co, T(1), u.data(), ci, co * ci, true, ws.m.data(), cols, ms,
+                conv_products<P>::gemm_batched(16, ci, cols, co, T(1), u.data(), ci, co * ci, true, ws.m.data(), cols, ms,
                                                 false, T(0), ws.dv.data(), cols, vs);
                 for (std::int64_t m = 0; m < images; ++m)
                     transform_input_grad(dx + (n0 + m) * ci * g.in_plane(), ws.dv.data() + m * tiles, cols, vs, g, t0, t1,

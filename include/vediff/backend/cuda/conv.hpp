@@ -4,12 +4,14 @@
 // thread per input element summing the column entries that read it), not a scatter with atomics,
 // so it is deterministic. cuDNN would be faster; it is optional in the design and not used yet.
 #include <cstdint>
+#include <type_traits>
 
 #include "vediff/backend/cuda/gemm.hpp"
 #include "vediff/backend/cuda/layout.hpp"
 #include "vediff/backend/cuda/memory.hpp"
 #include "vediff/core/conv2d_geometry.hpp"
 #include "vediff/core/kernels.hpp"
+#include "vediff/core/precision.hpp"
 #include "vediff/core/tensor.hpp"
 
 namespace vediff {
@@ -74,7 +76,9 @@ struct channel_rows_op {
 template <>
 struct conv_kernels<cuda> {
     /// y (N, Cout, Ho, Wo) = conv(x (N, Cin, H, W), w (Cout, Cin, kh, kw)) + bias (Cout); bias may be null.
-    template <class T>
+    /// P: the precision policy of the products (core/precision.hpp); under bf16_mixed cuBLAS takes
+    /// bf16 copies of the operands and sums in fp32 (gemm_kernels<cuda>::gemm_bf16).
+    template <class P = fp32, class T>
     static void conv2d_forward(T* y, const T* x, const T* w, const T* bias, const conv2d_geometry& g) {
         const cuda_detail::conv_shape s(g);
         const std::int64_t patch = g.patch(), plane = g.out_plane();
@@ -84,14 +88,14 @@ struct conv_kernels<cuda> {
             T* yn = y + n * g.out_channels * plane;
             cuda_detail::for_each_element(patch * plane, cuda_detail::im2col_op<T>{col.data(), xn, s});
             if (bias) cuda_detail::for_each_element(g.out_channels * plane, cuda_detail::channel_rows_op<T>{yn, bias, plane});
-            gemm_kernels<cuda>::gemm(g.out_channels, plane, patch, T(1), w, patch, false, col.data(), plane, false,
-                                     bias ? T(1) : T(0), yn, plane);
+            product<P>(g.out_channels, plane, patch, T(1), w, patch, false, col.data(), plane, false, bias ? T(1) : T(0), yn,
+                       plane);
         }
     }
 
     /// Given dy (N, Cout, Ho, Wo): writes dx (null: not needed) and accumulates dw += ∂/∂w and
     /// db += ∂/∂bias (null: no bias).
-    template <class T>
+    template <class P = fp32, class T>
     static void conv2d_backward(T* dx, T* dw, T* db, const T* dy, const T* x, const T* w, const conv2d_geometry& g) {
         const cuda_detail::conv_shape s(g);
         const std::int64_t patch = g.patch(), plane = g.out_plane();
@@ -101,14 +105,27 @@ struct conv_kernels<cuda> {
             const T* xn = x + n * g.in_channels * g.in_plane();
             const T* dyn = dy + n * g.out_channels * plane;
             cuda_detail::for_each_element(patch * plane, cuda_detail::im2col_op<T>{col.data(), xn, s});
-            gemm_kernels<cuda>::gemm(g.out_channels, patch, plane, T(1), dyn, plane, false, col.data(), plane, true, T(1), dw, patch);
+            product<P>(g.out_channels, patch, plane, T(1), dyn, plane, false, col.data(), plane, true, T(1), dw, patch);
+            // The bias gradient sums dy in fp32 under every policy, as on the cpu.
             if (db) gemm_kernels<cuda>::gemm(g.out_channels, 1, plane, T(1), dyn, plane, false, ones.data(), 1, false, T(1), db, 1);
             if (dx) {
                 // dcol = wᵀ·dy (patch × plane) reuses the column buffer, then col2im gathers it.
-                gemm_kernels<cuda>::gemm(patch, plane, g.out_channels, T(1), w, patch, true, dyn, plane, false, T(0), col.data(), plane);
+                product<P>(patch, plane, g.out_channels, T(1), w, patch, true, dyn, plane, false, T(0), col.data(), plane);
                 cuda_detail::for_each_element(g.in_channels * g.in_plane(),
                                               cuda_detail::col2im_op<T>{dx + n * g.in_channels * g.in_plane(), col.data(), s});
             }
+        }
+    }
+
+private:
+    template <class P, class T>
+    static void product(std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda, bool transpose_a,
+                        const T* b, std::int64_t ldb, bool transpose_b, T beta, T* c, std::int64_t ldc) {
+        if constexpr (P::rounds_operands) {
+            static_assert(std::is_same_v<T, float>, "bf16_mixed convolutions take float tensors (fp32 master values)");
+            gemm_kernels<cuda>::gemm_bf16(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
+        } else {
+            gemm_kernels<cuda>::gemm(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
         }
     }
 };
