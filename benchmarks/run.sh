@@ -33,6 +33,8 @@ echo "== bench_conv"
 "$build/benchmarks/bench_conv" --threads "$threads"
 echo "== bench_tokenizer"
 "$build/benchmarks/bench_tokenizer" --threads "$threads"
+echo "== bench_tokenizer --precision bf16 (convolutions on bf16 operands, against torch.autocast bf16)"
+"$build/benchmarks/bench_tokenizer" --threads "$threads" --precision bf16
 echo "== bench_dit (fp32, then bf16: vediff --precision bf16 against torch.autocast bf16)"
 "$build/benchmarks/bench_dit" --threads "$threads" --precision both
 echo "== bench_inception"

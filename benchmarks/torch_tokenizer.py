@@ -72,6 +72,13 @@ def main():
     model = AutoencoderKL(dict(in_channels=channels, out_channels=channels, ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks,
                                z_channels=z_channels, embed_dim=z_channels, resolution=resolution,
                                attn_resolutions=[], groups=32))
+    if bf16:
+        # PyTorch 1.13's CPU autocast lists no policy for group_norm, which then fails on a bf16
+        # input with fp32 weights: its input is cast back to fp32, which is also vediff's policy
+        # (norms stay fp32).
+        for m in model.modules():
+            if isinstance(m, torch.nn.GroupNorm):
+                m.register_forward_pre_hook(lambda module, inputs: tuple(t.float() for t in inputs))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.5, 0.9), weight_decay=1e-2)
     x = torch.rand(batch, channels, resolution, resolution) * 2 - 1
     print(f"parameters {sum(p.numel() for p in model.parameters())}", flush=True)
