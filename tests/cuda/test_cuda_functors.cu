@@ -535,6 +535,17 @@ BOOST_AUTO_TEST_CASE(posterior_functors_split_clamp_and_reparameterize) {
     BOOST_TEST(worst_gradient_error(lv, dlv, loss) < 1e-8);
 }
 
+BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {
+    // cuBLASLt assumes 256-byte operands unless told less; a view into a tensor may start anywhere
+    // a float can.
+    alignas(256) static float storage[128];
+    BOOST_TEST(cuda_detail::address_alignment(storage) == 256u);
+    BOOST_TEST(cuda_detail::address_alignment(storage + 1) == 4u);
+    BOOST_TEST(cuda_detail::address_alignment(storage + 4) == 16u);
+    BOOST_TEST(cuda_detail::address_alignment(storage + 32) == 128u);
+    BOOST_TEST(cuda_detail::address_alignment(storage + 64) == 256u);
+}
+
 BOOST_AUTO_TEST_CASE(layout_functors_move_the_elements_the_cpu_moves) {
     // patchify: the cpu backend's loop order written out; unpatchify inverts it.
     const std::int64_t B = 2, C = 3, H = 4, W = 6, p = 2, n = B * C * H * W;

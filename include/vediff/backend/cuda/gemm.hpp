@@ -6,6 +6,7 @@
 // bf16_mixed products (core/precision.hpp) round their float operands to __nv_bfloat16 (round to
 // nearest even, __float2bfloat16_rn) into scratch copies of the same layout and call cuBLAS with
 // bf16 inputs, an fp32 output and fp32 compute (CUBLAS_COMPUTE_32F), the tensor-core path.
+// A Linear's forward is one cuBLASLt matmul with the bias fused into its epilogue.
 #include <cstdint>
 #include <type_traits>
 
@@ -78,6 +79,83 @@ inline tensor<__nv_bfloat16, cuda> rounded_copy(const float* src, std::int64_t s
     return out;
 }
 
+/// The cuBLASLt descriptors of one call, destroyed on scope exit.
+struct lt_descriptors {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+    cublasLtMatmulPreference_t preference = nullptr;
+    lt_descriptors() = default;
+    lt_descriptors(const lt_descriptors&) = delete;
+    lt_descriptors& operator=(const lt_descriptors&) = delete;
+    ~lt_descriptors() {
+        if (preference) cublasLtMatmulPreferenceDestroy(preference);
+        for (auto* layout : {d, b, a})
+            if (layout) cublasLtMatrixLayoutDestroy(layout);
+        if (op) cublasLtMatmulDescDestroy(op);
+    }
+};
+
+/// The largest power of two (≤ 256) dividing the address: the alignment cuBLASLt may assume of an
+/// operand (its default preference is 256 bytes, which a view into a larger tensor need not have).
+inline std::uint32_t address_alignment(const void* p) {
+    const auto address = reinterpret_cast<std::uintptr_t>(p);
+    std::uint32_t alignment = 256;
+    while (alignment > 1 && address % alignment != 0) alignment /= 2;
+    return alignment;
+}
+
+/// Workspace offered to cuBLASLt's algorithms (from the caching allocator, so reused across calls).
+inline constexpr std::size_t lt_workspace_bytes = std::size_t{4} << 20;
+
+/// y (rows × out, row-major, fp32) = x·wᵀ + bias through one cublasLtMatmul, the bias added by its
+/// epilogue (CUBLASLT_EPILOGUE_BIAS; null: none) instead of a separate pass. x (rows × in) and
+/// w (out × in) are of `input_type` (CUDA_R_32F, or CUDA_R_16BF for bf16_mixed). In cuBLAS's
+/// column-major terms: yᵀ (out × rows) = wᵀ-as-stored transposed · xᵀ, so the bias is per row of D.
+inline void linear_lt(std::int64_t rows, std::int64_t out, std::int64_t in, const void* x, const void* w, cudaDataType_t input_type,
+                      cublasComputeType_t compute, const float* bias, float* y) {
+    const int m = as_int(out, "out"), n = as_int(rows, "rows"), k = as_int(in, "in");
+    lt_descriptors desc;
+    check(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    const cublasOperation_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose), "cublasLt TRANSA");
+    check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof keep), "cublasLt TRANSB");
+    if (bias) {
+        const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;  // bias of D's type (fp32), one per row of D
+        check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue), "cublasLt EPILOGUE");
+        check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "cublasLt BIAS_POINTER");
+    }
+    // A = w, stored column-major k × m (w is row-major out × in); B = x, stored k × n; D m × n.
+    check(cublasLtMatrixLayoutCreate(&desc.a, input_type, k, m, k), "cublasLtMatrixLayoutCreate (w)");
+    check(cublasLtMatrixLayoutCreate(&desc.b, input_type, k, n, k), "cublasLtMatrixLayoutCreate (x)");
+    check(cublasLtMatrixLayoutCreate(&desc.d, CUDA_R_32F, m, n, m), "cublasLtMatrixLayoutCreate (y)");
+    check(cublasLtMatmulPreferenceCreate(&desc.preference), "cublasLtMatmulPreferenceCreate");
+    std::size_t workspace_bytes = lt_workspace_bytes;
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
+                                               sizeof workspace_bytes),
+          "cublasLt MAX_WORKSPACE_BYTES");
+    const std::uint32_t align_w = address_alignment(w), align_x = address_alignment(x), align_y = address_alignment(y);
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_w, sizeof align_w),
+          "cublasLt MIN_ALIGNMENT_A_BYTES");
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_x, sizeof align_x),
+          "cublasLt MIN_ALIGNMENT_B_BYTES");
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_y, sizeof align_y),
+          "cublasLt MIN_ALIGNMENT_C_BYTES");
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_y, sizeof align_y),
+          "cublasLt MIN_ALIGNMENT_D_BYTES");
+    cublasLtMatmulHeuristicResult_t heuristic{};
+    int found = 0;
+    check(cublasLtMatmulAlgoGetHeuristic(cublas_lt(), desc.op, desc.a, desc.b, desc.d, desc.d, desc.preference, 1, &heuristic, &found),
+          "cublasLtMatmulAlgoGetHeuristic");
+    if (found == 0)
+        throw cuda_error(fmt::format("cuBLASLt: no algorithm for a linear of {} rows, {} → {} ({} inputs{})", rows, in, out,
+                                     input_type == CUDA_R_16BF ? "bf16" : "fp32", bias ? ", bias epilogue" : ""));
+    tensor<float, cuda> workspace(tensor_shape{static_cast<std::int64_t>(lt_workspace_bytes / sizeof(float))});
+    const float alpha = 1.0f, beta = 0.0f;
+    check(cublasLtMatmul(cublas_lt(), desc.op, &alpha, w, desc.a, x, desc.b, &beta, y, desc.d, y, desc.d, &heuristic.algo,
+                         workspace.data(), lt_workspace_bytes, stream()),
+          "cublasLtMatmul");
+}
+
 } // namespace cuda_detail
 
 template <>
@@ -98,10 +176,18 @@ struct gemm_kernels<cuda> {
                            "cublasGemmEx");
     }
 
-    /// y = x·wᵀ + bias: x (rows × in), w (out × in), bias (out) or null, y (rows × out).
+    /// y = x·wᵀ + bias: x (rows × in), w (out × in), bias (out) or null, y (rows × out). float:
+    /// one cuBLASLt call with the bias in its epilogue (FP32 math, or TF32 with set_cuda_tf32);
+    /// double: the bias rows, then a GEMM accumulating onto them.
     template <class T>
     static void linear(std::int64_t rows, std::int64_t out, std::int64_t in, const T* x, const T* w, const T* bias, T* y) {
         if (rows <= 0 || out <= 0) return;
+        if constexpr (std::is_same_v<T, float>) {
+            if (in > 0) {
+                cuda_detail::linear_lt(rows, out, in, x, w, CUDA_R_32F, cuda_detail::cublas_types<float>::compute(), bias, y);
+                return;
+            }
+        }
         if (bias)
             thrust::transform(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
                               thrust::counting_iterator<std::int64_t>(rows * out), y, cuda_detail::bias_rows_op<T>{bias, out});
@@ -133,9 +219,17 @@ struct gemm_kernels<cuda> {
         gemm_batched_bf16(1, m, n, k, alpha, a, lda, 0, transpose_a, b, ldb, 0, transpose_b, beta, c, ldc, 0, bias);
     }
 
+    /// y = bf16(x)·bf16(w)ᵀ + bias, fp32 sums: bf16 copies of x and w into one cuBLASLt call with
+    /// the bias in its epilogue.
     static void linear_bf16(std::int64_t rows, std::int64_t out, std::int64_t in, const float* x, const float* w, const float* bias,
                             float* y) {
-        gemm_bf16(rows, out, in, 1.0f, x, in, false, w, in, true, 0.0f, y, out, bias);
+        if (rows <= 0 || out <= 0) return;
+        if (in <= 0) {
+            gemm_bf16(rows, out, in, 1.0f, x, in, false, w, in, true, 0.0f, y, out, bias);
+            return;
+        }
+        const auto x16 = cuda_detail::rounded_copy(x, rows * in), w16 = cuda_detail::rounded_copy(w, out * in);
+        cuda_detail::linear_lt(rows, out, in, x16.data(), w16.data(), CUDA_R_16BF, CUBLAS_COMPUTE_32F, bias, y);
     }
 
     /// gemm_batched under bf16_mixed (bias, when given, added to every product's rows).

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <thrust/execution_policy.h>
@@ -99,6 +100,15 @@ inline cublasHandle_t cublas() {
         cublasHandle_t created = nullptr;
         check(cublasCreate(&created), "cublasCreate");
         check(cublasSetStream(created, stream()), "cublasSetStream");
+        return created;
+    });
+}
+
+/// The cuBLASLt handle of the current device (its calls take the stream explicitly).
+inline cublasLtHandle_t cublas_lt() {
+    return per_device<cublasLtHandle_t>([] {
+        cublasLtHandle_t created = nullptr;
+        check(cublasLtCreate(&created), "cublasLtCreate");
         return created;
     });
 }
