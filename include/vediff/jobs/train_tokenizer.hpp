@@ -275,7 +275,7 @@ std::pair<double, std::vector<double>> global_latent_statistics(Parallel& parall
     return {global[0], stds};
 }
 
-template <device D, precision_policy Precision, class Loss, class Comm>
+template <device D, precision_policy Precision = fp32, class Loss, class Comm>
 nlohmann::json train(tokenizer_job cfg, Loss loss_fn, Comm& comm) {
     const fs::path out_dir = cfg.out;
     const fs::path checkpoint_dir = out_dir / "checkpoint";
