@@ -29,7 +29,7 @@
 #include "vediff/ops/random.hpp"
 #include "vediff/optim/adamw.hpp"
 
-using gpu = vediff::cuda;  // CUDA's headers declare a global namespace `cuda` too
+using gpu = vediff::cuda_device;
 using clock_type = std::chrono::steady_clock;
 
 namespace {

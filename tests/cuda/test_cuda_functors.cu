@@ -8,12 +8,14 @@
 #include <cmath>
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <thrust/execution_policy.h>
 #include <thrust/for_each.h>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/transform.h>
+#include <thrust/system_error.h>
 #include <thrust/transform_reduce.h>
 
 #include "vediff/backend/cpu/batch_norm.hpp"
@@ -402,6 +404,29 @@ BOOST_AUTO_TEST_CASE(layer_and_rms_norm_jobs_pass_gradient_checks) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(an_in_place_group_norm_needs_every_finish_before_any_store) {
+    // Group norm's finish reads the row's first value (its shift). Written in place (y = x), the
+    // kernel's schedule (all finish, a barrier, then the stores) gives the out-of-place result bit
+    // for bit; the schedule without that barrier, a thread storing before the next one finishes,
+    // would not.
+    const std::int64_t n = 2, channels = 4, groups = 2, per_group = channels / groups, spatial = 40;
+    const auto x = random_values(static_cast<std::size_t>(n * channels * spatial), 31, 1.5, 3.0);
+    const auto w = random_values(channels, 32, 0.3, 1.0), b = random_values(channels, 33, 0.2);
+    const auto run = [&](bool in_place, cuda_detail::row_schedule schedule) {
+        std::vector<double> data = x, out(x.size()), mean(n * groups), rstd(n * groups);
+        double* y = in_place ? data.data() : out.data();
+        cuda_detail::reduce_rows_on_host(
+            cuda_detail::group_norm_forward_job<double>{y, mean.data(), rstd.data(), data.data(), w.data(), b.data(), groups, per_group,
+                                                        spatial, 1e-6},
+            n * groups, per_group * spatial, schedule);
+        return std::vector<double>(y, y + x.size());
+    };
+    const auto reference = run(false, cuda_detail::row_schedule::device);
+    BOOST_TEST(run(true, cuda_detail::row_schedule::device) == reference, boost::test_tools::per_element());
+    BOOST_TEST(run(true, cuda_detail::row_schedule::without_finish_barrier) != reference);
+    BOOST_TEST(run(false, cuda_detail::row_schedule::without_finish_barrier) == reference, boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(group_norm_jobs_pass_gradient_checks) {
     // Groups of 2 planes of 5 values, and of 2 planes of 150 (longer than their threads).
     for (std::int64_t spatial : {5, 150}) {
@@ -533,6 +558,53 @@ BOOST_AUTO_TEST_CASE(posterior_functors_split_clamp_and_reparameterize) {
     };
     BOOST_TEST(worst_gradient_error(mu, dmu, loss) < 1e-8);
     BOOST_TEST(worst_gradient_error(lv, dlv, loss) < 1e-8);
+}
+
+BOOST_AUTO_TEST_CASE(only_a_machine_without_a_gpu_reads_as_zero_devices) {
+    BOOST_TEST(cuda_detail::usable_device_count(cudaSuccess, 2, true) == 2);
+    BOOST_TEST(cuda_detail::usable_device_count(cudaErrorNoDevice, 0, true) == 0);
+    // No driver installed: CUDA says "insufficient driver", which here means "no GPU".
+    BOOST_TEST(cuda_detail::usable_device_count(cudaErrorInsufficientDriver, 0, false) == 0);
+    // A driver that is installed but too old, or any other failure: thrown, naming the cause.
+    const auto fails_with = [](cudaError_t status, bool driver, const std::string& part) {
+        try {
+            (void)cuda_detail::usable_device_count(status, 0, driver);
+        } catch (const cuda_error& e) {
+            BOOST_TEST_INFO(e.what());
+            return std::string(e.what()).find(part) != std::string::npos;
+        }
+        return false;
+    };
+    BOOST_TEST(fails_with(cudaErrorInsufficientDriver, true, "update the driver"));
+    BOOST_TEST(fails_with(cudaErrorInsufficientDriver, true, "cudaErrorInsufficientDriver"));
+    BOOST_TEST(fails_with(cudaErrorInitializationError, true, "cudaErrorInitializationError"));
+    BOOST_TEST(fails_with(cudaErrorSystemDriverMismatch, false, "cannot be used"));
+    // This machine's own answer is one of the two allowed: a count, or an explanation.
+    try {
+        BOOST_TEST(cuda_device_count() >= 0);
+    } catch (const cuda_error& e) {
+        BOOST_TEST_MESSAGE("this machine: " << e.what());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(thrust_failures_become_vediff_errors) {
+    BOOST_CHECK_EXCEPTION(cuda_detail::thrust_call("thrust::for_each", []() -> int {
+                              throw thrust::system_error(cudaErrorLaunchFailure, thrust::cuda_category(), "launch");
+                          }),
+                          cuda_error, [](const cuda_error& e) {
+                              BOOST_TEST_INFO(e.what());
+                              return std::string(e.what()).find("thrust::for_each failed") != std::string::npos;
+                          });
+    BOOST_CHECK_THROW(cuda_detail::thrust_call("thrust::reduce", []() -> int { throw std::bad_alloc(); }), cuda_out_of_memory);
+    BOOST_TEST(cuda_detail::thrust_call("thrust::count", [] { return 7; }) == 7);
+}
+
+BOOST_AUTO_TEST_CASE(a_gpu_the_build_lacks_is_named_with_the_flag_that_adds_it) {
+    const auto m = cuda_detail::missing_kernel_image_message("NVIDIA L4", 8, 9, "cudaErrorNoKernelImageForDevice");
+    BOOST_TEST_INFO(m);
+    BOOST_TEST(m.find("NVIDIA L4 (compute capability 8.9)") != std::string::npos);
+    BOOST_TEST(m.find("-DCMAKE_CUDA_ARCHITECTURES=89") != std::string::npos);
+    BOOST_TEST(m.find("cudaErrorNoKernelImageForDevice") != std::string::npos);
 }
 
 BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {
