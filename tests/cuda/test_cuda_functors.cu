@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <cstdlib>
+#include <map>
 #include <vector>
 
 #include <thrust/execution_policy.h>
@@ -605,6 +607,110 @@ BOOST_AUTO_TEST_CASE(a_gpu_the_build_lacks_is_named_with_the_flag_that_adds_it) 
     BOOST_TEST(m.find("NVIDIA L4 (compute capability 8.9)") != std::string::npos);
     BOOST_TEST(m.find("-DCMAKE_CUDA_ARCHITECTURES=89") != std::string::npos);
     BOOST_TEST(m.find("cudaErrorNoKernelImageForDevice") != std::string::npos);
+}
+
+namespace {
+/// block_cache's device calls on the host: streams are numbers (0 the backend's), events indices
+/// into `done`, the device a budget of bytes.
+struct fake_driver {
+    using stream_type = int;
+    using event_type = int;
+    static inline std::vector<bool> done;
+    static inline std::vector<int> event_streams;
+    static inline std::size_t device_bytes = 0, device_capacity = 0;
+    static inline std::map<void*, std::size_t> blocks;
+    static void reset(std::size_t capacity) {
+        done.clear();
+        event_streams.clear();
+        device_bytes = 0;
+        device_capacity = capacity;
+    }
+    static void* allocate(std::size_t bytes) {
+        if (device_bytes + bytes > device_capacity) return nullptr;
+        device_bytes += bytes;
+        void* p = std::malloc(bytes);
+        blocks[p] = bytes;
+        return p;
+    }
+    static void free(void* p) {
+        device_bytes -= blocks.at(p);
+        blocks.erase(p);
+        std::free(p);
+    }
+    static stream_type backend_stream() { return 0; }
+    static event_type record_event(stream_type s) {
+        done.push_back(false);
+        event_streams.push_back(s);
+        return static_cast<int>(done.size()) - 1;
+    }
+    static bool event_done(event_type e) { return done.at(static_cast<std::size_t>(e)); }
+    static void wait_event(event_type e) { done.at(static_cast<std::size_t>(e)) = true; }
+    static void destroy_event(event_type) {}
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_block_used_on_another_stream_waits_for_it_before_reuse) {
+    fake_driver::reset(1 << 20);
+    {
+        cuda_detail::block_cache<fake_driver> cache;
+        // The backend's stream alone: a released block is the next allocation of its size.
+        void* a = cache.allocate(256);
+        cache.release(a);
+        BOOST_TEST(cache.allocate(256) == a);
+        BOOST_TEST(cache.stats().allocations == 1u);
+        // Declaring the backend's own stream changes nothing.
+        cache.record_stream(a, 0);
+        cache.release(a);
+        BOOST_TEST(cache.stats().pending == 0u);
+        BOOST_TEST(cache.allocate(256) == a);
+
+        // Used on stream 7 (declared through an address inside the block): released, it waits.
+        void* b = cache.allocate(512);
+        cache.record_stream(static_cast<char*>(b) + 100, 7);
+        cache.record_stream(b, 7);  // once per stream
+        cache.release(b);
+        BOOST_TEST(fake_driver::event_streams == std::vector<int>{7});
+        BOOST_TEST(cache.stats().pending == 512u);
+        void* c = cache.allocate(512);
+        BOOST_TEST(c != b);  // not reused while stream 7 may still read it
+        BOOST_TEST(cache.stats().allocations == 3u);  // a, b, c
+        fake_driver::done[0] = true;  // stream 7's work has run
+        cache.release(c);
+        void* d = cache.allocate(512);
+        BOOST_TEST((d == b || d == c));
+        BOOST_TEST(cache.stats().pending == 0u);
+        BOOST_TEST(cache.stats().allocations == 3u);
+
+        // Addresses outside every live block are refused, naming the address.
+        BOOST_CHECK_THROW(cache.record_stream(static_cast<char*>(d) + 512, 7), std::invalid_argument);
+        int not_ours = 0;
+        BOOST_CHECK_THROW(cache.record_stream(&not_ours, 7), std::invalid_argument);
+
+        // Statistics: live (a and d), the peak (with a passing 2048-byte block), the idle bytes.
+        cache.release(cache.allocate(2048));
+        auto s = cache.stats();
+        BOOST_TEST(s.live == 256u + 512u);
+        BOOST_TEST(s.peak_live == 256u + 512u + 2048u);
+        BOOST_TEST(s.cached == 512u + 2048u);  // the other of b, c, and the passing block
+        cache.reset_peak();
+        BOOST_TEST(cache.stats().peak_live == s.live);
+
+        // Out of room: idle blocks go back to the device first, pending ones after their streams
+        // are waited for; only then does an allocation fail.
+        void* e = cache.allocate(1024);
+        cache.record_stream(e, 3);
+        cache.release(e);
+        const std::size_t room = fake_driver::device_capacity - fake_driver::device_bytes;
+        void* f = cache.allocate(room + 1024 + 512 + 2048);  // needs the idle blocks and the pending 1024
+        BOOST_TEST(f != nullptr);
+        BOOST_TEST(fake_driver::done.back());  // stream 3 was waited for
+        BOOST_TEST(cache.stats().cached == 0u);
+        BOOST_TEST(cache.allocate(1 << 20) == nullptr);
+        for (void* p : {a, d, f}) cache.release(p);
+        const std::size_t on_device = fake_driver::device_bytes;
+        BOOST_TEST(cache.trim(true) == on_device);
+    }
+    BOOST_TEST(fake_driver::device_bytes == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {
