@@ -713,6 +713,16 @@ BOOST_AUTO_TEST_CASE(a_block_used_on_another_stream_waits_for_it_before_reuse) {
     BOOST_TEST(fake_driver::device_bytes == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(tf32_defaults_are_pytorchs) {
+    // torch.backends.cuda.matmul.allow_tf32 = False, torch.backends.cudnn.allow_tf32 = True.
+    BOOST_TEST(!cuda_tf32());
+    BOOST_TEST(cuda_conv_tf32());
+    set_cuda_conv_tf32(false);
+    BOOST_TEST(!cuda_conv_tf32());
+    BOOST_TEST(!cuda_tf32());  // the two switches are apart
+    set_cuda_conv_tf32(true);
+}
+
 BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {
     // cuBLASLt assumes 256-byte operands unless told less; a view into a tensor may start anywhere
     // a float can.

@@ -98,5 +98,6 @@ BOOST_AUTO_TEST_CASE(autoencoder_encodes_decodes_and_backpropagates) {
 
 int main(int argc, char* argv[]) {
     if (const int gate = testing::cuda_test_gate("cuda_models"); gate != 0) return gate;
+    set_cuda_conv_tf32(false);  // compared with the cpu at fp32 precision (TF32 convolutions are the default)
     return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);  // init_unit_test: BOOST_TEST_MODULE's
 }

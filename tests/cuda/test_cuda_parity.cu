@@ -28,5 +28,6 @@ constexpr double loss_tolerance = 1e-4, gradient_tolerance = 1e-4, sample_tolera
 
 int main(int argc, char* argv[]) {
     if (const int gate = testing::cuda_test_gate("cuda_parity"); gate != 0) return gate;
+    set_cuda_conv_tf32(false);  // compared with the cpu at fp32 precision (TF32 convolutions are the default)
     return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);  // init_unit_test: BOOST_TEST_MODULE's
 }

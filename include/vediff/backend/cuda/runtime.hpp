@@ -165,6 +165,10 @@ inline std::atomic<bool>& tf32_flag() {
     static std::atomic<bool> enabled{false};
     return enabled;
 }
+inline std::atomic<bool>& conv_tf32_flag() {
+    static std::atomic<bool> enabled{true};
+    return enabled;
+}
 
 } // namespace cuda_detail
 
@@ -251,10 +255,17 @@ private:
     cudaEvent_t event_ = nullptr;
 };
 
-/// TF32 tensor-core math for float matrix products (about 10 mantissa bits in the products).
-/// Off by default, so that cuda results match the cpu backend's within float rounding.
+/// TF32 tensor-core math for float matrix products (about 10 mantissa bits in the products):
+/// Linear, attention and batched products. Off by default, as PyTorch's
+/// torch.backends.cuda.matmul.allow_tf32, so that they match the cpu backend within float rounding.
 inline void set_cuda_tf32(bool enabled) noexcept { cuda_detail::tf32_flag() = enabled; }
 inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
+
+/// TF32 math for the float convolutions' products. On by default, as PyTorch's
+/// torch.backends.cudnn.allow_tf32; off to compare convolutions with the cpu backend at fp32
+/// precision (the parity tests do).
+inline void set_cuda_conv_tf32(bool enabled) noexcept { cuda_detail::conv_tf32_flag() = enabled; }
+inline bool cuda_conv_tf32() noexcept { return cuda_detail::conv_tf32_flag(); }
 
 template <>
 struct device_selection<cuda> {
