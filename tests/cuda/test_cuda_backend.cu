@@ -248,6 +248,25 @@ BOOST_AUTO_TEST_CASE(adamw_and_the_gradient_norm_match_the_host) {
     }
     BOOST_TEST(relative_difference(dp.to_vector(), want) < 1e-6);
     BOOST_TEST(optim_kernels<gpu>::sum_of_squares(dg.data(), n) == squares, boost::test_tools::tolerance(1e-12));
+    // Many tensors in one launch: bit for bit the host replica's order of summation.
+    {
+        const std::vector<std::int64_t> lengths{n, 70000, 3};
+        std::vector<std::vector<float>> host;
+        std::vector<tensor<float, gpu>> device;
+        std::vector<const float*> host_pointers, device_pointers;
+        for (std::size_t i = 0; i < lengths.size(); ++i) {
+            host.push_back(random_matrix({1, lengths[i]}, 60 + i).values);
+            device.push_back(tensor<float, gpu>::from_host({lengths[i]}, std::span<const float>(host.back())));
+        }
+        for (std::size_t i = 0; i < lengths.size(); ++i) {
+            host_pointers.push_back(host[i].data());
+            device_pointers.push_back(device[i].data());
+        }
+        const double on_device = optim_kernels<gpu>::sum_of_squares_many(std::span<const float* const>(device_pointers),
+                                                                          std::span<const std::int64_t>(lengths));
+        BOOST_TEST(on_device == cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>(host_pointers),
+                                                                        std::span<const std::int64_t>(lengths)));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(broadcasts_and_sums_match_host_loops) {

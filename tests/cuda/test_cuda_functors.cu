@@ -723,6 +723,28 @@ BOOST_AUTO_TEST_CASE(tf32_defaults_are_pytorchs) {
     set_cuda_conv_tf32(true);
 }
 
+BOOST_AUTO_TEST_CASE(the_gradient_norm_covers_every_tensor_in_one_pass) {
+    // Tensors shorter and longer than a chunk, and an empty one: every element counted once.
+    const std::vector<std::int64_t> lengths{5, cuda_detail::multi_tensor_chunk * 2 + 17, 0, 300};
+    std::vector<std::vector<float>> values;
+    std::vector<const float*> pointers;
+    double want = 0;
+    for (std::size_t i = 0; i < lengths.size(); ++i) {
+        const auto v = random_values(static_cast<std::size_t>(lengths[i]), 40 + i);
+        values.emplace_back(v.begin(), v.end());
+        for (const float x : values.back()) want += double(x) * double(x);
+    }
+    for (const auto& v : values) pointers.push_back(v.data());
+    const auto chunks = cuda_detail::chunk_tensors(lengths);
+    BOOST_TEST(chunks.size() == 1u + 3u + 1u);
+    std::int64_t covered = 0;
+    for (const auto& c : chunks) covered += c.length;
+    BOOST_TEST(covered == lengths[0] + lengths[1] + lengths[3]);
+    const double got = cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>(pointers), std::span<const std::int64_t>(lengths));
+    BOOST_TEST(got == want, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>{}, std::span<const std::int64_t>{}) == 0.0);
+}
+
 BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {
     // cuBLASLt assumes 256-byte operands unless told less; a view into a tensor may start anywhere
     // a float can.
