@@ -242,6 +242,26 @@ BOOST_AUTO_TEST_CASE(sum_of_squares_is_independent_of_thread_count) {
     omp_set_num_threads(threads);
 }
 
+BOOST_AUTO_TEST_CASE(the_multi_tensor_sum_of_squares_adds_each_tensors_sum_in_list_order) {
+    // What global_grad_norm takes: the per-tensor sums, in list order, so that a model's norm (and
+    // the clipped gradients of a resumed run) do not change with the multi-tensor call.
+    std::vector<std::vector<double>> values;
+    const std::vector<std::int64_t> lengths{3, 20000, 0, 777};
+    std::vector<const double*> pointers;
+    double want = 0;
+    for (std::size_t i = 0; i < lengths.size(); ++i) {
+        values.emplace_back(static_cast<std::size_t>(lengths[i]));
+        for (std::size_t k = 0; k < values.back().size(); ++k)
+            values.back()[k] = (k % 5 == 0 ? 1e4 : 1e-2) * philox_uniform<double>(12, i, 0, std::uint64_t(k));
+    }
+    for (std::size_t i = 0; i < lengths.size(); ++i) {
+        pointers.push_back(values[i].data());
+        want += optim_kernels<cpu>::sum_of_squares(values[i].data(), lengths[i]);
+    }
+    BOOST_TEST(optim_kernels<cpu>::sum_of_squares_many(std::span<const double* const>(pointers), std::span<const std::int64_t>(lengths)) ==
+               want);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(schedule)

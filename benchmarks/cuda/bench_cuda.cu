@@ -29,7 +29,7 @@
 #include "vediff/ops/random.hpp"
 #include "vediff/optim/adamw.hpp"
 
-using gpu = vediff::cuda;  // CUDA's headers declare a global namespace `cuda` too
+using gpu = vediff::cuda_device;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -182,10 +182,10 @@ void bench_tokenizer(int steps) {
         return r.total;
     };
     const auto [per_step, loss, new_allocations] = time_steps(step, steps);
-    std::printf("== tokenizer (LDM f8, %lld parameters) training step, 3x256x256, batch %lld, %s: %.1f images/s, %.3f s/step, "
-                "loss %.1f; device allocations after the first step: %zu\n",
+    std::printf("== tokenizer (LDM f8, %lld parameters) training step, 3x256x256, batch %lld, %s matmul, %s convolutions: %.1f images/s, "
+                "%.3f s/step, loss %.1f; device allocations after the first step: %zu\n",
                 static_cast<long long>(vediff::nn::parameter_count(ae)), static_cast<long long>(batch),
-                vediff::cuda_tf32() ? "TF32" : "FP32", double(batch) / per_step, per_step, loss,
+                vediff::cuda_tf32() ? "TF32" : "FP32", vediff::cuda_conv_tf32() ? "TF32" : "FP32", double(batch) / per_step, per_step, loss,
                 new_allocations);
 }
 

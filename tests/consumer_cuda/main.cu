@@ -8,16 +8,19 @@
 #include <vediff/core/transfer.hpp>
 #include <vediff/ops/gemm.hpp>
 
+// The README's style: the whole namespace in scope, the device named by its tag (`cuda_device`:
+// libcu++'s global namespace `cuda` would make a tag called `cuda` ambiguous here).
+using namespace vediff;
+
 int main() {
-    using gpu = vediff::cuda;  // CUDA's headers declare a global namespace `cuda` too
-    if (!vediff::cuda_available()) {
+    if (!cuda_available()) {
         std::printf("vediff cuda consumer built; no CUDA device to run it\n");
         return 0;
     }
     const std::vector<float> x = {1, 2, 3, 4, 5, 6}, w = {1, 0, 1, 0, 1, 0, 2, 2, 2}, b = {0.5f, -1, 0};
-    const auto y = vediff::ops::linear(vediff::tensor<float, gpu>::from_host({2, 3}, x).view(),
-                                       vediff::tensor<float, gpu>::from_host({3, 3}, w).view(),
-                                       vediff::tensor<float, gpu>::from_host({3}, b).view())
+    const auto y = ops::linear(tensor<float, cuda_device>::from_host({2, 3}, x).view(),
+                               tensor<float, cuda_device>::from_host({3, 3}, w).view(),
+                               tensor<float, cuda_device>::from_host({3}, b).view())
                        .to_vector();
     const std::vector<float> expected = {4.5f, 1, 12, 10.5f, 4, 30};
     for (std::size_t i = 0; i < expected.size(); ++i)

@@ -1,7 +1,8 @@
 // The cuda backend against host references written out as loops (this translation unit is
 // compiled by nvcc and sees only the cuda backend): transfers, memory, elementwise ops, products
 // forward and backward, the allocator's cache and its out-of-memory error. Without a GPU the
-// program reports itself skipped to ctest (exit code 77), never passed.
+// program reports itself skipped to ctest (exit code 77), never passed; a machine whose GPU is present
+// but unusable fails (support/cuda_gate.hpp).
 #define BOOST_TEST_MODULE cuda_backend
 #define BOOST_TEST_NO_MAIN
 #define BOOST_TEST_ALTERNATIVE_INIT_API
@@ -32,10 +33,11 @@
 #include "vediff/ops/gemm.hpp"
 #include "vediff/ops/norm.hpp"
 #include "vediff/ops/random.hpp"
+#include "support/cuda_gate.hpp"
 
 using namespace vediff;
 // CUDA's own headers declare a global namespace `cuda` (libcu++): spell vediff's device out.
-using gpu = vediff::cuda;
+using gpu = cuda_device;
 
 namespace {
 
@@ -246,6 +248,25 @@ BOOST_AUTO_TEST_CASE(adamw_and_the_gradient_norm_match_the_host) {
     }
     BOOST_TEST(relative_difference(dp.to_vector(), want) < 1e-6);
     BOOST_TEST(optim_kernels<gpu>::sum_of_squares(dg.data(), n) == squares, boost::test_tools::tolerance(1e-12));
+    // Many tensors in one launch: bit for bit the host replica's order of summation.
+    {
+        const std::vector<std::int64_t> lengths{n, 70000, 3};
+        std::vector<std::vector<float>> host;
+        std::vector<tensor<float, gpu>> device;
+        std::vector<const float*> host_pointers, device_pointers;
+        for (std::size_t i = 0; i < lengths.size(); ++i) {
+            host.push_back(random_matrix({1, lengths[i]}, 60 + i).values);
+            device.push_back(tensor<float, gpu>::from_host({lengths[i]}, std::span<const float>(host.back())));
+        }
+        for (std::size_t i = 0; i < lengths.size(); ++i) {
+            host_pointers.push_back(host[i].data());
+            device_pointers.push_back(device[i].data());
+        }
+        const double on_device = optim_kernels<gpu>::sum_of_squares_many(std::span<const float* const>(device_pointers),
+                                                                          std::span<const std::int64_t>(lengths));
+        BOOST_TEST(on_device == cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>(host_pointers),
+                                                                        std::span<const std::int64_t>(lengths)));
+    }
 }
 
 BOOST_AUTO_TEST_CASE(broadcasts_and_sums_match_host_loops) {
@@ -342,7 +363,10 @@ BOOST_AUTO_TEST_CASE(loss_terms_match_host_sums) {
                boost::test_tools::tolerance(1e-12));
     auto with_nan = on_device(x);
     const float bad[2] = {NAN, INFINITY};
-    cuda_detail::check(cudaMemcpy(with_nan.data() + 10, bad, sizeof(bad), cudaMemcpyHostToDevice), "cudaMemcpy");
+    // On vediff's stream, which the kernels below run on: a plain cudaMemcpy (the legacy default
+    // stream) would not be ordered with them.
+    cuda_detail::check(cudaMemcpyAsync(with_nan.data() + 10, bad, sizeof(bad), cudaMemcpyHostToDevice, cuda_stream()), "cudaMemcpyAsync");
+    cuda_synchronize();  // `bad` is on this stack frame
     BOOST_TEST(loss_kernels<gpu>::count_nonfinite(with_nan.data(), n) == 2);
     std::vector<double> mean(2), m2(2);
     loss_kernels<gpu>::channel_moments(mean.data(), m2.data(), dx_.data(), 1, 1, n);
@@ -625,9 +649,7 @@ BOOST_AUTO_TEST_CASE(out_of_memory_names_the_requested_size) {
 }
 
 int main(int argc, char* argv[]) {
-    if (!cuda_available()) {
-        std::printf("cuda_backend: no CUDA device (%d found): skipped\n", cuda_device_count());
-        return 77;
-    }
+    if (const int gate = testing::cuda_test_gate("cuda_backend"); gate != 0) return gate;
+    set_cuda_conv_tf32(false);  // compared with the cpu at fp32 precision (TF32 convolutions are the default)
     return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);  // init_unit_test: BOOST_TEST_MODULE's
 }

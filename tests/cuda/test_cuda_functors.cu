@@ -8,12 +8,16 @@
 #include <cmath>
 #include <algorithm>
 #include <cstdint>
+#include <string>
+#include <cstdlib>
+#include <map>
 #include <vector>
 
 #include <thrust/execution_policy.h>
 #include <thrust/for_each.h>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/transform.h>
+#include <thrust/system_error.h>
 #include <thrust/transform_reduce.h>
 
 #include "vediff/backend/cpu/batch_norm.hpp"
@@ -402,6 +406,29 @@ BOOST_AUTO_TEST_CASE(layer_and_rms_norm_jobs_pass_gradient_checks) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(an_in_place_group_norm_needs_every_finish_before_any_store) {
+    // Group norm's finish reads the row's first value (its shift). Written in place (y = x), the
+    // kernel's schedule (all finish, a barrier, then the stores) gives the out-of-place result bit
+    // for bit; the schedule without that barrier, a thread storing before the next one finishes,
+    // would not.
+    const std::int64_t n = 2, channels = 4, groups = 2, per_group = channels / groups, spatial = 40;
+    const auto x = random_values(static_cast<std::size_t>(n * channels * spatial), 31, 1.5, 3.0);
+    const auto w = random_values(channels, 32, 0.3, 1.0), b = random_values(channels, 33, 0.2);
+    const auto run = [&](bool in_place, cuda_detail::row_schedule schedule) {
+        std::vector<double> data = x, out(x.size()), mean(n * groups), rstd(n * groups);
+        double* y = in_place ? data.data() : out.data();
+        cuda_detail::reduce_rows_on_host(
+            cuda_detail::group_norm_forward_job<double>{y, mean.data(), rstd.data(), data.data(), w.data(), b.data(), groups, per_group,
+                                                        spatial, 1e-6},
+            n * groups, per_group * spatial, schedule);
+        return std::vector<double>(y, y + x.size());
+    };
+    const auto reference = run(false, cuda_detail::row_schedule::device);
+    BOOST_TEST(run(true, cuda_detail::row_schedule::device) == reference, boost::test_tools::per_element());
+    BOOST_TEST(run(true, cuda_detail::row_schedule::without_finish_barrier) != reference);
+    BOOST_TEST(run(false, cuda_detail::row_schedule::without_finish_barrier) == reference, boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(group_norm_jobs_pass_gradient_checks) {
     // Groups of 2 planes of 5 values, and of 2 planes of 150 (longer than their threads).
     for (std::int64_t spatial : {5, 150}) {
@@ -533,6 +560,189 @@ BOOST_AUTO_TEST_CASE(posterior_functors_split_clamp_and_reparameterize) {
     };
     BOOST_TEST(worst_gradient_error(mu, dmu, loss) < 1e-8);
     BOOST_TEST(worst_gradient_error(lv, dlv, loss) < 1e-8);
+}
+
+BOOST_AUTO_TEST_CASE(only_a_machine_without_a_gpu_reads_as_zero_devices) {
+    BOOST_TEST(cuda_detail::usable_device_count(cudaSuccess, 2, true) == 2);
+    BOOST_TEST(cuda_detail::usable_device_count(cudaErrorNoDevice, 0, true) == 0);
+    // No driver installed: CUDA says "insufficient driver", which here means "no GPU".
+    BOOST_TEST(cuda_detail::usable_device_count(cudaErrorInsufficientDriver, 0, false) == 0);
+    // A driver that is installed but too old, or any other failure: thrown, naming the cause.
+    const auto fails_with = [](cudaError_t status, bool driver, const std::string& part) {
+        try {
+            (void)cuda_detail::usable_device_count(status, 0, driver);
+        } catch (const cuda_error& e) {
+            BOOST_TEST_INFO(e.what());
+            return std::string(e.what()).find(part) != std::string::npos;
+        }
+        return false;
+    };
+    BOOST_TEST(fails_with(cudaErrorInsufficientDriver, true, "update the driver"));
+    BOOST_TEST(fails_with(cudaErrorInsufficientDriver, true, "cudaErrorInsufficientDriver"));
+    BOOST_TEST(fails_with(cudaErrorInitializationError, true, "cudaErrorInitializationError"));
+    BOOST_TEST(fails_with(cudaErrorSystemDriverMismatch, false, "cannot be used"));
+    // This machine's own answer is one of the two allowed: a count, or an explanation.
+    try {
+        BOOST_TEST(cuda_device_count() >= 0);
+    } catch (const cuda_error& e) {
+        BOOST_TEST_MESSAGE("this machine: " << e.what());
+    }
+}
+
+BOOST_AUTO_TEST_CASE(thrust_failures_become_vediff_errors) {
+    BOOST_CHECK_EXCEPTION(cuda_detail::thrust_call("thrust::for_each", []() -> int {
+                              throw thrust::system_error(cudaErrorLaunchFailure, thrust::cuda_category(), "launch");
+                          }),
+                          cuda_error, [](const cuda_error& e) {
+                              BOOST_TEST_INFO(e.what());
+                              return std::string(e.what()).find("thrust::for_each failed") != std::string::npos;
+                          });
+    BOOST_CHECK_THROW(cuda_detail::thrust_call("thrust::reduce", []() -> int { throw std::bad_alloc(); }), cuda_out_of_memory);
+    BOOST_TEST(cuda_detail::thrust_call("thrust::count", [] { return 7; }) == 7);
+}
+
+BOOST_AUTO_TEST_CASE(a_gpu_the_build_lacks_is_named_with_the_flag_that_adds_it) {
+    const auto m = cuda_detail::missing_kernel_image_message("NVIDIA L4", 8, 9, "cudaErrorNoKernelImageForDevice");
+    BOOST_TEST_INFO(m);
+    BOOST_TEST(m.find("NVIDIA L4 (compute capability 8.9)") != std::string::npos);
+    BOOST_TEST(m.find("-DCMAKE_CUDA_ARCHITECTURES=89") != std::string::npos);
+    BOOST_TEST(m.find("cudaErrorNoKernelImageForDevice") != std::string::npos);
+}
+
+namespace {
+/// block_cache's device calls on the host: streams are numbers (0 the backend's), events indices
+/// into `done`, the device a budget of bytes.
+struct fake_driver {
+    using stream_type = int;
+    using event_type = int;
+    static inline std::vector<bool> done;
+    static inline std::vector<int> event_streams;
+    static inline std::size_t device_bytes = 0, device_capacity = 0;
+    static inline std::map<void*, std::size_t> blocks;
+    static void reset(std::size_t capacity) {
+        done.clear();
+        event_streams.clear();
+        device_bytes = 0;
+        device_capacity = capacity;
+    }
+    static void* allocate(std::size_t bytes) {
+        if (device_bytes + bytes > device_capacity) return nullptr;
+        device_bytes += bytes;
+        void* p = std::malloc(bytes);
+        blocks[p] = bytes;
+        return p;
+    }
+    static void free(void* p) {
+        device_bytes -= blocks.at(p);
+        blocks.erase(p);
+        std::free(p);
+    }
+    static stream_type backend_stream() { return 0; }
+    static event_type record_event(stream_type s) {
+        done.push_back(false);
+        event_streams.push_back(s);
+        return static_cast<int>(done.size()) - 1;
+    }
+    static bool event_done(event_type e) { return done.at(static_cast<std::size_t>(e)); }
+    static void wait_event(event_type e) { done.at(static_cast<std::size_t>(e)) = true; }
+    static void destroy_event(event_type) {}
+};
+} // namespace
+
+BOOST_AUTO_TEST_CASE(a_block_used_on_another_stream_waits_for_it_before_reuse) {
+    fake_driver::reset(1 << 20);
+    {
+        cuda_detail::block_cache<fake_driver> cache;
+        // The backend's stream alone: a released block is the next allocation of its size.
+        void* a = cache.allocate(256);
+        cache.release(a);
+        BOOST_TEST(cache.allocate(256) == a);
+        BOOST_TEST(cache.stats().allocations == 1u);
+        // Declaring the backend's own stream changes nothing.
+        cache.record_stream(a, 0);
+        cache.release(a);
+        BOOST_TEST(cache.stats().pending == 0u);
+        BOOST_TEST(cache.allocate(256) == a);
+
+        // Used on stream 7 (declared through an address inside the block): released, it waits.
+        void* b = cache.allocate(512);
+        cache.record_stream(static_cast<char*>(b) + 100, 7);
+        cache.record_stream(b, 7);  // once per stream
+        cache.release(b);
+        BOOST_TEST(fake_driver::event_streams == std::vector<int>{7});
+        BOOST_TEST(cache.stats().pending == 512u);
+        void* c = cache.allocate(512);
+        BOOST_TEST(c != b);  // not reused while stream 7 may still read it
+        BOOST_TEST(cache.stats().allocations == 3u);  // a, b, c
+        fake_driver::done[0] = true;  // stream 7's work has run
+        cache.release(c);
+        void* d = cache.allocate(512);
+        BOOST_TEST((d == b || d == c));
+        BOOST_TEST(cache.stats().pending == 0u);
+        BOOST_TEST(cache.stats().allocations == 3u);
+
+        // Addresses outside every live block are refused, naming the address.
+        BOOST_CHECK_THROW(cache.record_stream(static_cast<char*>(d) + 512, 7), std::invalid_argument);
+        int not_ours = 0;
+        BOOST_CHECK_THROW(cache.record_stream(&not_ours, 7), std::invalid_argument);
+
+        // Statistics: live (a and d), the peak (with a passing 2048-byte block), the idle bytes.
+        cache.release(cache.allocate(2048));
+        auto s = cache.stats();
+        BOOST_TEST(s.live == 256u + 512u);
+        BOOST_TEST(s.peak_live == 256u + 512u + 2048u);
+        BOOST_TEST(s.cached == 512u + 2048u);  // the other of b, c, and the passing block
+        cache.reset_peak();
+        BOOST_TEST(cache.stats().peak_live == s.live);
+
+        // Out of room: idle blocks go back to the device first, pending ones after their streams
+        // are waited for; only then does an allocation fail.
+        void* e = cache.allocate(1024);
+        cache.record_stream(e, 3);
+        cache.release(e);
+        const std::size_t room = fake_driver::device_capacity - fake_driver::device_bytes;
+        void* f = cache.allocate(room + 1024 + 512 + 2048);  // needs the idle blocks and the pending 1024
+        BOOST_TEST(f != nullptr);
+        BOOST_TEST(fake_driver::done.back());  // stream 3 was waited for
+        BOOST_TEST(cache.stats().cached == 0u);
+        BOOST_TEST(cache.allocate(1 << 20) == nullptr);
+        for (void* p : {a, d, f}) cache.release(p);
+        const std::size_t on_device = fake_driver::device_bytes;
+        BOOST_TEST(cache.trim(true) == on_device);
+    }
+    BOOST_TEST(fake_driver::device_bytes == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(tf32_defaults_are_pytorchs) {
+    // torch.backends.cuda.matmul.allow_tf32 = False, torch.backends.cudnn.allow_tf32 = True.
+    BOOST_TEST(!cuda_tf32());
+    BOOST_TEST(cuda_conv_tf32());
+    set_cuda_conv_tf32(false);
+    BOOST_TEST(!cuda_conv_tf32());
+    BOOST_TEST(!cuda_tf32());  // the two switches are apart
+    set_cuda_conv_tf32(true);
+}
+
+BOOST_AUTO_TEST_CASE(the_gradient_norm_covers_every_tensor_in_one_pass) {
+    // Tensors shorter and longer than a chunk, and an empty one: every element counted once.
+    const std::vector<std::int64_t> lengths{5, cuda_detail::multi_tensor_chunk * 2 + 17, 0, 300};
+    std::vector<std::vector<float>> values;
+    std::vector<const float*> pointers;
+    double want = 0;
+    for (std::size_t i = 0; i < lengths.size(); ++i) {
+        const auto v = random_values(static_cast<std::size_t>(lengths[i]), 40 + i);
+        values.emplace_back(v.begin(), v.end());
+        for (const float x : values.back()) want += double(x) * double(x);
+    }
+    for (const auto& v : values) pointers.push_back(v.data());
+    const auto chunks = cuda_detail::chunk_tensors(lengths);
+    BOOST_TEST(chunks.size() == 1u + 3u + 1u);
+    std::int64_t covered = 0;
+    for (const auto& c : chunks) covered += c.length;
+    BOOST_TEST(covered == lengths[0] + lengths[1] + lengths[3]);
+    const double got = cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>(pointers), std::span<const std::int64_t>(lengths));
+    BOOST_TEST(got == want, boost::test_tools::tolerance(1e-12));
+    BOOST_TEST(cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>{}, std::span<const std::int64_t>{}) == 0.0);
 }
 
 BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {

@@ -2,7 +2,7 @@
 // compile for vediff::cuda unchanged, which every CI build checks by compiling this file. On a GPU
 // the program also runs them: a zero-initialized DiT predicts exactly zero, one flow-matching
 // training step and one autoencoder forward and backward give finite values of the right shapes.
-// Without a GPU it reports itself skipped (exit code 77).
+// Without a GPU it reports itself skipped (exit code 77); with an unusable one it fails.
 #define BOOST_TEST_MODULE cuda_models
 #define BOOST_TEST_NO_MAIN
 #define BOOST_TEST_ALTERNATIVE_INIT_API
@@ -18,9 +18,10 @@
 #include "vediff/models/dit.hpp"
 #include "vediff/ops/random.hpp"
 #include "vediff/optim/adamw.hpp"
+#include "support/cuda_gate.hpp"
 
 using namespace vediff;
-using gpu = vediff::cuda;  // CUDA's headers declare a global namespace `cuda` too
+using gpu = cuda_device;
 
 // Every member function of the models, compiled for the device.
 template struct vediff::models::diffusion_transformer<vediff::models::dit_design, float, gpu>;
@@ -96,9 +97,7 @@ BOOST_AUTO_TEST_CASE(autoencoder_encodes_decodes_and_backpropagates) {
 }
 
 int main(int argc, char* argv[]) {
-    if (!cuda_available()) {
-        std::printf("cuda_models: no CUDA device (%d found): skipped\n", cuda_device_count());
-        return 77;
-    }
+    if (const int gate = testing::cuda_test_gate("cuda_models"); gate != 0) return gate;
+    set_cuda_conv_tf32(false);  // compared with the cpu at fp32 precision (TF32 convolutions are the default)
     return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);  // init_unit_test: BOOST_TEST_MODULE's
 }

@@ -12,12 +12,13 @@
 #include <cstdio>
 #include <vector>
 
+#include "support/cuda_gate.hpp"
 #include "support/device_parity.hpp"
 #include "vediff/backend/cuda.hpp"
 
 using namespace vediff;
 using namespace vediff::testing::parity;
-using other = vediff::cuda;  // CUDA's headers declare a global namespace `cuda` too
+using other = cuda_device;
 
 namespace {
 constexpr double loss_tolerance = 1e-4, gradient_tolerance = 1e-4, sample_tolerance = 1e-4;
@@ -26,9 +27,7 @@ constexpr double loss_tolerance = 1e-4, gradient_tolerance = 1e-4, sample_tolera
 #include "support/device_parity_cases.hpp"
 
 int main(int argc, char* argv[]) {
-    if (!cuda_available()) {
-        std::printf("cuda_parity: no CUDA device (%d found): skipped\n", cuda_device_count());
-        return 77;
-    }
+    if (const int gate = testing::cuda_test_gate("cuda_parity"); gate != 0) return gate;
+    set_cuda_conv_tf32(false);  // compared with the cpu at fp32 precision (TF32 convolutions are the default)
     return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);  // init_unit_test: BOOST_TEST_MODULE's
 }

@@ -18,9 +18,10 @@
 #include "vediff/distributed/data_parallel.hpp"
 #include "vediff/distributed/nccl.hpp"
 #include "vediff/models/dit.hpp"
+#include "support/cuda_gate.hpp"
 
 using namespace vediff;
-using gpu = vediff::cuda;  // libcu++ declares a global namespace cuda
+using gpu = cuda_device;
 
 namespace {
 
@@ -115,20 +116,6 @@ BOOST_AUTO_TEST_CASE(data_parallel_reduces_cuda_gradients) {
 }
 
 int main(int argc, char* argv[]) {
-    int devices = 0;
-    const cudaError_t status = cudaGetDeviceCount(&devices);
-    // No GPU: no device, or no NVIDIA driver loaded at all (CUDA then says "insufficient
-    // driver"). A machine with the driver's device node whose CUDA still fails is a failure.
-    const bool driver_loaded = std::filesystem::exists("/dev/nvidiactl");
-    if (status == cudaErrorNoDevice || (status == cudaSuccess && devices == 0) ||
-        (status == cudaErrorInsufficientDriver && !driver_loaded)) {
-        std::printf("nccl: no CUDA device (%s): skipped\n", status == cudaSuccess ? "none found" : cudaGetErrorName(status));
-        return 77;
-    }
-    if (status != cudaSuccess) {
-        std::printf("nccl: cudaGetDeviceCount failed: %s (%s); a GPU machine whose CUDA cannot start fails here\n",
-                    cudaGetErrorString(status), cudaGetErrorName(status));
-        return 1;
-    }
+    if (const int gate = vediff::testing::cuda_test_gate("nccl"); gate != 0) return gate;
     return boost::unit_test::unit_test_main(&init_unit_test, argc, argv);
 }

@@ -11,12 +11,15 @@ struct cpu {
     static constexpr bool host_accessible = true;
 };
 
-/// NVIDIA GPU memory (cuBLAS, Thrust and kernels). Declared here so that layer and model code
-/// stays device-generic; its backend arrives with the CUDA issue.
-struct cuda {
+/// NVIDIA GPU memory (cuBLAS, Thrust and kernels; backend/cuda). Declared here so that layer and
+/// model code stays device-generic. Named `cuda_device`, not `cuda`: CUDA's own headers (libcu++)
+/// declare a global namespace `cuda`, and after `using namespace vediff;` an unqualified `cuda`
+/// would name both. `vediff::cuda` stays as an alias, for qualified use and inside the library.
+struct cuda_device {
     static constexpr const char* name = "cuda";
     static constexpr bool host_accessible = false;
 };
+using cuda = cuda_device;
 
 template <class D>
 concept device = requires {

@@ -29,6 +29,7 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
+#include "vediff/backend/cuda/memory.hpp"
 #include "vediff/backend/cuda/runtime.hpp"
 #include "vediff/distributed/communicator.hpp"
 #include "vediff/distributed/mpi.hpp"
@@ -131,6 +132,9 @@ public:
             return r;
         }
         after_backend_stream();
+        // The reduction runs while the backend's stream goes on: the buffer's block must not be
+        // reused before it ends, should its tensor be released first.
+        memory<cuda>::record_stream(data, stream_);
         nccl_detail::check(ncclAllReduce(data, data, n, nccl_detail::datatype<T>(), ncclSum, comm_, stream_), "ncclAllReduce");
         r.done = record_on_nccl_stream();
         return r;

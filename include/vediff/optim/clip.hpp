@@ -2,7 +2,10 @@
 // Global gradient norm and norm clipping, as torch.nn.utils.clip_grad_norm_ (L2 norm over the
 // gradients of all trainable parameters taken together).
 #include <cmath>
+#include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -12,16 +15,20 @@
 
 namespace vediff::optim {
 
-/// √(Σ over trainable parameters of Σ grad²), accumulated in double.
+/// √(Σ over trainable parameters of Σ grad²), accumulated in double: one multi-tensor reduction
+/// (on the cuda device one launch and one read-back, not one per parameter tensor).
 template <class Model>
 double global_grad_norm(Model& model) {
     using T = typename Model::value_type;
     using D = typename Model::device_type;
-    double sum = 0;
+    std::vector<const T*> grads;
+    std::vector<std::int64_t> lengths;
     model.for_each_parameter([&](const std::string&, nn::parameter<T, D>& p) {
-        if (p.trainable) sum += optim_kernels<D>::sum_of_squares(p.grad.data(), p.grad.numel());
+        if (!p.trainable || p.grad.numel() == 0) return;
+        grads.push_back(p.grad.data());
+        lengths.push_back(p.grad.numel());
     }, std::string{});
-    return std::sqrt(sum);
+    return std::sqrt(optim_kernels<D>::sum_of_squares_many(std::span<const T* const>(grads), std::span<const std::int64_t>(lengths)));
 }
 
 /// Scales the trainable gradients by max_norm / (norm + 1e-6) when that factor is below 1, and

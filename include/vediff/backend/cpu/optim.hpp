@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "vediff/backend/cpu/parallel.hpp"
@@ -47,6 +48,15 @@ struct optim_kernels<cpu> {
         }, chunk);
         double total = 0;
         for (double s : partial) total += s;
+        return total;
+    }
+
+    /// Σ over the tensors of Σ x², each tensor's sum as sum_of_squares and added in list order
+    /// (the gradient norm of a whole model; the cuda backend does the same in one launch).
+    template <class T>
+    static double sum_of_squares_many(std::span<const T* const> tensors, std::span<const std::int64_t> lengths) {
+        double total = 0;
+        for (std::size_t i = 0; i < tensors.size(); ++i) total += sum_of_squares(tensors[i], lengths[i]);
         return total;
     }
 };

@@ -125,7 +125,7 @@ private:
             static_assert(std::is_same_v<T, float>, "bf16_mixed convolutions take float tensors (fp32 master values)");
             gemm_kernels<cuda>::gemm_bf16(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
         } else {
-            gemm_kernels<cuda>::gemm(m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
+            gemm_kernels<cuda>::gemm_with_math(cuda_conv_tf32(), m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
         }
     }
 };

@@ -11,7 +11,8 @@
 //   static accumulator combine(accumulator, accumulator);
 //   std::int64_t reduce_length(row) const, map_length(row) const;
 //   accumulator load(row, j) const;              called once for each j < reduce_length(row)
-//   row_result finish(row, accumulator) const;   pure: every thread of the row's block calls it
+//   row_result finish(row, accumulator) const;   every thread of the row's block calls it; it may read
+//                                                the row (all finish before any store)
 //   void save(row, const row_result&) const;     once per row (the row's statistics)
 //   void store(row, j, const row_result&) const; once for each j < map_length(row)
 // and store runs after every load of its row, so a job may write the row it reads.
@@ -74,6 +75,9 @@ __global__ void __launch_bounds__(max_row_threads) reduce_rows_kernel(Job job, s
             __syncthreads();
         }
         const typename Job::row_result result = job.finish(row, partial[0]);
+        // Every thread's finish before any thread's store: a finish may read the row (group norm's
+        // reads its shift, x[0] of the row), which an in-place store would already have overwritten.
+        __syncthreads();
         if (t == 0) job.save(row, result);
         const std::int64_t length = job.map_length(row);
         for (std::int64_t j = t; j < length; j += threads) job.store(row, j, result);
@@ -91,20 +95,40 @@ void reduce_rows(const Job& job, std::int64_t rows, std::int64_t longest) {
     check(cudaGetLastError(), "reduce_rows_kernel launch");
 }
 
-/// reduce_rows on the host, in the device's order of combination.
+/// How reduce_rows_on_host orders a row's threads after the reduction: as the kernel does (every
+/// thread's finish, a barrier, then the stores), or as it would without that barrier, one thread
+/// at a time finishing and storing (a schedule the hardware may pick): the second exists so that
+/// a test can show what the barrier protects.
+enum class row_schedule { device, without_finish_barrier };
+
+/// reduce_rows on the host, in the device's order of combination, each of a row's threads
+/// finishing and storing its own elements j ≡ t (mod threads).
 template <class Job>
-void reduce_rows_on_host(const Job& job, std::int64_t rows, std::int64_t longest) {
+void reduce_rows_on_host(const Job& job, std::int64_t rows, std::int64_t longest, row_schedule schedule = row_schedule::device) {
     const int threads = row_threads(longest);
     std::vector<typename Job::accumulator> partial(static_cast<std::size_t>(threads));
+    std::vector<typename Job::row_result> results(static_cast<std::size_t>(threads));
     for (std::int64_t row = 0; row < rows; ++row) {
         for (int t = 0; t < threads; ++t) partial[static_cast<std::size_t>(t)] = thread_share(job, row, job.reduce_length(row), t, threads);
         for (int half = threads / 2; half > 0; half /= 2)
             for (int t = 0; t < half; ++t)
                 partial[static_cast<std::size_t>(t)] =
                     Job::combine(partial[static_cast<std::size_t>(t)], partial[static_cast<std::size_t>(t + half)]);
-        const typename Job::row_result result = job.finish(row, partial[0]);
-        job.save(row, result);
-        for (std::int64_t j = 0; j < job.map_length(row); ++j) job.store(row, j, result);
+        const std::int64_t length = job.map_length(row);
+        const auto store_share = [&](int t) {
+            for (std::int64_t j = t; j < length; j += threads) job.store(row, j, results[static_cast<std::size_t>(t)]);
+        };
+        if (schedule == row_schedule::device) {
+            for (int t = 0; t < threads; ++t) results[static_cast<std::size_t>(t)] = job.finish(row, partial[0]);
+            job.save(row, results[0]);
+            for (int t = 0; t < threads; ++t) store_share(t);
+        } else {
+            for (int t = 0; t < threads; ++t) {
+                results[static_cast<std::size_t>(t)] = job.finish(row, partial[0]);
+                if (t == 0) job.save(row, results[0]);
+                store_share(t);
+            }
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 // cuda kernels for matrix products through cuBLAS. vediff's matrices are row-major and cuBLAS's
 // column-major: a row-major m × n matrix with leading dimension ld is, to cuBLAS, its n × m
 // transpose with the same ld, so C = op(A)·op(B) is computed as Cᵀ = op(B)ᵀ·op(A)ᵀ with the
-// operands swapped and no copies. Float products use FP32 math unless set_cuda_tf32(true).
+// operands swapped and no copies. Float products use FP32 math unless set_cuda_tf32(true); the
+// convolutions' follow set_cuda_conv_tf32 (on by default, as PyTorch's cuDNN convolutions).
 // bf16_mixed products (core/precision.hpp) round their float operands to __nv_bfloat16 (round to
 // nearest even, __float2bfloat16_rn) into scratch copies of the same layout and call cuBLAS with
 // bf16 inputs, an fp32 output and fp32 compute (CUBLAS_COMPUTE_32F), the tensor-core path.
@@ -29,11 +30,13 @@ struct cublas_types;
 template <>
 struct cublas_types<float> {
     static constexpr cudaDataType_t data = CUDA_R_32F;
-    static cublasComputeType_t compute() { return cuda_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F; }
+    static cublasComputeType_t compute(bool tf32) { return tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F; }
+    static cublasComputeType_t compute() { return compute(cuda_tf32()); }
 };
 template <>
 struct cublas_types<double> {
     static constexpr cudaDataType_t data = CUDA_R_64F;
+    static cublasComputeType_t compute(bool) { return CUBLAS_COMPUTE_64F; }
     static cublasComputeType_t compute() { return CUBLAS_COMPUTE_64F; }
 };
 
@@ -165,6 +168,13 @@ struct gemm_kernels<cuda> {
     template <class T>
     static void gemm(std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
                      bool transpose_a, const T* b, std::int64_t ldb, bool transpose_b, T beta, T* c, std::int64_t ldc) {
+        gemm_with_math(cuda_tf32(), m, n, k, alpha, a, lda, transpose_a, b, ldb, transpose_b, beta, c, ldc);
+    }
+
+    /// gemm with TF32 math for float where `tf32` (the convolutions pass cuda_conv_tf32()).
+    template <class T>
+    static void gemm_with_math(bool tf32, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a, std::int64_t lda,
+                               bool transpose_a, const T* b, std::int64_t ldb, bool transpose_b, T beta, T* c, std::int64_t ldc) {
         static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "cuda gemm: float or double");
         if (m <= 0 || n <= 0) return;
         using types = cuda_detail::cublas_types<T>;
@@ -172,7 +182,7 @@ struct gemm_kernels<cuda> {
                                         transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N, cuda_detail::as_int(n, "n"),
                                         cuda_detail::as_int(m, "m"), cuda_detail::as_int(k, "k"), &alpha, b, types::data,
                                         cuda_detail::as_int(ldb, "ldb"), a, types::data, cuda_detail::as_int(lda, "lda"), &beta,
-                                        c, types::data, cuda_detail::as_int(ldc, "ldc"), types::compute(), CUBLAS_GEMM_DEFAULT),
+                                        c, types::data, cuda_detail::as_int(ldc, "ldc"), types::compute(tf32), CUBLAS_GEMM_DEFAULT),
                            "cublasGemmEx");
     }
 
@@ -189,8 +199,8 @@ struct gemm_kernels<cuda> {
             }
         }
         if (bias)
-            thrust::transform(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                              thrust::counting_iterator<std::int64_t>(rows * out), y, cuda_detail::bias_rows_op<T>{bias, out});
+            cuda_detail::thrust_call("thrust::transform", [&] { return thrust::transform(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                              thrust::counting_iterator<std::int64_t>(rows * out), y, cuda_detail::bias_rows_op<T>{bias, out}); });
         gemm(rows, out, in, T(1), x, in, false, w, in, true, bias ? T(1) : T(0), y, out);
     }
 

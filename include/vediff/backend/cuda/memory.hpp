@@ -1,95 +1,119 @@
 #pragma once
 // Device memory for vediff::cuda: stream-ordered allocations (cudaMallocAsync on the backend's
-// stream) recycled through a size-keyed cache (one per device), so that a training step, which allocates the same
-// activations every iteration, calls cudaMallocAsync only in its first iteration. The counters
-// (allocation_count) let tests and benchmarks check that. Transfers are explicit: copy_to_host
+// stream) recycled through a size-keyed cache per device (block_cache.hpp), so that a training
+// step, which allocates the same activations every iteration, calls cudaMallocAsync only in its
+// first iteration. A block used on another stream too is declared with record_stream and not
+// reused before that stream's work is done. stats() reports the bytes live, their peak and the
+// bytes cached; allocation_count() the device allocations. Transfers are explicit: copy_to_host
 // and copy_from_host wait for the stream, since the host buffer is the caller's.
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <map>
-#include <mutex>
 
 #include <thrust/execution_policy.h>
 #include <thrust/fill.h>
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cuda/block_cache.hpp"
 #include "vediff/backend/cuda/runtime.hpp"
 #include "vediff/core/device.hpp"
 
 namespace vediff {
 
+namespace cuda_detail {
+
+/// block_cache's device calls: cudaMallocAsync / cudaFreeAsync on the backend's stream, events
+/// for blocks used on other streams.
+struct cuda_driver {
+    using stream_type = cudaStream_t;
+    using event_type = cudaEvent_t;
+
+    static void* allocate(std::size_t bytes) {
+        void* p = nullptr;
+        const cudaError_t status = cudaMallocAsync(&p, bytes, stream());
+        if (status == cudaErrorMemoryAllocation) {
+            (void)cudaGetLastError();
+            return nullptr;
+        }
+        check(status, "cudaMallocAsync");
+        return p;
+    }
+    static void free(void* p) { (void)cudaFreeAsync(p, stream()); }
+    static stream_type backend_stream() { return stream(); }
+    /// An event at the stream's current end; where one cannot be made, the stream is waited for
+    /// instead (the block is then free at once).
+    static event_type record_event(stream_type s) {
+        cudaEvent_t e = nullptr;
+        if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess && cudaEventRecord(e, s) == cudaSuccess) return e;
+        (void)cudaGetLastError();
+        if (e) (void)cudaEventDestroy(e);
+        (void)cudaStreamSynchronize(s);
+        return nullptr;
+    }
+    static bool event_done(event_type e) {
+        if (!e) return true;
+        if (cudaEventQuery(e) == cudaErrorNotReady) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        return true;
+    }
+    static void wait_event(event_type e) {
+        if (e) (void)cudaEventSynchronize(e);
+    }
+    static void destroy_event(event_type e) {
+        if (e) (void)cudaEventDestroy(e);
+    }
+};
+
+} // namespace cuda_detail
+
 template <>
 struct memory<cuda> {
     static constexpr std::size_t alignment = 256;
+    using statistics = cuda_detail::allocator_statistics;
 
     static void* allocate(std::size_t bytes) {
         if (bytes == 0) return nullptr;
         bytes = round_up(bytes);
-        auto& c = cache();
-        {
-            std::lock_guard lock(c.mutex);
-            if (auto it = c.free_blocks.find(bytes); it != c.free_blocks.end()) {
-                void* p = it->second;
-                c.free_blocks.erase(it);
-                c.cached_bytes -= bytes;
-                return p;
-            }
+        void* p = cache().allocate(bytes);
+        if (!p) {
+            std::size_t free_bytes = 0, total_bytes = 0;
+            (void)cudaMemGetInfo(&free_bytes, &total_bytes);
+            const auto s = cache().stats();
+            throw cuda_out_of_memory(fmt::format(
+                fmt::runtime("cuda: out of memory allocating {} bytes ({:.1f} MiB): {:.1f} of {:.1f} MiB free on the device, "
+                             "{:.1f} MiB live in vediff's tensors, after returning vediff's idle blocks"),
+                bytes, mib(bytes), mib(free_bytes), mib(total_bytes), mib(s.live)));
         }
-        void* p = nullptr;
-        cudaError_t status = cudaMallocAsync(&p, bytes, cuda_detail::stream());
-        if (status == cudaErrorMemoryAllocation) {
-            (void)cudaGetLastError();
-            const std::size_t released = trim();
-            status = cudaMallocAsync(&p, bytes, cuda_detail::stream());
-            if (status == cudaErrorMemoryAllocation) {
-                (void)cudaGetLastError();
-                std::size_t free_bytes = 0, total_bytes = 0;
-                (void)cudaMemGetInfo(&free_bytes, &total_bytes);
-                throw cuda_out_of_memory(fmt::format(
-                    fmt::runtime("cuda: out of memory allocating {} bytes ({:.1f} MiB): {:.1f} of {:.1f} MiB free on the device "
-                                 "after releasing vediff's {:.1f} MiB cache"),
-                    bytes, mib(bytes), mib(free_bytes), mib(total_bytes), mib(released)));
-            }
-        }
-        cuda_detail::check(status, "cudaMallocAsync");
-        std::lock_guard lock(c.mutex);
-        ++c.allocations;
         return p;
     }
 
-    /// Back into the cache: the next allocation of this size reuses the block, in stream order.
-    static void release(void* p, std::size_t bytes) noexcept {
-        if (!p) return;
-        bytes = round_up(bytes);
-        auto& c = cache();
-        std::lock_guard lock(c.mutex);
-        c.free_blocks.emplace(bytes, p);
-        c.cached_bytes += bytes;
-    }
+    /// Back into the cache: the next allocation of this size reuses the block, in stream order
+    /// (after the work of any stream recorded with record_stream).
+    static void release(void* p, std::size_t /*bytes*/) noexcept { cache().release(p); }
 
-    /// Returns every cached block to the device; the bytes released.
-    static std::size_t trim() noexcept {
-        auto& c = cache();
-        std::lock_guard lock(c.mutex);
-        const std::size_t released = c.cached_bytes;
-        for (auto& [size, p] : c.free_blocks) (void)cudaFreeAsync(p, cuda_detail::stream());
-        c.free_blocks.clear();
-        c.cached_bytes = 0;
-        return released;
-    }
+    /// Declares that the block holding `p` is used on `stream` as well (a NCCL collective, a user's
+    /// kernel or copy): when released, it is not reused before the work queued on `stream` until
+    /// then has run. Throws std::invalid_argument where `p` is not in a live block of this cache.
+    static void record_stream(const void* p, cudaStream_t stream) { cache().record_stream(p, stream); }
+
+    /// Returns every idle block to the device (waiting for those still used on other streams);
+    /// the bytes released.
+    static std::size_t trim() noexcept { return cache().trim(true); }
 
     /// cudaMallocAsync calls so far (cache hits not counted).
-    static std::size_t allocation_count() {
-        auto& c = cache();
-        std::lock_guard lock(c.mutex);
-        return c.allocations;
-    }
+    static std::size_t allocation_count() { return cache().stats().allocations; }
+
+    /// Bytes live (handed out, not released), their high-water mark since reset_peak(), idle
+    /// (cached, pending included) and pending (waiting for another stream), and the allocations.
+    static statistics stats() { return cache().stats(); }
+    static void reset_peak() { cache().reset_peak(); }
 
     template <class T>
     static void fill(T* dst, std::int64_t n, T value) {
-        if (n > 0) thrust::fill_n(thrust::cuda::par_nosync.on(cuda_detail::stream()), dst, n, value);
+        if (n > 0) cuda_detail::thrust_call("thrust::fill_n", [&] { return thrust::fill_n(thrust::cuda::par_nosync.on(cuda_detail::stream()), dst, n, value); });
     }
 
     static void copy(void* dst, const void* src, std::size_t bytes) {
@@ -107,16 +131,10 @@ struct memory<cuda> {
     }
 
 private:
-    struct block_cache {
-        std::mutex mutex;
-        std::multimap<std::size_t, void*> free_blocks;
-        std::size_t cached_bytes = 0;
-        std::size_t allocations = 0;
-    };
     // One cache per device: a block goes back to the cache of the device current when it is
     // released, which is its own as long as each thread keeps to one device (one GPU per process).
-    static block_cache& cache() {
-        static std::array<block_cache, cuda_detail::max_devices> caches;
+    static cuda_detail::block_cache<cuda_detail::cuda_driver>& cache() {
+        static std::array<cuda_detail::block_cache<cuda_detail::cuda_driver>, cuda_detail::max_devices> caches;
         return caches[static_cast<std::size_t>(cuda_detail::current_device())];
     }
     static std::size_t round_up(std::size_t bytes) { return (bytes + alignment - 1) / alignment * alignment; }

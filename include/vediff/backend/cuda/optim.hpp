@@ -1,7 +1,14 @@
 #pragma once
 // cuda kernels for the optimizers: the fused AdamW update (one pass over p, m, v, g, with the cpu
-// backend's operation order) and a sum of squares for gradient norms, returned to the host.
+// backend's operation order) and sums of squares for gradient norms, returned to the host (a
+// model's gradients in one multi-tensor launch).
+#include <algorithm>
+#include <array>
 #include <cmath>
+#include <cstddef>
+#include <cstring>
+#include <span>
+#include <vector>
 #include <cstdint>
 
 #include <thrust/execution_policy.h>
@@ -10,7 +17,9 @@
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/transform_reduce.h>
 
+#include "vediff/backend/cuda/memory.hpp"
 #include "vediff/backend/cuda/runtime.hpp"
+#include "vediff/core/tensor.hpp"
 #include "vediff/core/kernels.hpp"
 
 namespace vediff {
@@ -38,6 +47,93 @@ struct square_in_double_op {
     __host__ __device__ double operator()(T x) const { return double(x) * double(x); }
 };
 
+/// A list of tensors cut into chunks of at most multi_tensor_chunk elements, in list order: how a
+/// multi-tensor kernel spreads many tensors (a model's ~130 gradients) over one grid.
+struct tensor_chunk {
+    std::int64_t tensor, first, length;
+};
+inline constexpr std::int64_t multi_tensor_chunk = 32768;
+inline constexpr int multi_tensor_threads = 256;
+
+inline std::vector<tensor_chunk> chunk_tensors(std::span<const std::int64_t> lengths) {
+    std::vector<tensor_chunk> chunks;
+    for (std::size_t i = 0; i < lengths.size(); ++i)
+        for (std::int64_t first = 0; first < lengths[i]; first += multi_tensor_chunk)
+            chunks.push_back({static_cast<std::int64_t>(i), first, std::min(multi_tensor_chunk, lengths[i] - first)});
+    return chunks;
+}
+
+/// Σ x² of one chunk as a block computes it: thread t takes elements t, t + threads, ... in
+/// order, then a pairwise tree over the threads (the host replica of the kernel below).
+#pragma nv_exec_check_disable
+template <class T>
+__host__ __device__ double chunk_thread_share(const T* x, std::int64_t length, int t, int threads) {
+    double s = 0;
+    for (std::int64_t j = t; j < length; j += threads) s += double(x[j]) * double(x[j]);
+    return s;
+}
+
+/// partial[c] = Σ x² over chunk c, one block per chunk.
+template <class T>
+__global__ void __launch_bounds__(multi_tensor_threads)
+    chunk_sum_of_squares_kernel(const T* const* tensors, const tensor_chunk* chunks, double* partial) {
+    __shared__ double sums[multi_tensor_threads];
+    const int t = static_cast<int>(threadIdx.x);
+    const tensor_chunk c = chunks[blockIdx.x];
+    sums[t] = chunk_thread_share(tensors[c.tensor] + c.first, c.length, t, multi_tensor_threads);
+    __syncthreads();
+    for (int half = multi_tensor_threads / 2; half > 0; half /= 2) {
+        if (t < half) sums[t] += sums[t + half];
+        __syncthreads();
+    }
+    if (t == 0) partial[blockIdx.x] = sums[0];
+}
+
+/// The kernel's result on the host, in its order: each chunk's tree, then the chunks in order.
+template <class T>
+double sum_of_squares_many_on_host(std::span<const T* const> tensors, std::span<const std::int64_t> lengths) {
+    double total = 0;
+    std::vector<double> sums(multi_tensor_threads);
+    for (const auto& c : chunk_tensors(lengths)) {
+        for (int t = 0; t < multi_tensor_threads; ++t)
+            sums[static_cast<std::size_t>(t)] = chunk_thread_share(tensors[static_cast<std::size_t>(c.tensor)] + c.first, c.length, t,
+                                                                  multi_tensor_threads);
+        for (int half = multi_tensor_threads / 2; half > 0; half /= 2)
+            for (int t = 0; t < half; ++t) sums[static_cast<std::size_t>(t)] += sums[static_cast<std::size_t>(t + half)];
+        total += sums[0];
+    }
+    return total;
+}
+
+/// Page-locked host memory per device, kept and grown: the staging of small tables and results,
+/// copied asynchronously (a pageable buffer would make every copy synchronous).
+class pinned_staging {
+public:
+    /// At least `bytes` of pinned memory, valid until the next call on this device (the caller
+    /// synchronizes the stream before it returns, so no copy into it is still in flight).
+    static void* get(std::size_t bytes) {
+        auto& slot = per_device_slot();
+        if (slot.bytes < bytes) {
+            if (slot.data) (void)cudaFreeHost(slot.data);
+            slot.data = nullptr;
+            slot.bytes = 0;
+            check(cudaMallocHost(&slot.data, bytes), "cudaMallocHost (staging)");
+            slot.bytes = bytes;
+        }
+        return slot.data;
+    }
+
+private:
+    struct slot_type {
+        void* data = nullptr;
+        std::size_t bytes = 0;
+    };
+    static slot_type& per_device_slot() {
+        static std::array<slot_type, max_devices> slots;
+        return slots[static_cast<std::size_t>(current_device())];
+    }
+};
+
 } // namespace cuda_detail
 
 template <>
@@ -49,8 +145,42 @@ struct optim_kernels<cuda> {
         if (n <= 0) return;
         const cuda_detail::adamw_op<T> op{p, m, v, g, T(s.decay_factor), T(s.beta1), T(s.beta2), T(1 - s.beta1), T(1 - s.beta2),
                                           T(s.eps), T(-s.step_size), T(s.bias_correction2_sqrt)};
-        thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(n), op);
+        cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                         thrust::counting_iterator<std::int64_t>(n), op); });
+    }
+
+    /// Σ over the tensors of Σ x² in double, in one launch and one read-back (the gradient norm of
+    /// a model: one wait for the stream instead of one per tensor). The pointer and chunk tables go
+    /// up through pinned memory; the per-chunk sums come back and are added on the host in chunk
+    /// order (sum_of_squares_many_on_host gives the same number).
+    template <class T>
+    static double sum_of_squares_many(std::span<const T* const> tensors, std::span<const std::int64_t> lengths) {
+        const auto chunks = cuda_detail::chunk_tensors(lengths);
+        if (chunks.empty()) return 0.0;
+        const std::size_t pointer_bytes = tensors.size() * sizeof(const T*), chunk_bytes = chunks.size() * sizeof(cuda_detail::tensor_chunk),
+                          partial_bytes = chunks.size() * sizeof(double);
+        // One staging buffer: the two tables (uploaded), then the partial sums (downloaded).
+        const std::size_t chunk_offset = (pointer_bytes + 255) / 256 * 256, partial_offset = chunk_offset + (chunk_bytes + 255) / 256 * 256;
+        auto* staging = static_cast<std::byte*>(cuda_detail::pinned_staging::get(partial_offset + partial_bytes));
+        std::memcpy(staging, tensors.data(), pointer_bytes);
+        std::memcpy(staging + chunk_offset, chunks.data(), chunk_bytes);
+        tensor<double, cuda> device_tables(tensor_shape{static_cast<std::int64_t>((partial_offset + partial_bytes + 7) / 8)});
+        auto* tables = reinterpret_cast<std::byte*>(device_tables.data());
+        cuda_detail::check(cudaMemcpyAsync(tables, staging, partial_offset, cudaMemcpyHostToDevice, cuda_detail::stream()),
+                           "cudaMemcpyAsync (the multi-tensor tables)");
+        cuda_detail::chunk_sum_of_squares_kernel<T><<<static_cast<unsigned>(chunks.size()), cuda_detail::multi_tensor_threads, 0,
+                                                      cuda_detail::stream()>>>(
+            reinterpret_cast<const T* const*>(tables), reinterpret_cast<const cuda_detail::tensor_chunk*>(tables + chunk_offset),
+            reinterpret_cast<double*>(tables + partial_offset));
+        cuda_detail::check(cudaGetLastError(), "chunk_sum_of_squares_kernel launch");
+        cuda_detail::check(cudaMemcpyAsync(staging + partial_offset, tables + partial_offset, partial_bytes, cudaMemcpyDeviceToHost,
+                                           cuda_detail::stream()),
+                           "cudaMemcpyAsync (the multi-tensor sums)");
+        cuda_detail::synchronize();
+        const auto* partial = reinterpret_cast<const double*>(staging + partial_offset);
+        double total = 0;
+        for (std::size_t c = 0; c < chunks.size(); ++c) total += partial[c];
+        return total;
     }
 
     /// Σ x² in double, returned to the host (waits for the stream). The device's summation order
@@ -58,8 +188,8 @@ struct optim_kernels<cuda> {
     template <class T>
     static double sum_of_squares(const T* x, std::int64_t n) {
         if (n <= 0) return 0.0;
-        return thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x, x + n,
-                                        cuda_detail::square_in_double_op<T>{}, 0.0, thrust::plus<double>());
+        return cuda_detail::thrust_call("thrust::transform_reduce", [&] { return thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x, x + n,
+                                        cuda_detail::square_in_double_op<T>{}, 0.0, thrust::plus<double>()); });
     }
 };
 

@@ -1,13 +1,18 @@
 #pragma once
 // The cuda device's runtime: errors that name the failing call, the stream (one per device) on
-// which the backend orders every kernel, copy and allocation, the cuBLAS handle bound to that
-// stream, the TF32 switch, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
+// which the backend orders every kernel, copy and allocation (public: cuda_stream(), cuda_event),
+// the cuBLAS handles, the TF32 switch, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
 #include <array>
 #include <atomic>
 #include <mutex>
+#include <new>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
+
+#include <dlfcn.h>
+#include <unistd.h>
 
 #include <cublasLt.h>
 #include <cublas_v2.h>
@@ -15,6 +20,7 @@
 #include <thrust/execution_policy.h>
 #include <thrust/for_each.h>
 #include <thrust/iterator/counting_iterator.h>
+#include <thrust/system_error.h>
 
 #include <fmt/format.h>
 
@@ -37,7 +43,10 @@ namespace cuda_detail {
 
 inline void check(cudaError_t status, const char* what) {
     if (status != cudaSuccess) {
-        (void)cudaGetLastError();  // clear the sticky error of a non-fatal failure
+        // Resets the last-error state so that the next check does not report this failure again.
+        // A sticky error (an illegal address, a device-side assert) is not cleared by this: it
+        // poisons the context, and every later call fails with it until the process ends.
+        (void)cudaGetLastError();
         throw cuda_error(fmt::format(fmt::runtime("cuda: {} failed: {} ({})"), what, cudaGetErrorString(status), cudaGetErrorName(status)));
     }
 }
@@ -72,23 +81,62 @@ Resource per_device(Create&& create) {
     return all.value[static_cast<std::size_t>(d)];
 }
 
+/// An empty kernel: whether the build has code for a GPU is whether this one has.
+template <int = 0>
+__global__ void kernel_image_probe() {}
+
+/// What to say when this build has no kernel for the device (the build's architectures lack it).
+inline std::string missing_kernel_image_message(const std::string& device_name, int major, int minor, const char* cause) {
+    return fmt::format(fmt::runtime("cuda: this build of vediff has no kernels for the {} (compute capability {}.{}): {}; "
+                                    "rebuild with -DCMAKE_CUDA_ARCHITECTURES={}{} (or native)"),
+                       device_name, major, minor, cause, major, minor);
+}
+
+/// Fails at the first use of a device whose architecture the build does not cover, naming both,
+/// instead of at the first kernel launch with "no kernel image is available".
+inline void require_kernel_image(int device) {
+    cudaFuncAttributes attributes{};
+    const cudaError_t status = cudaFuncGetAttributes(&attributes, kernel_image_probe<>);
+    if (status == cudaSuccess) return;
+    (void)cudaGetLastError();
+    cudaDeviceProp properties{};
+    check(cudaGetDeviceProperties(&properties, device), "cudaGetDeviceProperties");
+    throw cuda_error(missing_kernel_image_message(properties.name, properties.major, properties.minor, cudaGetErrorName(status)));
+}
+
 /// The backend's stream on the current device. Everything of the backend runs on it in order, so
 /// a block released by one op and handed to the next by the caching allocator is never used by
-/// two kernels at once.
+/// two kernels at once. Its creation checks that the build has kernels for the device.
 inline cudaStream_t stream() {
     return per_device<cudaStream_t>([] {
+        require_kernel_image(current_device());
         cudaStream_t created = nullptr;
         check(cudaStreamCreateWithFlags(&created, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
         return created;
     });
 }
 
+/// Runs a Thrust algorithm (`what` names it) with its failures turned into vediff's: Thrust
+/// reports a failed launch or synchronization as thrust::system_error and a failed temporary
+/// allocation as a std::bad_alloc, which callers catching cuda_error would miss.
+template <class F>
+decltype(auto) thrust_call(const char* what, F&& f) {
+    try {
+        return f();
+    } catch (const thrust::system_error& e) {
+        (void)cudaGetLastError();
+        throw cuda_error(fmt::format(fmt::runtime("cuda: {} failed: {}"), what, e.what()));
+    } catch (const std::bad_alloc& e) {
+        throw cuda_out_of_memory(fmt::format(fmt::runtime("cuda: {} could not allocate its temporary storage: {}"), what, e.what()));
+    }
+}
+
 /// f(i) for i in [0, n), one thread each, on the backend's stream.
 template <class F>
 void for_each_element(std::int64_t n, F f) {
     if (n > 0)
-        thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(n), f);
+        cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
+                         thrust::counting_iterator<std::int64_t>(n), f); });
 }
 
 /// Waits until all work queued on the backend's stream has finished.
@@ -117,25 +165,107 @@ inline std::atomic<bool>& tf32_flag() {
     static std::atomic<bool> enabled{false};
     return enabled;
 }
+inline std::atomic<bool>& conv_tf32_flag() {
+    static std::atomic<bool> enabled{true};
+    return enabled;
+}
 
 } // namespace cuda_detail
 
-/// Number of CUDA devices this process can use: 0 without a GPU or without a driver (never throws).
-inline int cuda_device_count() noexcept {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return 0;
-    }
-    return n;
+namespace cuda_detail {
+
+/// Whether an NVIDIA driver is installed: its control device exists or its library (libcuda.so.1)
+/// can be loaded.
+inline bool nvidia_driver_installed() noexcept {
+    if (access("/dev/nvidiactl", F_OK) == 0) return true;
+    void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (!driver) return false;
+    dlclose(driver);
+    return true;
 }
 
-inline bool cuda_available() noexcept { return cuda_device_count() > 0; }
+/// The number of usable devices from cudaGetDeviceCount's answer. Only a machine without a GPU
+/// reads as 0: cudaErrorNoDevice, or no driver at all (the runtime then says
+/// cudaErrorInsufficientDriver, as it does for a driver too old for it). Any other failure, that
+/// of a machine whose GPU cannot be used, throws naming the cause: a test or job that skipped
+/// there would "pass" on a GPU machine without having run.
+inline int usable_device_count(cudaError_t status, int count, bool driver_installed) {
+    if (status == cudaSuccess) return count;
+    if (status == cudaErrorNoDevice) return 0;
+    if (status == cudaErrorInsufficientDriver && !driver_installed) return 0;
+    std::string hint;
+    if (status == cudaErrorInsufficientDriver)
+        hint = fmt::format(fmt::runtime(": the installed NVIDIA driver is older than this CUDA runtime ({}.{}) needs; update the driver"),
+                           CUDART_VERSION / 1000, CUDART_VERSION % 1000 / 10);
+    throw cuda_error(fmt::format(fmt::runtime("cuda: a GPU may be present but cannot be used: cudaGetDeviceCount failed: {} ({}){}"),
+                                 cudaGetErrorString(status), cudaGetErrorName(status), hint));
+}
 
-/// TF32 tensor-core math for float matrix products (about 10 mantissa bits in the products).
-/// Off by default, so that cuda results match the cpu backend's within float rounding.
+} // namespace cuda_detail
+
+/// Number of CUDA devices this process can use: 0 on a machine without a GPU (no device, or no
+/// NVIDIA driver installed). Throws cuda_error where a driver is installed but the devices cannot
+/// be used (a driver too old for CUDA 13, a broken installation), so that nothing skips silently.
+inline int cuda_device_count() {
+    int n = 0;
+    const cudaError_t status = cudaGetDeviceCount(&n);
+    if (status != cudaSuccess) (void)cudaGetLastError();
+    return cuda_detail::usable_device_count(status, n, status == cudaSuccess || cuda_detail::nvidia_driver_installed());
+}
+
+/// Whether a usable GPU is present; throws as cuda_device_count where one is present but unusable.
+inline bool cuda_available() { return cuda_device_count() > 0; }
+
+/// The stream on which vediff runs all its work on the current device: kernels, copies, cuBLAS and
+/// the caching allocator's reuse are ordered on it. It is non-blocking, so it does not synchronize
+/// with the legacy default stream: work of one's own that touches vediff's tensors (a kernel, a
+/// cudaMemcpyAsync, NCCL) must be enqueued on this stream, or ordered with it by a cuda_event.
+inline cudaStream_t cuda_stream() { return cuda_detail::stream(); }
+
+/// Blocks the host until everything vediff has queued on the current device has run.
+inline void cuda_synchronize() { cuda_detail::synchronize(); }
+
+/// A point in a stream's work, for ordering one's own streams with vediff's: record it on one
+/// stream, make another wait for it (on the device, the host not blocked), or wait on the host.
+class cuda_event {
+public:
+    cuda_event() { cuda_detail::check(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming), "cudaEventCreateWithFlags"); }
+    ~cuda_event() {
+        if (event_) (void)cudaEventDestroy(event_);
+    }
+    cuda_event(const cuda_event&) = delete;
+    cuda_event& operator=(const cuda_event&) = delete;
+    cuda_event(cuda_event&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
+    cuda_event& operator=(cuda_event&& other) noexcept {
+        std::swap(event_, other.event_);
+        return *this;
+    }
+
+    /// Marks the work queued on `stream` so far (vediff's stream by default).
+    void record(cudaStream_t stream = cuda_stream()) { cuda_detail::check(cudaEventRecord(event_, stream), "cudaEventRecord"); }
+    /// Work queued on `stream` after this call runs after the recorded point.
+    void make_wait(cudaStream_t stream = cuda_stream()) const {
+        cuda_detail::check(cudaStreamWaitEvent(stream, event_, 0), "cudaStreamWaitEvent");
+    }
+    /// Blocks the host until the recorded point is reached.
+    void synchronize() const { cuda_detail::check(cudaEventSynchronize(event_), "cudaEventSynchronize"); }
+    cudaEvent_t get() const { return event_; }
+
+private:
+    cudaEvent_t event_ = nullptr;
+};
+
+/// TF32 tensor-core math for float matrix products (about 10 mantissa bits in the products):
+/// Linear, attention and batched products. Off by default, as PyTorch's
+/// torch.backends.cuda.matmul.allow_tf32, so that they match the cpu backend within float rounding.
 inline void set_cuda_tf32(bool enabled) noexcept { cuda_detail::tf32_flag() = enabled; }
 inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
+
+/// TF32 math for the float convolutions' products. On by default, as PyTorch's
+/// torch.backends.cudnn.allow_tf32; off to compare convolutions with the cpu backend at fp32
+/// precision (the parity tests do).
+inline void set_cuda_conv_tf32(bool enabled) noexcept { cuda_detail::conv_tf32_flag() = enabled; }
+inline bool cuda_conv_tf32() noexcept { return cuda_detail::conv_tf32_flag(); }
 
 template <>
 struct device_selection<cuda> {
@@ -153,13 +283,7 @@ struct device_selection<cuda> {
 template <>
 struct device_check<cuda> {
     static void require_available() {
-        int n = 0;
-        const cudaError_t status = cudaGetDeviceCount(&n);
-        if (status != cudaSuccess) {
-            (void)cudaGetLastError();
-            throw cuda_error(fmt::format(fmt::runtime("no usable CUDA device: {} ({})"), cudaGetErrorString(status), cudaGetErrorName(status)));
-        }
-        if (n == 0) throw cuda_error("no CUDA device on this machine");
+        if (cuda_device_count() == 0) throw cuda_error("no CUDA device on this machine (no GPU, or no NVIDIA driver installed)");
     }
 };
 
