@@ -248,6 +248,40 @@ BOOST_AUTO_TEST_CASE(adamw_and_the_gradient_norm_match_the_host) {
     }
     BOOST_TEST(relative_difference(dp.to_vector(), want) < 1e-6);
     BOOST_TEST(optim_kernels<gpu>::sum_of_squares(dg.data(), n) == squares, boost::test_tools::tolerance(1e-12));
+    // AdamW and EMA over many tensors in one launch each: bit for bit the single-tensor kernels.
+    {
+        const std::vector<std::int64_t> lengths{n, 70000};
+        std::vector<tensor<float, gpu>> params, moments, squares, grads, params1, moments1, squares1;
+        std::vector<adamw_tensor<float>> entries;
+        for (std::size_t i = 0; i < lengths.size(); ++i) {
+            const auto make = [&](std::uint64_t seed, bool nonnegative) {
+                auto h = random_matrix({1, lengths[i]}, seed).values;
+                if (nonnegative)
+                    for (auto& x : h) x = std::abs(x);
+                return tensor<float, gpu>::from_host({lengths[i]}, std::span<const float>(h));
+            };
+            params.push_back(make(70 + i, false));
+            moments.push_back(make(72 + i, false));
+            squares.push_back(make(74 + i, true));  // second moments are ≥ 0
+            grads.push_back(make(76 + i, false));
+            params1.push_back(params.back().clone()), moments1.push_back(moments.back().clone()), squares1.push_back(squares.back().clone());
+        }
+        for (std::size_t i = 0; i < lengths.size(); ++i)
+            entries.push_back({params[i].data(), moments[i].data(), squares[i].data(), grads[i].data(), lengths[i]});
+        const adamw_scalars s{0.999, 0.9, 0.95, 1e-8, 1e-3, 0.3};
+        optim_kernels<gpu>::adamw_update_many(std::span<const adamw_tensor<float>>(entries), s);
+        for (std::size_t i = 0; i < lengths.size(); ++i) {
+            optim_kernels<gpu>::adamw_update(params1[i].data(), moments1[i].data(), squares1[i].data(), grads[i].data(), lengths[i], s);
+            BOOST_TEST(params[i].to_vector() == params1[i].to_vector(), boost::test_tools::per_element());
+            BOOST_TEST(squares[i].to_vector() == squares1[i].to_vector(), boost::test_tools::per_element());
+        }
+        std::vector<ema_tensor<float>> averaged;
+        for (std::size_t i = 0; i < lengths.size(); ++i) averaged.push_back({params1[i].data(), grads[i].data(), lengths[i]});
+        const auto before = params1[0].to_vector(), target = grads[0].to_vector();
+        optim_kernels<gpu>::ema_update_many(std::span<const ema_tensor<float>>(averaged), 0.25f);
+        const auto after = params1[0].to_vector();
+        for (std::size_t k = 0; k < after.size(); k += 997) BOOST_TEST(after[k] == before[k] + 0.25f * (target[k] - before[k]), boost::test_tools::tolerance(1e-6f));
+    }
     // Many tensors in one launch: bit for bit the host replica's order of summation.
     {
         const std::vector<std::int64_t> lengths{n, 70000, 3};

@@ -745,6 +745,43 @@ BOOST_AUTO_TEST_CASE(the_gradient_norm_covers_every_tensor_in_one_pass) {
     BOOST_TEST(cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>{}, std::span<const std::int64_t>{}) == 0.0);
 }
 
+BOOST_AUTO_TEST_CASE(multi_tensor_updates_visit_every_element_once_with_the_single_tensor_arithmetic) {
+    // Three tensors, one longer than a chunk, one empty: AdamW and EMA through the multi-tensor
+    // partition equal the single-tensor functor applied element by element, bit for bit.
+    const std::vector<std::int64_t> lengths{7, cuda_detail::multi_tensor_chunk + 5, 0};
+    std::vector<std::vector<float>> p, m, v, g, p1, m1, v1;
+    for (std::size_t i = 0; i < lengths.size(); ++i) {
+        const auto n = static_cast<std::size_t>(lengths[i]);
+        const auto r = [&](std::uint64_t seed, double scale, double shift) {
+            const auto d = random_values(n, seed, scale, shift);
+            return std::vector<float>(d.begin(), d.end());
+        };
+        p.push_back(r(50 + i, 1.0, 0.0));
+        m.push_back(r(60 + i, 0.1, 0.0));
+        v.push_back(r(70 + i, 0.01, 0.0));
+        for (auto& x : v.back()) x = std::abs(x);  // second moments are ≥ 0
+        g.push_back(r(80 + i, 1.0, 0.0));
+    }
+    p1 = p, m1 = m, v1 = v;
+    std::vector<adamw_tensor<float>> entries;
+    for (std::size_t i = 0; i < lengths.size(); ++i) entries.push_back({p[i].data(), m[i].data(), v[i].data(), g[i].data(), lengths[i]});
+    const cuda_detail::adamw_entry_op<float> op{0.999f, 0.9f, 0.95f, 0.1f, 0.05f, 1e-8f, -1e-3f, 0.3f};
+    cuda_detail::multi_tensor_apply_on_host(std::span<const adamw_tensor<float>>(entries), op);
+    for (std::size_t i = 0; i < lengths.size(); ++i) {
+        const cuda_detail::adamw_op<float> single{p1[i].data(), m1[i].data(), v1[i].data(), g[i].data(), 0.999f, 0.9f, 0.95f, 0.1f,
+                                                  0.05f, 1e-8f, -1e-3f, 0.3f};
+        for (std::int64_t k = 0; k < lengths[i]; ++k) single(k);
+        BOOST_TEST(p[i] == p1[i], boost::test_tools::per_element());
+        BOOST_TEST(m[i] == m1[i], boost::test_tools::per_element());
+        BOOST_TEST(v[i] == v1[i], boost::test_tools::per_element());
+    }
+    // EMA: shadow += w·(param − shadow); a constant parameter stays a fixed point.
+    std::vector<float> shadow{1.0f, 2.0f, 3.0f}, param{1.0f, 0.0f, 5.0f};
+    std::vector<ema_tensor<float>> averaged{{shadow.data(), param.data(), 3}};
+    cuda_detail::multi_tensor_apply_on_host(std::span<const ema_tensor<float>>(averaged), cuda_detail::ema_entry_op<float>{0.25f});
+    BOOST_TEST(shadow == (std::vector<float>{1.0f, 1.5f, 3.5f}), boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {
     // cuBLASLt assumes 256-byte operands unless told less; a view into a tensor may start anywhere
     // a float can.

@@ -57,6 +57,22 @@ struct pool2d_geometry {
 
 /// The scalars of one AdamW step, computed once per step in double (as torch.optim.AdamW does in
 /// Python) and rounded to the element type inside the kernel.
+/// One tensor of a multi-tensor AdamW update: parameter, moments, gradient, n elements each.
+template <class T>
+struct adamw_tensor {
+    T *param, *exp_avg, *exp_avg_sq;
+    const T* grad;
+    std::int64_t n;
+};
+
+/// One tensor of a multi-tensor EMA update: shadow += weight·(param − shadow).
+template <class T>
+struct ema_tensor {
+    T* shadow;
+    const T* param;
+    std::int64_t n;
+};
+
 struct adamw_scalars {
     double decay_factor = 1;           // 1 − lr·weight_decay
     double beta1 = 0.9;

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <concepts>
 #include <cstdint>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -77,12 +78,15 @@ public:
     template <class Model>
     void update(Model& model, std::int64_t step) {
         const double d = decay_at(step);
+        std::vector<ema_tensor<T>> averaged;
         for_each_pair(model, "update", [&](parameter_type& shadow, parameter_type& p) {
             if (p.trainable)
-                ops::axpy(shadow.value.view(), ops::sub(p.value.view(), shadow.value.view()).view(), T(1.0 - d));
+                averaged.push_back({shadow.value.data(), p.value.data(), p.value.numel()});
             else
                 ops::copy(shadow.value.view(), p.value.view());
         });
+        // The trainable ones in one multi-tensor update (one launch on the cuda device).
+        optim_kernels<D>::ema_update_many(std::span<const ema_tensor<T>>(averaged), T(1.0 - d));
     }
 
     /// Writes the shadow into the model's parameters.

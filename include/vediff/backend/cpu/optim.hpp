@@ -51,6 +51,26 @@ struct optim_kernels<cpu> {
         return total;
     }
 
+    /// adamw_update over a list of tensors (the cuda backend does it in one launch).
+    template <class T>
+    static void adamw_update_many(std::span<const adamw_tensor<T>> tensors, const adamw_scalars& s) {
+        for (const auto& t : tensors) adamw_update(t.param, t.exp_avg, t.exp_avg_sq, t.grad, t.n, s);
+    }
+
+    /// shadow += weight·(param − shadow) over a list of tensors, each difference rounded to T
+    /// first (the form of torch's lerp_, which keeps a constant parameter a fixed point).
+    template <class T>
+    static void ema_update_many(std::span<const ema_tensor<T>> tensors, T weight) {
+        for (const auto& t : tensors) {
+            T* shadow = t.shadow;
+            const T* param = t.param;
+            cpu_detail::parallel_for(t.n, [=](std::int64_t i) {
+                const T difference = param[i] - shadow[i];
+                shadow[i] += weight * difference;
+            });
+        }
+    }
+
     /// Σ over the tensors of Σ x², each tensor's sum as sum_of_squares and added in list order
     /// (the gradient norm of a whole model; the cuda backend does the same in one launch).
     template <class T>

@@ -106,13 +106,18 @@ double sum_of_squares_many_on_host(std::span<const T* const> tensors, std::span<
 }
 
 /// Page-locked host memory per device, kept and grown: the staging of small tables and results,
-/// copied asynchronously (a pageable buffer would make every copy synchronous).
+/// copied asynchronously (a pageable buffer would make every copy synchronous). One user at a time:
+/// get() waits until the copies enqueued by the previous user (marked by done_after()) have run.
 class pinned_staging {
 public:
-    /// At least `bytes` of pinned memory, valid until the next call on this device (the caller
-    /// synchronizes the stream before it returns, so no copy into it is still in flight).
+    /// At least `bytes` of pinned memory, free of copies in flight.
     static void* get(std::size_t bytes) {
         auto& slot = per_device_slot();
+        if (slot.in_flight) {
+            check(cudaEventSynchronize(slot.in_flight), "cudaEventSynchronize (staging)");
+            check(cudaEventDestroy(slot.in_flight), "cudaEventDestroy (staging)");
+            slot.in_flight = nullptr;
+        }
         if (slot.bytes < bytes) {
             if (slot.data) (void)cudaFreeHost(slot.data);
             slot.data = nullptr;
@@ -122,11 +127,18 @@ public:
         }
         return slot.data;
     }
+    /// The buffer is in use by the copies enqueued on the backend's stream so far.
+    static void done_after() {
+        auto& slot = per_device_slot();
+        check(cudaEventCreateWithFlags(&slot.in_flight, cudaEventDisableTiming), "cudaEventCreateWithFlags (staging)");
+        check(cudaEventRecord(slot.in_flight, stream()), "cudaEventRecord (staging)");
+    }
 
 private:
     struct slot_type {
         void* data = nullptr;
         std::size_t bytes = 0;
+        cudaEvent_t in_flight = nullptr;
     };
     static slot_type& per_device_slot() {
         static std::array<slot_type, max_devices> slots;
@@ -134,10 +146,84 @@ private:
     }
 };
 
+/// op(entry, i) for every element i of every entry (entry.n elements), a block per chunk.
+template <class Entry, class Op>
+__global__ void __launch_bounds__(multi_tensor_threads)
+    multi_tensor_apply_kernel(const Entry* entries, const tensor_chunk* chunks, Op op) {
+    const tensor_chunk c = chunks[blockIdx.x];
+    const Entry e = entries[c.tensor];
+    for (std::int64_t j = threadIdx.x; j < c.length; j += multi_tensor_threads) op(e, c.first + j);
+}
+
+/// The kernel's partition on the host: every element of every entry visited once, chunk by chunk.
+template <class Entry, class Op>
+void multi_tensor_apply_on_host(std::span<const Entry> entries, const Op& op) {
+    std::vector<std::int64_t> lengths;
+    for (const auto& e : entries) lengths.push_back(e.n);
+    for (const auto& c : chunk_tensors(lengths))
+        for (std::int64_t j = 0; j < c.length; ++j) op(entries[static_cast<std::size_t>(c.tensor)], c.first + j);
+}
+
+/// One launch of op over every element of the entries: the entry and chunk tables go up through
+/// pinned staging on the backend's stream; nothing waits.
+template <class Entry, class Op>
+void multi_tensor_apply(std::span<const Entry> entries, const Op& op) {
+    std::vector<std::int64_t> lengths;
+    for (const auto& e : entries) lengths.push_back(e.n);
+    const auto chunks = chunk_tensors(lengths);
+    if (chunks.empty()) return;
+    const std::size_t entry_bytes = entries.size() * sizeof(Entry), chunk_offset = (entry_bytes + 255) / 256 * 256,
+                      total = chunk_offset + chunks.size() * sizeof(tensor_chunk);
+    auto* staging = static_cast<std::byte*>(pinned_staging::get(total));
+    std::memcpy(staging, entries.data(), entry_bytes);
+    std::memcpy(staging + chunk_offset, chunks.data(), chunks.size() * sizeof(tensor_chunk));
+    tensor<double, cuda> tables(tensor_shape{static_cast<std::int64_t>((total + 7) / 8)});  // released in stream order
+    auto* device = reinterpret_cast<std::byte*>(tables.data());
+    check(cudaMemcpyAsync(device, staging, total, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (multi-tensor tables)");
+    pinned_staging::done_after();
+    multi_tensor_apply_kernel<<<static_cast<unsigned>(chunks.size()), multi_tensor_threads, 0, stream()>>>(
+        reinterpret_cast<const Entry*>(device), reinterpret_cast<const tensor_chunk*>(device + chunk_offset), op);
+    check(cudaGetLastError(), "multi_tensor_apply_kernel launch");
+}
+
+/// AdamW on element i of one tensor: adamw_op's arithmetic.
+template <class T>
+struct adamw_entry_op {
+    T decay, b1, b2, c1, c2, eps, neg_step, bc2;
+    __host__ __device__ void operator()(const adamw_tensor<T>& e, std::int64_t i) const {
+        adamw_op<T>{e.param, e.exp_avg, e.exp_avg_sq, e.grad, decay, b1, b2, c1, c2, eps, neg_step, bc2}(i);
+    }
+};
+
+/// shadow += weight·(param − shadow), the difference rounded to T first.
+template <class T>
+struct ema_entry_op {
+    T weight;
+    __host__ __device__ void operator()(const ema_tensor<T>& e, std::int64_t i) const {
+        const T difference = e.param[i] - e.shadow[i];
+        e.shadow[i] = weight * difference + T(1) * e.shadow[i];
+    }
+};
+
 } // namespace cuda_detail
 
 template <>
 struct optim_kernels<cuda> {
+    /// adamw_update over a list of tensors in one launch (a model's ~130 tensors: one launch, not
+    /// ~130), element by element the same arithmetic.
+    template <class T>
+    static void adamw_update_many(std::span<const adamw_tensor<T>> tensors, const adamw_scalars& s) {
+        cuda_detail::multi_tensor_apply(tensors, cuda_detail::adamw_entry_op<T>{T(s.decay_factor), T(s.beta1), T(s.beta2), T(1 - s.beta1),
+                                                                                 T(1 - s.beta2), T(s.eps), T(-s.step_size),
+                                                                                 T(s.bias_correction2_sqrt)});
+    }
+
+    /// shadow += weight·(param − shadow) over a list of tensors in one launch.
+    template <class T>
+    static void ema_update_many(std::span<const ema_tensor<T>> tensors, T weight) {
+        cuda_detail::multi_tensor_apply(tensors, cuda_detail::ema_entry_op<T>{weight});
+    }
+
     /// p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
     /// p ← p − step_size·m / (√v / √(1 − β2^t) + eps), as optim_kernels<cpu>.
     template <class T>
