@@ -782,6 +782,28 @@ BOOST_AUTO_TEST_CASE(multi_tensor_updates_visit_every_element_once_with_the_sing
     BOOST_TEST(shadow == (std::vector<float>{1.0f, 1.5f, 3.5f}), boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(uploads_share_a_staging_buffer_and_wait_only_to_reuse_one) {
+    cuda_detail::staging_ring ring{100};
+    // Small copies fill buffer 0 without waiting.
+    for (std::size_t k = 0; k < 4; ++k) {
+        const auto p = ring.take(25);
+        BOOST_TEST((p.buffer == 0 && p.offset == 25 * k && p.length == 25u && !p.wait_first));
+    }
+    // The next one switches to buffer 1, waiting for the device copies that last read it.
+    auto p = ring.take(30);
+    BOOST_TEST((p.buffer == 1 && p.offset == 0u && p.length == 30u && p.wait_first));
+    // A large one goes up in pieces: the rest of buffer 1, then buffer 0 from its start, ...
+    std::vector<cuda_detail::staging_ring::piece> pieces;
+    for (std::size_t left = 250; left > 0;) {
+        pieces.push_back(ring.take(left));
+        left -= pieces.back().length;
+    }
+    BOOST_REQUIRE(pieces.size() == 3u);  // 70 + 100 + 80
+    BOOST_TEST((pieces[0].buffer == 1 && pieces[0].offset == 30u && pieces[0].length == 70u && !pieces[0].wait_first));
+    BOOST_TEST((pieces[1].buffer == 0 && pieces[1].offset == 0u && pieces[1].length == 100u && pieces[1].wait_first));
+    BOOST_TEST((pieces[2].buffer == 1 && pieces[2].offset == 0u && pieces[2].length == 80u && pieces[2].wait_first));
+}
+
 BOOST_AUTO_TEST_CASE(cublaslt_is_told_the_operands_true_alignment) {
     // cuBLASLt assumes 256-byte operands unless told less; a view into a tensor may start anywhere
     // a float can.

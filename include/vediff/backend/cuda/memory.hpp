@@ -5,10 +5,14 @@
 // first iteration. A block used on another stream too is declared with record_stream and not
 // reused before that stream's work is done. stats() reports the bytes live, their peak and the
 // bytes cached; allocation_count() the device allocations. Transfers are explicit: copy_to_host
-// and copy_from_host wait for the stream, since the host buffer is the caller's.
+// waits for the stream (the caller reads the result); copy_from_host goes through double-buffered
+// pinned staging and does not.
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <algorithm>
+#include <cstring>
+#include <mutex>
 
 #include <thrust/execution_policy.h>
 #include <thrust/fill.h>
@@ -64,6 +68,91 @@ struct cuda_driver {
     }
     static void destroy_event(event_type e) {
         if (e) (void)cudaEventDestroy(e);
+    }
+};
+
+/// Where the pieces of host-to-device copies are staged: two pinned buffers used as a ring.
+/// Copies take consecutive space in the current buffer; when it is full, the other one is taken
+/// from its start, after waiting for the device copies that last read it (wait_first). Many small
+/// uploads in a step then share one buffer and never wait; a large one goes up in buffer-sized
+/// pieces, alternating, so that the host's memcpy of one overlaps the device's copy of the other.
+struct staging_ring {
+    struct piece {
+        int buffer;
+        std::size_t offset, length;
+        bool wait_first;
+    };
+    std::size_t buffer_bytes;
+    int current = 0;
+    std::size_t offset = 0;
+
+    piece take(std::size_t wanted) {
+        bool wait = false;
+        if (offset == buffer_bytes) {
+            current = 1 - current;
+            offset = 0;
+            wait = true;
+        }
+        const piece p{current, offset, std::min(wanted, buffer_bytes - offset), wait};
+        offset += p.length;
+        return p;
+    }
+};
+
+/// Double-buffered pinned staging for host-to-device copies, per device (staging_ring): a piece
+/// waits only for the device copies that last read its buffer (an event), never for the stream.
+class staged_upload {
+public:
+    static constexpr std::size_t buffer_bytes = std::size_t{8} << 20;
+
+    static void copy(void* dst, const void* src, std::size_t bytes) {
+        auto& st = state();
+        std::lock_guard lock(st.mutex);
+        if (!st.ready()) {
+            // No pinned memory to be had: the copy from pageable memory, then a wait.
+            check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (host to device)");
+            synchronize();
+            return;
+        }
+        for (std::size_t done = 0; done < bytes;) {
+            const auto piece = st.ring.take(bytes - done);
+            auto& buffer = st.buffers[static_cast<std::size_t>(piece.buffer)];
+            if (piece.wait_first) check(cudaEventSynchronize(buffer.done), "cudaEventSynchronize (upload staging)");
+            std::byte* staged = static_cast<std::byte*>(buffer.data) + piece.offset;
+            std::memcpy(staged, static_cast<const std::byte*>(src) + done, piece.length);
+            check(cudaMemcpyAsync(static_cast<std::byte*>(dst) + done, staged, piece.length, cudaMemcpyHostToDevice, stream()),
+                  "cudaMemcpyAsync (host to device)");
+            check(cudaEventRecord(buffer.done, stream()), "cudaEventRecord (upload staging)");
+            done += piece.length;
+        }
+    }
+
+private:
+    struct buffer_type {
+        void* data = nullptr;
+        cudaEvent_t done = nullptr;
+    };
+    struct state_type {
+        std::mutex mutex;
+        std::array<buffer_type, 2> buffers{};
+        staging_ring ring{buffer_bytes};
+        bool tried = false, usable = false;
+        bool ready() {
+            if (tried) return usable;
+            tried = true;
+            for (auto& b : buffers) {
+                if (cudaMallocHost(&b.data, buffer_bytes) != cudaSuccess || cudaEventCreateWithFlags(&b.done, cudaEventDisableTiming) != cudaSuccess ||
+                    cudaEventRecord(b.done, stream()) != cudaSuccess) {
+                    (void)cudaGetLastError();
+                    return usable = false;
+                }
+            }
+            return usable = true;
+        }
+    };
+    static state_type& state() {
+        static std::array<state_type, max_devices> states;
+        return states[static_cast<std::size_t>(current_device())];
     }
 };
 
@@ -124,10 +213,13 @@ struct memory<cuda> {
         cuda_detail::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cuda_detail::stream()), "cudaMemcpyAsync (device to host)");
         cuda_detail::synchronize();
     }
+    /// Host to device without draining the stream: the bytes are copied on the host into one of
+    /// two pinned staging buffers, which the device copies from asynchronously, so the caller's
+    /// buffer is free on return while the GPU may still be busy with earlier work (a training
+    /// step's next batch goes up while the last one computes).
     static void copy_from_host(void* dst, const void* src, std::size_t bytes) {
         if (!bytes) return;
-        cuda_detail::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cuda_detail::stream()), "cudaMemcpyAsync (host to device)");
-        cuda_detail::synchronize();  // the host buffer may be released as soon as this returns
+        cuda_detail::staged_upload::copy(dst, src, bytes);
     }
 
 private:
