@@ -25,7 +25,7 @@ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DVEDIFF_WITH_CUDA=ON -D
 cmake --build "$build" --target test_cuda_functors test_cuda_backend test_cuda_models test_cuda_parity bench_cuda -j "$(nproc)"
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 # ctest counts a skipped test (exit code 77) as not failed; on this machine a skip is a failure.
-# (test_nccl needs MPI and is not built here: benchmarks/run_mpi.sh's.)
+# (test_nccl needs MPI and NCCL and is not built here; ctest would list it as not run.)
 (cd "$build" && ctest -L cuda -E "install|test_nccl" --output-on-failure) | tee "$build/ctest_cuda.log"
 if grep -qiE '\*\*\*Skipped|Not Run|\(Skipped\)' "$build/ctest_cuda.log"; then
     echo "run_cuda.sh: a cuda test reported itself skipped although nvidia-smi lists a GPU (see $build/ctest_cuda.log)" >&2
