@@ -59,8 +59,10 @@ template <class F>
 void for_each_broadcast(const tensor_shape& full, const tensor_shape& small, F f) {
     const std::int64_t n = full.numel();
     if (n <= 0) return;
-    cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
-                     thrust::counting_iterator<std::int64_t>(n), broadcast_op<F>{small_operand_walk(full, small), f}); });
+    cuda_detail::thrust_call("thrust::for_each", [&] {
+        return thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
+                                thrust::counting_iterator<std::int64_t>(n), broadcast_op<F>{small_operand_walk(full, small), f});
+    });
 }
 
 template <class T>

@@ -77,11 +77,15 @@ struct elementwise_kernels<cuda> {
 private:
     template <class T, class F>
     static void binary(T* out, const T* a, const T* b, std::int64_t n, F f) {
-        if (n > 0) cuda_detail::thrust_call("thrust::transform", [&] { return thrust::transform(cuda_detail::on_stream(), a, a + n, b, out, f); });
+        if (n > 0)
+            cuda_detail::thrust_call("thrust::transform",
+                                     [&] { return thrust::transform(cuda_detail::on_stream(), a, a + n, b, out, f); });
     }
     template <class T, class F>
     static void unary(T* out, const T* x, std::int64_t n, F f) {
-        if (n > 0) cuda_detail::thrust_call("thrust::transform", [&] { return thrust::transform(cuda_detail::on_stream(), x, x + n, out, f); });
+        if (n > 0)
+            cuda_detail::thrust_call("thrust::transform",
+                                     [&] { return thrust::transform(cuda_detail::on_stream(), x, x + n, out, f); });
     }
 };
 

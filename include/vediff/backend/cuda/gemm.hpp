@@ -199,8 +199,11 @@ struct gemm_kernels<cuda> {
             }
         }
         if (bias)
-            cuda_detail::thrust_call("thrust::transform", [&] { return thrust::transform(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                              thrust::counting_iterator<std::int64_t>(rows * out), y, cuda_detail::bias_rows_op<T>{bias, out}); });
+            cuda_detail::thrust_call("thrust::transform", [&] {
+                return thrust::transform(
+                    thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                    thrust::counting_iterator<std::int64_t>(rows * out), y, cuda_detail::bias_rows_op<T>{bias, out});
+            });
         gemm(rows, out, in, T(1), x, in, false, w, in, true, bias ? T(1) : T(0), y, out);
     }
 

@@ -117,8 +117,10 @@ struct embedding_kernels<cuda> {
     /// Position of the first index outside [0, rows), or -1 when all are valid (waits for the stream).
     static std::int64_t first_invalid(const std::int32_t* index, std::int64_t n, std::int64_t rows) {
         if (n <= 0) return -1;
-        const auto found = cuda_detail::thrust_call("thrust::find_if", [&] { return thrust::find_if(thrust::cuda::par.on(cuda_detail::stream()), index, index + n,
-                                           cuda_detail::index_outside_op<std::int32_t>{rows}); });
+        const auto found = cuda_detail::thrust_call("thrust::find_if", [&] {
+            return thrust::find_if(thrust::cuda::par.on(cuda_detail::stream()), index, index + n,
+                                   cuda_detail::index_outside_op<std::int32_t>{rows});
+        });
         return found == index + n ? -1 : static_cast<std::int64_t>(found - index);
     }
     /// The index at position i (for error messages; copies one value to the host).

@@ -202,7 +202,10 @@ struct memory<cuda> {
 
     template <class T>
     static void fill(T* dst, std::int64_t n, T value) {
-        if (n > 0) cuda_detail::thrust_call("thrust::fill_n", [&] { return thrust::fill_n(thrust::cuda::par_nosync.on(cuda_detail::stream()), dst, n, value); });
+        if (n > 0)
+            cuda_detail::thrust_call("thrust::fill_n", [&] {
+                return thrust::fill_n(thrust::cuda::par_nosync.on(cuda_detail::stream()), dst, n, value);
+            });
     }
 
     static void copy(void* dst, const void* src, std::size_t bytes) {

@@ -231,8 +231,10 @@ struct optim_kernels<cuda> {
         if (n <= 0) return;
         const cuda_detail::adamw_op<T> op{p, m, v, g, T(s.decay_factor), T(s.beta1), T(s.beta2), T(1 - s.beta1), T(1 - s.beta2),
                                           T(s.eps), T(-s.step_size), T(s.bias_correction2_sqrt)};
-        cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(n), op); });
+        cuda_detail::thrust_call("thrust::for_each", [&] {
+            return thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()),
+                                    thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(n), op);
+        });
     }
 
     /// Σ over the tensors of Σ x² in double, in one launch and one read-back (the gradient norm of
@@ -274,8 +276,10 @@ struct optim_kernels<cuda> {
     template <class T>
     static double sum_of_squares(const T* x, std::int64_t n) {
         if (n <= 0) return 0.0;
-        return cuda_detail::thrust_call("thrust::transform_reduce", [&] { return thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x, x + n,
-                                        cuda_detail::square_in_double_op<T>{}, 0.0, thrust::plus<double>()); });
+        return cuda_detail::thrust_call("thrust::transform_reduce", [&] {
+            return thrust::transform_reduce(thrust::cuda::par.on(cuda_detail::stream()), x, x + n,
+                                            cuda_detail::square_in_double_op<T>{}, 0.0, thrust::plus<double>());
+        });
     }
 };
 

@@ -171,8 +171,10 @@ struct cross_entropy_kernels<cuda> {
     /// Number of positions where a and b agree (waits for the stream).
     static std::int64_t count_equal(const std::int32_t* a, const std::int32_t* b, std::int64_t n) {
         if (n <= 0) return 0;
-        return cuda_detail::thrust_call("thrust::inner_product", [&] { return thrust::inner_product(thrust::cuda::par.on(cuda_detail::stream()), a, a + n, b, std::int64_t{0},
-                                     thrust::plus<std::int64_t>(), cuda_detail::equal_op{}); });
+        return cuda_detail::thrust_call("thrust::inner_product", [&] {
+            return thrust::inner_product(thrust::cuda::par.on(cuda_detail::stream()), a, a + n, b, std::int64_t{0},
+                                         thrust::plus<std::int64_t>(), cuda_detail::equal_op{});
+        });
     }
 };
 

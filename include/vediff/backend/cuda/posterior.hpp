@@ -94,8 +94,11 @@ private:
     template <class F>
     static void run(std::int64_t n, F f) {
         if (n > 0)
-            cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                             thrust::counting_iterator<std::int64_t>(n), f); });
+            cuda_detail::thrust_call("thrust::for_each", [&] {
+                return thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()),
+                                        thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(n),
+                                        f);
+            });
     }
 };
 

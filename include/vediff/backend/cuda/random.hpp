@@ -92,8 +92,11 @@ void for_each_philox_block(T* out, std::int64_t n, std::uint64_t seed, std::uint
                            Write write) {
     if (n <= 0) return;
     const auto blocks = static_cast<std::int64_t>((first + static_cast<std::uint64_t>(n) + 3) / 4 - first / 4);
-    cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                     thrust::counting_iterator<std::int64_t>(blocks), philox_block_op<T, Write>{out, n, seed, stream, offset, first, write}); });
+    cuda_detail::thrust_call("thrust::for_each", [&] {
+        return thrust::for_each(thrust::cuda::par_nosync.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                                thrust::counting_iterator<std::int64_t>(blocks),
+                                philox_block_op<T, Write>{out, n, seed, stream, offset, first, write});
+    });
 }
 
 } // namespace cuda_detail
@@ -118,8 +121,11 @@ struct random_kernels<cuda> {
     template <class T>
     static void training_times(T* t, std::int64_t n, bool logistic, double shift) {
         if (n <= 0) return;
-        cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(n), cuda_detail::training_time_op<T>{t, logistic, shift}); });
+        cuda_detail::thrust_call("thrust::for_each", [&] {
+            return thrust::for_each(thrust::cuda::par.on(cuda_detail::stream()), thrust::counting_iterator<std::int64_t>(0),
+                                    thrust::counting_iterator<std::int64_t>(n),
+                                    cuda_detail::training_time_op<T>{t, logistic, shift});
+        });
     }
     template <class T>
     static void replace(T* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream, std::uint64_t offset, std::uint64_t first, double p, T value) {

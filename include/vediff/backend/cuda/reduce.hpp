@@ -112,14 +112,23 @@ private:
         tensor<double, cuda> partial(tensor_shape{plan.outputs * (chunks > 0 ? chunks : 1)});
         const auto policy = thrust::cuda::par_nosync.on(cuda_detail::stream());
         if (chunks == 0) {  // nothing to sum (an extent-0 reduced axis): zeros
-            cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(policy, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(plan.outputs),
-                             cuda_detail::finish_sum_op<T>{partial.data(), 0, scale, out}); });
+            cuda_detail::thrust_call("thrust::for_each", [&] {
+                return thrust::for_each(policy, thrust::counting_iterator<std::int64_t>(0),
+                                        thrust::counting_iterator<std::int64_t>(plan.outputs),
+                                        cuda_detail::finish_sum_op<T>{partial.data(), 0, scale, out});
+            });
             return;
         }
-        cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(policy, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(plan.outputs * chunks),
-                         cuda_detail::partial_sum_op<Load>{plan, chunk, chunks, load, partial.data()}); });
-        cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(policy, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(plan.outputs),
-                         cuda_detail::finish_sum_op<T>{partial.data(), chunks, scale, out}); });
+        cuda_detail::thrust_call("thrust::for_each", [&] {
+            return thrust::for_each(policy, thrust::counting_iterator<std::int64_t>(0),
+                                    thrust::counting_iterator<std::int64_t>(plan.outputs * chunks),
+                                    cuda_detail::partial_sum_op<Load>{plan, chunk, chunks, load, partial.data()});
+        });
+        cuda_detail::thrust_call("thrust::for_each", [&] {
+            return thrust::for_each(policy, thrust::counting_iterator<std::int64_t>(0),
+                                    thrust::counting_iterator<std::int64_t>(plan.outputs),
+                                    cuda_detail::finish_sum_op<T>{partial.data(), chunks, scale, out});
+        });
     }
 };
 

@@ -135,8 +135,10 @@ decltype(auto) thrust_call(const char* what, F&& f) {
 template <class F>
 void for_each_element(std::int64_t n, F f) {
     if (n > 0)
-        cuda_detail::thrust_call("thrust::for_each", [&] { return thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
-                         thrust::counting_iterator<std::int64_t>(n), f); });
+        cuda_detail::thrust_call("thrust::for_each", [&] {
+            return thrust::for_each(thrust::cuda::par_nosync.on(stream()), thrust::counting_iterator<std::int64_t>(0),
+                                    thrust::counting_iterator<std::int64_t>(n), f);
+        });
 }
 
 /// Waits until all work queued on the backend's stream has finished.
