@@ -156,6 +156,17 @@ void randomize_parameters(Model& m, std::uint64_t seed) {
 }
 
 
+/// Copies every parameter value of one model into another of the same structure, requiring the
+/// same names in the same order (one state dict for both precisions).
+template <class Named>
+void copy_parameter_values(const Named& from, const Named& to) {
+    BOOST_REQUIRE(from.size() == to.size());
+    for (std::size_t i = 0; i < from.size(); ++i) {
+        BOOST_REQUIRE(from[i].first == to[i].first);
+        std::copy(from[i].second->value.data(), from[i].second->value.data() + from[i].second->value.numel(), to[i].second->value.data());
+    }
+}
+
 /// A float tensor as doubles: as is, rounded to bfloat16 first, or as absolute values.
 enum class as_double { exact, rounded, absolute, rounded_absolute };
 tensor<double, cpu> to_double(const tensor<float, cpu>& t, as_double how) {
@@ -624,11 +635,7 @@ BOOST_AUTO_TEST_CASE(dit_under_bf16_mixed_stays_within_bf16_error_of_fp32) {
     randomize_parameters(mixed, 77);
     const auto from = nn::named_parameters(mixed);
     const auto to = nn::named_parameters(exact);
-    BOOST_REQUIRE(from.size() == to.size());
-    for (std::size_t i = 0; i < from.size(); ++i) {
-        BOOST_REQUIRE(from[i].first == to[i].first);  // one state dict for both precisions
-        std::copy(from[i].second->value.data(), from[i].second->value.data() + from[i].second->value.numel(), to[i].second->value.data());
-    }
+    copy_parameter_values(from, to);
     const auto x = random_tensor<float>({3, 4, 8, 8}, 5, 1);
     const auto t = tensor<float, cpu>::from_host({3}, std::vector<float>{0.1f, 0.5f, 0.9f});
     const auto y = tensor<std::int32_t, cpu>::from_host({3}, std::vector<std::int32_t>{0, 3, 5});
@@ -676,11 +683,7 @@ BOOST_AUTO_TEST_CASE(autoencoder_under_bf16_mixed_stays_within_bf16_error_of_fp3
     randomize_parameters(mixed, 78);
     const auto from = nn::named_parameters(mixed);
     const auto to = nn::named_parameters(exact);
-    BOOST_REQUIRE(from.size() == to.size());
-    for (std::size_t i = 0; i < from.size(); ++i) {
-        BOOST_REQUIRE(from[i].first == to[i].first);  // one state dict for both precisions
-        std::copy(from[i].second->value.data(), from[i].second->value.data() + from[i].second->value.numel(), to[i].second->value.data());
-    }
+    copy_parameter_values(from, to);
     const auto x = random_tensor<float>({3, 1, 8, 8}, 6, 1);
     const auto dx_hat = random_tensor<float>({3, 1, 8, 8}, 6, 2);
     const auto dmoments = random_tensor<float>({3, 8, 4, 4}, 6, 3);
