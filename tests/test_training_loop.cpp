@@ -165,6 +165,71 @@ BOOST_AUTO_TEST_CASE(stop_after_leaves_the_run_unfinished_and_a_resume_continues
     BOOST_TEST((logged_steps(dir.path / "log.jsonl") == std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
 }
 
+// Reports whose values are read later (a GPU's step, step_report::read) give the same log and
+// smoothed loss as reports known at once; they are read in step order, every read_every steps
+// and always before a log line, a checkpoint and the end, so that a save sees every earlier step
+// read, and a read that throws (a non-finite loss) comes before the next save.
+BOOST_AUTO_TEST_CASE(reports_read_later_give_the_same_log_and_are_read_before_each_save) {
+    const auto deferred_report = [](std::vector<std::int64_t>& reads) {
+        return [&reads](std::int64_t s) {
+            train::step_report r;
+            r.log = {{"epoch", 0}};
+            r.read = [&reads, s](train::step_report& report) {
+                reads.push_back(s);
+                report.loss = double(s);
+                report.log["loss"] = double(s);
+            };
+            return r;
+        };
+    };
+    scratch_dir now_dir("training_loop_read_now"), later_dir("training_loop_read_later");
+    distributed::single_process one;
+    const train::loop_options now_opt{.steps = 11, .log_every = 3, .checkpoint_every = 4,
+                                      .progress = {.label = "test", .style = util::progress_style::silent}};
+    train::loop_options later_opt = now_opt;
+    later_opt.read_every = 5;
+    later_opt.log_every = 6;
+    std::vector<std::int64_t> now_reads, later_reads, reads_at_save;
+    std::int64_t step = 0;
+    const auto now = train::run_training_loop(step, now_opt, one, now_dir.path / "log.jsonl", false, deferred_report(now_reads), [] {});
+    step = 0;
+    const auto later = train::run_training_loop(step, later_opt, one, later_dir.path / "log.jsonl", false, deferred_report(later_reads),
+                                                [&] { reads_at_save.push_back(static_cast<std::int64_t>(later_reads.size())); });
+    std::vector<std::int64_t> in_order(11);
+    for (std::int64_t s = 0; s < 11; ++s) in_order[static_cast<std::size_t>(s)] = s;
+    BOOST_TEST(now_reads == in_order, boost::test_tools::per_element());
+    BOOST_TEST(later_reads == in_order, boost::test_tools::per_element());
+    // Saves at steps 4 and 8 (checkpoints) and 11 (the end) each see every earlier step read.
+    BOOST_TEST(reads_at_save == (std::vector<std::int64_t>{4, 8, 11}), boost::test_tools::per_element());
+    BOOST_TEST(later.smoothed_loss == now.smoothed_loss);
+    BOOST_TEST((logged_steps(later_dir.path / "log.jsonl") == std::vector<std::int64_t>{6, 11}));
+    // Step 6's line (the second of 3, 6, 9, 11; the first of 6, 11) is the same line.
+    std::ifstream now_log(now_dir.path / "log.jsonl"), later_log(later_dir.path / "log.jsonl");
+    std::string now_line, later_line;
+    for (int i = 0; i < 2; ++i) std::getline(now_log, now_line);
+    std::getline(later_log, later_line);
+    BOOST_TEST(later_line == now_line);
+    BOOST_TEST(nlohmann::json::parse(later_line).at("loss").get<double>() == 5.0);
+
+    // A read that throws at step 6 (the 7th step) stops the run before the checkpoint at step 8.
+    scratch_dir failing_dir("training_loop_read_throws");
+    std::vector<std::int64_t> saves;
+    step = 0;
+    train::loop_options failing_opt = later_opt;
+    failing_opt.read_every = 8;
+    BOOST_CHECK_THROW(train::run_training_loop(step, failing_opt, one, failing_dir.path / "log.jsonl", false,
+                                               [](std::int64_t s) {
+                                                   train::step_report r;
+                                                   r.read = [s](train::step_report&) {
+                                                       if (s == 6) throw numeric_error("the loss is nan");
+                                                   };
+                                                   return r;
+                                               },
+                                               [&] { saves.push_back(step); }),
+                      numeric_error);
+    BOOST_TEST(saves == (std::vector<std::int64_t>{4}), boost::test_tools::per_element());
+}
+
 // The time budget is part of the run's definition: a run it ends is finished.
 BOOST_AUTO_TEST_CASE(a_spent_time_budget_finishes_the_run) {
     scratch_dir dir("training_loop_budget");

@@ -25,6 +25,7 @@
 #include "vediff/core/transfer.hpp"
 #include "vediff/ops/activation.hpp"
 #include "vediff/ops/attention.hpp"
+#include "vediff/ops/embedding.hpp"
 #include "vediff/ops/broadcast.hpp"
 #include "vediff/ops/conv.hpp"
 #include "vediff/ops/elementwise.hpp"
@@ -456,6 +457,27 @@ BOOST_AUTO_TEST_CASE(layout_kernels_round_trip_and_check_indices) {
     BOOST_TEST(embedding_kernels<gpu>::index_at(dlabels.data(), 2) == 7);
 }
 
+// A label outside the table does not stop the host at the lookup: the error comes at the next
+// read from the device, naming the label and its position, and the lookup read nothing outside
+// the table (its row is zero). Then the slots are free: the next read throws nothing.
+BOOST_AUTO_TEST_CASE(an_index_outside_the_table_is_reported_at_the_next_read) {
+    const std::vector<std::int32_t> labels = {3, 1, 7, 2};
+    const auto dlabels = tensor<std::int32_t, gpu>::from_host({4}, std::span<const std::int32_t>(labels));
+    const auto table = tensor<float, gpu>::full({5, 3}, 1.0f);
+    tensor<float, gpu> rows;
+    BOOST_CHECK_NO_THROW(rows = ops::embedding(table.view(), dlabels.view()));
+    std::vector<float> host;
+    BOOST_CHECK_EXCEPTION(host = rows.to_vector(), shape_error, [](const shape_error& e) {
+        BOOST_TEST_MESSAGE(e.what());
+        return std::string(e.what()).find("embedding: index 7 at position 2 of 4 is outside [0, 5)") != std::string::npos;
+    });
+    host = rows.to_vector();
+    BOOST_TEST(host == (std::vector<float>{1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1}), boost::test_tools::per_element());
+    const auto good = tensor<std::int32_t, gpu>::from_host({2}, std::span<const std::int32_t>(std::vector<std::int32_t>{0, 4}));
+    (void)ops::embedding(table.view(), good.view());
+    BOOST_CHECK_NO_THROW(cuda_synchronize());
+}
+
 BOOST_AUTO_TEST_CASE(cross_entropy_and_timestep_embedding_on_the_device) {
     const std::int64_t B = 64, K = 10;
     const auto logits = random_matrix({B, K}, 39);
@@ -594,6 +616,48 @@ BOOST_AUTO_TEST_CASE(bf16_mixed_packed_attention_stays_within_bf16_error) {
     BOOST_TEST(out_diff < 0.02);
     BOOST_TEST(grad_diff < 0.04);
     BOOST_TEST(out_diff > 1e-4);
+}
+
+// The fused kernels on the device against the unfused cuBLAS path (both precisions) and against
+// their own steps run on the host; the fused forward and backward never hold a (B, H, N, N)
+// tensor: their peak of live bytes stays below one (the unfused path's exceeds it).
+BOOST_AUTO_TEST_CASE(fused_attention_matches_the_unfused_path_and_its_host_steps) {
+    const std::int64_t B = 2, N = 600, heads = 2, hd = 64, D = heads * hd;
+    const auto qkv = random_matrix({B * N, 3 * D}, 52), dout = random_matrix({B * N, D}, 53);
+    const auto dqkv_in = tensor<float, gpu>::from_host({B, N, 3 * D}, std::span<const float>(qkv.values));
+    const auto ddout = tensor<float, gpu>::from_host({B, N, D}, std::span<const float>(dout.values));
+    const auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
+    const std::size_t scores_bytes = static_cast<std::size_t>(B * heads * N * N) * sizeof(float);
+    const auto run = [&]<class P>(P, bool fused, std::size_t& peak) {
+        set_cuda_fused_attention(fused);
+        cuda_synchronize();
+        memory<gpu>::reset_peak();
+        const std::size_t before = memory<gpu>::stats().live;
+        auto r = ops::packed_attention<P>(dqkv_in.view(), heads);
+        auto g = ops::packed_attention_backward<P>(ddout.view(), dqkv_in.view(), r.saved, heads);
+        peak = memory<gpu>::stats().peak_live - before;
+        set_cuda_fused_attention(true);
+        return std::pair{r.out.to_vector(), g.to_vector()};
+    };
+    std::size_t fused_peak = 0, unfused_peak = 0;
+    const auto fused = run(fp32{}, true, fused_peak), unfused = run(fp32{}, false, unfused_peak);
+    BOOST_TEST_MESSAGE("attention peak bytes: fused " << fused_peak << ", unfused " << unfused_peak << ", one score tensor " << scores_bytes);
+    BOOST_TEST(relative_difference(fused.first, as_double(unfused.first)) < 1e-5);
+    BOOST_TEST(relative_difference(fused.second, as_double(unfused.second)) < 1e-4);
+    BOOST_TEST(fused_peak < scores_bytes);
+    BOOST_TEST(unfused_peak >= scores_bytes);
+    std::size_t ignored = 0;
+    const auto fused16 = run(bf16_mixed{}, true, ignored), unfused16 = run(bf16_mixed{}, false, ignored);
+    BOOST_TEST(relative_difference(fused16.first, as_double(unfused16.first)) < 0.02);
+    BOOST_TEST(relative_difference(fused16.second, as_double(unfused16.second)) < 0.04);
+    // The device kernel against its steps run on the host: the same arithmetic, up to the
+    // device's expf/logf against the host's.
+    const auto l = ops::detail::packed_layout("fused attention test", dqkv_in.view(), heads);
+    std::vector<float> host_out(static_cast<std::size_t>(B * N * D)), log_sum(static_cast<std::size_t>(B * heads * N));
+    cuda_detail::fused_attention_forward_run<false>(cuda_detail::fused_rows_on_host{}, host_out.data(), log_sum.data(), qkv.values.data(),
+                                                    qkv.values.data() + D, qkv.values.data() + 2 * D, l, float(1.0 / std::sqrt(double(hd))),
+                                                    false);
+    BOOST_TEST(relative_difference(fused.first, as_double(host_out)) < 1e-6);
 }
 
 BOOST_AUTO_TEST_CASE(conv2d_matches_a_host_loop_forward_and_backward) {

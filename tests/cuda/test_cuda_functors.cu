@@ -8,9 +8,11 @@
 #include <cmath>
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <cstdlib>
 #include <map>
+#include <random>
 #include <vector>
 
 #include <thrust/execution_policy.h>
@@ -22,6 +24,7 @@
 
 #include "vediff/backend/cpu/batch_norm.hpp"
 #include "vediff/backend/cpu/channel_norm.hpp"
+#include "vediff/backend/cpu/optim.hpp"
 #include "vediff/backend/cpu/pool.hpp"
 #include "vediff/backend/cuda.hpp"
 #include "vediff/core/conv2d_geometry.hpp"
@@ -845,10 +848,17 @@ BOOST_AUTO_TEST_CASE(layout_functors_move_the_elements_the_cpu_moves) {
     const std::vector<double> table = {0, 1, 10, 11, 20, 21};
     const std::vector<std::int32_t> index = {2, 0, 2};
     std::vector<double> rows(6), grad(6, 0.0);
-    run_on_host(6, cuda_detail::gather_rows_op<double>{rows.data(), table.data(), index.data(), 2});
+    run_on_host(6, cuda_detail::gather_rows_op<double>{rows.data(), table.data(), index.data(), 2, 3});
     BOOST_TEST(rows == (std::vector<double>{20, 21, 0, 1, 20, 21}), boost::test_tools::per_element());
-    run_on_host(2, cuda_detail::scatter_add_column_op<double>{grad.data(), rows.data(), index.data(), 3, 2});
+    run_on_host(2, cuda_detail::scatter_add_column_op<double>{grad.data(), rows.data(), index.data(), 3, 2, 3});
     BOOST_TEST(grad == (std::vector<double>{0, 1, 0, 0, 40, 42}), boost::test_tools::per_element());
+    // An index outside the table (its deferred check reports it) reads zeros and adds nothing.
+    const std::vector<std::int32_t> outside = {3, 0, -1};
+    std::vector<double> guarded(6, -7.0), guarded_grad(6, 0.0);
+    run_on_host(6, cuda_detail::gather_rows_op<double>{guarded.data(), table.data(), outside.data(), 2, 3});
+    BOOST_TEST(guarded == (std::vector<double>{0, 0, 0, 1, 0, 0}), boost::test_tools::per_element());
+    run_on_host(2, cuda_detail::scatter_add_column_op<double>{guarded_grad.data(), rows.data(), outside.data(), 3, 2, 3});
+    BOOST_TEST(guarded_grad == (std::vector<double>{0, 1, 0, 0, 0, 0}), boost::test_tools::per_element());
     BOOST_TEST(cuda_detail::index_outside_op<std::int32_t>{3}(3));
     BOOST_TEST(!cuda_detail::index_outside_op<std::int32_t>{3}(0));
     BOOST_TEST(cuda_detail::index_outside_op<std::int32_t>{3}(-1));
@@ -1082,4 +1092,289 @@ BOOST_AUTO_TEST_CASE(pool_maps_are_the_cpu_kernels) {
             BOOST_TEST(dx == cdx, boost::test_tools::tolerance(1e-14) << boost::test_tools::per_element());
         }
     }
+}
+
+namespace {
+
+/// One attention problem: operands in their layout (tokens-major (B, H, N, d), or channels-first
+/// (B, d, N) with one head), and attention in double from the same values.
+struct attention_case {
+    std::int64_t batch, heads, queries, keys, key_dim, value_dim;
+    bool channels_first;
+
+    attention_layout layout() const {
+        attention_layout l{batch, heads, queries, keys, key_dim, value_dim, {}, {}, {}, {}};
+        const auto operand = [&](std::int64_t tokens, std::int64_t width) {
+            return channels_first ? attention_operand{width * tokens, 0, tokens} : attention_operand{heads * tokens * width, tokens * width, width};
+        };
+        l.q = operand(queries, key_dim);
+        l.k = operand(keys, key_dim);
+        l.v = operand(keys, value_dim);
+        l.out = operand(queries, value_dim);
+        return l;
+    }
+};
+
+struct attention_reference {
+    std::vector<double> out, log_sum, dq, dk, dv;
+};
+
+/// softmax(scale·q·kᵀ)·v per (batch, head) and its backward, in double, reading the operands through the layout.
+attention_reference reference_attention(const attention_case& c, const std::vector<float>& q, const std::vector<float>& k,
+                                        const std::vector<float>& v, const std::vector<float>& dout, double scale) {
+    const auto l = c.layout();
+    const auto at = [&](const attention_operand& o, std::int64_t b, std::int64_t h, std::int64_t token, std::int64_t feature) {
+        return static_cast<std::size_t>(b * o.batch_stride + h * o.head_stride +
+                                        (c.channels_first ? feature * o.outer_stride + token : token * o.outer_stride + feature));
+    };
+    attention_reference r{std::vector<double>(dout.size()), std::vector<double>(static_cast<std::size_t>(c.batch * c.heads * c.queries)),
+                          std::vector<double>(q.size()), std::vector<double>(k.size()), std::vector<double>(v.size())};
+    for (std::int64_t b = 0; b < c.batch; ++b)
+        for (std::int64_t h = 0; h < c.heads; ++h) {
+            std::vector<double> P(static_cast<std::size_t>(c.queries * c.keys)), dS(P.size());
+            for (std::int64_t i = 0; i < c.queries; ++i) {
+                double max = -INFINITY;
+                for (std::int64_t j = 0; j < c.keys; ++j) {
+                    double s = 0;
+                    for (std::int64_t d = 0; d < c.key_dim; ++d) s += double(q[at(l.q, b, h, i, d)]) * k[at(l.k, b, h, j, d)];
+                    P[i * c.keys + j] = scale * s;
+                    max = std::max(max, scale * s);
+                }
+                double sum = 0;
+                for (std::int64_t j = 0; j < c.keys; ++j) sum += std::exp(P[i * c.keys + j] - max);
+                r.log_sum[(b * c.heads + h) * c.queries + i] = max + std::log(sum);
+                for (std::int64_t j = 0; j < c.keys; ++j) P[i * c.keys + j] = std::exp(P[i * c.keys + j] - max) / sum;
+                for (std::int64_t d = 0; d < c.value_dim; ++d) {
+                    double o = 0;
+                    for (std::int64_t j = 0; j < c.keys; ++j) o += P[i * c.keys + j] * v[at(l.v, b, h, j, d)];
+                    r.out[at(l.out, b, h, i, d)] = o;
+                }
+                // dS = scale·P∘(dP − Σ_j dP∘P), dP = dO·vᵀ
+                double row = 0;
+                for (std::int64_t j = 0; j < c.keys; ++j) {
+                    double dp = 0;
+                    for (std::int64_t d = 0; d < c.value_dim; ++d) dp += double(dout[at(l.out, b, h, i, d)]) * v[at(l.v, b, h, j, d)];
+                    dS[i * c.keys + j] = dp;
+                    row += dp * P[i * c.keys + j];
+                }
+                for (std::int64_t j = 0; j < c.keys; ++j) dS[i * c.keys + j] = scale * P[i * c.keys + j] * (dS[i * c.keys + j] - row);
+            }
+            for (std::int64_t i = 0; i < c.queries; ++i)
+                for (std::int64_t j = 0; j < c.keys; ++j) {
+                    for (std::int64_t d = 0; d < c.key_dim; ++d) {
+                        r.dq[at(l.q, b, h, i, d)] += dS[i * c.keys + j] * k[at(l.k, b, h, j, d)];
+                        r.dk[at(l.k, b, h, j, d)] += dS[i * c.keys + j] * q[at(l.q, b, h, i, d)];
+                    }
+                    for (std::int64_t d = 0; d < c.value_dim; ++d)
+                        r.dv[at(l.v, b, h, j, d)] += P[i * c.keys + j] * dout[at(l.out, b, h, i, d)];
+                }
+        }
+    return r;
+}
+
+/// max |a − b| / max |b|
+double relative_error(const std::vector<float>& a, const std::vector<double>& b) {
+    double err = 0, size = 0;
+    for (std::size_t i = 0; i < b.size(); ++i) {
+        err = std::max(err, std::abs(double(a[i]) - b[i]));
+        size = std::max(size, std::abs(b[i]));
+    }
+    return std::isfinite(err) ? err / size : INFINITY;  // a value never written (NaN) fails
+}
+
+} // namespace
+
+// The fused attention kernels' steps, run on the host in the kernel's order (every thread stages
+// its share of a tile, then every thread consumes it), against attention in double: the online
+// softmax across tiles (scores scaled up, so the running maximum moves), partly filled tiles and
+// row blocks, key and value widths that differ and fall short of the register width (64 and 128),
+// heads and batches, the channels-first layout, every output written (they start as NaN). fp32
+// within 1e-5 of the largest value; bf16_mixed within bf16's error and not at fp32's agreement,
+// so that the rounding is shown to happen.
+BOOST_AUTO_TEST_CASE(fused_attention_steps_match_attention_in_double) {
+    const attention_case cases[] = {{2, 3, 70, 45, 40, 24, false}, {1, 2, 33, 100, 72, 72, false}, {2, 1, 49, 49, 96, 96, true},
+                                    {1, 1, 1, 3, 8, 8, false}};
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT("B " << c.batch << " H " << c.heads << " Nq " << c.queries << " Nk " << c.keys << " dk " << c.key_dim
+                                << " dv " << c.value_dim << (c.channels_first ? " channels-first" : "")) {
+            const auto l = c.layout();
+            const auto random = [](std::size_t n, unsigned seed, float amplitude) {
+                std::mt19937 gen(seed);
+                std::normal_distribution<float> normal(0.0f, amplitude);
+                std::vector<float> x(n);
+                for (auto& e : x) e = normal(gen);
+                return x;
+            };
+            const auto n = [](std::int64_t a, std::int64_t b, std::int64_t c2, std::int64_t d) { return static_cast<std::size_t>(a * b * c2 * d); };
+            const auto q = random(n(c.batch, c.heads, c.queries, c.key_dim), 1, 2.5f), k = random(n(c.batch, c.heads, c.keys, c.key_dim), 2, 1.0f);
+            const auto v = random(n(c.batch, c.heads, c.keys, c.value_dim), 3, 1.0f);
+            const auto dout = random(n(c.batch, c.heads, c.queries, c.value_dim), 4, 1.0f);
+            const double scale = 1.0 / std::sqrt(double(c.key_dim));
+            const auto ref = reference_attention(c, q, k, v, dout, scale);
+            std::vector<double> errors[2];
+            for (const bool round : {false, true}) {
+                std::vector<float> out(dout.size(), NAN), log_sum(ref.log_sum.size(), NAN), dq(q.size(), NAN), dk(k.size(), NAN),
+                    dv(v.size(), NAN), row_dot(log_sum.size(), NAN);
+                const auto run = [&]<bool Round>(std::bool_constant<Round>) {
+                    cuda_detail::fused_attention_forward_run<Round>(cuda_detail::fused_rows_on_host{}, out.data(), log_sum.data(), q.data(),
+                                                                    k.data(), v.data(), l, float(scale), c.channels_first);
+                    cuda_detail::fused_attention_backward_run<Round>(cuda_detail::fused_rows_on_host{}, dq.data(), dk.data(), dv.data(),
+                                                                     row_dot.data(), dout.data(), q.data(), k.data(), v.data(),
+                                                                     log_sum.data(), l, float(scale), c.channels_first);
+                };
+                if (round) run(std::true_type{});
+                else run(std::false_type{});
+                errors[round] = {relative_error(out, ref.out), relative_error(log_sum, ref.log_sum), relative_error(dq, ref.dq),
+                                 relative_error(dk, ref.dk), relative_error(dv, ref.dv)};
+            }
+            const char* names[] = {"out", "log_sum", "dq", "dk", "dv"};
+            for (std::size_t i = 0; i < 5; ++i) {
+                BOOST_TEST_MESSAGE(names[i] << ": fp32 " << errors[0][i] << ", bf16 " << errors[1][i]);
+                BOOST_TEST(errors[0][i] < 1e-5, names[i] << " fp32: " << errors[0][i]);
+                BOOST_TEST(errors[1][i] < 3e-2, names[i] << " bf16: " << errors[1][i]);
+                BOOST_TEST(errors[1][i] > 10 * errors[0][i], names[i] << " bf16 " << errors[1][i] << " vs fp32 " << errors[0][i]);
+            }
+        }
+    }
+}
+
+namespace {
+
+/// Slots in host memory, for the bookkeeping of deferred index checks without a device.
+struct host_fault_slots {
+    std::vector<unsigned long long>* values;
+    void clear(std::size_t i) const { (*values)[i] = cuda_detail::no_index_fault; }
+    unsigned long long* address(std::size_t i) const { return values->data() + i; }
+    void read(std::size_t n, unsigned long long* out) const { std::copy_n(values->begin(), n, out); }
+};
+
+} // namespace
+
+// The deferred index check: the functor keeps the first position outside [0, rows) whatever order
+// the positions run in (atomic minimum of position·2³² + index), negative and too-large indices
+// alike; the bookkeeping throws for the first failing check in launch order, naming its op, the
+// index and position, frees every slot when it reads them (a second read throws nothing), and
+// refuses a check past its capacity until the slots are read.
+BOOST_AUTO_TEST_CASE(deferred_index_checks_report_the_first_bad_index_at_the_next_read) {
+    BOOST_TEST(cuda_detail::fault_position(cuda_detail::pack_index_fault(5, -3)) == 5);
+    BOOST_TEST(cuda_detail::fault_value(cuda_detail::pack_index_fault(5, -3)) == -3);
+    BOOST_TEST(cuda_detail::pack_index_fault(4, 2000000000) < cuda_detail::pack_index_fault(5, -3));
+
+    std::vector<unsigned long long> storage(3, 0);
+    cuda_detail::deferred_index_checks<host_fault_slots> checks(host_fault_slots{&storage}, 3);
+    const std::vector<std::int32_t> good = {0, 4, 2}, bad = {1, 9, 2, -1, 5, 7};
+    const auto run_backwards = [](std::int64_t n, auto op) {  // positions in reverse: the minimum must still win
+        for (std::int64_t i = n - 1; i >= 0; --i) op(i);
+    };
+    auto* first = checks.claim("embedding", "index", 3, 5);
+    BOOST_TEST(*first == cuda_detail::no_index_fault);
+    run_backwards(3, cuda_detail::index_check_op{first, good.data(), 5});
+    auto* second = checks.claim("label_embedder", "label", 6, 5);
+    run_backwards(6, cuda_detail::index_check_op{second, bad.data(), 5});
+    auto* third = checks.claim("embedding_backward", "index", 6, 5);
+    run_on_host(6, cuda_detail::index_check_op{third, bad.data(), 5});
+    BOOST_TEST(checks.claim("one too many", "index", 1, 1) == nullptr);
+    BOOST_TEST(checks.pending() == 3u);
+    std::string message;
+    try {
+        checks.raise_pending();
+    } catch (const shape_error& e) {
+        message = e.what();
+    }
+    BOOST_TEST(message.find("label_embedder: label 9 at position 1 of 6 is outside [0, 5)") != std::string::npos, message);
+    BOOST_TEST(checks.pending() == 0u);
+    BOOST_CHECK_NO_THROW(checks.raise_pending());
+    // Slots are reused after the read, and cleared for their new check.
+    auto* again = checks.claim("embedding", "index", 3, 5);
+    BOOST_TEST(again == storage.data());
+    BOOST_TEST(*again == cuda_detail::no_index_fault);
+    run_on_host(3, cuda_detail::index_check_op{again, good.data(), 5});
+    BOOST_CHECK_NO_THROW(checks.raise_pending());
+    // A negative index is outside too.
+    const std::vector<std::int32_t> negative = {0, -2};
+    auto* slot = checks.claim("embedding", "index", 2, 5);
+    run_on_host(2, cuda_detail::index_check_op{slot, negative.data(), 5});
+    BOOST_CHECK_EXCEPTION(checks.raise_pending(), shape_error, [](const shape_error& e) {
+        return std::string(e.what()).find("index -2 at position 1") != std::string::npos;
+    });
+}
+
+// Clipping by the global norm on the device, replayed on the host: the chunk sums (the kernel's
+// tree), their sum in chunk order, clip_factor_kernel's arithmetic and the multi-tensor scaling.
+// Against the cpu backend: the same norm within double rounding (another summation order), and
+// then, given the norm, the same factor and the same scaled values bit for bit. With a large
+// max_norm nothing is scaled; with a non-finite gradient nothing is either.
+BOOST_AUTO_TEST_CASE(clipping_on_the_device_is_the_cpu_clipping) {
+    const std::vector<std::int64_t> lengths = {70000, 3, 40000};
+    std::mt19937 gen(7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (const double max_norm : {1.0, 1e9}) {
+        for (const bool poisoned : {false, true}) {
+            BOOST_TEST_CONTEXT("max_norm " << max_norm << (poisoned ? ", a NaN gradient" : "")) {
+                std::vector<std::vector<float>> on_cpu, replica;
+                for (const auto n : lengths) {
+                    std::vector<float> g(static_cast<std::size_t>(n));
+                    for (auto& x : g) x = normal(gen);
+                    on_cpu.push_back(g);
+                }
+                if (poisoned) on_cpu[1][2] = NAN;
+                replica = on_cpu;
+                std::vector<float*> cpu_pointers, replica_pointers;
+                for (auto& g : on_cpu) cpu_pointers.push_back(g.data());
+                for (auto& g : replica) replica_pointers.push_back(g.data());
+                const auto cpu_result = optim_kernels<cpu>::clip_by_global_norm_many(std::span<float* const>(cpu_pointers),
+                                                                                      std::span<const std::int64_t>(lengths), max_norm);
+                // The device's steps on the host.
+                const std::vector<const float*> read(replica_pointers.begin(), replica_pointers.end());
+                const double total = cuda_detail::sum_of_squares_many_on_host(std::span<const float* const>(read),
+                                                                              std::span<const std::int64_t>(lengths));
+                const double result[2] = {std::sqrt(total), clip_factor(std::sqrt(total), max_norm)};
+                std::vector<cuda_detail::scaled_tensor<float>> entries;
+                for (std::size_t i = 0; i < lengths.size(); ++i) entries.push_back({replica_pointers[i], lengths[i]});
+                cuda_detail::multi_tensor_apply_on_host(std::span<const cuda_detail::scaled_tensor<float>>(entries),
+                                                        cuda_detail::scale_by_clip_factor_op<float>{result});
+                if (poisoned) {
+                    BOOST_TEST(std::isnan(result[0]));
+                    BOOST_TEST(std::isnan(cpu_result[0]));
+                    BOOST_TEST(result[1] == 1.0);
+                    BOOST_TEST(cpu_result[1] == 1.0);
+                } else {
+                    BOOST_TEST(result[0] == cpu_result[0], boost::test_tools::tolerance(1e-14));
+                    BOOST_TEST(result[1] == clip_factor(cpu_result[0], max_norm), boost::test_tools::tolerance(1e-14));
+                    BOOST_TEST((max_norm < 10 ? result[1] < 1.0 : result[1] == 1.0));
+                }
+                // Scaled by the same factor, element for element: the cpu's values when the factor
+                // agrees exactly (it does whenever nothing is scaled).
+                if (result[1] == cpu_result[1])
+                    for (std::size_t i = 0; i < lengths.size(); ++i)  // bit patterns (the NaN too)
+                        BOOST_TEST(std::memcmp(replica[i].data(), on_cpu[i].data(), replica[i].size() * sizeof(float)) == 0);
+                else
+                    BOOST_TEST(std::abs(result[1] - cpu_result[1]) < 1e-15);
+            }
+        }
+    }
+}
+
+// The multi-tensor tables kept by content: the same bytes find the same entry, other bytes (one
+// length or one pointer apart) do not, and the least recently used entry makes room.
+BOOST_AUTO_TEST_CASE(tables_are_kept_by_their_content) {
+    cuda_detail::content_cache<int> cache(2);
+    const auto bytes = [](std::vector<std::int64_t> v) {
+        std::vector<std::byte> b(v.size() * sizeof(std::int64_t));
+        std::memcpy(b.data(), v.data(), b.size());
+        return b;
+    };
+    const auto a = bytes({1, 2, 3}), b = bytes({1, 2, 4}), c = bytes({1, 2}), d = bytes({9});
+    BOOST_TEST(cache.find(a) == nullptr);
+    cache.insert(a, 10);
+    cache.insert(b, 20);
+    BOOST_TEST(*cache.find(a) == 10);
+    BOOST_TEST(*cache.find(b) == 20);
+    BOOST_TEST(cache.find(c) == nullptr);  // a prefix is other content
+    BOOST_TEST(*cache.find(a) == 10);      // a used last: b is the oldest
+    cache.insert(d, 40);
+    BOOST_TEST(cache.size() == 2u);
+    BOOST_TEST(cache.find(b) == nullptr);
+    BOOST_TEST(*cache.find(a) == 10);
+    BOOST_TEST(*cache.find(d) == 40);
 }

@@ -7,6 +7,7 @@
 // handed, not how it computes.
 #include <cstdint>
 
+#include "vediff/core/bfloat16.hpp"
 #include "vediff/core/device.hpp"
 
 namespace vediff {
@@ -81,5 +82,14 @@ struct adamw_scalars {
     double step_size = 0;              // lr / (1 − β1^t)
     double bias_correction2_sqrt = 1;  // √(1 − β2^t)
 };
+
+/// The factor torch.nn.utils.clip_grad_norm_ scales gradients by, given their total L2 norm:
+/// max_norm / (norm + 1e-6) where that is below 1; 1 (left alone) otherwise and for a non-finite
+/// norm. Shared by the backends, so that the cuda device computes it where the norm is.
+VEDIFF_HOST_DEVICE inline double clip_factor(double norm, double max_norm) {
+    if (!(norm - norm == 0.0)) return 1.0;  // inf or NaN (no <cmath> in device code)
+    const double factor = max_norm / (norm + 1e-6);
+    return factor < 1.0 ? factor : 1.0;
+}
 
 } // namespace vediff

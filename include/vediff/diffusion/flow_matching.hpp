@@ -11,12 +11,15 @@
 // m = 0, s = 1), optionally warped by the time shift t' = s·t/(1 + (s − 1)·t).
 #include <cmath>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <limits>
 #include <stdexcept>
 #include <vector>
 
 #include <fmt/format.h>
 
+#include "vediff/core/deferred.hpp"
 #include "vediff/core/kernels.hpp"
 #include "vediff/core/random.hpp"
 #include "vediff/core/tensor.hpp"
@@ -137,6 +140,14 @@ struct flow_matching_loss_result {
     tensor<T, D> dv;    // d value / d v̂, shape of v̂
 };
 
+/// The same loss with its values still on the device (core/deferred.hpp), read when asked: a
+/// training step computes dv and goes on without waiting for them.
+template <class T, device D>
+struct flow_matching_loss_terms {
+    deferred_value value, mse, cosine;
+    tensor<T, D> dv;
+};
+
 /// The loss of a velocity prediction v̂ against the target u = x1 − x0.
 ///
 /// MSE: the mean of (v̂ − u)² over all elements. SiT and LightningDiT take mean_flat (mean over
@@ -149,14 +160,14 @@ struct flow_matching_loss_result {
 /// makes the channel the last axis, where rms_norm (no weight) gives v/rms(v), and
 /// cos = Σ_c (v/rms v)(u/rms u) / C. Needs x of shape (B, C, ...).
 template <class T, device D>
-flow_matching_loss_result<T, D> flow_matching_loss(const tensor_view<T, D>& v_pred, const tensor_view<T, D>& target,
-                                                   const flow_matching_config& cfg = {}) {
+flow_matching_loss_terms<T, D> flow_matching_loss_deferred(const tensor_view<T, D>& v_pred, const tensor_view<T, D>& target,
+                                                          const flow_matching_config& cfg = {}) {
     require_same_shape("flow_matching_loss (prediction vs target)", v_pred, target);
     if (v_pred.empty()) throw shape_error(fmt::format("flow_matching_loss: prediction of shape {} is empty", v_pred.shape()));
-    flow_matching_loss_result<T, D> r;
+    flow_matching_loss_terms<T, D> r;
     r.dv = tensor<T, D>::zeros(v_pred.shape());
     const double n = double(v_pred.numel());
-    r.mse = ops::squared_error_sum(target, v_pred, r.dv.view(), 1.0 / n) / n;
+    r.mse = ops::squared_error_sum_deferred(target, v_pred, r.dv.view(), 1.0 / n).then([n](double sum) { return sum / n; });
     r.value = r.mse;
     if (!cfg.cosine_term) return r;
 
@@ -171,9 +182,14 @@ flow_matching_loss_result<T, D> flow_matching_loss(const tensor_view<T, D>& v_pr
     auto nv = ops::rms_norm(vt.view(), ones.view(), eps);
     auto nu = ops::rms_norm(ut.view(), ones.view(), eps);
     const double positions = double(B * S);
-    const double cos_sum = double(ops::sum(ops::mul(nv.y.view(), nu.y.view()).view()).to_vector()[0]) / double(C);
-    r.cosine = 1.0 - cos_sum / positions;
-    r.value += r.cosine;
+    auto cos_total = std::make_shared<tensor<T, D>>(ops::sum(ops::mul(nv.y.view(), nu.y.view()).view()));
+    const auto read_cosine = [cos_total, C, positions] {
+        const double cos_sum = double(cos_total->to_vector()[0]) / double(C);
+        return 1.0 - cos_sum / positions;
+    };
+    if constexpr (D::host_accessible) r.cosine = deferred_value(read_cosine());
+    else r.cosine = deferred_value(std::function<double()>(read_cosine));
+    r.value = r.value + r.cosine;
 
     // d(1 − Σ nv·nu/(C·P))/d nv = −nu/(C·P), then back through the rms norm and the transpose.
     auto dnv = ops::scale(nu.y.view(), T(-1.0 / (double(C) * positions)));
@@ -182,6 +198,14 @@ flow_matching_loss_result<T, D> flow_matching_loss(const tensor_view<T, D>& v_pr
     auto dv_cos = ops::unpatchify(dvt.view(), 1, S, 1);
     ops::axpy(r.dv.view(), dv_cos.reshape(v_pred.shape()), T(1));
     return r;
+}
+
+/// flow_matching_loss_deferred with its values read now.
+template <class T, device D>
+flow_matching_loss_result<T, D> flow_matching_loss(const tensor_view<T, D>& v_pred, const tensor_view<T, D>& target,
+                                                   const flow_matching_config& cfg = {}) {
+    auto terms = flow_matching_loss_deferred(v_pred, target, cfg);
+    return {terms.value.get(), terms.mse.get(), terms.cosine.get(), std::move(terms.dv)};
 }
 
 } // namespace vediff::diffusion

@@ -88,11 +88,15 @@ public:
     void step() {
         ++step_count_;
         const adamw_scalars s = optim::adamw_step_scalars(config_, step_count_);
+        // This rank's slice of every parameter, in one multi-tensor update (one launch on cuda).
+        std::vector<adamw_tensor<T>> owned;
+        owned.reserve(slots_.size());
         for (auto& sl : slots_) {
             if (sl.own_end <= sl.own_begin) continue;
-            optim_kernels<D>::adamw_update(sl.param->value.data() + sl.own_begin, sl.exp_avg.data(), sl.exp_avg_sq.data(),
-                                           sl.param->grad.data() + sl.own_begin, sl.own_end - sl.own_begin, s);
+            owned.push_back({sl.param->value.data() + sl.own_begin, sl.exp_avg.data(), sl.exp_avg_sq.data(),
+                             sl.param->grad.data() + sl.own_begin, sl.own_end - sl.own_begin});
         }
+        optim_kernels<D>::adamw_update_many(std::span<const adamw_tensor<T>>(owned), s);
         if (enabled_) gather_flat([](slot& sl) { return sl.param->value.data(); }, fmt::format("the parameters after step {}", step_count_));
     }
 

@@ -144,27 +144,35 @@ nlohmann::json train_with(train::dit_run_config cfg, const dit_run_options& run,
         opt.set_lr(schedule(index));
         opt.zero_grad();
         const auto v = model.forward(pair.x_t, pair.t, labels);
-        const auto loss = diffusion::flow_matching_loss(v.view(), pair.target.view(), flow);
-        // The step's loss over the global batch: each rank's is the mean over its equal shard.
-        const auto global = parallel.mean({loss.value, loss.mse, loss.cosine}, fmt::format("the loss of step {}", index));
-        if (!std::isfinite(global[0]))
-            throw numeric_error(fmt::format("train_dit: the loss is {} at step {}; the last good checkpoint in {} is untouched", global[0],
-                                            index, checkpoint_dir.string()));
+        // The loss and the gradient norm stay on the device until the loop reads the report (every
+        // step on the cpu, at log lines on a GPU: the host then never waits for the step).
+        const auto loss = diffusion::flow_matching_loss_deferred(v.view(), pair.target.view(), flow);
         parallel.begin_backward(model, index);  // buckets leave as backward finishes them
         (void)model.backward(loss.dv);
         parallel.reduce_gradients(model, index);
-        const double grad_norm = cfg.clip > 0 ? optim::clip_grad_norm(model, cfg.clip) : 0.0;
+        const deferred_value grad_norm = cfg.clip > 0 ? optim::clip_grad_norm_deferred(model, cfg.clip) : deferred_value(0.0);
         opt.step();
         average.update(model, index);
         train::step_report report;
-        report.loss = global[0];
-        report.log = {{"loss", global[0]}, {"mse", global[1]}, {"lr", opt.lr()}, {"epoch", b.epoch}};
-        if (cfg.cosine_term) report.log["cosine"] = global[2];
-        if (cfg.clip > 0) report.log["grad_norm"] = grad_norm;
+        report.log = {{"lr", opt.lr()}, {"epoch", b.epoch}};
+        report.read = [&parallel, &checkpoint_dir, &cfg, index, value = loss.value, mse = loss.mse, cosine = loss.cosine,
+                       grad_norm](train::step_report& r) {
+            // The step's loss over the global batch: each rank's is the mean over its equal shard.
+            const auto global = parallel.mean({value.get(), mse.get(), cosine.get()}, fmt::format("the loss of step {}", index));
+            if (!std::isfinite(global[0]))
+                throw numeric_error(fmt::format("train_dit: the loss is {} at step {}; the last good checkpoint in {} is untouched",
+                                                global[0], index, checkpoint_dir.string()));
+            r.loss = global[0];
+            r.log["loss"] = global[0];
+            r.log["mse"] = global[1];
+            if (cfg.cosine_term) r.log["cosine"] = global[2];
+            if (cfg.clip > 0) r.log["grad_norm"] = grad_norm.get();
+        };
         return report;
     };
     const train::loop_options loop{.steps = cfg.steps, .time_budget_s = cfg.time_budget_s, .stop_after = run.stop_after,
                                    .log_every = run.log_every, .checkpoint_every = run.checkpoint_every,
+                                   .read_every = D::host_accessible ? 1 : run.log_every,
                                    .progress = {.label = "dit", .items_per_step = double(cfg.batch), .unit = "samples"}};
     const auto result = train::run_training_loop(state.step, loop, comm, run.out / "log.jsonl", run.resume, step, save,
                                                  [&] { distributed::gather_optimizer_state(opt); });

@@ -121,9 +121,13 @@ struct label_embedder {
     /// probability dropout_prob (Philox, so the drops depend on the seed and step only). The
     /// labels used are kept here, so y need not outlive backward.
     tensor<T, D> forward(const tensor_view<std::int32_t, D>& y) {
-        if (const auto bad = ops::find_index_outside(y, num_classes + 1))
+        if constexpr (ops::defers_index_checks<D>) {
+            embedding_kernels<D>::defer_index_check("label_embedder", "label (classes and the null class)", y.data(), y.numel(),
+                                                    num_classes + 1);
+        } else if (const auto bad = ops::find_index_outside(y, num_classes + 1)) {
             throw shape_error(fmt::format("label_embedder: label {} at {} is outside [0, {}] (classes and the null class)",
                                           bad->second, bad->first, num_classes));
+        }
         labels_ = tensor<std::int32_t, D>::copy_of(y.reshape({y.numel()}));
         if (training && dropout_prob > 0) ops::replace_with_probability(labels_.view(), generator, dropout_prob, null_class());
         return embedding_table.forward(labels_);

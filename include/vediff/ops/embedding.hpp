@@ -2,7 +2,8 @@
 // Embedding lookup: rows of a table (num, dim) selected by integer indices, with the backward
 // scatter-add. Indices are a tensor_view<std::int32_t, D> of any rank (usually (B)) on the same
 // device as the table; the output has the indices' shape with dim appended. An index outside
-// [0, num) throws shape_error naming its position.
+// [0, num) throws shape_error naming its position: at once on the cpu, at the next read from the
+// device on cuda (whose check does not make the host wait).
 #include <cstdint>
 #include <optional>
 #include <utility>
@@ -15,6 +16,13 @@
 
 namespace vediff::ops {
 
+/// Devices whose index checks run without the host waiting, reporting at the next read from the
+/// device (cuda: backend/cuda/index_check.hpp); the others check at once.
+template <class D>
+concept defers_index_checks = requires(const std::int32_t* index) {
+    embedding_kernels<D>::defer_index_check("op", "index", index, std::int64_t{0}, std::int64_t{0});
+};
+
 namespace detail {
 template <class T, device D>
 void check_embedding(const char* op, const tensor_shape& table, const tensor_view<std::int32_t, D>& indices) {
@@ -22,10 +30,14 @@ void check_embedding(const char* op, const tensor_shape& table, const tensor_vie
         throw shape_error(fmt::format("{}: table must have shape (num, dim), got {}", op, table));
     if (indices.rank() >= max_rank)
         throw shape_error(fmt::format("{}: indices of shape {} leave no room for the embedding axis", op, indices.shape()));
-    const auto bad = embedding_kernels<D>::first_invalid(indices.data(), indices.numel(), table[0]);
-    if (bad >= 0)
-        throw shape_error(fmt::format("{}: index {} at position {} of indices {} is out of range for table {}", op,
-                                      embedding_kernels<D>::index_at(indices.data(), bad), bad, indices.shape(), table));
+    if constexpr (defers_index_checks<D>) {
+        embedding_kernels<D>::defer_index_check(op, "index", indices.data(), indices.numel(), table[0]);
+    } else {
+        const auto bad = embedding_kernels<D>::first_invalid(indices.data(), indices.numel(), table[0]);
+        if (bad >= 0)
+            throw shape_error(fmt::format("{}: index {} at position {} of indices {} is out of range for table {}", op,
+                                          embedding_kernels<D>::index_at(indices.data(), bad), bad, indices.shape(), table));
+    }
 }
 inline tensor_shape with_dim(const tensor_shape& s, std::int64_t dim) {
     tensor_shape out = s;
@@ -48,7 +60,7 @@ template <class T, device D>
 tensor<T, D> embedding(const tensor_view<T, D>& table, const tensor_view<std::int32_t, D>& indices) {
     detail::check_embedding<T, D>("embedding", table.shape(), indices);
     tensor<T, D> out(detail::with_dim(indices.shape(), table.dim(1)));
-    embedding_kernels<D>::gather_rows(out.data(), table.data(), indices.data(), indices.numel(), table.dim(1));
+    embedding_kernels<D>::gather_rows(out.data(), table.data(), table.dim(0), indices.data(), indices.numel(), table.dim(1));
     return out;
 }
 
@@ -61,7 +73,7 @@ void embedding_accumulate_grad(const tensor_view<T, D>& dtable, const tensor_vie
         throw shape_error(fmt::format("embedding_backward: dy has shape {}, expected {} for indices {} and table {}",
                                       dy.shape(), detail::with_dim(indices.shape(), dtable.dim(1)), indices.shape(),
                                       dtable.shape()));
-    embedding_kernels<D>::scatter_add_rows(dtable.data(), dy.data(), indices.data(), indices.numel(), dtable.dim(1));
+    embedding_kernels<D>::scatter_add_rows(dtable.data(), dtable.dim(0), dy.data(), indices.data(), indices.numel(), dtable.dim(1));
 }
 
 /// The table gradient (num, dim) of dy (..., dim): zeros except the scattered rows.

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/core/deferred.hpp"
 #include "vediff/core/kernels.hpp"
 #include "vediff/core/tensor.hpp"
 
@@ -52,6 +53,27 @@ double squared_error_sum(const tensor_view<T, D>& x, const tensor_view<T, D>& x_
                          double grad_scale = 1.0) {
     detail::check_error_sum("squared_error_sum", x, x_hat, dx_hat);
     return loss_kernels<D>::squared_error(x.data(), x_hat.data(), dx_hat.data(), x.numel(), grad_scale);
+}
+
+namespace detail {
+inline deferred_value sum_later(const std::vector<double>& partials) {  // a host backend's: known now
+    double total = 0;
+    for (double p : partials) total += p;
+    return deferred_value(total);
+}
+template <device D>
+deferred_value sum_later(tensor<double, D> partials) {
+    return deferred_sum(std::move(partials));
+}
+} // namespace detail
+
+/// squared_error_sum, read when asked: on a device the block sums stay there and nothing waits
+/// (core/deferred.hpp); the same number as squared_error_sum.
+template <class T, device D>
+deferred_value squared_error_sum_deferred(const tensor_view<T, D>& x, const tensor_view<T, D>& x_hat,
+                                          const tensor_view<T, D>& dx_hat = {}, double grad_scale = 1.0) {
+    detail::check_error_sum("squared_error_sum", x, x_hat, dx_hat);
+    return detail::sum_later(loss_kernels<D>::squared_error_partials(x.data(), x_hat.data(), dx_hat.data(), x.numel(), grad_scale));
 }
 
 /// Σ 1/(exp(logvar) + δ), δ ≥ 0; adds grad_scale · (−σ²/(σ² + δ)²) into dlogvar.

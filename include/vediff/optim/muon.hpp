@@ -127,11 +127,15 @@ public:
     void step() {
         ++step_count_;
         const adamw_scalars s = adamw_step_scalars(config_.adam, step_count_);
+        // The AdamW part in one multi-tensor update (one launch on cuda).
+        std::vector<adamw_tensor<T>> adam_tensors;
+        adam_tensors.reserve(adam_slots_.size());
         for (auto& sl : adam_slots_) {
             require_same_shape("muon (AdamW part): parameter and gradient", sl.param->value, sl.param->grad);
-            optim_kernels<D>::adamw_update(sl.param->value.data(), sl.exp_avg.data(), sl.exp_avg_sq.data(), sl.param->grad.data(),
-                                           sl.param->value.numel(), s);
+            adam_tensors.push_back({sl.param->value.data(), sl.exp_avg.data(), sl.exp_avg_sq.data(), sl.param->grad.data(),
+                                    sl.param->value.numel()});
         }
+        optim_kernels<D>::adamw_update_many(std::span<const adamw_tensor<T>>(adam_tensors), s);
         const double lr = muon_lr(), beta = config_.momentum;
         for (auto& sl : muon_slots_) {
             auto& p = *sl.param;

@@ -51,6 +51,9 @@ struct loop_options {
     std::int64_t stop_after = 0;        // > 0: this invocation stops after this many steps
     std::int64_t log_every = 25;        // a log line every so many steps, and at the last step
     std::int64_t checkpoint_every = 0;  // > 0: a checkpoint every so many steps (and always at the end)
+    // Reports' values left on the device (step_report::read) are read every so many steps, and
+    // always before a log line, a checkpoint and the end; 1 reads each step at once.
+    std::int64_t read_every = 1;
     util::progress_options progress{};  // label, items per step, unit
 };
 
@@ -63,6 +66,11 @@ struct step_report {
     std::vector<util::progress_field> progress;
     nlohmann::json log = nlohmann::json::object();
     std::string note;
+    // Where some of the above are still on the device (core/deferred.hpp): fills them in when the
+    // loop reads them (loop_options::read_every), in step order, on every rank at the same steps
+    // (it may average over the ranks), before the loop uses them. It may throw (a loss that is not
+    // finite): nothing is saved after the step that failed.
+    std::function<void(step_report&)> read;
 };
 
 struct loop_result {
@@ -133,6 +141,28 @@ loop_result run_training_loop(std::int64_t& step, const loop_options& opt, Comm&
 
     loop_result result;
     result.first_step = step;
+    // The reports of the steps up to `step` not read yet (their first step is step − size()): read
+    // in order, then shown, logged and folded into the smoothed loss as each step's own.
+    std::vector<step_report> unread;
+    const auto read_reports = [&] {
+        std::int64_t s = step - static_cast<std::int64_t>(unread.size());
+        for (auto& report : unread) {
+            if (report.read) report.read(report);
+            result.smoothed_loss = s == result.first_step ? report.loss : 0.98 * result.smoothed_loss + 0.02 * report.loss;
+            ++s;
+            if (!root) continue;
+            std::vector<util::progress_field> fields{{"loss", result.smoothed_loss}};
+            fields.insert(fields.end(), report.progress.begin(), report.progress.end());
+            bar.update(s, fields);
+            if (!report.note.empty()) bar.note(report.note);
+            if (log.is_open() && (s % std::max<std::int64_t>(opt.log_every, 1) == 0 || s == opt.steps)) {
+                nlohmann::json line = {{"step", s}};
+                line.update(report.log);
+                log << line.dump() << "\n" << std::flush;
+            }
+        }
+        unread.clear();
+    };
     const auto start = std::chrono::steady_clock::now();
     const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
     for (;;) {
@@ -147,25 +177,17 @@ loop_result run_training_loop(std::int64_t& step, const loop_options& opt, Comm&
             break;
         }
         loop_detail::apply_fault(comm.rank(), step);
-        const step_report report = do_step(step);
-        result.smoothed_loss = step == result.first_step ? report.loss : 0.98 * result.smoothed_loss + 0.02 * report.loss;
+        unread.push_back(do_step(step));
         ++step;
-        if (root) {
-            std::vector<util::progress_field> fields{{"loss", result.smoothed_loss}};
-            fields.insert(fields.end(), report.progress.begin(), report.progress.end());
-            bar.update(step, fields);
-            if (!report.note.empty()) bar.note(report.note);
-            if (log.is_open() && (step % std::max<std::int64_t>(opt.log_every, 1) == 0 || step == opt.steps)) {
-                nlohmann::json line = {{"step", step}};
-                line.update(report.log);
-                log << line.dump() << "\n" << std::flush;
-            }
-        }
-        if (opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0) {
+        const bool log_step = step % std::max<std::int64_t>(opt.log_every, 1) == 0 || step == opt.steps;
+        const bool checkpoint_step = opt.checkpoint_every > 0 && step % opt.checkpoint_every == 0;
+        if (log_step || checkpoint_step || step % std::max<std::int64_t>(opt.read_every, 1) == 0) read_reports();
+        if (checkpoint_step) {
             prepare_save();
             if (root) save();
         }
     }
+    read_reports();
     bar.finish();
     result.seconds = elapsed();
     result.steps = step;

@@ -24,16 +24,18 @@ struct embedding_kernels<cpu> {
     /// The index at position i (for error messages).
     static std::int64_t index_at(const std::int32_t* index, std::int64_t i) { return index[i]; }
 
-    /// out (n, dim) row i = table row index[i].
+    /// out (n, dim) row i = table row index[i], the indices checked against the table's rows by
+    /// the caller (first_invalid).
     template <class T>
-    static void gather_rows(T* out, const T* table, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
+    static void gather_rows(T* out, const T* table, std::int64_t /*rows*/, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
         cpu_detail::parallel_for(n, [=](std::int64_t i) {
             std::memcpy(out + i * dim, table + std::int64_t{index[i]} * dim, static_cast<std::size_t>(dim) * sizeof(T));
         }, dim);
     }
-    /// table row index[i] += rows (n, dim) row i, for i in order.
+    /// table row index[i] += rows (n, dim) row i, for i in order (indices checked by the caller).
     template <class T>
-    static void scatter_add_rows(T* table, const T* rows, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
+    static void scatter_add_rows(T* table, std::int64_t /*table_rows*/, const T* rows, const std::int32_t* index, std::int64_t n,
+                                 std::int64_t dim) {
         const std::int64_t tiles = (dim + column_tile - 1) / column_tile;
         cpu_detail::parallel_for(tiles, [=](std::int64_t t) {
             const std::int64_t j0 = t * column_tile, j1 = std::min(dim, j0 + column_tile);

@@ -31,7 +31,13 @@ struct loss_kernels<cpu> {
     /// Σ (x̂ − x)²; dx_hat += g · 2(x̂ − x).
     template <class T>
     static double squared_error(const T* x, const T* x_hat, T* dx_hat, std::int64_t n, double g) {
-        return blocked_sum(n, [=](std::int64_t i) {
+        return sum_in_order(squared_error_partials(x, x_hat, dx_hat, n, g));
+    }
+    /// squared_error's block sums (added in order, they are its value), for a caller that reads
+    /// them later (deferred_sum).
+    template <class T>
+    static std::vector<double> squared_error_partials(const T* x, const T* x_hat, T* dx_hat, std::int64_t n, double g) {
+        return blocked_partials(n, [=](std::int64_t i) {
             const double d = double(x_hat[i]) - double(x[i]);
             if (dx_hat) dx_hat[i] += static_cast<T>(g * 2.0 * d);
             return d * d;
@@ -113,9 +119,9 @@ struct loss_kernels<cpu> {
 private:
     static double sign(double d) { return double((d > 0) - (d < 0)); }
 
-    /// Σ term(i) for i in [0, n): sequential within each fixed block, blocks added in order.
+    /// Σ term(i) over each fixed block of [0, n), sequential within the block.
     template <class Term>
-    static double blocked_sum(std::int64_t n, Term term) {
+    static std::vector<double> blocked_partials(std::int64_t n, Term term) {
         const std::int64_t blocks = (n + block_size - 1) / block_size;
         std::vector<double> partial(static_cast<std::size_t>(blocks));
         cpu_detail::parallel_for(blocks, [&](std::int64_t b) {
@@ -124,9 +130,17 @@ private:
             for (std::int64_t i = b * block_size; i < end; ++i) s += term(i);
             partial[static_cast<std::size_t>(b)] = s;
         }, block_size * 8);
+        return partial;
+    }
+    static double sum_in_order(const std::vector<double>& partial) {
         double total = 0;
         for (double p : partial) total += p;
         return total;
+    }
+    /// Σ term(i) for i in [0, n): the blocks' sums added in block order.
+    template <class Term>
+    static double blocked_sum(std::int64_t n, Term term) {
+        return sum_in_order(blocked_partials(n, term));
     }
 };
 

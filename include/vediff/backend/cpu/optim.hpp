@@ -1,11 +1,14 @@
 #pragma once
-// cpu kernels for the optimizers: the fused AdamW update and a sum of squares for gradient norms.
+// cpu kernels for the optimizers: the fused AdamW update, a sum of squares for gradient norms and
+// clipping by the global norm.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "vediff/backend/cpu/elementwise.hpp"
 #include "vediff/backend/cpu/parallel.hpp"
 #include "vediff/core/kernels.hpp"
 
@@ -78,6 +81,19 @@ struct optim_kernels<cpu> {
         double total = 0;
         for (std::size_t i = 0; i < tensors.size(); ++i) total += sum_of_squares(tensors[i], lengths[i]);
         return total;
+    }
+
+    /// Scales the tensors by clip_factor(their global L2 norm, max_norm), as torch's
+    /// clip_grad_norm_; returns {norm, factor}.
+    template <class T>
+    static std::array<double, 2> clip_by_global_norm_many(std::span<T* const> tensors, std::span<const std::int64_t> lengths,
+                                                          double max_norm) {
+        const std::vector<const T*> read(tensors.begin(), tensors.end());
+        const double norm = std::sqrt(sum_of_squares_many(std::span<const T* const>(read), lengths));
+        const double factor = clip_factor(norm, max_norm);
+        if (factor < 1.0)
+            for (std::size_t i = 0; i < tensors.size(); ++i) elementwise_kernels<cpu>::scale(tensors[i], tensors[i], T(factor), lengths[i]);
+        return {norm, factor};
     }
 };
 

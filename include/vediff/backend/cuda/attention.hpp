@@ -5,10 +5,12 @@
 // softmax.hpp's jobs. Operands are addressed by strides, tokens-major or channels-first, as on the cpu.
 // The forward keeps only each row's log Σ exp for the backward, which recomputes the
 // probabilities from the scores (one more batched product), so that a training step holds one
-// layer's (B, H, Nq, Nk) at a time rather than every layer's; a fused (flash) kernel that never
-// writes them at all is future work. Under bf16_mixed (core/precision.hpp) each product's two
-// operands are rounded to bf16 copies of their layout and multiplied by cuBLAS with fp32 compute
-// and fp32 output; the softmax and its backward stay fp32.
+// layer's (B, H, Nq, Nk) at a time rather than every layer's. Float attention with heads up to
+// 128 wide takes the fused kernels of fused_attention.hpp instead, which never write them
+// (set_cuda_fused_attention(false) keeps this path, to compare the two). Under bf16_mixed
+// (core/precision.hpp) each product's two operands are rounded to bf16 copies of their layout
+// and multiplied by cuBLAS with fp32 compute and fp32 output; the softmax and its backward stay
+// fp32.
 #include <cstdint>
 
 #include <thrust/execution_policy.h>
@@ -17,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cuda/fused_attention.hpp"
 #include "vediff/backend/cuda/gemm.hpp"
 #include "vediff/backend/cuda/layout.hpp"
 #include "vediff/backend/cuda/memory.hpp"
@@ -143,6 +146,12 @@ void product(std::int64_t batch, std::int64_t heads, std::int64_t m, std::int64_
     }
 }
 
+/// Whether this call takes the fused kernels (fused_attention.hpp).
+template <class T>
+bool takes_fused_attention(const attention_layout& l) {
+    return std::is_same_v<T, float> && cuda_fused_attention() && fused_attention_fits(l);
+}
+
 template <bool ChannelsFirst, class T>
 batched_matrix<T> operand(const T* base, const attention_operand& o) {
     return {const_cast<T*>(base), o.batch_stride, o.head_stride, o.outer_stride, !ChannelsFirst};
@@ -184,6 +193,14 @@ struct attention_kernels<cuda> {
                          const attention_layout& l, T scale) {
         using namespace cuda_detail;
         constexpr bool round = Precision::rounds_operands;
+        if constexpr (std::is_same_v<T, float>) {
+            if (takes_fused_attention<T>(l)) {
+                tensor<float, cuda> row_dot(tensor_shape{l.batch, l.heads, l.queries});
+                fused_attention_backward_run<round>(fused_rows_on_device{}, dq, dk, dv, row_dot.data(), dout, q, k, v,
+                                                    saved.log_sum.data(), l, scale, ChannelsFirst);
+                return;
+            }
+        }
         const std::int64_t B = l.batch, H = l.heads, nq = l.queries, nk = l.keys, pair = nq * nk;
         tensor<T, cuda> p_storage(tensor_shape{B, H, nq, nk}), ds_storage(tensor_shape{B, H, nq, nk});
         const batched_matrix<T> P{p_storage.data(), H * pair, pair, nk, true};
@@ -206,6 +223,12 @@ private:
     static void compute(T* log_sum, T* out, const T* q, const T* k, const T* v, const attention_layout& l, T scale,
                         std::bool_constant<ChannelsFirst>) {
         using namespace cuda_detail;
+        if constexpr (std::is_same_v<T, float>) {
+            if (takes_fused_attention<T>(l)) {
+                fused_attention_forward_run<Round>(fused_rows_on_device{}, out, log_sum, q, k, v, l, scale, ChannelsFirst);
+                return;
+            }
+        }
         const std::int64_t B = l.batch, H = l.heads, nq = l.queries, nk = l.keys, pair = nq * nk;
         tensor<T, cuda> p_storage(tensor_shape{B, H, nq, nk});
         T* probs = p_storage.data();

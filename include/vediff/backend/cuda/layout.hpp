@@ -24,8 +24,12 @@ struct gather_rows_op {
     T* out;
     const T* table;
     const std::int32_t* index;
-    std::int64_t dim;
-    __host__ __device__ void operator()(std::int64_t e) const { out[e] = table[std::int64_t{index[e / dim]} * dim + e % dim]; }
+    std::int64_t dim, rows;
+    // An index outside the table (which its deferred check reports) reads as a row of zeros.
+    __host__ __device__ void operator()(std::int64_t e) const {
+        const std::int64_t r = index[e / dim];
+        out[e] = r >= 0 && r < rows ? table[r * dim + e % dim] : T(0);
+    }
 };
 
 /// Column j of the table: table[index[i], j] += rows[i, j] for i in order (one thread per column,
@@ -35,9 +39,12 @@ struct scatter_add_column_op {
     T* table;
     const T* rows;
     const std::int32_t* index;
-    std::int64_t n, dim;
+    std::int64_t n, dim, table_rows;
     __host__ __device__ void operator()(std::int64_t j) const {
-        for (std::int64_t i = 0; i < n; ++i) table[std::int64_t{index[i]} * dim + j] += rows[i * dim + j];
+        for (std::int64_t i = 0; i < n; ++i) {
+            const std::int64_t r = index[i];
+            if (r >= 0 && r < table_rows) table[r * dim + j] += rows[i * dim + j];  // outside: reported by its check
+        }
     }
 };
 
@@ -129,13 +136,35 @@ struct embedding_kernels<cuda> {
         memory<cuda>::copy_to_host(&v, index + i, sizeof v);
         return v;
     }
-    template <class T>
-    static void gather_rows(T* out, const T* table, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
-        cuda_detail::for_each_element(n * dim, cuda_detail::gather_rows_op<T>{out, table, index, dim});
+    /// Checks that every index lies in [0, rows) without waiting: the first one outside is thrown
+    /// (shape_error naming op, what, the index and its position) at the next read from the device
+    /// (index_check.hpp). op and what: string literals.
+    static void defer_index_check(const char* op, const char* what, const std::int32_t* index, std::int64_t n, std::int64_t rows) {
+        if (n <= 0) return;
+        if (n > cuda_detail::max_deferred_check_length) {  // positions past the fault's 32 bits: check now
+            const auto bad = first_invalid(index, n, rows);
+            if (bad >= 0)
+                throw shape_error(fmt::format(fmt::runtime("{}: {} {} at position {} of {} is outside [0, {})"), op, what,
+                                              index_at(index, bad), bad, n, rows));
+            return;
+        }
+        auto* checks = cuda_detail::index_checks();
+        unsigned long long* slot = checks->claim(op, what, n, rows);
+        if (!slot) {  // every slot in use since the last read: read them now
+            cuda_detail::synchronize();
+            checks->raise_pending();
+            slot = checks->claim(op, what, n, rows);
+        }
+        cuda_detail::for_each_element(n, cuda_detail::index_check_op{slot, index, rows});
     }
     template <class T>
-    static void scatter_add_rows(T* table, const T* rows, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
-        cuda_detail::for_each_element(dim, cuda_detail::scatter_add_column_op<T>{table, rows, index, n, dim});
+    static void gather_rows(T* out, const T* table, std::int64_t rows, const std::int32_t* index, std::int64_t n, std::int64_t dim) {
+        cuda_detail::for_each_element(n * dim, cuda_detail::gather_rows_op<T>{out, table, index, dim, rows});
+    }
+    template <class T>
+    static void scatter_add_rows(T* table, std::int64_t table_rows, const T* rows, const std::int32_t* index, std::int64_t n,
+                                 std::int64_t dim) {
+        cuda_detail::for_each_element(dim, cuda_detail::scatter_add_column_op<T>{table, rows, index, n, dim, table_rows});
     }
 };
 

@@ -155,7 +155,13 @@ struct loss_kernels<cuda> {
     /// Σ (x̂ − x)²; dx_hat += g · 2(x̂ − x).
     template <class T>
     static double squared_error(const T* x, const T* x_hat, T* dx_hat, std::int64_t n, double g) {
-        return blocked_sum(n, cuda_detail::squared_error_term<T>{x, x_hat, dx_hat, g});
+        return sum_in_order(squared_error_partials(x, x_hat, dx_hat, n, g));
+    }
+    /// squared_error's block sums, left on the device (nothing waits): added in order, they are
+    /// its value (deferred_sum reads them when asked).
+    template <class T>
+    static tensor<double, cuda> squared_error_partials(const T* x, const T* x_hat, T* dx_hat, std::int64_t n, double g) {
+        return blocked_partials(n, cuda_detail::squared_error_term<T>{x, x_hat, dx_hat, g});
     }
     /// Σ 1/(σ² + δ) with σ² = exp(logvar); dlogvar += g · (−σ²/(σ² + δ)²).
     template <class T>
@@ -196,15 +202,24 @@ struct loss_kernels<cuda> {
     }
 
 private:
+    /// The block sums of term over [0, n), on the device.
     template <class Term>
-    static double blocked_sum(std::int64_t n, Term term) {
-        if (n <= 0) return 0.0;
-        const std::int64_t blocks = (n + block_size - 1) / block_size;
+    static tensor<double, cuda> blocked_partials(std::int64_t n, Term term) {
+        const std::int64_t blocks = n > 0 ? (n + block_size - 1) / block_size : 0;
         tensor<double, cuda> partial(tensor_shape{blocks});
-        cuda_detail::reduce_rows(cuda_detail::block_sum_job<Term>{term, n, block_size, partial.data()}, blocks, block_size);
+        if (blocks > 0)
+            cuda_detail::reduce_rows(cuda_detail::block_sum_job<Term>{term, n, block_size, partial.data()}, blocks, block_size);
+        return partial;
+    }
+    static double sum_in_order(const tensor<double, cuda>& partial) {
         double total = 0;
         for (double p : partial.to_vector()) total += p;  // waits for the stream; block order, as the cpu
         return total;
+    }
+    template <class Term>
+    static double blocked_sum(std::int64_t n, Term term) {
+        if (n <= 0) return 0.0;
+        return sum_in_order(blocked_partials(n, term));
     }
 };
 

@@ -5,7 +5,7 @@
 // first iteration. A block used on another stream too is declared with record_stream and not
 // reused before that stream's work is done. stats() reports the bytes live, their peak and the
 // bytes cached; allocation_count() the device allocations. Transfers are explicit: copy_to_host
-// waits for the stream (the caller reads the result); copy_from_host goes through double-buffered
+// waits for the stream (the caller reads the result; an index check's fault is thrown there); copy_from_host goes through double-buffered
 // pinned staging and does not.
 #include <array>
 #include <cstddef>
@@ -215,6 +215,7 @@ struct memory<cuda> {
         if (!bytes) return;
         cuda_detail::check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cuda_detail::stream()), "cudaMemcpyAsync (device to host)");
         cuda_detail::synchronize();
+        cuda_detail::raise_index_faults();  // a read is where the device's index checks report
     }
     /// Host to device without draining the stream: the bytes are copied on the host into one of
     /// two pinned staging buffers, which the device copies from asynchronously, so the caller's

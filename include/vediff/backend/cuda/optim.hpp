@@ -1,12 +1,15 @@
 #pragma once
 // cuda kernels for the optimizers: the fused AdamW update (one pass over p, m, v, g, with the cpu
-// backend's operation order) and sums of squares for gradient norms, returned to the host (a
-// model's gradients in one multi-tensor launch).
+// backend's operation order), sums of squares for gradient norms (a model's gradients in one
+// multi-tensor launch) and clipping by the global norm without the host (the norm and the factor
+// stay on the device until asked for). The multi-tensor launches' tables are kept on the device by
+// content (table_cache.hpp): a training step's lists are the same every step, uploaded once.
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstring>
+#include <mutex>
 #include <span>
 #include <vector>
 #include <cstdint>
@@ -19,6 +22,7 @@
 
 #include "vediff/backend/cuda/memory.hpp"
 #include "vediff/backend/cuda/runtime.hpp"
+#include "vediff/backend/cuda/table_cache.hpp"
 #include "vediff/core/tensor.hpp"
 #include "vediff/core/kernels.hpp"
 
@@ -164,27 +168,93 @@ void multi_tensor_apply_on_host(std::span<const Entry> entries, const Op& op) {
         for (std::int64_t j = 0; j < c.length; ++j) op(entries[static_cast<std::size_t>(c.tensor)], c.first + j);
 }
 
-/// One launch of op over every element of the entries: the entry and chunk tables go up through
-/// pinned staging on the backend's stream; nothing waits.
+/// The device copy of a table (its bytes), uploaded through pinned staging the first time these
+/// bytes are asked for and kept by content afterwards (content_cache, per device).
+inline const std::byte* device_table(std::span<const std::byte> bytes) {
+    // Kept for the process's life (never destroyed: its tensors would outlive the allocator).
+    static auto* locks = new std::array<std::mutex, max_devices>;
+    static auto* caches = new std::array<content_cache<tensor<double, cuda>>, max_devices>;
+    const auto d = static_cast<std::size_t>(current_device());
+    std::lock_guard lock((*locks)[d]);
+    auto& cache = (*caches)[d];
+    if (auto* found = cache.find(bytes)) return reinterpret_cast<const std::byte*>(found->data());
+    auto* staging = static_cast<std::byte*>(pinned_staging::get(bytes.size()));
+    std::memcpy(staging, bytes.data(), bytes.size());
+    tensor<double, cuda> table(tensor_shape{static_cast<std::int64_t>((bytes.size() + 7) / 8)});
+    check(cudaMemcpyAsync(table.data(), staging, bytes.size(), cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (multi-tensor tables)");
+    pinned_staging::done_after();
+    return reinterpret_cast<const std::byte*>(cache.insert(bytes, std::move(table)).data());
+}
+
+/// A multi-tensor launch's two tables on the device: its entries, then (256-byte aligned) its chunks.
+struct multi_tensor_tables {
+    const std::byte* entries = nullptr;
+    const tensor_chunk* chunks = nullptr;
+    std::size_t chunk_count = 0;
+};
+template <class Entry>
+multi_tensor_tables upload_tables(std::span<const Entry> entries, std::span<const std::int64_t> lengths) {
+    const auto chunks = chunk_tensors(lengths);
+    if (chunks.empty()) return {};
+    const std::size_t entry_bytes = entries.size() * sizeof(Entry), chunk_offset = (entry_bytes + 255) / 256 * 256;
+    std::vector<std::byte> host(chunk_offset + chunks.size() * sizeof(tensor_chunk));
+    std::memcpy(host.data(), entries.data(), entry_bytes);
+    std::memcpy(host.data() + chunk_offset, chunks.data(), chunks.size() * sizeof(tensor_chunk));
+    const std::byte* device = device_table(host);
+    return {device, reinterpret_cast<const tensor_chunk*>(device + chunk_offset), chunks.size()};
+}
+
+/// One launch of op over every element of the entries, on the backend's stream; nothing waits.
 template <class Entry, class Op>
 void multi_tensor_apply(std::span<const Entry> entries, const Op& op) {
     std::vector<std::int64_t> lengths;
     for (const auto& e : entries) lengths.push_back(e.n);
-    const auto chunks = chunk_tensors(lengths);
-    if (chunks.empty()) return;
-    const std::size_t entry_bytes = entries.size() * sizeof(Entry), chunk_offset = (entry_bytes + 255) / 256 * 256,
-                      total = chunk_offset + chunks.size() * sizeof(tensor_chunk);
-    auto* staging = static_cast<std::byte*>(pinned_staging::get(total));
-    std::memcpy(staging, entries.data(), entry_bytes);
-    std::memcpy(staging + chunk_offset, chunks.data(), chunks.size() * sizeof(tensor_chunk));
-    tensor<double, cuda> tables(tensor_shape{static_cast<std::int64_t>((total + 7) / 8)});  // released in stream order
-    auto* device = reinterpret_cast<std::byte*>(tables.data());
-    check(cudaMemcpyAsync(device, staging, total, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (multi-tensor tables)");
-    pinned_staging::done_after();
-    multi_tensor_apply_kernel<<<static_cast<unsigned>(chunks.size()), multi_tensor_threads, 0, stream()>>>(
-        reinterpret_cast<const Entry*>(device), reinterpret_cast<const tensor_chunk*>(device + chunk_offset), op);
+    const auto tables = upload_tables(entries, std::span<const std::int64_t>(lengths));
+    if (tables.chunk_count == 0) return;
+    multi_tensor_apply_kernel<<<static_cast<unsigned>(tables.chunk_count), multi_tensor_threads, 0, stream()>>>(
+        reinterpret_cast<const Entry*>(tables.entries), tables.chunks, op);
     check(cudaGetLastError(), "multi_tensor_apply_kernel launch");
 }
+
+/// Σ x² of every chunk of the tensors, on the device (chunk order), in one launch.
+template <class T>
+tensor<double, cuda> chunk_sums_of_squares(std::span<const T* const> tensors, std::span<const std::int64_t> lengths) {
+    const auto tables = upload_tables(tensors, lengths);
+    tensor<double, cuda> partial(tensor_shape{static_cast<std::int64_t>(tables.chunk_count)});
+    if (tables.chunk_count == 0) return partial;
+    chunk_sum_of_squares_kernel<T><<<static_cast<unsigned>(tables.chunk_count), multi_tensor_threads, 0, stream()>>>(
+        reinterpret_cast<const T* const*>(tables.entries), tables.chunks, partial.data());
+    check(cudaGetLastError(), "chunk_sum_of_squares_kernel launch");
+    return partial;
+}
+
+/// result = {norm, clip_factor(norm, max_norm)} with norm = √(Σ partial in order): the host's
+/// arithmetic (the sum in chunk order, IEEE sqrt and division), on the device.
+template <int = 0>
+__global__ void clip_factor_kernel(const double* partial, std::int64_t chunks, double max_norm, double* result) {
+    double total = 0;
+    for (std::int64_t c = 0; c < chunks; ++c) total += partial[c];
+    const double norm = sqrt(total);
+    result[0] = norm;
+    result[1] = clip_factor(norm, max_norm);
+}
+
+/// One tensor to scale in place.
+template <class T>
+struct scaled_tensor {
+    T* x;
+    std::int64_t n;
+};
+
+/// x ← factor·x when the factor (read on the device, result[1]) is below 1, as elementwise scale.
+template <class T>
+struct scale_by_clip_factor_op {
+    const double* result;
+    __host__ __device__ void operator()(const scaled_tensor<T>& e, std::int64_t i) const {
+        const double factor = result[1];
+        if (factor < 1.0) e.x[i] = T(factor) * e.x[i];
+    }
+};
 
 /// AdamW on element i of one tensor: adamw_op's arithmetic.
 template <class T>
@@ -238,37 +308,31 @@ struct optim_kernels<cuda> {
     }
 
     /// Σ over the tensors of Σ x² in double, in one launch and one read-back (the gradient norm of
-    /// a model: one wait for the stream instead of one per tensor). The pointer and chunk tables go
-    /// up through pinned memory; the per-chunk sums come back and are added on the host in chunk
-    /// order (sum_of_squares_many_on_host gives the same number).
+    /// a model: one wait for the stream instead of one per tensor). The per-chunk sums come back
+    /// and are added on the host in chunk order (sum_of_squares_many_on_host gives the same number).
     template <class T>
     static double sum_of_squares_many(std::span<const T* const> tensors, std::span<const std::int64_t> lengths) {
-        const auto chunks = cuda_detail::chunk_tensors(lengths);
-        if (chunks.empty()) return 0.0;
-        const std::size_t pointer_bytes = tensors.size() * sizeof(const T*), chunk_bytes = chunks.size() * sizeof(cuda_detail::tensor_chunk),
-                          partial_bytes = chunks.size() * sizeof(double);
-        // One staging buffer: the two tables (uploaded), then the partial sums (downloaded).
-        const std::size_t chunk_offset = (pointer_bytes + 255) / 256 * 256, partial_offset = chunk_offset + (chunk_bytes + 255) / 256 * 256;
-        auto* staging = static_cast<std::byte*>(cuda_detail::pinned_staging::get(partial_offset + partial_bytes));
-        std::memcpy(staging, tensors.data(), pointer_bytes);
-        std::memcpy(staging + chunk_offset, chunks.data(), chunk_bytes);
-        tensor<double, cuda> device_tables(tensor_shape{static_cast<std::int64_t>((partial_offset + partial_bytes + 7) / 8)});
-        auto* tables = reinterpret_cast<std::byte*>(device_tables.data());
-        cuda_detail::check(cudaMemcpyAsync(tables, staging, partial_offset, cudaMemcpyHostToDevice, cuda_detail::stream()),
-                           "cudaMemcpyAsync (the multi-tensor tables)");
-        cuda_detail::chunk_sum_of_squares_kernel<T><<<static_cast<unsigned>(chunks.size()), cuda_detail::multi_tensor_threads, 0,
-                                                      cuda_detail::stream()>>>(
-            reinterpret_cast<const T* const*>(tables), reinterpret_cast<const cuda_detail::tensor_chunk*>(tables + chunk_offset),
-            reinterpret_cast<double*>(tables + partial_offset));
-        cuda_detail::check(cudaGetLastError(), "chunk_sum_of_squares_kernel launch");
-        cuda_detail::check(cudaMemcpyAsync(staging + partial_offset, tables + partial_offset, partial_bytes, cudaMemcpyDeviceToHost,
-                                           cuda_detail::stream()),
-                           "cudaMemcpyAsync (the multi-tensor sums)");
-        cuda_detail::synchronize();
-        const auto* partial = reinterpret_cast<const double*>(staging + partial_offset);
         double total = 0;
-        for (std::size_t c = 0; c < chunks.size(); ++c) total += partial[c];
+        for (double p : cuda_detail::chunk_sums_of_squares(tensors, lengths).to_vector()) total += p;
         return total;
+    }
+
+    /// Scales the tensors by clip_factor(their global L2 norm, max_norm), as torch's
+    /// clip_grad_norm_, without the host: the norm and the factor are computed on the device, and
+    /// returned there as {norm, factor} (two doubles; read them when needed). Three launches.
+    template <class T>
+    static tensor<double, cuda> clip_by_global_norm_many(std::span<T* const> tensors, std::span<const std::int64_t> lengths,
+                                                         double max_norm) {
+        const std::vector<const T*> read(tensors.begin(), tensors.end());
+        const auto partial = cuda_detail::chunk_sums_of_squares(std::span<const T* const>(read), lengths);
+        tensor<double, cuda> result(tensor_shape{2});
+        cuda_detail::clip_factor_kernel<><<<1, 1, 0, cuda_detail::stream()>>>(partial.data(), partial.numel(), max_norm, result.data());
+        cuda_detail::check(cudaGetLastError(), "clip_factor_kernel launch");
+        std::vector<cuda_detail::scaled_tensor<T>> entries;
+        for (std::size_t i = 0; i < tensors.size(); ++i) entries.push_back({tensors[i], lengths[i]});
+        cuda_detail::multi_tensor_apply(std::span<const cuda_detail::scaled_tensor<T>>(entries),
+                                        cuda_detail::scale_by_clip_factor_op<T>{result.data()});
+        return result;
     }
 
     /// Σ x² in double, returned to the host (waits for the stream). The device's summation order

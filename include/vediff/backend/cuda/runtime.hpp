@@ -24,6 +24,7 @@
 
 #include <fmt/format.h>
 
+#include "vediff/backend/cuda/index_check.hpp"
 #include "vediff/core/device.hpp"
 
 namespace vediff {
@@ -116,6 +117,39 @@ inline cudaStream_t stream() {
     });
 }
 
+/// Device memory for the deferred index checks' results (index_check.hpp): slot i is reset and
+/// read on the backend's stream, so each reset is ordered before its check and each read after.
+struct device_fault_slots {
+    unsigned long long* base = nullptr;
+    void clear(std::size_t i) const {
+        check(cudaMemsetAsync(base + i, 0xff, sizeof *base, stream()), "cudaMemsetAsync (an index check's slot)");
+    }
+    unsigned long long* address(std::size_t i) const { return base + i; }
+    void read(std::size_t n, unsigned long long* out) const {
+        check(cudaMemcpyAsync(out, base, n * sizeof *base, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync (index check results)");
+        check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (index check results)");
+    }
+};
+
+/// Checks queued between two reads of the host; more wait for the device first.
+inline constexpr std::size_t index_check_slots = 256;
+
+/// The current device's deferred index checks (kept for the process's life, as its stream is).
+inline deferred_index_checks<device_fault_slots>* index_checks() {
+    return per_device<deferred_index_checks<device_fault_slots>*>([] {
+        unsigned long long* base = nullptr;
+        check(cudaMalloc(&base, index_check_slots * sizeof *base), "cudaMalloc (index check slots)");
+        return new deferred_index_checks<device_fault_slots>(device_fault_slots{base}, index_check_slots);
+    });
+}
+
+/// Throws the first fault the index checks queued so far have found (reads their results; the
+/// callers are the host's reads from the device, which wait for the stream anyway).
+inline void raise_index_faults() {
+    auto* checks = index_checks();
+    if (checks->pending() > 0) checks->raise_pending();
+}
+
 /// Runs a Thrust algorithm (`what` names it) with its failures turned into vediff's: Thrust
 /// reports a failed launch or synchronization as thrust::system_error and a failed temporary
 /// allocation as a std::bad_alloc, which callers catching cuda_error would miss.
@@ -168,6 +202,10 @@ inline std::atomic<bool>& tf32_flag() {
     return enabled;
 }
 inline std::atomic<bool>& conv_tf32_flag() {
+    static std::atomic<bool> enabled{true};
+    return enabled;
+}
+inline std::atomic<bool>& fused_attention_flag() {
     static std::atomic<bool> enabled{true};
     return enabled;
 }
@@ -225,7 +263,11 @@ inline bool cuda_available() { return cuda_device_count() > 0; }
 inline cudaStream_t cuda_stream() { return cuda_detail::stream(); }
 
 /// Blocks the host until everything vediff has queued on the current device has run.
-inline void cuda_synchronize() { cuda_detail::synchronize(); }
+/// Then reports an index found out of range by a check queued since the last read (shape_error).
+inline void cuda_synchronize() {
+    cuda_detail::synchronize();
+    cuda_detail::raise_index_faults();
+}
 
 /// A point in a stream's work, for ordering one's own streams with vediff's: record it on one
 /// stream, make another wait for it (on the device, the host not blocked), or wait on the host.
@@ -268,6 +310,11 @@ inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
 /// precision (the parity tests do).
 inline void set_cuda_conv_tf32(bool enabled) noexcept { cuda_detail::conv_tf32_flag() = enabled; }
 inline bool cuda_conv_tf32() noexcept { return cuda_detail::conv_tf32_flag(); }
+
+/// Fused attention (backend/cuda/fused_attention.hpp) for float heads up to 128 wide: on by
+/// default; off takes the cuBLAS path, which writes the (B, H, Nq, Nk) probabilities.
+inline void set_cuda_fused_attention(bool enabled) noexcept { cuda_detail::fused_attention_flag() = enabled; }
+inline bool cuda_fused_attention() noexcept { return cuda_detail::fused_attention_flag(); }
 
 template <>
 struct device_selection<cuda> {
