@@ -19,12 +19,12 @@
 // every policy, as on the cpu).
 #include <algorithm>
 #include <array>
-#include <compare>
 #include <cstddef>
 #include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -232,7 +232,10 @@ struct conv_algorithm_key {
     cudnnDataType_t type = CUDNN_DATA_FLOAT;
     bool tf32 = false;
     conv_pass pass = conv_pass::forward;
-    friend auto operator<=>(const conv_algorithm_key&, const conv_algorithm_key&) = default;
+    // Written out: nvcc 13 leaves a defaulted operator<=>'s implicit operator== undefined at link time.
+    auto tied() const { return std::tie(geometry, type, tf32, pass); }
+    friend bool operator==(const conv_algorithm_key& a, const conv_algorithm_key& b) { return a.tied() == b.tied(); }
+    friend bool operator<(const conv_algorithm_key& a, const conv_algorithm_key& b) { return a.tied() < b.tied(); }
 };
 
 inline conv_algorithm_key algorithm_key(const conv2d_geometry& g, cudnnDataType_t type, bool tf32, conv_pass pass) {
