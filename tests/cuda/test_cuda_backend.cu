@@ -8,9 +8,11 @@
 #define BOOST_TEST_ALTERNATIVE_INIT_API
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <thrust/execution_policy.h>
@@ -718,6 +720,209 @@ BOOST_AUTO_TEST_CASE(conv2d_matches_a_host_loop_forward_and_backward) {
     const std::size_t plane = want.size() / static_cast<std::size_t>(N * Cout);
     for (std::size_t i = 0; i < want.size(); ++i) want_gb[(i / plane) % static_cast<std::size_t>(Cout)] += dy.values[i];
     BOOST_TEST(relative_difference(gb.to_vector(), want_gb) < 1e-5);
+}
+
+namespace {
+
+/// One convolution of the path tests: sizes, stride and padding (top, bottom, left, right).
+struct conv_case {
+    const char* name;
+    std::int64_t batch, in_channels, h, w, out_channels, kernel, stride;
+    ops::padding2d padding;
+};
+
+// Every path: the 1×1 GEMM (several images and one), cuDNN with symmetric padding, with LDM's
+// asymmetric stride-2 padding and a top-heavy one (explicit padded copy), a strided 1×1 (cuDNN).
+const conv_case conv_cases[] = {
+    {"1x1", 2, 5, 6, 7, 4, 1, 1, {}},
+    {"1x1, one image", 1, 5, 6, 7, 4, 1, 1, {}},
+    {"3x3 padding 1", 2, 3, 9, 8, 4, 3, 1, ops::padding2d::symmetric(1)},
+    {"LDM downsample: 3x3 stride 2 padding (0, 1, 0, 1)", 2, 3, 9, 8, 4, 3, 2, {0, 1, 0, 1}},
+    {"3x3 padding (2, 1, 0, 3)", 2, 2, 6, 5, 3, 3, 1, {2, 1, 0, 3}},
+    {"1x1 stride 2", 2, 3, 7, 6, 4, 1, 2, {}},
+};
+
+/// The convolution written out in double: forward, and the gradients for a given dy.
+struct written_out_conv {
+    conv2d_geometry g;
+
+    /// f(x index, w index, y index) for every product term of the convolution.
+    template <class F>
+    void for_each_term(F f) const {
+        for (std::int64_t n = 0; n < g.batch; ++n)
+            for (std::int64_t co = 0; co < g.out_channels; ++co)
+                for (std::int64_t oy = 0; oy < g.out_h; ++oy)
+                    for (std::int64_t ox = 0; ox < g.out_w; ++ox)
+                        for (std::int64_t c = 0; c < g.in_channels; ++c)
+                            for (std::int64_t i = 0; i < g.kernel_h; ++i)
+                                for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+                                    const std::int64_t yy = oy * g.stride_h - g.pad_top + i, xx = ox * g.stride_w - g.pad_left + j;
+                                    if (yy < 0 || yy >= g.in_h || xx < 0 || xx >= g.in_w) continue;
+                                    f(static_cast<std::size_t>(((n * g.in_channels + c) * g.in_h + yy) * g.in_w + xx),
+                                      static_cast<std::size_t>(((co * g.in_channels + c) * g.kernel_h + i) * g.kernel_w + j),
+                                      static_cast<std::size_t>(((n * g.out_channels + co) * g.out_h + oy) * g.out_w + ox));
+                                }
+    }
+    std::vector<double> forward(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& bias) const {
+        std::vector<double> y(static_cast<std::size_t>(g.batch * g.out_channels * g.out_plane()), 0.0);
+        if (!bias.empty())
+            for (std::size_t e = 0; e < y.size(); ++e) y[e] = bias[e / static_cast<std::size_t>(g.out_plane()) % static_cast<std::size_t>(g.out_channels)];
+        for_each_term([&](std::size_t xi, std::size_t wi, std::size_t yi) { y[yi] += w[wi] * x[xi]; });
+        return y;
+    }
+    struct gradients {
+        std::vector<double> dx, dw, db;
+    };
+    gradients backward(const std::vector<double>& dy, const std::vector<double>& x, const std::vector<double>& w) const {
+        gradients out{std::vector<double>(x.size(), 0.0), std::vector<double>(w.size(), 0.0),
+                      std::vector<double>(static_cast<std::size_t>(g.out_channels), 0.0)};
+        for_each_term([&](std::size_t xi, std::size_t wi, std::size_t yi) {
+            out.dx[xi] += w[wi] * dy[yi];
+            out.dw[wi] += x[xi] * dy[yi];
+        });
+        for (std::size_t e = 0; e < dy.size(); ++e) out.db[e / static_cast<std::size_t>(g.out_plane()) % static_cast<std::size_t>(g.out_channels)] += dy[e];
+        return out;
+    }
+};
+
+std::vector<double> plus(std::vector<double> a, const std::vector<double>& b, double times = 1.0) {
+    for (std::size_t i = 0; i < a.size(); ++i) a[i] += times * b[i];
+    return a;
+}
+
+template <class T>
+double conv_difference(const tensor<T, gpu>& got, const std::vector<double>& want) {
+    const auto values = got.to_vector();
+    return relative_difference(std::vector<float>(values.begin(), values.end()), want);
+}
+
+/// Largest |got − want| relative to want's largest magnitude, in double.
+double relative_difference_double(const std::vector<double>& got, const std::vector<double>& want) {
+    BOOST_REQUIRE_EQUAL(got.size(), want.size());
+    double worst = 0, scale = 1e-300;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        worst = std::max(worst, std::abs(got[i] - want[i]));
+        scale = std::max(scale, std::abs(want[i]));
+    }
+    return worst / scale;
+}
+
+template <class T>
+double difference(const tensor<T, gpu>& got, const std::vector<double>& want) {
+    if constexpr (std::is_same_v<T, double>) return relative_difference_double(got.to_vector(), want);
+    else return conv_difference(got, want);
+}
+
+/// Values the operands of a P product see: bf16-rounded under bf16_mixed, else themselves.
+template <class P>
+std::vector<double> as_product_operand(std::vector<double> v) {
+    if constexpr (P::rounds_operands)
+        for (auto& e : v) e = static_cast<double>(static_cast<float>(bfloat16(static_cast<float>(e))));
+    return v;
+}
+
+/// One case under precision P with element type T: the forward against the written-out conv, the
+/// backward's dx, and dw and db accumulated onto non-zero values; then again with dx null (dw and
+/// db accumulate a second time) and with dw and db null (dx alone).
+template <class P, class T>
+void check_conv_case(const conv_case& c, bool with_bias, double tolerance) {
+    const auto values = [](std::int64_t n, std::uint64_t seed) {
+        std::vector<T> v(static_cast<std::size_t>(n));
+        for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<T>(philox_normal<double>(seed, 0, 0, i));
+        return v;
+    };
+    const auto as_double = [](const std::vector<T>& v) { return std::vector<double>(v.begin(), v.end()); };
+    const ops::conv2d_options options{.stride = c.stride, .padding = c.padding};
+    const auto x_host = values(c.batch * c.in_channels * c.h * c.w, 90), w_host = values(c.out_channels * c.in_channels * c.kernel * c.kernel, 91);
+    const auto bias_host = values(c.out_channels, 92), dw_start = values(c.out_channels * c.in_channels * c.kernel * c.kernel, 93),
+               db_start = values(c.out_channels, 94);
+    const auto x = tensor<T, gpu>::from_host({c.batch, c.in_channels, c.h, c.w}, std::span<const T>(x_host));
+    const auto w = tensor<T, gpu>::from_host({c.out_channels, c.in_channels, c.kernel, c.kernel}, std::span<const T>(w_host));
+    const auto bias = with_bias ? tensor<T, gpu>::from_host({c.out_channels}, std::span<const T>(bias_host)) : tensor<T, gpu>{};
+    const conv2d_geometry g = ops::conv2d_check("check_conv_case", x.view(), w.view(), bias.view(), options);
+    BOOST_TEST_MESSAGE(c.name << ": path " << int(cuda_detail::choose_conv_path(g, P::rounds_operands)));
+    const written_out_conv reference{g};
+    const auto x_operand = as_product_operand<P>(as_double(x_host)), w_operand = as_product_operand<P>(as_double(w_host));
+
+    const auto y = ops::conv2d<P>(x.view(), w.view(), bias.view(), options);
+    BOOST_TEST(difference(y, reference.forward(x_operand, w_operand, with_bias ? as_double(bias_host) : std::vector<double>{})) < tolerance);
+
+    const auto dy_host = values(y.numel(), 95);
+    const auto dy = tensor<T, gpu>::from_host(y.shape(), std::span<const T>(dy_host));
+    const auto want = reference.backward(as_product_operand<P>(as_double(dy_host)), x_operand, w_operand);
+    const auto want_db = reference.backward(as_double(dy_host), x_operand, w_operand).db;  // fp32 sums of dy, unrounded
+    auto dx = tensor<T, gpu>::full(x.shape(), T(-7));
+    auto dw = tensor<T, gpu>::from_host(w.shape(), std::span<const T>(dw_start));
+    auto db = tensor<T, gpu>::from_host({c.out_channels}, std::span<const T>(db_start));
+    T* const db_or_null = with_bias ? db.data() : nullptr;
+    conv_kernels<gpu>::conv2d_backward<P>(dx.data(), dw.data(), db_or_null, dy.data(), x.data(), w.data(), g);
+    BOOST_TEST(difference(dx, want.dx) < tolerance);
+    BOOST_TEST(difference(dw, plus(as_double(dw_start), want.dw)) < tolerance);
+    const auto db_expected = with_bias ? plus(as_double(db_start), want_db) : as_double(db_start);
+    BOOST_TEST(difference(db, db_expected) < tolerance);
+
+    conv_kernels<gpu>::conv2d_backward<P>(static_cast<T*>(nullptr), dw.data(), db_or_null, dy.data(), x.data(), w.data(), g);
+    BOOST_TEST(difference(dw, plus(as_double(dw_start), want.dw, 2.0)) < tolerance);
+    if (with_bias) BOOST_TEST(difference(db, plus(as_double(db_start), want_db, 2.0)) < tolerance);
+
+    auto dx_alone = tensor<T, gpu>::full(x.shape(), T(-7));
+    conv_kernels<gpu>::conv2d_backward<P>(dx_alone.data(), static_cast<T*>(nullptr), static_cast<T*>(nullptr), dy.data(), x.data(), w.data(), g);
+    BOOST_TEST(difference(dx_alone, want.dx) < tolerance);
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(conv2d_paths_match_the_written_out_convolution_in_fp32) {
+    // TF32 is off (main), so fp32 agreement is required of cuDNN and the GEMMs.
+    for (const auto& c : conv_cases)
+        for (const bool with_bias : {true, false})
+            BOOST_TEST_CONTEXT(c.name << (with_bias ? ", bias" : ", no bias")) { check_conv_case<fp32, float>(c, with_bias, 1e-5); }
+}
+
+BOOST_AUTO_TEST_CASE(conv2d_paths_match_the_written_out_convolution_in_double) {
+    for (const auto& c : conv_cases)
+        BOOST_TEST_CONTEXT(c.name) { check_conv_case<fp32, double>(c, true, 1e-12); }
+}
+
+BOOST_AUTO_TEST_CASE(conv2d_bf16_mixed_rounds_the_operands_and_sums_in_fp32) {
+    // Against the written-out conv of the bf16-rounded operands: the 1×1 GEMM and im2col paths.
+    for (const auto& c : conv_cases)
+        for (const bool with_bias : {true, false})
+            BOOST_TEST_CONTEXT(c.name << (with_bias ? ", bias" : ", no bias")) { check_conv_case<bf16_mixed, float>(c, with_bias, 1e-5); }
+}
+
+BOOST_AUTO_TEST_CASE(conv2d_with_tf32_stays_within_tf32_error) {
+    set_cuda_conv_tf32(true);
+    try {
+        for (const auto& c : conv_cases)
+            BOOST_TEST_CONTEXT(c.name) { check_conv_case<fp32, float>(c, true, 1e-2); }
+    } catch (...) {
+        set_cuda_conv_tf32(false);
+        throw;
+    }
+    set_cuda_conv_tf32(false);
+}
+
+BOOST_AUTO_TEST_CASE(a_repeated_conv_step_reuses_its_algorithms_and_memory) {
+    // The LDM downsample (cuDNN with a padded copy) and a 1×1 (per-image products summed): the
+    // second step asks the heuristics nothing and allocates nothing.
+    const auto shaped = [](const tensor_shape& shape, std::uint64_t seed) {
+        return tensor<float, gpu>::from_host(shape, std::span<const float>(random_matrix({shape.numel(), 1}, seed).values));
+    };
+    const auto x = shaped({2, 8, 16, 16}, 96), w3 = shaped({8, 8, 3, 3}, 97), w1 = shaped({8, 8, 1, 1}, 98), b = shaped({8}, 99);
+    auto gw3 = tensor<float, gpu>::zeros({8, 8, 3, 3}), gw1 = tensor<float, gpu>::zeros({8, 8, 1, 1}), gb = tensor<float, gpu>::zeros({8});
+    const ops::conv2d_options downsample{.stride = 2, .padding = {0, 1, 0, 1}};
+    const auto step = [&] {
+        const auto y = ops::conv2d(x.view(), w3.view(), b.view(), downsample);
+        (void)ops::conv2d_backward(y.view(), x.view(), w3.view(), gw3.view(), gb.view(), downsample);
+        const auto z = ops::conv2d(x.view(), w1.view(), b.view());
+        (void)ops::conv2d_backward(z.view(), x.view(), w1.view(), gw1.view(), gb.view());
+    };
+    step();
+    const std::size_t algorithms = cuda_detail::algorithm_cache().size(), allocations = memory<gpu>::allocation_count();
+    step();
+    BOOST_TEST(cuda_detail::algorithm_cache().size() == algorithms);
+    BOOST_TEST(memory<gpu>::allocation_count() == allocations);
 }
 
 BOOST_AUTO_TEST_CASE(a_repeated_step_allocates_nothing_new) {

@@ -1,14 +1,18 @@
 // The cuda backend's device functors run on the host (Thrust's host system), so their logic is
 // tested on every machine, GPU or not: Philox block indexing and the partly used last block, the
-// fused affine maps, the activation formulas, the Linear's bias rows. What only a GPU can check
-// (the device's math library, cuBLAS, the stream) is in test_cuda_backend.cu.
+// fused affine maps, the activation formulas, the Linear's bias rows, the convolutions' choice of
+// path, cuDNN's padding split and algorithm cache keys. What only a GPU can check (the device's
+// math library, cuBLAS, cuDNN, the stream) is in test_cuda_backend.cu.
 #define BOOST_TEST_MODULE cuda_functors
 #include <boost/test/unit_test.hpp>
 
 #include <cmath>
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
+#include <set>
 #include <string>
 #include <cstdlib>
 #include <map>
@@ -1180,6 +1184,37 @@ double relative_error(const std::vector<float>& a, const std::vector<double>& b)
         size = std::max(size, std::abs(b[i]));
     }
     return std::isfinite(err) ? err / size : INFINITY;  // a value never written (NaN) fails
+/// A geometry as ops::conv2d_check makes it; padding (top, bottom, left, right).
+conv2d_geometry conv_geometry(std::int64_t batch, std::int64_t cin, std::int64_t h, std::int64_t w, std::int64_t cout, std::int64_t kernel,
+                              std::int64_t stride, std::array<std::int64_t, 4> padding) {
+    conv2d_geometry g;
+    g.batch = batch, g.in_channels = cin, g.in_h = h, g.in_w = w, g.out_channels = cout, g.kernel_h = kernel, g.kernel_w = kernel;
+    g.stride_h = g.stride_w = stride;
+    g.pad_top = padding[0], g.pad_bottom = padding[1], g.pad_left = padding[2], g.pad_right = padding[3];
+    g.out_h = (h + g.pad_top + g.pad_bottom - kernel) / stride + 1;
+    g.out_w = (w + g.pad_left + g.pad_right - kernel) / stride + 1;
+    return g;
+}
+
+/// y (N, Cout, Ho, Wo) of the convolution written out, zero padding per side as in g.
+std::vector<double> written_out_conv(const std::vector<double>& x, const std::vector<double>& w, const conv2d_geometry& g) {
+    std::vector<double> y(static_cast<std::size_t>(g.batch * g.out_channels * g.out_plane()), 0.0);
+    for (std::int64_t n = 0; n < g.batch; ++n)
+        for (std::int64_t co = 0; co < g.out_channels; ++co)
+            for (std::int64_t oy = 0; oy < g.out_h; ++oy)
+                for (std::int64_t ox = 0; ox < g.out_w; ++ox) {
+                    double s = 0;
+                    for (std::int64_t c = 0; c < g.in_channels; ++c)
+                        for (std::int64_t i = 0; i < g.kernel_h; ++i)
+                            for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+                                const std::int64_t yy = oy * g.stride_h - g.pad_top + i, xx = ox * g.stride_w - g.pad_left + j;
+                                if (yy < 0 || yy >= g.in_h || xx < 0 || xx >= g.in_w) continue;
+                                s += w[static_cast<std::size_t>(((co * g.in_channels + c) * g.kernel_h + i) * g.kernel_w + j)] *
+                                     x[static_cast<std::size_t>(((n * g.in_channels + c) * g.in_h + yy) * g.in_w + xx)];
+                            }
+                    y[static_cast<std::size_t>(((n * g.out_channels + co) * g.out_h + oy) * g.out_w + ox)] = s;
+                }
+    return y;
 }
 
 } // namespace
@@ -1234,6 +1269,58 @@ BOOST_AUTO_TEST_CASE(fused_attention_steps_match_attention_in_double) {
                 BOOST_TEST(errors[1][i] < 3e-2, names[i] << " bf16: " << errors[1][i]);
                 BOOST_TEST(errors[1][i] > 10 * errors[0][i], names[i] << " bf16 " << errors[1][i] << " vs fp32 " << errors[0][i]);
             }
+// What cuDNN is given: the smaller pad of each axis as its symmetric padding, the rest padded
+// explicitly into a copy of x; cuDNN's output size formula on that is the geometry's. The
+// convolution of the padded copy with the symmetric padding is the asymmetric convolution, and
+// the crop that takes its dx back to x is the padding's adjoint.
+BOOST_AUTO_TEST_CASE(cudnn_problems_split_asymmetric_padding_into_a_symmetric_part_and_a_padded_copy) {
+    struct conv_case {
+        const char* name;
+        conv2d_geometry g;
+        std::int64_t pad_h, pad_w;
+        std::array<std::int64_t, 4> extra;  // top, bottom, left, right
+    };
+    const conv_case cases[] = {
+        {"3x3 padding 1", conv_geometry(2, 3, 9, 8, 4, 3, 1, {1, 1, 1, 1}), 1, 1, {0, 0, 0, 0}},
+        {"LDM downsample (0, 1, 0, 1), stride 2", conv_geometry(2, 3, 9, 8, 4, 3, 2, {0, 1, 0, 1}), 0, 0, {0, 1, 0, 1}},
+        {"top-heavy (2, 1, 0, 3)", conv_geometry(1, 2, 6, 5, 3, 3, 1, {2, 1, 0, 3}), 1, 0, {1, 0, 0, 3}},
+        {"1x1 stride 2", conv_geometry(2, 3, 7, 6, 4, 1, 2, {0, 0, 0, 0}), 0, 0, {0, 0, 0, 0}},
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT(c.name) {
+            const conv2d_geometry& g = c.g;
+            const auto p = cuda_detail::cudnn_problem(g);
+            BOOST_TEST(p.pad_h == c.pad_h);
+            BOOST_TEST(p.pad_w == c.pad_w);
+            BOOST_TEST(p.extra.top == c.extra[0]);
+            BOOST_TEST(p.extra.bottom == c.extra[1]);
+            BOOST_TEST(p.extra.left == c.extra[2]);
+            BOOST_TEST(p.extra.right == c.extra[3]);
+            BOOST_TEST(p.pads_explicitly() == (g.pad_top != g.pad_bottom || g.pad_left != g.pad_right));
+            BOOST_TEST(p.in_h == g.in_h + c.extra[0] + c.extra[1]);
+            BOOST_TEST(p.in_w == g.in_w + c.extra[2] + c.extra[3]);
+            // cuDNN's output size for a symmetric padding: (in + 2·pad − k) / stride + 1.
+            BOOST_TEST((p.in_h + 2 * p.pad_h - g.kernel_h) / g.stride_h + 1 == g.out_h);
+            BOOST_TEST((p.in_w + 2 * p.pad_w - g.kernel_w) / g.stride_w + 1 == g.out_w);
+
+            const auto x = random_values(static_cast<std::size_t>(g.batch * g.in_channels * g.in_plane()), 80);
+            const auto w = random_values(static_cast<std::size_t>(g.out_channels * g.patch()), 81);
+            std::vector<double> padded(static_cast<std::size_t>(g.batch * g.in_channels * p.in_h * p.in_w), -1.0);
+            run_on_host(static_cast<std::int64_t>(padded.size()), cuda_detail::pad_planes_op<double>{padded.data(), x.data(), p.extra});
+            conv2d_geometry symmetric = g;
+            symmetric.in_h = p.in_h, symmetric.in_w = p.in_w;
+            symmetric.pad_top = symmetric.pad_bottom = p.pad_h;
+            symmetric.pad_left = symmetric.pad_right = p.pad_w;
+            const auto want = written_out_conv(x, w, g), got = written_out_conv(padded, w, symmetric);
+            BOOST_TEST(got == want, boost::test_tools::tolerance(1e-13) << boost::test_tools::per_element());
+
+            // The crop of the padded copy is x, and ⟨pad(x), z⟩ = ⟨x, crop(z)⟩.
+            std::vector<double> cropped(x.size(), -1.0);
+            run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::crop_planes_op<double>{cropped.data(), padded.data(), p.extra});
+            BOOST_TEST(cropped == x, boost::test_tools::per_element());
+            const auto z = random_values(padded.size(), 82);
+            run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::crop_planes_op<double>{cropped.data(), z.data(), p.extra});
+            BOOST_TEST(dot(padded, z) == dot(x, cropped), boost::test_tools::tolerance(1e-12));
         }
     }
 }
@@ -1377,4 +1464,132 @@ BOOST_AUTO_TEST_CASE(tables_are_kept_by_their_content) {
     BOOST_TEST(cache.find(b) == nullptr);
     BOOST_TEST(*cache.find(a) == 10);
     BOOST_TEST(*cache.find(d) == 40);
+// 1×1 stride-1 unpadded convolutions are products in every precision; other fp32 and double ones
+// go to cuDNN, other bf16_mixed ones to im2col (cuDNN's legacy API has no bf16-in, fp32-out
+// convolution); sizes cuDNN's descriptors reject go to im2col.
+BOOST_AUTO_TEST_CASE(each_geometry_and_precision_takes_its_conv_path) {
+    using cuda_detail::conv_path;
+    using cuda_detail::choose_conv_path;
+    const auto pointwise = conv_geometry(2, 8, 5, 6, 4, 1, 1, {0, 0, 0, 0});
+    const auto three = conv_geometry(2, 8, 5, 6, 4, 3, 1, {1, 1, 1, 1});
+    const auto downsample = conv_geometry(2, 8, 9, 8, 8, 3, 2, {0, 1, 0, 1});
+    const auto strided_pointwise = conv_geometry(2, 8, 5, 6, 4, 1, 2, {0, 0, 0, 0});
+    const auto padded_pointwise = conv_geometry(2, 8, 5, 6, 4, 1, 1, {1, 1, 1, 1});
+    BOOST_TEST((choose_conv_path(pointwise, false) == conv_path::pointwise_gemm));
+    BOOST_TEST((choose_conv_path(pointwise, true) == conv_path::pointwise_gemm));
+    BOOST_TEST((choose_conv_path(three, false) == conv_path::cudnn));
+    BOOST_TEST((choose_conv_path(three, true) == conv_path::im2col));
+    BOOST_TEST((choose_conv_path(downsample, false) == conv_path::cudnn));
+    BOOST_TEST((choose_conv_path(downsample, true) == conv_path::im2col));
+    BOOST_TEST((choose_conv_path(strided_pointwise, false) == conv_path::cudnn));
+    BOOST_TEST((choose_conv_path(padded_pointwise, false) == conv_path::cudnn));
+    auto empty_batch = three;
+    empty_batch.batch = 0;
+    BOOST_TEST((choose_conv_path(empty_batch, false) == conv_path::im2col));
+    auto no_inputs = pointwise;
+    no_inputs.in_channels = 0;
+    BOOST_TEST((choose_conv_path(no_inputs, false) == conv_path::im2col));
+    // 2^31 elements or more in x, y or w: beyond cuDNN's int sizes.
+    const auto huge = conv_geometry(64, 512, 256, 256, 64, 3, 1, {1, 1, 1, 1});
+    BOOST_TEST(!cuda_detail::fits_cudnn_descriptors(huge));
+    BOOST_TEST((choose_conv_path(huge, false) == conv_path::im2col));
+    BOOST_TEST(cuda_detail::fits_cudnn_descriptors(downsample));
+    // The explicit padding counts: a padded x just past the limit does not fit, though x does.
+    const auto at_the_edge = conv_geometry(1, 1, 46340, 46340, 1, 3, 2, {0, 1, 0, 1});  // 46340² < 2^31 − 1 < 46341²
+    BOOST_TEST(!cuda_detail::fits_cudnn_descriptors(at_the_edge));
+}
+
+// The algorithm cache's key: equal for the same call, different when any geometry field, the data
+// type, the TF32 switch (float only) or the pass differs.
+BOOST_AUTO_TEST_CASE(algorithm_keys_tell_every_geometry_field_apart) {
+    using cuda_detail::algorithm_key;
+    using cuda_detail::conv_pass;
+    const auto g = conv_geometry(2, 3, 9, 8, 4, 3, 2, {0, 1, 0, 1});
+    const auto base = algorithm_key(g, CUDNN_DATA_FLOAT, true, conv_pass::forward);
+    BOOST_TEST((algorithm_key(g, CUDNN_DATA_FLOAT, true, conv_pass::forward) == base));
+    using field = std::int64_t conv2d_geometry::*;
+    const field fields[] = {
+        &conv2d_geometry::batch,    &conv2d_geometry::in_channels, &conv2d_geometry::in_h,       &conv2d_geometry::in_w,
+        &conv2d_geometry::out_channels, &conv2d_geometry::kernel_h, &conv2d_geometry::kernel_w,  &conv2d_geometry::stride_h,
+        &conv2d_geometry::stride_w, &conv2d_geometry::pad_top,     &conv2d_geometry::pad_bottom, &conv2d_geometry::pad_left,
+        &conv2d_geometry::pad_right, &conv2d_geometry::out_h,      &conv2d_geometry::out_w};
+    std::set<cuda_detail::conv_algorithm_key> distinct{base};
+    for (std::size_t f = 0; f < std::size(fields); ++f) {
+        BOOST_TEST_CONTEXT("field " << f) {
+            conv2d_geometry changed = g;
+            changed.*fields[f] += 1;
+            const auto key = algorithm_key(changed, CUDNN_DATA_FLOAT, true, conv_pass::forward);
+            BOOST_TEST((key != base));
+            distinct.insert(key);
+        }
+    }
+    BOOST_TEST(distinct.size() == std::size(fields) + 1);  // the map's ordering tells them apart too
+    BOOST_TEST((algorithm_key(g, CUDNN_DATA_DOUBLE, true, conv_pass::forward) != base));
+    BOOST_TEST((algorithm_key(g, CUDNN_DATA_FLOAT, false, conv_pass::forward) != base));
+    BOOST_TEST((algorithm_key(g, CUDNN_DATA_FLOAT, true, conv_pass::backward_data) != base));
+    BOOST_TEST((algorithm_key(g, CUDNN_DATA_FLOAT, true, conv_pass::backward_filter) != base));
+    // TF32 does not apply to double: one key for both settings.
+    BOOST_TEST((algorithm_key(g, CUDNN_DATA_DOUBLE, true, conv_pass::forward) == algorithm_key(g, CUDNN_DATA_DOUBLE, false, conv_pass::forward)));
+    BOOST_TEST((cuda_detail::requested_math(CUDNN_DATA_FLOAT, true) == CUDNN_TENSOR_OP_MATH));
+    BOOST_TEST((cuda_detail::requested_math(CUDNN_DATA_FLOAT, false) == CUDNN_FMA_MATH));
+    BOOST_TEST((cuda_detail::requested_math(CUDNN_DATA_DOUBLE, false) == CUDNN_DEFAULT_MATH));
+}
+
+// From the heuristics' list (best first): the first supported, deterministic algorithm within the
+// workspace limit, else the first supported one; TF32 off forces FMA math; none usable names the
+// pass and the geometry.
+BOOST_AUTO_TEST_CASE(the_algorithm_choice_prefers_supported_deterministic_ones_within_the_workspace_limit) {
+    using perf = cudnnConvolutionBwdFilterAlgoPerf_t;
+    const auto entry = [](cudnnConvolutionBwdFilterAlgo_t algo, cudnnStatus_t status, std::size_t memory, bool deterministic) {
+        perf p{};
+        p.algo = algo, p.status = status, p.memory = memory, p.mathType = CUDNN_TENSOR_OP_MATH;
+        p.determinism = deterministic ? CUDNN_DETERMINISTIC : CUDNN_NON_DETERMINISTIC;
+        return p;
+    };
+    const auto g = conv_geometry(2, 3, 9, 8, 4, 3, 2, {0, 1, 0, 1});
+    const std::size_t limit = 1000;
+    const perf mixed[] = {entry(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_NOT_SUPPORTED, 0, true),
+                          entry(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_STATUS_SUCCESS, 0, false),
+                          entry(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_FFT, CUDNN_STATUS_SUCCESS, 5000, true),
+                          entry(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3, CUDNN_STATUS_SUCCESS, 100, true)};
+    const auto chosen = cuda_detail::pick_algorithm(mixed, 4, false, limit, cuda_detail::conv_pass::backward_filter, g);
+    BOOST_TEST(chosen.algo == int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3));
+    BOOST_TEST((chosen.math == CUDNN_TENSOR_OP_MATH));
+    BOOST_TEST(chosen.workspace_bytes == 100u);
+    BOOST_TEST((cuda_detail::pick_algorithm(mixed, 4, true, limit, cuda_detail::conv_pass::backward_filter, g).math == CUDNN_FMA_MATH));
+    // Only the count returned is read; without a deterministic one, the first supported.
+    BOOST_TEST(cuda_detail::pick_algorithm(mixed, 3, false, limit, cuda_detail::conv_pass::backward_filter, g).algo ==
+               int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0));
+    try {
+        (void)cuda_detail::pick_algorithm(mixed, 1, false, limit, cuda_detail::conv_pass::backward_filter, g);
+        BOOST_FAIL("no usable algorithm, yet one was chosen");
+    } catch (const cuda_error& e) {
+        const std::string what = e.what();
+        BOOST_TEST(what.find("backward filter") != std::string::npos, what);
+        BOOST_TEST(what.find("padding (0, 1, 0, 1)") != std::string::npos, what);
+    }
+}
+
+BOOST_AUTO_TEST_CASE(cudnn_errors_name_the_call_and_the_cause) {
+    BOOST_CHECK_NO_THROW(cuda_detail::check(CUDNN_STATUS_SUCCESS, "cudnnConvolutionForward"));
+    try {
+        cuda_detail::check(CUDNN_STATUS_BAD_PARAM, "cudnnConvolutionForward");
+        BOOST_FAIL("a failed status did not throw");
+    } catch (const cuda_error& e) {
+        const std::string what = e.what();
+        BOOST_TEST(what.find("cudnnConvolutionForward") != std::string::npos, what);
+        BOOST_TEST(what.find(cudnnGetErrorString(CUDNN_STATUS_BAD_PARAM)) != std::string::npos, what);
+    }
+}
+
+// The bias rows of the 1×1 path's forward cover all images at once: the channel of element e is
+// (e / plane) mod channels.
+BOOST_AUTO_TEST_CASE(bias_rows_repeat_per_image) {
+    const std::int64_t images = 3, channels = 4, plane = 5;
+    const std::vector<double> bias = {1, 2, 3, 4};
+    std::vector<double> y(static_cast<std::size_t>(images * channels * plane));
+    run_on_host(static_cast<std::int64_t>(y.size()), cuda_detail::channel_rows_op<double>{y.data(), bias.data(), plane, channels});
+    for (std::int64_t n = 0; n < images; ++n)
+        for (std::int64_t c = 0; c < channels; ++c)
+            for (std::int64_t p = 0; p < plane; ++p) BOOST_TEST(y[static_cast<std::size_t>((n * channels + c) * plane + p)] == bias[c]);
 }

@@ -207,11 +207,22 @@ struct gemm_kernels<cuda> {
         gemm(rows, out, in, T(1), x, in, false, w, in, true, bias ? T(1) : T(0), y, out);
     }
 
-    /// `batch` independent products, operand i at a + i·stride_a (and so on).
+    /// `batch` independent products, operand i at a + i·stride_a (and so on); a stride of 0
+    /// shares one operand between all products.
     template <class T>
     static void gemm_batched(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, T alpha, const T* a,
                              std::int64_t lda, std::int64_t stride_a, bool transpose_a, const T* b, std::int64_t ldb,
                              std::int64_t stride_b, bool transpose_b, T beta, T* c, std::int64_t ldc, std::int64_t stride_c) {
+        gemm_batched_with_math(cuda_tf32(), batch, m, n, k, alpha, a, lda, stride_a, transpose_a, b, ldb, stride_b, transpose_b, beta,
+                               c, ldc, stride_c);
+    }
+
+    /// gemm_batched with TF32 math for float where `tf32` (the 1×1 convolutions pass cuda_conv_tf32()).
+    template <class T>
+    static void gemm_batched_with_math(bool tf32, std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, T alpha,
+                                       const T* a, std::int64_t lda, std::int64_t stride_a, bool transpose_a, const T* b,
+                                       std::int64_t ldb, std::int64_t stride_b, bool transpose_b, T beta, T* c, std::int64_t ldc,
+                                       std::int64_t stride_c) {
         static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "cuda gemm: float or double");
         if (batch <= 0 || m <= 0 || n <= 0) return;
         using types = cuda_detail::cublas_types<T>;
@@ -221,7 +232,7 @@ struct gemm_kernels<cuda> {
                                                       types::data, cuda_detail::as_int(ldb, "ldb"), stride_b, a, types::data,
                                                       cuda_detail::as_int(lda, "lda"), stride_a, &beta, c, types::data,
                                                       cuda_detail::as_int(ldc, "ldc"), stride_c, cuda_detail::as_int(batch, "batch"),
-                                                      types::compute(), CUBLAS_GEMM_DEFAULT),
+                                                      types::compute(tf32), CUBLAS_GEMM_DEFAULT),
                            "cublasGemmStridedBatchedEx");
     }
 

@@ -1,7 +1,7 @@
 #pragma once
 // The cuda device's runtime: errors that name the failing call, the stream (one per device) on
 // which the backend orders every kernel, copy and allocation (public: cuda_stream(), cuda_event),
-// the cuBLAS handles, the TF32 switch, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
+// the cuBLAS and cuDNN handles, the TF32 switches, and whether a GPU is present at all. Compiled by nvcc only (backend/cuda.hpp).
 #include <array>
 #include <atomic>
 #include <mutex>
@@ -17,6 +17,7 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <cudnn.h>
 #include <thrust/execution_policy.h>
 #include <thrust/for_each.h>
 #include <thrust/iterator/counting_iterator.h>
@@ -29,7 +30,7 @@
 
 namespace vediff {
 
-/// A CUDA runtime or cuBLAS call failed; the message names the call and the cause.
+/// A CUDA runtime, cuBLAS or cuDNN call failed; the message names the call and the cause.
 struct cuda_error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
@@ -55,6 +56,16 @@ inline void check(cudaError_t status, const char* what) {
 inline void check(cublasStatus_t status, const char* what) {
     if (status != CUBLAS_STATUS_SUCCESS)
         throw cuda_error(fmt::format(fmt::runtime("cuBLAS: {} failed: {}"), what, cublasGetStatusString(status)));
+}
+
+// CUDNN_FMA_MATH (convolutions without TF32) and the _v7 algorithm heuristics came with cuDNN 8.
+#if CUDNN_MAJOR < 8
+#error "vediff's cuda backend needs cuDNN 8 or later (cuDNN 9 recommended)"
+#endif
+
+inline void check(cudnnStatus_t status, const char* what) {
+    if (status != CUDNN_STATUS_SUCCESS)
+        throw cuda_error(fmt::format(fmt::runtime("cuDNN: {} failed: {}"), what, cudnnGetErrorString(status)));
 }
 
 inline constexpr int max_devices = 64;
@@ -188,6 +199,16 @@ inline cublasHandle_t cublas() {
     });
 }
 
+/// The cuDNN handle of the current device, bound to its backend stream.
+inline cudnnHandle_t cudnn() {
+    return per_device<cudnnHandle_t>([] {
+        cudnnHandle_t created = nullptr;
+        check(cudnnCreate(&created), "cudnnCreate");
+        check(cudnnSetStream(created, stream()), "cudnnSetStream");
+        return created;
+    });
+}
+
 /// The cuBLASLt handle of the current device (its calls take the stream explicitly).
 inline cublasLtHandle_t cublas_lt() {
     return per_device<cublasLtHandle_t>([] {
@@ -305,7 +326,8 @@ private:
 inline void set_cuda_tf32(bool enabled) noexcept { cuda_detail::tf32_flag() = enabled; }
 inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
 
-/// TF32 math for the float convolutions' products. On by default, as PyTorch's
+/// TF32 math for the float convolutions (cuDNN's CUDNN_TENSOR_OP_MATH, else CUDNN_FMA_MATH; the
+/// cuBLAS products of the 1×1 and im2col paths likewise). On by default, as PyTorch's
 /// torch.backends.cudnn.allow_tf32; off to compare convolutions with the cpu backend at fp32
 /// precision (the parity tests do).
 inline void set_cuda_conv_tf32(bool enabled) noexcept { cuda_detail::conv_tf32_flag() = enabled; }
