@@ -1,8 +1,9 @@
 // The cuda backend's device functors run on the host (Thrust's host system), so their logic is
 // tested on every machine, GPU or not: Philox block indexing and the partly used last block, the
 // fused affine maps, the activation formulas, the Linear's bias rows, the convolutions' choice of
-// path, cuDNN's padding split and algorithm cache keys. What only a GPU can check (the device's
-// math library, cuBLAS, cuDNN, the stream) is in test_cuda_backend.cu.
+// path, cuDNN's padding split and algorithm cache keys, the fused attention's steps, the deferred
+// index checks, clipping on the device. What only a GPU can check (the device's math library,
+// cuBLAS, cuDNN, the stream) is in test_cuda_backend.cu.
 #define BOOST_TEST_MODULE cuda_functors
 #include <boost/test/unit_test.hpp>
 
@@ -10,9 +11,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <iterator>
 #include <set>
+#include <cstring>
 #include <string>
 #include <cstdlib>
 #include <map>
@@ -1184,37 +1185,6 @@ double relative_error(const std::vector<float>& a, const std::vector<double>& b)
         size = std::max(size, std::abs(b[i]));
     }
     return std::isfinite(err) ? err / size : INFINITY;  // a value never written (NaN) fails
-/// A geometry as ops::conv2d_check makes it; padding (top, bottom, left, right).
-conv2d_geometry conv_geometry(std::int64_t batch, std::int64_t cin, std::int64_t h, std::int64_t w, std::int64_t cout, std::int64_t kernel,
-                              std::int64_t stride, std::array<std::int64_t, 4> padding) {
-    conv2d_geometry g;
-    g.batch = batch, g.in_channels = cin, g.in_h = h, g.in_w = w, g.out_channels = cout, g.kernel_h = kernel, g.kernel_w = kernel;
-    g.stride_h = g.stride_w = stride;
-    g.pad_top = padding[0], g.pad_bottom = padding[1], g.pad_left = padding[2], g.pad_right = padding[3];
-    g.out_h = (h + g.pad_top + g.pad_bottom - kernel) / stride + 1;
-    g.out_w = (w + g.pad_left + g.pad_right - kernel) / stride + 1;
-    return g;
-}
-
-/// y (N, Cout, Ho, Wo) of the convolution written out, zero padding per side as in g.
-std::vector<double> written_out_conv(const std::vector<double>& x, const std::vector<double>& w, const conv2d_geometry& g) {
-    std::vector<double> y(static_cast<std::size_t>(g.batch * g.out_channels * g.out_plane()), 0.0);
-    for (std::int64_t n = 0; n < g.batch; ++n)
-        for (std::int64_t co = 0; co < g.out_channels; ++co)
-            for (std::int64_t oy = 0; oy < g.out_h; ++oy)
-                for (std::int64_t ox = 0; ox < g.out_w; ++ox) {
-                    double s = 0;
-                    for (std::int64_t c = 0; c < g.in_channels; ++c)
-                        for (std::int64_t i = 0; i < g.kernel_h; ++i)
-                            for (std::int64_t j = 0; j < g.kernel_w; ++j) {
-                                const std::int64_t yy = oy * g.stride_h - g.pad_top + i, xx = ox * g.stride_w - g.pad_left + j;
-                                if (yy < 0 || yy >= g.in_h || xx < 0 || xx >= g.in_w) continue;
-                                s += w[static_cast<std::size_t>(((co * g.in_channels + c) * g.kernel_h + i) * g.kernel_w + j)] *
-                                     x[static_cast<std::size_t>(((n * g.in_channels + c) * g.in_h + yy) * g.in_w + xx)];
-                            }
-                    y[static_cast<std::size_t>(((n * g.out_channels + co) * g.out_h + oy) * g.out_w + ox)] = s;
-                }
-    return y;
 }
 
 } // namespace
@@ -1269,58 +1239,6 @@ BOOST_AUTO_TEST_CASE(fused_attention_steps_match_attention_in_double) {
                 BOOST_TEST(errors[1][i] < 3e-2, names[i] << " bf16: " << errors[1][i]);
                 BOOST_TEST(errors[1][i] > 10 * errors[0][i], names[i] << " bf16 " << errors[1][i] << " vs fp32 " << errors[0][i]);
             }
-// What cuDNN is given: the smaller pad of each axis as its symmetric padding, the rest padded
-// explicitly into a copy of x; cuDNN's output size formula on that is the geometry's. The
-// convolution of the padded copy with the symmetric padding is the asymmetric convolution, and
-// the crop that takes its dx back to x is the padding's adjoint.
-BOOST_AUTO_TEST_CASE(cudnn_problems_split_asymmetric_padding_into_a_symmetric_part_and_a_padded_copy) {
-    struct conv_case {
-        const char* name;
-        conv2d_geometry g;
-        std::int64_t pad_h, pad_w;
-        std::array<std::int64_t, 4> extra;  // top, bottom, left, right
-    };
-    const conv_case cases[] = {
-        {"3x3 padding 1", conv_geometry(2, 3, 9, 8, 4, 3, 1, {1, 1, 1, 1}), 1, 1, {0, 0, 0, 0}},
-        {"LDM downsample (0, 1, 0, 1), stride 2", conv_geometry(2, 3, 9, 8, 4, 3, 2, {0, 1, 0, 1}), 0, 0, {0, 1, 0, 1}},
-        {"top-heavy (2, 1, 0, 3)", conv_geometry(1, 2, 6, 5, 3, 3, 1, {2, 1, 0, 3}), 1, 0, {1, 0, 0, 3}},
-        {"1x1 stride 2", conv_geometry(2, 3, 7, 6, 4, 1, 2, {0, 0, 0, 0}), 0, 0, {0, 0, 0, 0}},
-    };
-    for (const auto& c : cases) {
-        BOOST_TEST_CONTEXT(c.name) {
-            const conv2d_geometry& g = c.g;
-            const auto p = cuda_detail::cudnn_problem(g);
-            BOOST_TEST(p.pad_h == c.pad_h);
-            BOOST_TEST(p.pad_w == c.pad_w);
-            BOOST_TEST(p.extra.top == c.extra[0]);
-            BOOST_TEST(p.extra.bottom == c.extra[1]);
-            BOOST_TEST(p.extra.left == c.extra[2]);
-            BOOST_TEST(p.extra.right == c.extra[3]);
-            BOOST_TEST(p.pads_explicitly() == (g.pad_top != g.pad_bottom || g.pad_left != g.pad_right));
-            BOOST_TEST(p.in_h == g.in_h + c.extra[0] + c.extra[1]);
-            BOOST_TEST(p.in_w == g.in_w + c.extra[2] + c.extra[3]);
-            // cuDNN's output size for a symmetric padding: (in + 2·pad − k) / stride + 1.
-            BOOST_TEST((p.in_h + 2 * p.pad_h - g.kernel_h) / g.stride_h + 1 == g.out_h);
-            BOOST_TEST((p.in_w + 2 * p.pad_w - g.kernel_w) / g.stride_w + 1 == g.out_w);
-
-            const auto x = random_values(static_cast<std::size_t>(g.batch * g.in_channels * g.in_plane()), 80);
-            const auto w = random_values(static_cast<std::size_t>(g.out_channels * g.patch()), 81);
-            std::vector<double> padded(static_cast<std::size_t>(g.batch * g.in_channels * p.in_h * p.in_w), -1.0);
-            run_on_host(static_cast<std::int64_t>(padded.size()), cuda_detail::pad_planes_op<double>{padded.data(), x.data(), p.extra});
-            conv2d_geometry symmetric = g;
-            symmetric.in_h = p.in_h, symmetric.in_w = p.in_w;
-            symmetric.pad_top = symmetric.pad_bottom = p.pad_h;
-            symmetric.pad_left = symmetric.pad_right = p.pad_w;
-            const auto want = written_out_conv(x, w, g), got = written_out_conv(padded, w, symmetric);
-            BOOST_TEST(got == want, boost::test_tools::tolerance(1e-13) << boost::test_tools::per_element());
-
-            // The crop of the padded copy is x, and ⟨pad(x), z⟩ = ⟨x, crop(z)⟩.
-            std::vector<double> cropped(x.size(), -1.0);
-            run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::crop_planes_op<double>{cropped.data(), padded.data(), p.extra});
-            BOOST_TEST(cropped == x, boost::test_tools::per_element());
-            const auto z = random_values(padded.size(), 82);
-            run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::crop_planes_op<double>{cropped.data(), z.data(), p.extra});
-            BOOST_TEST(dot(padded, z) == dot(x, cropped), boost::test_tools::tolerance(1e-12));
         }
     }
 }
@@ -1464,6 +1382,101 @@ BOOST_AUTO_TEST_CASE(tables_are_kept_by_their_content) {
     BOOST_TEST(cache.find(b) == nullptr);
     BOOST_TEST(*cache.find(a) == 10);
     BOOST_TEST(*cache.find(d) == 40);
+}
+
+namespace {
+
+/// A geometry as ops::conv2d_check makes it; padding (top, bottom, left, right).
+conv2d_geometry conv_geometry(std::int64_t batch, std::int64_t cin, std::int64_t h, std::int64_t w, std::int64_t cout, std::int64_t kernel,
+                              std::int64_t stride, std::array<std::int64_t, 4> padding) {
+    conv2d_geometry g;
+    g.batch = batch, g.in_channels = cin, g.in_h = h, g.in_w = w, g.out_channels = cout, g.kernel_h = kernel, g.kernel_w = kernel;
+    g.stride_h = g.stride_w = stride;
+    g.pad_top = padding[0], g.pad_bottom = padding[1], g.pad_left = padding[2], g.pad_right = padding[3];
+    g.out_h = (h + g.pad_top + g.pad_bottom - kernel) / stride + 1;
+    g.out_w = (w + g.pad_left + g.pad_right - kernel) / stride + 1;
+    return g;
+}
+
+/// y (N, Cout, Ho, Wo) of the convolution written out, zero padding per side as in g.
+std::vector<double> written_out_conv(const std::vector<double>& x, const std::vector<double>& w, const conv2d_geometry& g) {
+    std::vector<double> y(static_cast<std::size_t>(g.batch * g.out_channels * g.out_plane()), 0.0);
+    for (std::int64_t n = 0; n < g.batch; ++n)
+        for (std::int64_t co = 0; co < g.out_channels; ++co)
+            for (std::int64_t oy = 0; oy < g.out_h; ++oy)
+                for (std::int64_t ox = 0; ox < g.out_w; ++ox) {
+                    double s = 0;
+                    for (std::int64_t c = 0; c < g.in_channels; ++c)
+                        for (std::int64_t i = 0; i < g.kernel_h; ++i)
+                            for (std::int64_t j = 0; j < g.kernel_w; ++j) {
+                                const std::int64_t yy = oy * g.stride_h - g.pad_top + i, xx = ox * g.stride_w - g.pad_left + j;
+                                if (yy < 0 || yy >= g.in_h || xx < 0 || xx >= g.in_w) continue;
+                                s += w[static_cast<std::size_t>(((co * g.in_channels + c) * g.kernel_h + i) * g.kernel_w + j)] *
+                                     x[static_cast<std::size_t>(((n * g.in_channels + c) * g.in_h + yy) * g.in_w + xx)];
+                            }
+                    y[static_cast<std::size_t>(((n * g.out_channels + co) * g.out_h + oy) * g.out_w + ox)] = s;
+                }
+    return y;
+}
+
+} // namespace
+
+// What cuDNN is given: the smaller pad of each axis as its symmetric padding, the rest padded
+// explicitly into a copy of x; cuDNN's output size formula on that is the geometry's. The
+// convolution of the padded copy with the symmetric padding is the asymmetric convolution, and
+// the crop that takes its dx back to x is the padding's adjoint.
+BOOST_AUTO_TEST_CASE(cudnn_problems_split_asymmetric_padding_into_a_symmetric_part_and_a_padded_copy) {
+    struct conv_case {
+        const char* name;
+        conv2d_geometry g;
+        std::int64_t pad_h, pad_w;
+        std::array<std::int64_t, 4> extra;  // top, bottom, left, right
+    };
+    const conv_case cases[] = {
+        {"3x3 padding 1", conv_geometry(2, 3, 9, 8, 4, 3, 1, {1, 1, 1, 1}), 1, 1, {0, 0, 0, 0}},
+        {"LDM downsample (0, 1, 0, 1), stride 2", conv_geometry(2, 3, 9, 8, 4, 3, 2, {0, 1, 0, 1}), 0, 0, {0, 1, 0, 1}},
+        {"top-heavy (2, 1, 0, 3)", conv_geometry(1, 2, 6, 5, 3, 3, 1, {2, 1, 0, 3}), 1, 0, {1, 0, 0, 3}},
+        {"1x1 stride 2", conv_geometry(2, 3, 7, 6, 4, 1, 2, {0, 0, 0, 0}), 0, 0, {0, 0, 0, 0}},
+    };
+    for (const auto& c : cases) {
+        BOOST_TEST_CONTEXT(c.name) {
+            const conv2d_geometry& g = c.g;
+            const auto p = cuda_detail::cudnn_problem(g);
+            BOOST_TEST(p.pad_h == c.pad_h);
+            BOOST_TEST(p.pad_w == c.pad_w);
+            BOOST_TEST(p.extra.top == c.extra[0]);
+            BOOST_TEST(p.extra.bottom == c.extra[1]);
+            BOOST_TEST(p.extra.left == c.extra[2]);
+            BOOST_TEST(p.extra.right == c.extra[3]);
+            BOOST_TEST(p.pads_explicitly() == (g.pad_top != g.pad_bottom || g.pad_left != g.pad_right));
+            BOOST_TEST(p.in_h == g.in_h + c.extra[0] + c.extra[1]);
+            BOOST_TEST(p.in_w == g.in_w + c.extra[2] + c.extra[3]);
+            // cuDNN's output size for a symmetric padding: (in + 2·pad − k) / stride + 1.
+            BOOST_TEST((p.in_h + 2 * p.pad_h - g.kernel_h) / g.stride_h + 1 == g.out_h);
+            BOOST_TEST((p.in_w + 2 * p.pad_w - g.kernel_w) / g.stride_w + 1 == g.out_w);
+
+            const auto x = random_values(static_cast<std::size_t>(g.batch * g.in_channels * g.in_plane()), 80);
+            const auto w = random_values(static_cast<std::size_t>(g.out_channels * g.patch()), 81);
+            std::vector<double> padded(static_cast<std::size_t>(g.batch * g.in_channels * p.in_h * p.in_w), -1.0);
+            run_on_host(static_cast<std::int64_t>(padded.size()), cuda_detail::pad_planes_op<double>{padded.data(), x.data(), p.extra});
+            conv2d_geometry symmetric = g;
+            symmetric.in_h = p.in_h, symmetric.in_w = p.in_w;
+            symmetric.pad_top = symmetric.pad_bottom = p.pad_h;
+            symmetric.pad_left = symmetric.pad_right = p.pad_w;
+            const auto want = written_out_conv(x, w, g), got = written_out_conv(padded, w, symmetric);
+            BOOST_TEST(got == want, boost::test_tools::tolerance(1e-13) << boost::test_tools::per_element());
+
+            // The crop of the padded copy is x, and ⟨pad(x), z⟩ = ⟨x, crop(z)⟩.
+            std::vector<double> cropped(x.size(), -1.0);
+            run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::crop_planes_op<double>{cropped.data(), padded.data(), p.extra});
+            BOOST_TEST(cropped == x, boost::test_tools::per_element());
+            const auto z = random_values(padded.size(), 82);
+            run_on_host(static_cast<std::int64_t>(x.size()), cuda_detail::crop_planes_op<double>{cropped.data(), z.data(), p.extra});
+            BOOST_TEST(dot(padded, z) == dot(x, cropped), boost::test_tools::tolerance(1e-12));
+        }
+    }
+}
+
 // 1×1 stride-1 unpadded convolutions are products in every precision; other fp32 and double ones
 // go to cuDNN, other bf16_mixed ones to im2col (cuDNN's legacy API has no bf16-in, fp32-out
 // convolution); sizes cuDNN's descriptors reject go to im2col.
