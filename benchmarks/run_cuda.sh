@@ -96,3 +96,8 @@ awk '
             else printf "  >= 40%% of the dense TF32 peak: %.1f%%, %s\n", 100 * x, (x + 0 >= 0.4) ? "met" : "not met"
         }
     }' "$results"
+
+# The two attention paths on the training step (TF32): above the automatic choice (cuBLAS for
+# DiT-B/2's 0.8 GiB of probabilities per layer), here the fused kernels.
+echo "==== the DiT-B/2 training step with the fused attention kernels, TF32, for comparison with the row above"
+"$build/benchmarks/bench_cuda" --mode train --tf32 --attention fused | grep -v '^RESULT '

@@ -10,7 +10,9 @@
 //            3×256×256, batch 16: one VE-loss step (encode, sample, decode, L1 + VE + magnitude,
 //            backward, AdamW): images/s
 //   bench_cuda [--mode gemm|train|sample|tokenizer|all] [--precision fp32|bf16] [--tf32] [--steps S]
-//              [--peak-tflops X]
+//              [--peak-tflops X] [--attention auto|fused|unfused]
+// --attention picks attention's path (set_cuda_attention_path): automatic by the probabilities'
+// size (DiT-B/2 here: cuBLAS), the fused kernels, or cuBLAS, to compare the two.
 // --precision bf16 runs the models under bf16_mixed (core/precision.hpp): products on bf16
 // operands with fp32 sums, as PyTorch's autocast bf16. Each measured rate is also given as a
 // fraction of the GPU's dense peak for the products' arithmetic (gpu_peak.hpp): bf16 tensor cores
@@ -212,10 +214,13 @@ void bench_train(int steps, const peak_reference& peak) {
         opt.zero_grad();
         const auto pair = vediff::diffusion::make_training_pair(x1.view(), gen, vediff::diffusion::flow_matching_config{});
         const auto v = model.forward(pair.x_t, pair.t, y);
-        const auto loss = vediff::diffusion::flow_matching_loss(v.view(), pair.target.view(), vediff::diffusion::flow_matching_config{});
+        // The loss is read after the step (as the peer's per-step synchronize), not between forward
+        // and backward, where the read would stop the host from queueing the backward.
+        const auto loss =
+            vediff::diffusion::flow_matching_loss_deferred(v.view(), pair.target.view(), vediff::diffusion::flow_matching_config{});
         (void)model.backward(loss.dv);
         opt.step();
-        return loss.value;
+        return loss.value.get();
     };
     const auto [per_step, loss, new_allocations] = time_steps(step, steps);
     const double images_per_s = double(batch) / per_step;
@@ -323,9 +328,19 @@ int main(int argc, char** argv) {
         else if (arg == "--steps" && i + 1 < argc) steps = std::atoi(argv[++i]);
         else if (arg == "--peak-tflops" && i + 1 < argc) peak_override = std::atof(argv[++i]);
         else if (arg == "--self-check") return self_check();
+        else if (arg == "--attention" && i + 1 < argc) {
+            const std::string path = argv[++i];
+            if (path == "auto") vediff::set_cuda_attention_path(vediff::cuda_attention_path::automatic);
+            else if (path == "fused") vediff::set_cuda_attention_path(vediff::cuda_attention_path::fused);
+            else if (path == "unfused") vediff::set_cuda_attention_path(vediff::cuda_attention_path::unfused);
+            else {
+                std::fprintf(stderr, "bench_cuda: --attention must be auto, fused or unfused, got '%s'\n", path.c_str());
+                return 2;
+            }
+        }
         else {
             std::fprintf(stderr, "usage: bench_cuda [--mode gemm|train|sample|tokenizer|all] [--precision fp32|bf16] [--tf32] [--steps S] "
-                                 "[--peak-tflops X] | --self-check\n");
+                                 "[--peak-tflops X] [--attention auto|fused|unfused] | --self-check\n");
             return 2;
         }
     }

@@ -631,14 +631,14 @@ BOOST_AUTO_TEST_CASE(fused_attention_matches_the_unfused_path_and_its_host_steps
     const auto as_double = [](const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); };
     const std::size_t scores_bytes = static_cast<std::size_t>(B * heads * N * N) * sizeof(float);
     const auto run = [&]<class P>(P, bool fused, std::size_t& peak) {
-        set_cuda_fused_attention(fused);
+        set_cuda_attention_path(fused ? cuda_attention_path::fused : cuda_attention_path::unfused);
         cuda_synchronize();
         memory<gpu>::reset_peak();
         const std::size_t before = memory<gpu>::stats().live;
         auto r = ops::packed_attention<P>(dqkv_in.view(), heads);
         auto g = ops::packed_attention_backward<P>(ddout.view(), dqkv_in.view(), r.saved, heads);
         peak = memory<gpu>::stats().peak_live - before;
-        set_cuda_fused_attention(true);
+        set_cuda_attention_path(cuda_attention_path::automatic);
         return std::pair{r.out.to_vector(), g.to_vector()};
     };
     std::size_t fused_peak = 0, unfused_peak = 0;

@@ -1106,6 +1106,7 @@ namespace {
 struct attention_case {
     std::int64_t batch, heads, queries, keys, key_dim, value_dim;
     bool channels_first;
+    bool packed = false;  // DiT's (B, N, 3·D) qkv: q, k, v each read from a buffer of that shape
 
     attention_layout layout() const {
         attention_layout l{batch, heads, queries, keys, key_dim, value_dim, {}, {}, {}, {}};
@@ -1116,7 +1117,17 @@ struct attention_case {
         l.k = operand(keys, key_dim);
         l.v = operand(keys, value_dim);
         l.out = operand(queries, value_dim);
+        if (packed) {  // heads of key_dim inside rows of 3·D, D = heads·key_dim (queries = keys)
+            const std::int64_t D = heads * key_dim;
+            l.q = l.k = l.v = attention_operand{queries * 3 * D, key_dim, 3 * D};
+            l.out = attention_operand{queries * D, key_dim, D};
+        }
         return l;
+    }
+    /// Elements of the buffer an operand is read from (q, k, v: packed rows of 3·D).
+    std::size_t elements(std::int64_t tokens, std::int64_t width) const {
+        if (packed) return static_cast<std::size_t>(batch * tokens * 3 * heads * width);
+        return static_cast<std::size_t>(batch * heads * tokens * width);
     }
 };
 
@@ -1198,10 +1209,10 @@ double relative_error(const std::vector<float>& a, const std::vector<double>& b)
 // so that the rounding is shown to happen.
 BOOST_AUTO_TEST_CASE(fused_attention_steps_match_attention_in_double) {
     const attention_case cases[] = {{2, 3, 70, 45, 40, 24, false}, {1, 2, 33, 100, 72, 72, false}, {2, 1, 49, 49, 96, 96, true},
-                                    {1, 1, 1, 3, 8, 8, false}};
+                                    {1, 1, 1, 3, 8, 8, false}, {2, 3, 40, 40, 16, 16, false, true}};
     for (const auto& c : cases) {
         BOOST_TEST_CONTEXT("B " << c.batch << " H " << c.heads << " Nq " << c.queries << " Nk " << c.keys << " dk " << c.key_dim
-                                << " dv " << c.value_dim << (c.channels_first ? " channels-first" : "")) {
+                                << " dv " << c.value_dim << (c.channels_first ? " channels-first" : "") << (c.packed ? " packed" : "")) {
             const auto l = c.layout();
             const auto random = [](std::size_t n, unsigned seed, float amplitude) {
                 std::mt19937 gen(seed);
@@ -1210,16 +1221,18 @@ BOOST_AUTO_TEST_CASE(fused_attention_steps_match_attention_in_double) {
                 for (auto& e : x) e = normal(gen);
                 return x;
             };
-            const auto n = [](std::int64_t a, std::int64_t b, std::int64_t c2, std::int64_t d) { return static_cast<std::size_t>(a * b * c2 * d); };
-            const auto q = random(n(c.batch, c.heads, c.queries, c.key_dim), 1, 2.5f), k = random(n(c.batch, c.heads, c.keys, c.key_dim), 2, 1.0f);
-            const auto v = random(n(c.batch, c.heads, c.keys, c.value_dim), 3, 1.0f);
-            const auto dout = random(n(c.batch, c.heads, c.queries, c.value_dim), 4, 1.0f);
+            const auto q = random(c.elements(c.queries, c.key_dim), 1, 2.5f), k = random(c.elements(c.keys, c.key_dim), 2, 1.0f);
+            const auto v = random(c.elements(c.keys, c.value_dim), 3, 1.0f);
+            const auto dout = random(static_cast<std::size_t>(c.batch * c.heads * c.queries * c.value_dim), 4, 1.0f);
             const double scale = 1.0 / std::sqrt(double(c.key_dim));
             const auto ref = reference_attention(c, q, k, v, dout, scale);
             std::vector<double> errors[2];
             for (const bool round : {false, true}) {
-                std::vector<float> out(dout.size(), NAN), log_sum(ref.log_sum.size(), NAN), dq(q.size(), NAN), dk(k.size(), NAN),
-                    dv(v.size(), NAN), row_dot(log_sum.size(), NAN);
+                // NaN: an output the kernels never write fails (in the packed buffers, only the
+                // operand's own columns are written: they start at 0, as the reference's others).
+                const float unwritten = c.packed ? 0.0f : NAN;
+                std::vector<float> out(dout.size(), NAN), log_sum(ref.log_sum.size(), NAN), dq(q.size(), unwritten),
+                    dk(k.size(), unwritten), dv(v.size(), unwritten), row_dot(log_sum.size(), NAN);
                 const auto run = [&]<bool Round>(std::bool_constant<Round>) {
                     cuda_detail::fused_attention_forward_run<Round>(cuda_detail::fused_rows_on_host{}, out.data(), log_sum.data(), q.data(),
                                                                     k.data(), v.data(), l, float(scale), c.channels_first);
@@ -1605,4 +1618,40 @@ BOOST_AUTO_TEST_CASE(bias_rows_repeat_per_image) {
     for (std::int64_t n = 0; n < images; ++n)
         for (std::int64_t c = 0; c < channels; ++c)
             for (std::int64_t p = 0; p < plane; ++p) BOOST_TEST(y[static_cast<std::size_t>((n * channels + c) * plane + p)] == bias[c]);
+}
+
+// The functors' index arithmetic: 32-bit division where the index and the divisor fit in 32 bits
+// unsigned, 64-bit beyond; the same quotients and remainders on both sides of 2³¹ and 2³².
+BOOST_AUTO_TEST_CASE(index_division_is_exact_on_both_sides_of_32_bits) {
+    const std::int64_t big = std::int64_t{1} << 32;
+    for (const std::int64_t a : {std::int64_t{0}, std::int64_t{1}, std::int64_t{12345}, (std::int64_t{1} << 31) - 1, std::int64_t{1} << 31,
+                                 big - 1, big, big + 7, std::int64_t{3} << 40})
+        for (const std::int64_t d : {std::int64_t{1}, std::int64_t{3}, std::int64_t{64}, std::int64_t{1000003}, big - 1, big + 5}) {
+            BOOST_TEST(cuda_detail::index_div(a, d) == a / d, a << " / " << d);
+            BOOST_TEST(cuda_detail::index_mod(a, d) == a % d, a << " % " << d);
+        }
+}
+
+// A Linear's cuBLASLt plan is shared only by calls that agree in every field that shapes it:
+// changing any one field gives a key the map tells apart.
+BOOST_AUTO_TEST_CASE(linear_plan_keys_differ_in_every_field) {
+    const cuda_detail::lt_plan_key base{256, 768, 384, 0, 68, true, 256, 256, 256, 0};
+    std::vector<cuda_detail::lt_plan_key> changed(10, base);
+    changed[0].rows = 255;
+    changed[1].out = 769;
+    changed[2].in = 385;
+    changed[3].input_type = 14;
+    changed[4].compute = 77;
+    changed[5].bias = false;
+    changed[6].align_w = 16;
+    changed[7].align_x = 16;
+    changed[8].align_y = 16;
+    changed[9].device = 1;
+    std::map<cuda_detail::lt_plan_key, int> plans{{base, -1}};
+    for (std::size_t i = 0; i < changed.size(); ++i) {
+        BOOST_TEST((changed[i] < base || base < changed[i]), "field " << i);
+        plans.emplace(changed[i], int(i));
+    }
+    BOOST_TEST(plans.size() == 11u);
+    BOOST_TEST(!(base < base));
 }

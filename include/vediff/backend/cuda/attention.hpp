@@ -6,8 +6,9 @@
 // The forward keeps only each row's log Σ exp for the backward, which recomputes the
 // probabilities from the scores (one more batched product), so that a training step holds one
 // layer's (B, H, Nq, Nk) at a time rather than every layer's. Float attention with heads up to
-// 128 wide takes the fused kernels of fused_attention.hpp instead, which never write them
-// (set_cuda_fused_attention(false) keeps this path, to compare the two). Under bf16_mixed
+// 128 wide whose probabilities would take 1 GiB or more takes the fused kernels of
+// fused_attention.hpp instead, which never write them (set_cuda_attention_path chooses either
+// path for every call). Under bf16_mixed
 // (core/precision.hpp) each product's two operands are rounded to bf16 copies of their layout
 // and multiplied by cuBLAS with fp32 compute and fp32 output; the softmax and its backward stay
 // fp32.
@@ -146,10 +147,20 @@ void product(std::int64_t batch, std::int64_t heads, std::int64_t m, std::int64_
     }
 }
 
-/// Whether this call takes the fused kernels (fused_attention.hpp).
+/// Where the automatic choice turns to the fused kernels: one layer's probabilities of 1 GiB or
+/// more (DiT-B/2 at batch 256 writes 0.8 GiB; at 512 × 512 pixels, 3.2 GiB).
+inline constexpr double fused_attention_from_bytes = double(std::int64_t{1} << 30);
+
+/// Whether this call takes the fused kernels (fused_attention.hpp), by set_cuda_attention_path.
 template <class T>
 bool takes_fused_attention(const attention_layout& l) {
-    return std::is_same_v<T, float> && cuda_fused_attention() && fused_attention_fits(l);
+    if (!std::is_same_v<T, float> || !fused_attention_fits(l)) return false;
+    switch (cuda_attention()) {
+    case cuda_attention_path::fused: return true;
+    case cuda_attention_path::unfused: return false;
+    case cuda_attention_path::automatic: break;
+    }
+    return double(l.batch) * double(l.heads) * double(l.queries) * double(l.keys) * sizeof(float) >= fused_attention_from_bytes;
 }
 
 template <bool ChannelsFirst, class T>

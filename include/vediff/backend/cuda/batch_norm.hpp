@@ -20,7 +20,7 @@ namespace cuda_detail {
 
 /// Element j of channel c's values over (N, inner), j = b·inner + i.
 __host__ __device__ inline std::int64_t channel_element(std::int64_t c, std::int64_t j, std::int64_t channels, std::int64_t inner) {
-    return ((j / inner) * channels + c) * inner + j % inner;
+    return (index_div(j, inner) * channels + c) * inner + index_mod(j, inner);
 }
 
 /// mean, biased var and rstd per channel.
@@ -101,7 +101,7 @@ struct batch_norm_normalize_op {
     const T *x, *mean, *rstd, *weight, *bias;
     std::int64_t channels, inner;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t c = (e / inner) % channels;
+        const std::int64_t c = index_mod(index_div(e, inner), channels);
         const T scale = rstd[c] * weight[c], shift = bias[c] - mean[c] * scale;
         y[e] = x[e] * scale + shift;
     }

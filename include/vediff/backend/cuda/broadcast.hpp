@@ -27,8 +27,8 @@ struct axis_walk {
     __host__ __device__ std::int64_t offset(std::int64_t index) const {
         std::int64_t off = 0;
         for (int k = count - 1; k >= 0; --k) {
-            off += (index % extent[k]) * stride[k];
-            index /= extent[k];
+            off += index_mod(index, extent[k]) * stride[k];
+            index = index_div(index, extent[k]);
         }
         return off;
     }

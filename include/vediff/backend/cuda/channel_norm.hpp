@@ -19,7 +19,7 @@ struct channel_norm_forward_op {
     std::int64_t channels, inner;
     double eps;
     __host__ __device__ void operator()(std::int64_t p) const {
-        const std::int64_t b = p / inner, i = p % inner;
+        const std::int64_t b = index_div(p, inner), i = index_mod(p, inner);
         const T* in = x + b * channels * inner + i;
         T* out = y + b * channels * inner + i;
         double s = 0;
@@ -37,7 +37,7 @@ struct channel_norm_backward_op {
     std::int64_t channels, inner;
     double eps;
     __host__ __device__ void operator()(std::int64_t p) const {
-        const std::int64_t b = p / inner, i = p % inner, base = b * channels * inner + i;
+        const std::int64_t b = index_div(p, inner), i = index_mod(p, inner), base = b * channels * inner + i;
         const double r = double(norm[p]), d = r + eps;
         double dot = 0;
         for (std::int64_t c = 0; c < channels; ++c) dot += double(dy[base + c * inner]) * double(x[base + c * inner]);

@@ -121,7 +121,7 @@ struct pad_planes_op {
     explicit_padding p;
     __host__ __device__ void operator()(std::int64_t e) const {
         const std::int64_t pw = p.padded_w(), ph = p.padded_h();
-        const std::int64_t xx = e % pw - p.left, y = e / pw % ph - p.top, plane = e / (pw * ph);
+        const std::int64_t xx = index_mod(e, pw) - p.left, y = index_mod(index_div(e, pw), ph) - p.top, plane = index_div(e, pw * ph);
         padded[e] = (y >= 0 && y < p.h && xx >= 0 && xx < p.w) ? x[(plane * p.h + y) * p.w + xx] : T(0);
     }
 };
@@ -134,7 +134,7 @@ struct crop_planes_op {
     const T* padded;
     explicit_padding p;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t xx = e % p.w, y = e / p.w % p.h, plane = e / (p.w * p.h);
+        const std::int64_t xx = index_mod(e, p.w), y = index_mod(index_div(e, p.w), p.h), plane = index_div(e, p.w * p.h);
         x[e] = padded[(plane * p.padded_h() + y + p.top) * p.padded_w() + xx + p.left];
     }
 };
@@ -145,7 +145,7 @@ struct channel_rows_op {
     T* y;
     const T* bias;
     std::int64_t plane, channels;
-    __host__ __device__ void operator()(std::int64_t e) const { y[e] = bias[e / plane % channels]; }
+    __host__ __device__ void operator()(std::int64_t e) const { y[e] = bias[index_mod(index_div(e, plane), channels)]; }
 };
 
 /// The geometry as plain integers, copied into kernels by value.
@@ -163,9 +163,9 @@ struct im2col_op {
     const T* x;
     conv_shape s;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t plane = s.ho * s.wo, row = e / plane, pos = e % plane;
-        const std::int64_t j = row % s.kw, i = (row / s.kw) % s.kh, c = row / (s.kw * s.kh);
-        const std::int64_t y = (pos / s.wo) * s.sh - s.pt + i, xx = (pos % s.wo) * s.sw - s.pl + j;
+        const std::int64_t plane = s.ho * s.wo, row = index_div(e, plane), pos = index_mod(e, plane);
+        const std::int64_t j = index_mod(row, s.kw), i = index_mod(index_div(row, s.kw), s.kh), c = index_div(row, s.kw * s.kh);
+        const std::int64_t y = index_div(pos, s.wo) * s.sh - s.pt + i, xx = index_mod(pos, s.wo) * s.sw - s.pl + j;
         col[e] = (y >= 0 && y < s.h && xx >= 0 && xx < s.w) ? x[(c * s.h + y) * s.w + xx] : T(0);
     }
 };
@@ -177,15 +177,15 @@ struct col2im_op {
     const T* col;
     conv_shape s;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t xx = e % s.w, y = (e / s.w) % s.h, c = e / (s.w * s.h), plane = s.ho * s.wo;
+        const std::int64_t xx = index_mod(e, s.w), y = index_mod(index_div(e, s.w), s.h), c = index_div(e, s.w * s.h), plane = s.ho * s.wo;
         T sum = 0;
         for (std::int64_t i = 0; i < s.kh; ++i) {
             const std::int64_t ty = y + s.pt - i;
-            if (ty < 0 || ty % s.sh != 0 || ty / s.sh >= s.ho) continue;
+            if (ty < 0 || index_mod(ty, s.sh) != 0 || index_div(ty, s.sh) >= s.ho) continue;
             for (std::int64_t j = 0; j < s.kw; ++j) {
                 const std::int64_t tx = xx + s.pl - j;
-                if (tx < 0 || tx % s.sw != 0 || tx / s.sw >= s.wo) continue;
-                sum += col[((c * s.kh + i) * s.kw + j) * plane + (ty / s.sh) * s.wo + tx / s.sw];
+                if (tx < 0 || index_mod(tx, s.sw) != 0 || index_div(tx, s.sw) >= s.wo) continue;
+                sum += col[((c * s.kh + i) * s.kw + j) * plane + index_div(ty, s.sh) * s.wo + index_div(tx, s.sw)];
             }
         }
         dx[e] = sum;

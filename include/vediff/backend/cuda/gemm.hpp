@@ -9,6 +9,10 @@
 // bf16 inputs, an fp32 output and fp32 compute (CUBLAS_COMPUTE_32F), the tensor-core path.
 // A Linear's forward is one cuBLASLt matmul with the bias fused into its epilogue.
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include <cuda_bf16.h>
@@ -51,7 +55,7 @@ template <class T>
 struct bias_rows_op {
     const T* bias;
     std::int64_t out;
-    __host__ __device__ T operator()(std::int64_t i) const { return bias[i % out]; }
+    __host__ __device__ T operator()(std::int64_t i) const { return bias[index_mod(i, out)]; }
 };
 
 /// dst[i] = bf16(src[i]), round to nearest even.
@@ -67,7 +71,7 @@ struct bias_fill_op {
     const float* bias;
     std::int64_t m, n, ldc, stride_c;
     __device__ void operator()(std::int64_t e) const {
-        const std::int64_t i = e / (m * n), r = e / n % m, j = e % n;
+        const std::int64_t i = index_div(e, m * n), r = index_mod(index_div(e, n), m), j = index_mod(e, n);
         c[i * stride_c + r * ldc + j] = bias[j];
     }
 };
@@ -110,22 +114,39 @@ inline std::uint32_t address_alignment(const void* p) {
 /// Workspace offered to cuBLASLt's algorithms (from the caching allocator, so reused across calls).
 inline constexpr std::size_t lt_workspace_bytes = std::size_t{4} << 20;
 
-/// y (rows × out, row-major, fp32) = x·wᵀ + bias through one cublasLtMatmul, the bias added by its
-/// epilogue (CUBLASLT_EPILOGUE_BIAS; null: none) instead of a separate pass. x (rows × in) and
-/// w (out × in) are of `input_type` (CUDA_R_32F, or CUDA_R_16BF for bf16_mixed). In cuBLAS's
-/// column-major terms: yᵀ (out × rows) = wᵀ-as-stored transposed · xᵀ, so the bias is per row of D.
-inline void linear_lt(std::int64_t rows, std::int64_t out, std::int64_t in, const void* x, const void* w, cudaDataType_t input_type,
-                      cublasComputeType_t compute, const float* bias, float* y) {
-    const int m = as_int(out, "out"), n = as_int(rows, "rows"), k = as_int(in, "in");
+/// What decides a Linear's cuBLASLt plan: the sizes, the types, whether a bias epilogue is on, the
+/// operands' alignments and the device. Two calls with equal keys can share descriptors and the
+/// heuristic's algorithm.
+struct lt_plan_key {
+    std::int64_t rows = 0, out = 0, in = 0;
+    int input_type = 0, compute = 0;
+    bool bias = false;
+    std::uint32_t align_w = 0, align_x = 0, align_y = 0;
+    int device = 0;
+    auto fields() const { return std::tie(rows, out, in, input_type, compute, bias, align_w, align_x, align_y, device); }
+    bool operator<(const lt_plan_key& other) const { return fields() < other.fields(); }
+};
+
+/// The descriptors of one key and the algorithm cuBLASLt's heuristic chose for it.
+struct lt_plan {
     lt_descriptors desc;
-    check(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
+    cublasLtMatmulHeuristicResult_t heuristic{};
+};
+
+/// A new plan for the key (descriptors, preference, one heuristic query); the bias pointer is set
+/// per call.
+inline std::unique_ptr<lt_plan> make_lt_plan(const lt_plan_key& key) {
+    auto plan = std::make_unique<lt_plan>();
+    auto& desc = plan->desc;
+    const int m = as_int(key.out, "out"), n = as_int(key.rows, "rows"), k = as_int(key.in, "in");
+    const auto input_type = static_cast<cudaDataType_t>(key.input_type);
+    check(cublasLtMatmulDescCreate(&desc.op, static_cast<cublasComputeType_t>(key.compute), CUDA_R_32F), "cublasLtMatmulDescCreate");
     const cublasOperation_t transpose = CUBLAS_OP_T, keep = CUBLAS_OP_N;
     check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &transpose, sizeof transpose), "cublasLt TRANSA");
     check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &keep, sizeof keep), "cublasLt TRANSB");
-    if (bias) {
+    if (key.bias) {
         const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;  // bias of D's type (fp32), one per row of D
         check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue), "cublasLt EPILOGUE");
-        check(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "cublasLt BIAS_POINTER");
     }
     // A = w, stored column-major k × m (w is row-major out × in); B = x, stored k × n; D m × n.
     check(cublasLtMatrixLayoutCreate(&desc.a, input_type, k, m, k), "cublasLtMatrixLayoutCreate (w)");
@@ -136,26 +157,55 @@ inline void linear_lt(std::int64_t rows, std::int64_t out, std::int64_t in, cons
     check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
                                                sizeof workspace_bytes),
           "cublasLt MAX_WORKSPACE_BYTES");
-    const std::uint32_t align_w = address_alignment(w), align_x = address_alignment(x), align_y = address_alignment(y);
-    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_w, sizeof align_w),
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &key.align_w,
+                                               sizeof key.align_w),
           "cublasLt MIN_ALIGNMENT_A_BYTES");
-    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_x, sizeof align_x),
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &key.align_x,
+                                               sizeof key.align_x),
           "cublasLt MIN_ALIGNMENT_B_BYTES");
-    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_y, sizeof align_y),
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &key.align_y,
+                                               sizeof key.align_y),
           "cublasLt MIN_ALIGNMENT_C_BYTES");
-    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_y, sizeof align_y),
+    check(cublasLtMatmulPreferenceSetAttribute(desc.preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &key.align_y,
+                                               sizeof key.align_y),
           "cublasLt MIN_ALIGNMENT_D_BYTES");
-    cublasLtMatmulHeuristicResult_t heuristic{};
     int found = 0;
-    check(cublasLtMatmulAlgoGetHeuristic(cublas_lt(), desc.op, desc.a, desc.b, desc.d, desc.d, desc.preference, 1, &heuristic, &found),
+    check(cublasLtMatmulAlgoGetHeuristic(cublas_lt(), desc.op, desc.a, desc.b, desc.d, desc.d, desc.preference, 1, &plan->heuristic,
+                                         &found),
           "cublasLtMatmulAlgoGetHeuristic");
     if (found == 0)
-        throw cuda_error(fmt::format("cuBLASLt: no algorithm for a linear of {} rows, {} → {} ({} inputs{})", rows, in, out,
-                                     input_type == CUDA_R_16BF ? "bf16" : "fp32", bias ? ", bias epilogue" : ""));
+        throw cuda_error(fmt::format(fmt::runtime("cuBLASLt: no algorithm for a linear of {} rows, {} → {} ({} inputs{})"), key.rows,
+                                     key.in, key.out, input_type == CUDA_R_16BF ? "bf16" : "fp32", key.bias ? ", bias epilogue" : ""));
+    return plan;
+}
+
+/// Plans by key, built at a key's first call (a training step's Linears find theirs from the
+/// second step on); at most lt_plan_cache_size, then the cache starts anew.
+inline constexpr std::size_t lt_plan_cache_size = 512;
+
+/// y (rows × out, row-major, fp32) = x·wᵀ + bias through one cublasLtMatmul, the bias added by its
+/// epilogue (CUBLASLT_EPILOGUE_BIAS; null: none) instead of a separate pass. x (rows × in) and
+/// w (out × in) are of `input_type` (CUDA_R_32F, or CUDA_R_16BF for bf16_mixed). In cuBLAS's
+/// column-major terms: yᵀ (out × rows) = wᵀ-as-stored transposed · xᵀ, so the bias is per row of D.
+inline void linear_lt(std::int64_t rows, std::int64_t out, std::int64_t in, const void* x, const void* w, cudaDataType_t input_type,
+                      cublasComputeType_t compute, const float* bias, float* y) {
+    const lt_plan_key key{rows, out, in, static_cast<int>(input_type), static_cast<int>(compute), bias != nullptr,
+                          address_alignment(w), address_alignment(x), address_alignment(y), current_device()};
+    static auto* lock = new std::mutex;
+    static auto* plans = new std::map<lt_plan_key, std::unique_ptr<lt_plan>>;  // never destroyed: outlives the handles' users
+    std::lock_guard guard(*lock);
+    auto found = plans->find(key);
+    if (found == plans->end()) {
+        if (plans->size() >= lt_plan_cache_size) plans->clear();
+        found = plans->emplace(key, make_lt_plan(key)).first;
+    }
+    lt_plan& plan = *found->second;
+    if (bias)
+        check(cublasLtMatmulDescSetAttribute(plan.desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "cublasLt BIAS_POINTER");
     tensor<float, cuda> workspace(tensor_shape{static_cast<std::int64_t>(lt_workspace_bytes / sizeof(float))});
     const float alpha = 1.0f, beta = 0.0f;
-    check(cublasLtMatmul(cublas_lt(), desc.op, &alpha, w, desc.a, x, desc.b, &beta, y, desc.d, y, desc.d, &heuristic.algo,
-                         workspace.data(), lt_workspace_bytes, stream()),
+    check(cublasLtMatmul(cublas_lt(), plan.desc.op, &alpha, w, plan.desc.a, x, plan.desc.b, &beta, y, plan.desc.d, y, plan.desc.d,
+                         &plan.heuristic.algo, workspace.data(), lt_workspace_bytes, stream()),
           "cublasLtMatmul");
 }
 

@@ -27,8 +27,8 @@ struct gather_rows_op {
     std::int64_t dim, rows;
     // An index outside the table (which its deferred check reports) reads as a row of zeros.
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t r = index[e / dim];
-        out[e] = r >= 0 && r < rows ? table[r * dim + e % dim] : T(0);
+        const std::int64_t r = index[index_div(e, dim)];
+        out[e] = r >= 0 && r < rows ? table[r * dim + index_mod(e, dim)] : T(0);
     }
 };
 
@@ -59,8 +59,9 @@ struct patch_map {
     std::int64_t C, H, W, p;
     __host__ __device__ std::int64_t pixel(std::int64_t e) const {
         const std::int64_t w = W / p, h = H / p, dim = p * p * C;
-        const std::int64_t c = e % C, j = (e / C) % p, i = (e / (C * p)) % p;
-        const std::int64_t token = e / dim, col = token % w, row = (token / w) % h, b = token / (w * h);
+        const std::int64_t c = index_mod(e, C), j = index_mod(index_div(e, C), p), i = index_mod(index_div(e, C * p), p);
+        const std::int64_t token = index_div(e, dim), col = index_mod(token, w), row = index_mod(index_div(token, w), h),
+                           b = index_div(token, w * h);
         return ((b * C + c) * H + row * p + i) * W + col * p + j;
     }
 };
@@ -88,7 +89,7 @@ struct nearest2x_op {
     std::int64_t H, W;
     T scale;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t x = e % (2 * W), y = (e / (2 * W)) % (2 * H), plane = e / (4 * H * W);
+        const std::int64_t x = index_mod(e, 2 * W), y = index_mod(index_div(e, 2 * W), 2 * H), plane = index_div(e, 4 * H * W);
         out[e] = scale * in[(plane * H + y / 2) * W + x / 2];
     }
 };
@@ -100,7 +101,7 @@ struct block_sum2x2_op {
     std::int64_t H, W;
     T scale;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t w = W / 2, h = H / 2, x = e % w, y = (e / w) % h, plane = e / (w * h);
+        const std::int64_t w = W / 2, h = H / 2, x = index_mod(e, w), y = index_mod(index_div(e, w), h), plane = index_div(e, w * h);
         const T* top = in + (plane * H + 2 * y) * W + 2 * x;
         const T* bottom = top + W;
         out[e] = scale * ((top[0] + top[1]) + (bottom[0] + bottom[1]));
@@ -114,7 +115,10 @@ struct copy_rows_op {
     std::int64_t dst_stride;
     const T* src;
     std::int64_t src_stride, len;
-    __host__ __device__ void operator()(std::int64_t e) const { dst[(e / len) * dst_stride + e % len] = src[(e / len) * src_stride + e % len]; }
+    __host__ __device__ void operator()(std::int64_t e) const {
+        const std::int64_t row = index_div(e, len), j = index_mod(e, len);
+        dst[row * dst_stride + j] = src[row * src_stride + j];
+    }
 };
 
 } // namespace cuda_detail

@@ -227,7 +227,7 @@ struct group_norm_forward_job {
         rstd[ng] = T(st.rstd);
     }
     __host__ __device__ void store(std::int64_t ng, std::int64_t j, const row_result& st) const {
-        const std::int64_t c = (ng % groups) * channels_per_group + j / spatial;
+        const std::int64_t c = index_mod(ng, groups) * channels_per_group + index_div(j, spatial);
         const double a = st.rstd * (weight ? double(weight[c]) : 1.0);
         const T at = T(a), bt = T((bias ? double(bias[c]) : 0.0) - st.mean * a);
         y[ng * length() + j] = x[ng * length() + j] * at + bt;
@@ -278,7 +278,7 @@ struct group_norm_backward_job {
     __host__ __device__ std::int64_t reduce_length(std::int64_t) const { return channels_per_group; }
     __host__ __device__ std::int64_t map_length(std::int64_t) const { return channels_per_group * spatial; }
     __host__ __device__ double weight_of(std::int64_t ng, std::int64_t j) const {
-        return weight ? double(weight[(ng % groups) * channels_per_group + j]) : 1.0;
+        return weight ? double(weight[index_mod(ng, groups) * channels_per_group + j]) : 1.0;
     }
     __host__ __device__ accumulator load(std::int64_t ng, std::int64_t j) const {
         const double w = weight_of(ng, j);

@@ -40,7 +40,7 @@ struct max_pool_op {
     const T* in;
     pool2d_geometry g;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t p = e / (g.out_h * g.out_w), oy = (e / g.out_w) % g.out_h, ox = e % g.out_w;
+        const std::int64_t p = index_div(e, g.out_h * g.out_w), oy = index_mod(index_div(e, g.out_w), g.out_h), ox = index_mod(e, g.out_w);
         const T* plane = in + p * g.in_h * g.in_w;
         const pool_window w = window_of(g, oy, ox);
         // An empty window (all padding) gives −∞, as the cpu's does.
@@ -58,7 +58,7 @@ struct avg_pool_op {
     pool2d_geometry g;
     bool count_include_pad;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t p = e / (g.out_h * g.out_w), oy = (e / g.out_w) % g.out_h, ox = e % g.out_w;
+        const std::int64_t p = index_div(e, g.out_h * g.out_w), oy = index_mod(index_div(e, g.out_w), g.out_h), ox = index_mod(e, g.out_w);
         const T* plane = in + p * g.in_h * g.in_w;
         const pool_window w = window_of(g, oy, ox);
         T sum = 0;
@@ -75,7 +75,7 @@ struct max_pool_backward_op {
     const T *dy, *in;
     pool2d_geometry g;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t p = e / (g.in_h * g.in_w), y = (e / g.in_w) % g.in_h, x = e % g.in_w;
+        const std::int64_t p = index_div(e, g.in_h * g.in_w), y = index_mod(index_div(e, g.in_w), g.in_h), x = index_mod(e, g.in_w);
         const T* plane = in + p * g.in_h * g.in_w;
         const T* dout = dy + p * g.out_h * g.out_w;
         // Outputs whose window holds row y: oy·stride − padding ≤ y < oy·stride − padding + kernel.

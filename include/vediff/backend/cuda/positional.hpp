@@ -31,7 +31,7 @@ struct timestep_embedding_op {
     std::int64_t half;
     double max_period;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t b = e / half, k = e % half;
+        const std::int64_t b = index_div(e, half), k = index_mod(e, half);
         const double angle = double(t[b]) * exp(-log(max_period) * double(k) / double(half));
         out[b * 2 * half + k] = static_cast<T>(cos(angle));
         out[b * 2 * half + half + k] = static_cast<T>(sin(angle));
@@ -46,8 +46,8 @@ struct rope_pair_op {
     const T *in, *cos, *sin;
     std::int64_t tokens, heads, dim;
     __host__ __device__ void operator()(std::int64_t e) const {
-        const std::int64_t pairs = dim / 2, i = 2 * (e % pairs), vec = e / pairs;  // vec = (row·tokens + token)·heads + head
-        const std::int64_t token = (vec / heads) % tokens;
+        const std::int64_t pairs = dim / 2, i = 2 * index_mod(e, pairs), vec = index_div(e, pairs);  // vec = (row·tokens + token)·heads + head
+        const std::int64_t token = index_mod(index_div(vec, heads), tokens);
         const T* c = cos + token * dim;
         const T* s = sin + token * dim;
         const T* a = in + vec * dim;

@@ -23,7 +23,7 @@ struct posterior_split_op {
     std::int64_t inner;
     T lo, hi;
     __host__ __device__ void operator()(std::int64_t i) const {
-        const std::int64_t b = i / inner, k = i % inner;
+        const std::int64_t b = index_div(i, inner), k = index_mod(i, inner);
         const T raw = moments[(2 * b + 1) * inner + k];
         mean[i] = moments[2 * b * inner + k];
         raw_logvar[i] = raw;
@@ -40,7 +40,7 @@ struct posterior_split_backward_op {
     std::int64_t inner;
     T lo, hi;
     __host__ __device__ void operator()(std::int64_t i) const {
-        const std::int64_t b = i / inner, k = i % inner;
+        const std::int64_t b = index_div(i, inner), k = index_mod(i, inner);
         const T raw = raw_logvar[i];
         dmoments[2 * b * inner + k] = dmean[i];
         dmoments[(2 * b + 1) * inner + k] = (raw >= lo && raw <= hi) ? dlogvar[i] : T(0);

@@ -52,7 +52,7 @@ struct partial_sum_op {
     Load load;
     double* partial;
     __host__ __device__ void operator()(std::int64_t task) const {
-        const std::int64_t o = task % plan.outputs, c = task / plan.outputs;
+        const std::int64_t o = index_mod(task, plan.outputs), c = index_div(task, plan.outputs);
         const std::int64_t base = plan.kept.offset(o);
         const std::int64_t first = c * chunk, last = first + chunk < plan.per_output ? first + chunk : plan.per_output;
         double s = 0;

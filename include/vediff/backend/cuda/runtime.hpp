@@ -161,6 +161,18 @@ inline void raise_index_faults() {
     if (checks->pending() > 0) checks->raise_pending();
 }
 
+/// a / d and a % d for non-negative indices, in 32-bit unsigned arithmetic when both fit (nearly
+/// every tensor): on a GPU a 64-bit division is a long software sequence, a 32-bit one a few
+/// instructions, and neighbouring threads take the same branch.
+__host__ __device__ inline std::int64_t index_div(std::int64_t a, std::int64_t d) {
+    if (((a | d) >> 32) == 0) return static_cast<std::int64_t>(static_cast<std::uint32_t>(a) / static_cast<std::uint32_t>(d));
+    return a / d;
+}
+__host__ __device__ inline std::int64_t index_mod(std::int64_t a, std::int64_t d) {
+    if (((a | d) >> 32) == 0) return static_cast<std::int64_t>(static_cast<std::uint32_t>(a) % static_cast<std::uint32_t>(d));
+    return a % d;
+}
+
 /// Runs a Thrust algorithm (`what` names it) with its failures turned into vediff's: Thrust
 /// reports a failed launch or synchronization as thrust::system_error and a failed temporary
 /// allocation as a std::bad_alloc, which callers catching cuda_error would miss.
@@ -226,9 +238,9 @@ inline std::atomic<bool>& conv_tf32_flag() {
     static std::atomic<bool> enabled{true};
     return enabled;
 }
-inline std::atomic<bool>& fused_attention_flag() {
-    static std::atomic<bool> enabled{true};
-    return enabled;
+inline std::atomic<int>& attention_path_choice() {
+    static std::atomic<int> choice{0};  // cuda_attention_path::automatic
+    return choice;
 }
 
 } // namespace cuda_detail
@@ -333,10 +345,14 @@ inline bool cuda_tf32() noexcept { return cuda_detail::tf32_flag(); }
 inline void set_cuda_conv_tf32(bool enabled) noexcept { cuda_detail::conv_tf32_flag() = enabled; }
 inline bool cuda_conv_tf32() noexcept { return cuda_detail::conv_tf32_flag(); }
 
-/// Fused attention (backend/cuda/fused_attention.hpp) for float heads up to 128 wide: on by
-/// default; off takes the cuBLAS path, which writes the (B, H, Nq, Nk) probabilities.
-inline void set_cuda_fused_attention(bool enabled) noexcept { cuda_detail::fused_attention_flag() = enabled; }
-inline bool cuda_fused_attention() noexcept { return cuda_detail::fused_attention_flag(); }
+/// Which of the two attention paths float attention takes (backend/cuda/attention.hpp): the fused
+/// kernels (fused_attention.hpp: memory linear in the tokens, scalar FMAs), or cuBLAS's batched
+/// products (tensor cores; one layer's (B, H, Nq, Nk) probabilities in memory at a time).
+/// automatic, the default: fused where those probabilities would take fused_attention_from_bytes
+/// or more, cuBLAS below. Heads wider than 128 and double always take cuBLAS.
+enum class cuda_attention_path { automatic = 0, fused = 1, unfused = 2 };
+inline void set_cuda_attention_path(cuda_attention_path path) noexcept { cuda_detail::attention_path_choice() = static_cast<int>(path); }
+inline cuda_attention_path cuda_attention() noexcept { return static_cast<cuda_attention_path>(cuda_detail::attention_path_choice().load()); }
 
 template <>
 struct device_selection<cuda> {

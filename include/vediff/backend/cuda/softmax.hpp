@@ -59,7 +59,7 @@ struct softmax_from_log_sum_op {
     const T* log_sum;
     std::int64_t dim;
     T scale;
-    __host__ __device__ void operator()(std::int64_t e) const { p[e] = exp(scale * p[e] - log_sum[e / dim]); }
+    __host__ __device__ void operator()(std::int64_t e) const { p[e] = exp(scale * p[e] - log_sum[index_div(e, dim)]); }
 };
 
 /// dx = scale·y·(dy − Σ dy·y) over rows of `dim` values, given the forward's y; dx may be dy.
