@@ -548,10 +548,6 @@ BOOST_AUTO_TEST_CASE(packed_attention_matches_a_host_loop_forward_and_backward) 
     };
     const auto dqkv_in = tensor<float, gpu>::from_host({B, N, 3 * D}, std::span<const float>(qkv.values));
     const auto ddout = tensor<float, gpu>::from_host({B, N, D}, std::span<const float>(dout.values));
-    const auto r = ops::packed_attention(dqkv_in.view(), heads);
-    BOOST_TEST(relative_difference(r.out.to_vector(), host_attention(qkv.values)) < 1e-5);
-    BOOST_TEST(relative_difference(ops::packed_attention_output(dqkv_in.view(), heads).to_vector(), host_attention(qkv.values)) < 1e-5);
-    const auto grad = ops::packed_attention_backward(ddout.view(), dqkv_in.view(), r.saved, heads).to_vector();
     // Directional derivative along a random direction e, in double on the host.
     const auto e = random_matrix({B * N, 3 * D}, 42);
     const double h = 1e-3;
@@ -561,10 +557,23 @@ BOOST_AUTO_TEST_CASE(packed_attention_matches_a_host_loop_forward_and_backward) 
         minus[i] -= float(h * e.values[i]);
     }
     const auto op = host_attention(plus), om = host_attention(minus);
-    double fd = 0, analytic = 0;
+    double fd = 0;
     for (std::size_t i = 0; i < op.size(); ++i) fd += (op[i] - om[i]) / (2 * h) * dout.values[i];
-    for (std::size_t i = 0; i < grad.size(); ++i) analytic += double(grad[i]) * e.values[i];
-    BOOST_TEST(analytic == fd, boost::test_tools::tolerance(1e-3));
+    // Both of attention's paths: the fused kernels and cuBLAS's products.
+    for (const auto path : {cuda_attention_path::fused, cuda_attention_path::unfused}) {
+        BOOST_TEST_CONTEXT((path == cuda_attention_path::fused ? "fused" : "unfused")) {
+            set_cuda_attention_path(path);
+            const auto r = ops::packed_attention(dqkv_in.view(), heads);
+            BOOST_TEST(relative_difference(r.out.to_vector(), host_attention(qkv.values)) < 1e-5);
+            BOOST_TEST(relative_difference(ops::packed_attention_output(dqkv_in.view(), heads).to_vector(), host_attention(qkv.values)) <
+                       1e-5);
+            const auto grad = ops::packed_attention_backward(ddout.view(), dqkv_in.view(), r.saved, heads).to_vector();
+            double analytic = 0;
+            for (std::size_t i = 0; i < grad.size(); ++i) analytic += double(grad[i]) * e.values[i];
+            BOOST_TEST(analytic == fd, boost::test_tools::tolerance(1e-3));
+        }
+    }
+    set_cuda_attention_path(cuda_attention_path::automatic);
 }
 
 BOOST_AUTO_TEST_CASE(bf16_mixed_products_round_their_operands_and_sum_in_fp32) {

@@ -1256,6 +1256,58 @@ BOOST_AUTO_TEST_CASE(fused_attention_steps_match_attention_in_double) {
     }
 }
 
+// The fused backward against central differences of the fused forward itself (its host steps):
+// ⟨dq, e_q⟩ + ⟨dk, e_k⟩ + ⟨dv, e_v⟩ = d/dh ⟨out(q + h·e_q, k + h·e_k, v + h·e_v), dout⟩, for both
+// register widths.
+BOOST_AUTO_TEST_CASE(fused_attention_gradients_match_central_differences) {
+    for (const attention_case c : {attention_case{1, 2, 37, 45, 24, 40, false}, attention_case{2, 1, 30, 30, 72, 72, false}}) {
+        BOOST_TEST_CONTEXT("dk " << c.key_dim << " dv " << c.value_dim) {
+            const auto l = c.layout();
+            const auto random = [](std::size_t n, unsigned seed) {
+                std::mt19937 gen(seed);
+                std::normal_distribution<double> normal(0.0, 1.0);
+                std::vector<double> x(n);
+                for (auto& e : x) e = normal(gen);
+                return x;
+            };
+            const auto q = random(c.elements(c.queries, c.key_dim), 11), k = random(c.elements(c.keys, c.key_dim), 12);
+            const auto v = random(c.elements(c.keys, c.value_dim), 13);
+            const auto dout = random(static_cast<std::size_t>(c.batch * c.heads * c.queries * c.value_dim), 14);
+            const auto eq = random(q.size(), 15), ek = random(k.size(), 16), ev = random(v.size(), 17);
+            const float scale = float(1.0 / std::sqrt(double(c.key_dim)));
+            const auto as_float = [](const std::vector<double>& x, const std::vector<double>& e, double h) {
+                std::vector<float> out(x.size());
+                for (std::size_t i = 0; i < x.size(); ++i) out[i] = float(x[i] + h * e[i]);
+                return out;
+            };
+            const auto objective = [&](double h) {  // ⟨out, dout⟩ at the shifted operands
+                const auto qs = as_float(q, eq, h), ks = as_float(k, ek, h), vs = as_float(v, ev, h);
+                std::vector<float> out(dout.size()), log_sum(static_cast<std::size_t>(c.batch * c.heads * c.queries));
+                cuda_detail::fused_attention_forward_run<false>(cuda_detail::fused_rows_on_host{}, out.data(), log_sum.data(), qs.data(),
+                                                                ks.data(), vs.data(), l, scale, false);
+                double sum = 0;
+                for (std::size_t i = 0; i < out.size(); ++i) sum += double(out[i]) * dout[i];
+                return sum;
+            };
+            const auto qf = as_float(q, eq, 0), kf = as_float(k, ek, 0), vf = as_float(v, ev, 0), df = as_float(dout, dout, 0);
+            std::vector<float> out(df.size()), log_sum(static_cast<std::size_t>(c.batch * c.heads * c.queries)), dq(q.size()),
+                dk(k.size()), dv(v.size()), row_dot(log_sum.size());
+            cuda_detail::fused_attention_forward_run<false>(cuda_detail::fused_rows_on_host{}, out.data(), log_sum.data(), qf.data(),
+                                                            kf.data(), vf.data(), l, scale, false);
+            cuda_detail::fused_attention_backward_run<false>(cuda_detail::fused_rows_on_host{}, dq.data(), dk.data(), dv.data(),
+                                                             row_dot.data(), df.data(), qf.data(), kf.data(), vf.data(), log_sum.data(), l,
+                                                             scale, false);
+            double analytic = 0;
+            for (std::size_t i = 0; i < q.size(); ++i) analytic += double(dq[i]) * eq[i];
+            for (std::size_t i = 0; i < k.size(); ++i) analytic += double(dk[i]) * ek[i];
+            for (std::size_t i = 0; i < v.size(); ++i) analytic += double(dv[i]) * ev[i];
+            const double h = 1e-2, numeric = (objective(h) - objective(-h)) / (2 * h);
+            BOOST_TEST_MESSAGE("directional derivative: analytic " << analytic << ", central differences " << numeric);
+            BOOST_TEST(analytic == numeric, boost::test_tools::tolerance(2e-3));
+        }
+    }
+}
+
 namespace {
 
 /// Slots in host memory, for the bookkeeping of deferred index checks without a device.
