@@ -18,20 +18,36 @@
 
 namespace vediff::optim {
 
+namespace detail {
+/// The trainable parameters' non-empty gradients, in the model's order, and their lengths.
+template <class T>
+struct gradient_list {
+    std::vector<T*> data;
+    std::vector<std::int64_t> lengths;
+};
+template <class Model>
+gradient_list<typename Model::value_type> trainable_gradients(Model& model) {
+    using T = typename Model::value_type;
+    using D = typename Model::device_type;
+    gradient_list<T> list;
+    model.for_each_parameter([&](const std::string&, nn::parameter<T, D>& p) {
+        if (!p.trainable || p.grad.numel() == 0) return;
+        list.data.push_back(p.grad.data());
+        list.lengths.push_back(p.grad.numel());
+    }, std::string{});
+    return list;
+}
+} // namespace detail
+
 /// √(Σ over trainable parameters of Σ grad²), accumulated in double: one multi-tensor reduction
 /// (on the cuda device one launch and one read-back, not one per parameter tensor).
 template <class Model>
 double global_grad_norm(Model& model) {
     using T = typename Model::value_type;
     using D = typename Model::device_type;
-    std::vector<const T*> grads;
-    std::vector<std::int64_t> lengths;
-    model.for_each_parameter([&](const std::string&, nn::parameter<T, D>& p) {
-        if (!p.trainable || p.grad.numel() == 0) return;
-        grads.push_back(p.grad.data());
-        lengths.push_back(p.grad.numel());
-    }, std::string{});
-    return std::sqrt(optim_kernels<D>::sum_of_squares_many(std::span<const T* const>(grads), std::span<const std::int64_t>(lengths)));
+    const auto grads = detail::trainable_gradients(model);
+    const std::vector<const T*> read(grads.data.begin(), grads.data.end());
+    return std::sqrt(optim_kernels<D>::sum_of_squares_many(std::span<const T* const>(read), std::span<const std::int64_t>(grads.lengths)));
 }
 
 namespace detail {
@@ -50,15 +66,9 @@ template <class Model>
 deferred_value clip_grad_norm_deferred(Model& model, double max_norm) {
     using T = typename Model::value_type;
     using D = typename Model::device_type;
-    std::vector<T*> grads;
-    std::vector<std::int64_t> lengths;
-    model.for_each_parameter([&](const std::string&, nn::parameter<T, D>& p) {
-        if (!p.trainable || p.grad.numel() == 0) return;
-        grads.push_back(p.grad.data());
-        lengths.push_back(p.grad.numel());
-    }, std::string{});
-    return detail::norm_of(optim_kernels<D>::clip_by_global_norm_many(std::span<T* const>(grads), std::span<const std::int64_t>(lengths),
-                                                                      max_norm));
+    const auto grads = detail::trainable_gradients(model);
+    return detail::norm_of(optim_kernels<D>::clip_by_global_norm_many(std::span<T* const>(grads.data),
+                                                                      std::span<const std::int64_t>(grads.lengths), max_norm));
 }
 
 /// clip_grad_norm_deferred, its norm read now; with error_if_nonfinite a non-finite norm throws
